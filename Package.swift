@@ -1,0 +1,79 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "wayback",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "wayback", targets: ["wayback"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        // C library: Debian's libzstd-dev (scripts/setup installs it).
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+
+        // Layer 0: vocabulary, no I/O.
+        .target(name: "WaybackCore", dependencies: [
+            "CZstd",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ], swiftSettings: swiftSettings),
+
+        // Layer 1: storage drivers and PostgreSQL access.
+        .target(name: "WaybackStorage", dependencies: ["WaybackCore"], swiftSettings: swiftSettings),
+        .target(name: "WaybackPostgres", dependencies: [
+            "WaybackCore",
+            .product(name: "PostgresNIO", package: "postgres-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftSettings),
+
+        // Layer 2: the repository catalog (the only place that knows where things live).
+        .target(name: "WaybackCatalog", dependencies: [
+            "WaybackCore", "WaybackStorage",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftSettings),
+
+        // Layer 3: operations (never import each other).
+        .target(name: "WaybackArchive", dependencies: ["WaybackCore", "WaybackStorage", "WaybackCatalog", "WaybackPostgres"], swiftSettings: swiftSettings),
+        .target(name: "WaybackBackup", dependencies: ["WaybackCore", "WaybackStorage", "WaybackCatalog", "WaybackPostgres"], swiftSettings: swiftSettings),
+        .target(name: "WaybackRestore", dependencies: ["WaybackCore", "WaybackStorage", "WaybackCatalog", "WaybackPostgres"], swiftSettings: swiftSettings),
+
+        // Layer 4: configuration (read at the edge), the demo, the command line.
+        .target(name: "WaybackConfig", dependencies: [
+            "WaybackCore", "WaybackStorage", "WaybackPostgres",
+            .product(name: "Yams", package: "Yams"),
+        ], swiftSettings: swiftSettings),
+        .target(name: "WaybackDemo", dependencies: [
+            "WaybackCore", "WaybackStorage", "WaybackCatalog", "WaybackPostgres",
+            "WaybackArchive", "WaybackBackup", "WaybackRestore", "WaybackConfig",
+        ], swiftSettings: swiftSettings),
+        .executableTarget(name: "wayback", dependencies: [
+            "WaybackCore", "WaybackStorage", "WaybackCatalog", "WaybackPostgres",
+            "WaybackArchive", "WaybackBackup", "WaybackRestore", "WaybackConfig", "WaybackDemo",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftSettings),
+
+        // Test-only helpers: in-memory storage, conformance suite, throwaway clusters.
+        .target(name: "WaybackTesting", dependencies: ["WaybackCore", "WaybackStorage", "WaybackPostgres"], swiftSettings: swiftSettings),
+
+        .testTarget(name: "WaybackCoreTests", dependencies: ["WaybackCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "WaybackStorageTests", dependencies: ["WaybackStorage", "WaybackTesting"], swiftSettings: swiftSettings),
+        .testTarget(name: "WaybackCatalogTests", dependencies: ["WaybackCatalog", "WaybackTesting"], swiftSettings: swiftSettings),
+        .testTarget(name: "WaybackConfigTests", dependencies: ["WaybackConfig"], swiftSettings: swiftSettings),
+        .testTarget(name: "WaybackPostgresTests", dependencies: ["WaybackPostgres"], swiftSettings: swiftSettings),
+        .testTarget(name: "WaybackBackupTests", dependencies: ["WaybackBackup", "WaybackStorage"], swiftSettings: swiftSettings),
+        .testTarget(name: "WaybackRestoreTests", dependencies: ["WaybackRestore", "WaybackCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "WaybackIntegrationTests", dependencies: ["WaybackCore", "WaybackCatalog", "WaybackStorage", "WaybackPostgres", "WaybackTesting"], swiftSettings: swiftSettings),
+    ]
+)

@@ -1,0 +1,71 @@
+import Foundation
+import Logging
+import WaybackCatalog
+import WaybackCore
+import WaybackPostgres
+import WaybackStorage
+
+/// `wayback init`: checks the cluster and binds a repository to it.
+public enum ClusterSetup {
+    public struct Report: Sendable {
+        public var facts: ClusterFacts
+        public var pgdataOwner: String
+        public var alreadyInitialized: Bool
+        public var archiveCommand: String
+        public var restoreCommand: String
+        /// Settings the server still needs, with the reason (empty when all is set).
+        public var todo: [String]
+    }
+
+    /// - Parameters:
+    ///   - waybackCommand: how PostgreSQL should call wayback (`/usr/bin/wayback --config F`).
+    public static func initialize(repository: Repository, cluster: String, pgdata: String, connection: ConnectionSettings,
+                                  waybackCommand: String, lockDirectory: String, clock: any WaybackClock = SystemClock(),
+                                  logger: Logger) async throws -> Report {
+        let lock = try RepositoryLock.acquire(directory: lockDirectory, cluster: cluster, command: "init")
+        defer { lock.release() }
+        let session = try await PostgresSession.connect(connection, logger: logger)
+        let facts: ClusterFacts
+        do { facts = try await session.facts(); await session.close() } catch { await session.close(); throw error }
+
+        guard facts.majorVersion >= 13 else {
+            throw WaybackError(.cluster, "PostgreSQL \(facts.majorVersion) is not supported; Wayback needs PostgreSQL 13 or newer")
+        }
+        guard facts.walLevel != "minimal" else {
+            throw WaybackError(.cluster, "wal_level is 'minimal'; set wal_level = replica in postgresql.conf and restart PostgreSQL, then run 'wayback init' again")
+        }
+        var owner = "unknown"
+        if let st = try FileSystem.status(pgdata, followLinks: true) {
+            owner = getpwuid(st.uid).map { String(cString: $0.pointee.pw_name) } ?? String(st.uid)
+        } else {
+            throw WaybackError(.config, "cluster.pgdata \(pgdata) does not exist or is not readable by this user; fix cluster.pgdata")
+        }
+        if FileSystem.absolute(facts.dataDirectory) != FileSystem.absolute(pgdata) {
+            throw WaybackError(.config, "cluster.pgdata is \(pgdata), but the server's data_directory is \(facts.dataDirectory); fix cluster.pgdata")
+        }
+
+        let catalog = Catalog(repository: repository, cluster: cluster)
+        var already = false
+        if let existing = try await catalog.binding() {
+            guard existing.systemID == facts.systemIdentifier else {
+                throw WaybackError(.repository, "\(repository.description) already holds cluster '\(cluster)' with system identifier \(existing.systemIdentifier), but this server is \(facts.systemIdentifier); choose another cluster.name or repository")
+            }
+            guard existing.pgMajorVersion == facts.majorVersion else {
+                throw WaybackError(.repository, "\(repository.description) cluster '\(cluster)' was made for PostgreSQL \(existing.pgMajorVersion), this server is \(facts.majorVersion); use a new cluster.name after a major upgrade")
+            }
+            already = true
+        } else {
+            try await catalog.writeBinding(ClusterBinding(
+                cluster: cluster, systemIdentifier: facts.systemIdentifier, pgMajorVersion: facts.majorVersion,
+                pgVersionNumber: facts.versionNumber, walSegmentSize: facts.walSegmentSize, blockSize: facts.blockSize,
+                dataChecksums: facts.dataChecksums, created: clock.now))
+        }
+        let archive = "\(waybackCommand) wal-push %p"
+        let restore = "\(waybackCommand) wal-fetch %f %p"
+        var todo = [String]()
+        if facts.archiveMode != "on" && facts.archiveMode != "always" { todo.append("archive_mode = on (needs a restart)") }
+        if facts.archiveCommand != archive { todo.append("archive_command = '\(archive)' (then SELECT pg_reload_conf())") }
+        return Report(facts: facts, pgdataOwner: owner, alreadyInitialized: already, archiveCommand: archive,
+                      restoreCommand: restore, todo: todo)
+    }
+}

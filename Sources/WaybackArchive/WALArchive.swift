@@ -1,0 +1,165 @@
+import Foundation
+import Logging
+import WaybackCatalog
+import WaybackCore
+import WaybackPostgres
+import WaybackStorage
+
+/// What `wal-push` and `wal-fetch` need.
+public struct ArchiveConfiguration: Sendable {
+    public var repository: Repository
+    public var cluster: String
+    public var compression: CompressionSettings
+    public var parallelism: Int
+
+    public init(repository: Repository, cluster: String, compression: CompressionSettings, parallelism: Int) {
+        self.repository = repository
+        self.cluster = cluster
+        self.compression = compression
+        self.parallelism = max(1, parallelism)
+    }
+}
+
+public enum PushOutcome: Sendable, Equatable {
+    /// Stored now.
+    case stored(bytes: Int64)
+    /// The same content was already in the archive (PostgreSQL retried a push that had succeeded).
+    case alreadyArchived
+}
+
+/// `archive_command` and `restore_command`: one WAL file in, one out.
+public enum WALArchive {
+    /// Stores one WAL file (segment, partial segment, `.history` or `.backup` file) durably.
+    /// Idempotent: the same content already stored is success; other content under the same name
+    /// is refused with `.conflict` (PostgreSQL keeps the file and retries).
+    public static func push(path: String, configuration: ArchiveConfiguration, logger: Logger) async throws -> PushOutcome {
+        let fileName = FileSystem.lastComponent(path)
+        guard let name = WALFileName(fileName) else {
+            throw WaybackError(.usage, "'\(fileName)' is not a WAL file name; archive_command must be 'wayback wal-push %p'")
+        }
+        let catalog = Catalog(repository: configuration.repository, cluster: configuration.cluster)
+        let binding = try await catalog.requireBinding()
+
+        // A WAL segment is the unit PostgreSQL hands us; it is read whole (16 MiB by default) so that
+        // hashing and compressing its frames can run in parallel.
+        let content = try readWhole(path)
+        if name.kind == .segment || name.kind == .partial {
+            let header = content.withUnsafeBytes { WALSegmentHeader.parse(UnsafeRawBufferPointer(rebasing: $0.prefix(WALSegmentHeader.length))) }
+            guard let header else {
+                throw WaybackError(.corrupt, "\(path) does not start with a WAL page header; it is not a WAL segment")
+            }
+            guard header.systemIdentifier == binding.systemID else {
+                throw WaybackError(.repository, "\(fileName) belongs to the cluster with system identifier \(header.systemIdentifier), but cluster '\(configuration.cluster)' in \(configuration.repository.description) is bound to \(binding.systemIdentifier); check cluster.name in the configuration")
+            }
+        }
+
+        let key = catalog.walKey(name)
+        let driver = configuration.repository.driver
+        let (sha, frames) = try await encode(content, configuration: configuration)
+
+        if let stored = try await WALObject.storedHeader(driver, key: key, name: fileName) {
+            return try compare(stored, size: Int64(content.count), sha256: sha, name: fileName, repository: configuration.repository)
+        }
+        do {
+            let written = try await driver.withWriter(key, options: WriteOptions(ifAbsent: true)) { w -> Int64 in
+                let header = WALObject.encodeHeader(size: Int64(content.count), sha256: sha)
+                try await w.write(header)
+                for f in frames { try await w.write(f) }
+                return w.bytesWritten
+            }
+            logger.debug("archived WAL file", metadata: ["wayback.segment": "\(fileName)", "bytes": "\(written)"])
+            return .stored(bytes: written)
+        } catch let e as WaybackError where e.code == .conflict {
+            // Another push of the same name won the race: compare with what it stored.
+            guard let stored = try await WALObject.storedHeader(driver, key: key, name: fileName) else { throw e }
+            return try compare(stored, size: Int64(content.count), sha256: sha, name: fileName, repository: configuration.repository)
+        }
+    }
+
+    static func compare(_ stored: WALObject.Header, size: Int64, sha256: String, name: String, repository: Repository) throws -> PushOutcome {
+        if stored.size == size && stored.sha256 == sha256 { return .alreadyArchived }
+        throw WaybackError(.conflict, "WAL file \(name) is already archived in \(repository.description) with different content; refusing to overwrite it. Two clusters may be archiving into the same cluster name: check cluster.name")
+    }
+
+    /// SHA-256 of the plain content and the encoded frames, computed in parallel.
+    static func encode(_ content: [UInt8], configuration: ArchiveConfiguration) async throws -> (String, [[UInt8]]) {
+        let chunk = FrameFormat.rawChunk
+        let frameCount = max(1, (content.count + chunk - 1) / chunk)
+        let workers = min(configuration.parallelism, frameCount)
+        let settings = configuration.compression
+        return try await withThrowingTaskGroup(of: (Int, [[UInt8]])?.self) { group in
+            group.addTask {
+                var h = SHA256Hasher(); h.update(content)
+                return (-1, [Array(h.finalizeHex().utf8)])
+            }
+            for w in 0..<workers {
+                group.addTask {
+                    let compressor = Compressor(settings)
+                    var out = [[UInt8]]()
+                    var i = w
+                    while i < frameCount {
+                        let range = (i * chunk)..<min(content.count, (i + 1) * chunk)
+                        out.append(try content.withUnsafeBytes { all in
+                            try FrameFormat.encode(UnsafeRawBufferPointer(rebasing: all[range]), compressor: compressor)
+                        })
+                        i += workers
+                    }
+                    return (w, out)
+                }
+            }
+            var sha = ""
+            var stripes = [[[UInt8]]](repeating: [], count: workers)
+            for try await r in group {
+                guard let r else { continue }
+                if r.0 < 0 { sha = String(decoding: r.1[0], as: UTF8.self) } else { stripes[r.0] = r.1 }
+            }
+            var frames = [[UInt8]]()
+            frames.reserveCapacity(frameCount)
+            for i in 0..<frameCount { frames.append(stripes[i % workers][i / workers]) }
+            return (sha, frames)
+        }
+    }
+
+    static func readWhole(_ path: String) throws -> [UInt8] {
+        let file: PosixFile
+        do { file = try PosixFile.openForReading(path) } catch let e as WaybackError where e.code == .notFound {
+            throw WaybackError(.usage, "WAL file \(path) does not exist; archive_command must be 'wayback wal-push %p'")
+        }
+        guard let st = try FileSystem.status(path, followLinks: true), st.isRegular else {
+            throw WaybackError(.usage, "\(path) is not a regular file")
+        }
+        var buf = [UInt8](repeating: 0, count: Int(st.size))
+        let n = try buf.withUnsafeMutableBytes { try file.readFully(into: $0) }
+        guard n == buf.count else { throw WaybackError(.io, "\(path) changed size while it was read") }
+        return buf
+    }
+
+    /// Fetches one WAL file into `destination` (written to a temporary name, then renamed), verifying
+    /// its checksum. Throws `.notFound` when the archive does not have it: the normal end of recovery.
+    public static func fetch(name fileName: String, destination: String, configuration: ArchiveConfiguration, logger: Logger) async throws -> Int64 {
+        guard let name = WALFileName(fileName) else {
+            throw WaybackError(.usage, "'\(fileName)' is not a WAL file name; restore_command must be 'wayback wal-fetch %f %p'")
+        }
+        let catalog = Catalog(repository: configuration.repository, cluster: configuration.cluster)
+        let key = catalog.walKey(name)
+        let dest = FileSystem.absolute(destination)
+        let tmp = FileSystem.parentPath(dest) + "/." + FileSystem.lastComponent(dest) + ".wayback-tmp-\(getpid())"
+        try? FileSystem.remove(tmp)
+        let file = try PosixFile.create(tmp, mode: 0o600)
+        do {
+            let header = try await WALObject.read(configuration.repository.driver, key: key, name: fileName) { plain in
+                try file.write(plain)
+            }
+            try file.close()
+            try FileSystem.rename(tmp, dest)
+            logger.debug("fetched WAL file", metadata: ["wayback.segment": "\(fileName)"])
+            return header.size
+        } catch let e as WaybackError where e.code == .notFound {
+            try? file.close(); try? FileSystem.remove(tmp)
+            throw WaybackError(.notFound, "WAL file \(fileName) is not in the archive of \(configuration.repository.description)")
+        } catch {
+            try? file.close(); try? FileSystem.remove(tmp)
+            throw error
+        }
+    }
+}

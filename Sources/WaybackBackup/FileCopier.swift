@@ -1,0 +1,136 @@
+import Foundation
+import Logging
+import Synchronization
+import WaybackCatalog
+import WaybackCore
+import WaybackStorage
+
+struct CopyResult: Sendable {
+    var objects: [BackupManifest.StoredObject]
+    var files: [BackupManifest.File]
+    var directories: [BackupManifest.Directory]
+}
+
+/// Hands out files to workers, largest first, so the big relation segments start early and the
+/// small files fill the gaps.
+final class WorkQueue: Sendable {
+    private let state: Mutex<(items: [DataDirectoryScan.FileItem], next: Int)>
+    init(_ items: [DataDirectoryScan.FileItem]) {
+        state = Mutex((items.sorted { $0.size > $1.size }, 0))
+    }
+    func next() -> DataDirectoryScan.FileItem? {
+        state.withLock { s in
+            guard s.next < s.items.count else { return nil }
+            defer { s.next += 1 }
+            return s.items[s.next]
+        }
+    }
+}
+
+/// One worker's output: its packs and the files it stored in them (chunks name the pack by index
+/// into `packs`).
+struct WorkerOutput: Sendable {
+    var worker: Int
+    var packs: [BackupManifest.StoredObject] = []
+    var files: [BackupManifest.File] = []
+}
+
+extension FullBackup {
+    /// Copies every file through `parallelism` workers; each reads a file in 1 MiB frames, hashes,
+    /// compresses and appends them to its current pack object, which it closes after
+    /// `packTargetBytes` at a file boundary. Memory: one frame buffer and one compressor per worker.
+    static func copyFiles(_ scan: DataDirectoryScan, id: BackupID, config: BackupConfiguration, catalog: Catalog,
+                          logger: Logger, progress: ProgressHandler?) async throws -> CopyResult {
+        let queue = WorkQueue(scan.files)
+        let counter = ByteCounter()
+        let total = scan.files.reduce(Int64(0)) { $0 + $1.size }
+        let outputs = try await withProgress(phase: "backup \(id)", total: total, counter: counter, interval: 2, handler: progress) {
+            try await withThrowingTaskGroup(of: WorkerOutput.self) { group in
+                for w in 0..<config.parallelism {
+                    group.addTask {
+                        try await runWorker(w, queue: queue, id: id, config: config, catalog: catalog, counter: counter)
+                    }
+                }
+                var all = [WorkerOutput]()
+                for try await o in group { all.append(o) }
+                return all.sorted { $0.worker < $1.worker }
+            }
+        }
+        // Merge: number the packs globally and rewrite chunk object indices.
+        var objects = [BackupManifest.StoredObject]()
+        var files = [BackupManifest.File]()
+        for o in outputs {
+            let base = objects.count
+            objects += o.packs
+            for var f in o.files {
+                f.chunks = f.chunks.map { var c = $0; c.object += base; return c }
+                files.append(f)
+            }
+        }
+        files.sort { $0.path < $1.path }
+        let dirs = scan.directories.map { BackupManifest.Directory(path: $0.path, mode: $0.mode) }
+        logger.info("files copied", metadata: ["files": "\(files.count)", "packs": "\(objects.count)"])
+        return CopyResult(objects: objects, files: files, directories: dirs)
+    }
+
+    static func runWorker(_ worker: Int, queue: WorkQueue, id: BackupID, config: BackupConfiguration, catalog: Catalog,
+                          counter: ByteCounter) async throws -> WorkerOutput {
+        var out = WorkerOutput(worker: worker)
+        let compressor = Compressor(config.compression)
+        var buffer = [UInt8](repeating: 0, count: FrameFormat.rawChunk)
+        var pending = queue.next()
+        var sequence = 0
+        while let first = pending {
+            let name = RepositoryLayout.packName(worker: worker, sequence: sequence)
+            let packIndex = out.packs.count
+            sequence += 1
+            var filesInPack = [BackupManifest.File]()
+            let (size, sha): (Int64, String) = try await config.repository.driver.withWriter(catalog.layout.objectKey(id, name), options: WriteOptions()) { writer in
+                let frames = FrameWriter(writer: writer)
+                var item: DataDirectoryScan.FileItem? = first
+                while let file = item {
+                    if let entry = try await copyOne(file, into: frames, packIndex: packIndex, compressor: compressor, buffer: &buffer, counter: counter) {
+                        filesInPack.append(entry)
+                    }
+                    item = nil
+                    if frames.offset < config.packTargetBytes { item = queue.next() }
+                    if item == nil && frames.offset < config.packTargetBytes { break }
+                }
+                return (frames.offset, frames.finalizeSHA256())
+            }
+            out.packs.append(.init(name: name, size: size, sha256: sha))
+            out.files += filesInPack
+            pending = queue.next()
+        }
+        return out
+    }
+
+    /// Copies one file; nil when it vanished before it could be opened (dropped meanwhile).
+    static func copyOne(_ file: DataDirectoryScan.FileItem, into frames: FrameWriter, packIndex: Int, compressor: Compressor,
+                        buffer: inout [UInt8], counter: ByteCounter) async throws -> BackupManifest.File? {
+        let handle: PosixFile
+        do { handle = try PosixFile.openForReading(file.absolutePath) } catch let e as WaybackError where e.code == .notFound {
+            return nil
+        }
+        defer { try? handle.close() }
+        var hasher = SHA256Hasher()
+        var chunks = [BackupManifest.Chunk]()
+        var size: Int64 = 0
+        while true {
+            let n = try buffer.withUnsafeMutableBytes { try handle.readFully(into: $0) }
+            if n == 0 { break }
+            let frame = try buffer.withUnsafeBytes { all -> [UInt8] in
+                let plain = UnsafeRawBufferPointer(rebasing: all[0..<n])
+                hasher.update(plain)
+                return try FrameFormat.encode(plain, compressor: compressor)
+            }
+            let loc = try await frames.append(frame: frame)
+            chunks.append(.init(object: packIndex, offset: loc.offset, length: loc.length, raw: n))
+            size += Int64(n)
+            counter.add(Int64(n))
+            if n < buffer.count { break }
+        }
+        return BackupManifest.File(path: file.path, size: size, mode: file.mode, mtime: file.mtime,
+                                   sha256: hasher.finalizeHex(), chunks: chunks)
+    }
+}

@@ -1,0 +1,169 @@
+import Foundation
+import Logging
+import WaybackCatalog
+import WaybackCore
+import WaybackPostgres
+import WaybackStorage
+
+/// What `wayback backup` needs.
+public struct BackupConfiguration: Sendable {
+    public var repository: Repository
+    public var cluster: String
+    public var pgdata: String
+    public var connection: ConnectionSettings
+    public var compression: CompressionSettings
+    public var parallelism: Int
+    public var lockDirectory: String
+    /// How long to wait for the backup's WAL to reach the archive.
+    public var archiveWaitSeconds: Double
+    /// Request an immediate checkpoint at backup start.
+    public var fastCheckpoint: Bool
+    /// Close a pack object after this many stored bytes (at a file boundary).
+    public var packTargetBytes: Int64
+
+    public init(repository: Repository, cluster: String, pgdata: String, connection: ConnectionSettings,
+                compression: CompressionSettings, parallelism: Int, lockDirectory: String,
+                archiveWaitSeconds: Double = 120, fastCheckpoint: Bool = true, packTargetBytes: Int64 = 256 << 20) {
+        self.repository = repository; self.cluster = cluster; self.pgdata = pgdata; self.connection = connection
+        self.compression = compression; self.parallelism = max(1, parallelism); self.lockDirectory = lockDirectory
+        self.archiveWaitSeconds = archiveWaitSeconds; self.fastCheckpoint = fastCheckpoint; self.packTargetBytes = packTargetBytes
+    }
+}
+
+/// An online, non-exclusive full base backup.
+public enum FullBackup {
+    public static func run(_ config: BackupConfiguration, clock: any WaybackClock = SystemClock(),
+                           logger: Logger, progress: ProgressHandler? = nil) async throws -> BackupManifest {
+        if getuid() == 0 {
+            throw WaybackError(.cluster, "wayback backup must not run as root: it reads PGDATA as the PostgreSQL OS user and stores files that user can restore; run it as that user, e.g. 'sudo -u postgres wayback backup'")
+        }
+        let lock = try RepositoryLock.acquire(directory: config.lockDirectory, cluster: config.cluster, command: "backup")
+        defer { lock.release() }
+
+        let catalog = Catalog(repository: config.repository, cluster: config.cluster)
+        let session = try await PostgresSession.connect(config.connection, logger: logger)
+        do {
+            let manifest = try await run(config, session: session, catalog: catalog, clock: clock, logger: logger, progress: progress)
+            await session.close()
+            return manifest
+        } catch {
+            await session.close()
+            throw error
+        }
+    }
+
+    static func run(_ config: BackupConfiguration, session: PostgresSession, catalog: Catalog, clock: any WaybackClock,
+                    logger: Logger, progress: ProgressHandler?) async throws -> BackupManifest {
+        let facts = try await session.facts()
+        let binding = try await catalog.requireBinding(systemIdentifier: facts.systemIdentifier)
+        try checkCluster(facts, config: config)
+        _ = try await catalog.removeIncompleteBackups(logger: logger)
+
+        let startTime = clock.now
+        let id = try await uniqueID(catalog: catalog, start: startTime)
+        var log = logger
+        log[metadataKey: "wayback.backup"] = "\(id)"
+        log.info("backup starting", metadata: ["wayback.cluster": "\(config.cluster)"])
+
+        let tablespaces = try await session.tablespaces()
+        let startLSN = try await session.backupStart(label: "wayback \(id)", fast: config.fastCheckpoint)
+        log.info("pg_backup_start done", metadata: ["lsn": "\(startLSN)"])
+
+        let copyStart = monotonicSeconds()
+        let copied: CopyResult
+        do {
+            let scan = try DataDirectoryScan.scan(pgdata: config.pgdata)
+            copied = try await copyFiles(scan, id: id, config: config, catalog: catalog, logger: log, progress: progress)
+        } catch {
+            _ = try? await session.backupStop()
+            throw error
+        }
+        let copySeconds = monotonicSeconds() - copyStart
+        let stop = try await session.backupStop()
+        let label = try BackupLabel.parse(stop.backupLabel)
+        log.info("pg_backup_stop done", metadata: ["lsn": "\(stop.stopLSN)"])
+
+        // The WAL from the start to the stop segment must be in the archive before the backup counts.
+        let segSize = facts.walSegmentSize
+        let firstSeg = startLSN.segmentNumber(segmentSize: segSize)
+        let lastSeg = LSN(stop.stopLSN.value - 1).segmentNumber(segmentSize: segSize)
+        let needed = (firstSeg...lastSeg).map { WALFileName(timeline: label.timeline, segmentNumber: $0, segmentSize: segSize) }
+        try await waitForArchive(needed, catalog: catalog, session: session, timeout: config.archiveWaitSeconds, logger: log)
+        // Copy those segments into the backup itself.
+        var walCopies = [BackupManifest.WALCopy]()
+        for name in needed {
+            let src = catalog.walKey(name)
+            let rel = RepositoryLayout.backupWALName(name)
+            let (size, sha) = try await copyObject(from: src, to: catalog.layout.objectKey(id, rel), driver: config.repository.driver)
+            walCopies.append(.init(name: name.description, object: rel, size: size, sha256: sha))
+        }
+
+        let manifest = BackupManifest(
+            id: id, type: .full, reference: nil, cluster: config.cluster, systemIdentifier: binding.systemIdentifier,
+            pgVersionNumber: facts.versionNumber, walSegmentSize: segSize, dataChecksums: facts.dataChecksums,
+            startTime: startTime, stopTime: clock.now, startLSN: startLSN, stopLSN: stop.stopLSN, timeline: label.timeline,
+            startWAL: needed.first!.description, stopWAL: needed.last!.description, backupLabel: stop.backupLabel,
+            tablespaceMap: stop.tablespaceMap,
+            tablespaces: tablespaces.map { .init(oid: $0.oid, name: $0.name, location: $0.location) },
+            compression: config.compression, objects: copied.objects + walCopies.map { .init(name: $0.object, size: $0.size, sha256: $0.sha256) },
+            directories: copied.directories, files: copied.files, wal: walCopies, copySeconds: copySeconds)
+        try await catalog.writeManifest(manifest)
+        log.info("backup complete", metadata: ["bytes": "\(manifest.sizes.database)", "stored": "\(manifest.sizes.repository)"])
+        return manifest
+    }
+
+    static func checkCluster(_ facts: ClusterFacts, config: BackupConfiguration) throws {
+        guard facts.walLevel == "replica" || facts.walLevel == "logical" else {
+            throw WaybackError(.cluster, "wal_level is '\(facts.walLevel)'; a physical backup needs wal_level = replica (or logical): set it and restart PostgreSQL")
+        }
+        guard facts.archiveMode == "on" || facts.archiveMode == "always" else {
+            throw WaybackError(.cluster, "archive_mode is '\(facts.archiveMode)'; set archive_mode = on and archive_command = 'wayback wal-push %p' (see 'wayback init'), then restart PostgreSQL")
+        }
+        guard !facts.isInRecovery else {
+            throw WaybackError(.cluster, "the cluster is in recovery (a standby); back up the primary")
+        }
+        let real = FileSystem.absolute(config.pgdata)
+        if FileSystem.absolute(facts.dataDirectory) != real,
+           (try? FileSystem.status(real + "/PG_VERSION")) == nil {
+            throw WaybackError(.config, "cluster.pgdata is \(config.pgdata), but the server's data_directory is \(facts.dataDirectory); fix cluster.pgdata")
+        }
+    }
+
+    static func uniqueID(catalog: Catalog, start: Date) async throws -> BackupID {
+        var t = start
+        let existing = Set(try await catalog.backupIDs())
+        while existing.contains(BackupID(startTime: t, type: .full)) { t += 1 }
+        return BackupID(startTime: t, type: .full)
+    }
+
+    static func waitForArchive(_ names: [WALFileName], catalog: Catalog, session: PostgresSession, timeout: Double, logger: Logger) async throws {
+        let deadline = monotonicSeconds() + timeout
+        var pending = names
+        while true {
+            var still = [WALFileName]()
+            for n in pending where try await catalog.repository.driver.info(catalog.walKey(n)) == nil { still.append(n) }
+            pending = still
+            if pending.isEmpty { return }
+            if monotonicSeconds() > deadline {
+                let state = (try? await session.archiverState()).map { "\($0)" } ?? "archiver state unknown"
+                throw WaybackError(.archiveTimeout, "WAL file \(pending[0]) needed by the backup did not reach the archive within \(Int(timeout))s (\(state)); check archive_command = 'wayback wal-push %p' and the server log")
+            }
+            try await Task.sleep(nanoseconds: 100_000_000)
+        }
+    }
+
+    static func copyObject(from src: String, to dst: String, driver: any StorageDriver) async throws -> (Int64, String) {
+        try await driver.withReader(src, range: nil) { reader in
+            try await driver.withWriter(dst, options: WriteOptions()) { writer in
+                var h = SHA256Hasher()
+                while true {
+                    let chunk = try await reader.read(maxLength: 1 << 20)
+                    if chunk.isEmpty { break }
+                    h.update(chunk)
+                    try await writer.write(chunk)
+                }
+                return (writer.bytesWritten, h.finalizeHex())
+            }
+        }
+    }
+}

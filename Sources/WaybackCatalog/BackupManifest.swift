@@ -1,0 +1,162 @@
+import Foundation
+import WaybackCore
+
+/// The manifest of one backup: the truth of what the backup is and where every byte lives.
+/// Stored as sealed JSON at `backups/<id>/manifest.json` (and `manifest.copy.json`), written after
+/// every data object and WAL copy of the backup. A backup folder without a readable manifest is not
+/// a backup.
+public struct BackupManifest: Codable, Sendable {
+    public static let kind = "backup-manifest"
+
+    public struct Tablespace: Codable, Sendable, Equatable {
+        public var oid: UInt32
+        public var name: String
+        public var location: String
+        public init(oid: UInt32, name: String, location: String) { self.oid = oid; self.name = name; self.location = location }
+    }
+
+    /// A data object (pack) of this backup: name relative to the backup folder.
+    public struct StoredObject: Codable, Sendable, Equatable {
+        public var name: String
+        public var size: Int64
+        public var sha256: String
+        public init(name: String, size: Int64, sha256: String) { self.name = name; self.size = size; self.sha256 = sha256 }
+    }
+
+    /// Where one frame of a file lives: object index, offset, stored length (with header), plain length.
+    public struct Chunk: Codable, Sendable, Equatable {
+        public var object: Int
+        public var offset: Int64
+        public var length: Int
+        public var raw: Int
+        enum CodingKeys: String, CodingKey { case object = "o", offset = "f", length = "l", raw = "r" }
+        public init(object: Int, offset: Int64, length: Int, raw: Int) {
+            self.object = object; self.offset = offset; self.length = length; self.raw = raw
+        }
+    }
+
+    public struct File: Codable, Sendable, Equatable {
+        /// Path relative to the data directory, `/` separated; tablespace files under `pg_tblspc/<oid>/`.
+        public var path: String
+        public var size: Int64
+        public var mode: UInt32
+        public var mtime: Int64
+        /// SHA-256 of the plain content.
+        public var sha256: String
+        public var chunks: [Chunk]
+        public init(path: String, size: Int64, mode: UInt32, mtime: Int64, sha256: String, chunks: [Chunk]) {
+            self.path = path; self.size = size; self.mode = mode; self.mtime = mtime; self.sha256 = sha256; self.chunks = chunks
+        }
+    }
+
+    public struct Directory: Codable, Sendable, Equatable {
+        public var path: String
+        public var mode: UInt32
+        public init(path: String, mode: UInt32) { self.path = path; self.mode = mode }
+    }
+
+    /// A WAL segment copied into the backup (WAL object format), so the backup can always reach
+    /// consistency even when the archive has been expired.
+    public struct WALCopy: Codable, Sendable, Equatable {
+        public var name: String
+        public var object: String
+        public var size: Int64
+        public var sha256: String
+        public init(name: String, object: String, size: Int64, sha256: String) {
+            self.name = name; self.object = object; self.size = size; self.sha256 = sha256
+        }
+    }
+
+    public struct Sizes: Codable, Sendable, Equatable {
+        /// Plain bytes of every file copied (what the backup restores, WAL copies excluded).
+        public var database: Int64
+        /// Bytes stored in the repository by this backup (packs plus WAL copies).
+        public var repository: Int64
+        public var files: Int
+        public var wal: Int64
+        public init(database: Int64, repository: Int64, files: Int, wal: Int64) {
+            self.database = database; self.repository = repository; self.files = files; self.wal = wal
+        }
+    }
+
+    /// The backup's MD5 and SHA-256: digests of its content listing (see `contentListing`), which
+    /// names every file and WAL copy with its size and SHA-256. Equal digests mean equal content.
+    public struct Digests: Codable, Sendable, Equatable {
+        public var md5: String
+        public var sha256: String
+        public init(md5: String, sha256: String) { self.md5 = md5; self.sha256 = sha256 }
+    }
+
+    public var id: BackupID
+    public var type: BackupType
+    /// The backup this one depends on (diff/incr), nil for a full backup.
+    public var reference: BackupID?
+    public var status: String
+    public var cluster: String
+    public var systemIdentifier: String
+    public var pgVersionNumber: Int
+    public var walSegmentSize: UInt64
+    public var dataChecksums: Bool
+    public var startTime: Date
+    public var stopTime: Date
+    public var startLSN: LSN
+    public var stopLSN: LSN
+    public var timeline: UInt32
+    public var startWAL: String
+    public var stopWAL: String
+    public var backupLabel: String
+    public var tablespaceMap: String
+    public var tablespaces: [Tablespace]
+    public var compression: CompressionSettings
+    /// Reserved: nil means not encrypted.
+    public var encryption: String?
+    public var sizes: Sizes
+    public var digests: Digests
+    public var objects: [StoredObject]
+    public var directories: [Directory]
+    public var files: [File]
+    public var wal: [WALCopy]
+    /// Seconds the copy phase took (for throughput estimates of later restores).
+    public var copySeconds: Double
+
+    public init(id: BackupID, type: BackupType, reference: BackupID?, cluster: String, systemIdentifier: String,
+                pgVersionNumber: Int, walSegmentSize: UInt64, dataChecksums: Bool, startTime: Date, stopTime: Date,
+                startLSN: LSN, stopLSN: LSN, timeline: UInt32, startWAL: String, stopWAL: String, backupLabel: String,
+                tablespaceMap: String, tablespaces: [Tablespace], compression: CompressionSettings, objects: [StoredObject],
+                directories: [Directory], files: [File], wal: [WALCopy], copySeconds: Double) {
+        self.id = id; self.type = type; self.reference = reference; self.status = "complete"; self.cluster = cluster
+        self.systemIdentifier = systemIdentifier; self.pgVersionNumber = pgVersionNumber; self.walSegmentSize = walSegmentSize
+        self.dataChecksums = dataChecksums; self.startTime = startTime; self.stopTime = stopTime
+        self.startLSN = startLSN; self.stopLSN = stopLSN; self.timeline = timeline; self.startWAL = startWAL; self.stopWAL = stopWAL
+        self.backupLabel = backupLabel; self.tablespaceMap = tablespaceMap; self.tablespaces = tablespaces
+        self.compression = compression; self.encryption = nil; self.objects = objects; self.directories = directories
+        self.files = files; self.wal = wal; self.copySeconds = copySeconds
+        let database = files.reduce(Int64(0)) { $0 + $1.size }
+        let repository = objects.reduce(Int64(0)) { $0 + $1.size }
+        let walStored = wal.reduce(Int64(0)) { $0 + $1.size }
+        self.sizes = Sizes(database: database, repository: repository, files: files.count, wal: walStored)
+        self.digests = Digests(md5: "", sha256: "")
+        self.digests = Self.digests(files: files, wal: wal, backupLabel: backupLabel, tablespaceMap: tablespaceMap)
+    }
+
+    /// One line per file (`F path size sha256`), per WAL copy (`W name size sha256`), then
+    /// `L sha256(backup_label)` and `M sha256(tablespace_map)`, files sorted by path.
+    public static func contentListing(files: [File], wal: [WALCopy], backupLabel: String, tablespaceMap: String) -> String {
+        var s = ""
+        for f in files.sorted(by: { $0.path < $1.path }) { s += "F \(f.path) \(f.size) \(f.sha256)\n" }
+        for w in wal.sorted(by: { $0.name < $1.name }) { s += "W \(w.name) \(w.size) \(w.sha256)\n" }
+        s += "L \(SHA256Hasher.hex(Array(backupLabel.utf8)))\n"
+        s += "M \(SHA256Hasher.hex(Array(tablespaceMap.utf8)))\n"
+        return s
+    }
+
+    public static func digests(files: [File], wal: [WALCopy], backupLabel: String, tablespaceMap: String) -> Digests {
+        let bytes = Array(contentListing(files: files, wal: wal, backupLabel: backupLabel, tablespaceMap: tablespaceMap).utf8)
+        var md5 = MD5Hasher(); md5.update(bytes)
+        return Digests(md5: md5.finalizeHex(), sha256: SHA256Hasher.hex(bytes))
+    }
+
+    public var compressionRatio: Double {
+        sizes.repository > 0 ? Double(sizes.database) / Double(sizes.repository) : 0
+    }
+}

@@ -1,0 +1,166 @@
+import Foundation
+import Logging
+import WaybackCore
+import WaybackStorage
+
+/// A cluster's view of one repository: its binding, backups and WAL archive.
+public struct Catalog: Sendable {
+    public let repository: Repository
+    public let layout: RepositoryLayout
+
+    public init(repository: Repository, cluster: String) {
+        self.repository = repository
+        self.layout = RepositoryLayout(cluster: cluster)
+    }
+
+    var driver: any StorageDriver { repository.driver }
+
+    // MARK: binding
+
+    /// The binding, from `cluster.json` or (if that is damaged or missing) its copy; nil when the
+    /// cluster folder was never initialised.
+    public func binding() async throws -> ClusterBinding? {
+        var firstError: WaybackError?
+        for key in [layout.bindingKey, layout.bindingCopyKey] {
+            do {
+                let bytes = try await driver.readAll(key, limit: 1 << 20)
+                return try SealedJSON.decode(ClusterBinding.self, from: bytes, kind: ClusterBinding.kind, name: "\(repository.name):\(key)")
+            } catch let e as WaybackError where e.code == .notFound {
+                continue
+            } catch let e as WaybackError {
+                firstError = firstError ?? e
+            }
+        }
+        if let firstError { throw firstError }
+        return nil
+    }
+
+    /// The binding, or `.repository` telling the user to run `wayback init`.
+    public func requireBinding() async throws -> ClusterBinding {
+        guard let b = try await binding() else {
+            throw WaybackError(.repository, "\(repository.description) has no cluster '\(layout.cluster)'; run 'wayback init' first")
+        }
+        return b
+    }
+
+    /// Checks that this repository belongs to the cluster with `systemIdentifier`.
+    public func requireBinding(systemIdentifier: UInt64) async throws -> ClusterBinding {
+        let b = try await requireBinding()
+        guard b.systemID == systemIdentifier else {
+            throw WaybackError(.repository, "\(repository.description) cluster '\(layout.cluster)' belongs to the PostgreSQL cluster with system identifier \(b.systemIdentifier), not \(systemIdentifier); use another cluster name or repository")
+        }
+        return b
+    }
+
+    public func writeBinding(_ b: ClusterBinding) async throws {
+        let bytes = try SealedJSON.encode(b, kind: ClusterBinding.kind)
+        try await driver.writeAll(layout.bindingCopyKey, bytes)
+        try await driver.writeAll(layout.bindingKey, bytes)
+    }
+
+    // MARK: backups
+
+    /// Ids of complete backups (those with a manifest), oldest first.
+    public func backupIDs() async throws -> [BackupID] {
+        var ids = Set<BackupID>()
+        for obj in try await driver.list(prefix: layout.backupsPrefix) {
+            let rest = obj.key.dropFirst(layout.backupsPrefix.count)
+            let parts = rest.split(separator: "/")
+            guard parts.count == 2, parts[1] == "manifest.json" || parts[1] == "manifest.copy.json",
+                  let id = BackupID(String(parts[0])) else { continue }
+            ids.insert(id)
+        }
+        return ids.sorted()
+    }
+
+    /// Reads a manifest, falling back to its copy; `.notFound` when the backup does not exist.
+    public func manifest(_ id: BackupID) async throws -> BackupManifest {
+        var firstError: WaybackError?
+        for key in [layout.manifestKey(id), layout.manifestCopyKey(id)] {
+            do {
+                let bytes = try await driver.readAll(key, limit: 1 << 30)
+                return try SealedJSON.decode(BackupManifest.self, from: bytes, kind: BackupManifest.kind, name: "\(repository.name):\(key)")
+            } catch let e as WaybackError where e.code == .notFound {
+                continue
+            } catch let e as WaybackError {
+                firstError = firstError ?? e
+            }
+        }
+        if let firstError { throw firstError }
+        throw WaybackError(.notFound, "backup \(id) is not in \(repository.description); 'wayback status' lists the backups")
+    }
+
+    public func manifests() async throws -> [BackupManifest] {
+        var out = [BackupManifest]()
+        for id in try await backupIDs() { out.append(try await manifest(id)) }
+        return out
+    }
+
+    /// Writes the manifest: the copy first, then the primary, which makes the backup exist.
+    public func writeManifest(_ m: BackupManifest) async throws {
+        let bytes = try SealedJSON.encode(m, kind: BackupManifest.kind)
+        try await driver.writeAll(layout.manifestCopyKey(m.id), bytes)
+        try await driver.writeAll(layout.manifestKey(m.id), bytes)
+    }
+
+    /// Removes every object of a backup folder that has no manifest (left by an interrupted
+    /// backup); returns how many objects it removed.
+    public func removeIncompleteBackups(logger: Logger) async throws -> Int {
+        let complete = Set(try await backupIDs())
+        var removed = 0
+        for obj in try await driver.list(prefix: layout.backupsPrefix) {
+            let rest = obj.key.dropFirst(layout.backupsPrefix.count)
+            guard let first = rest.split(separator: "/").first, let id = BackupID(String(first)), !complete.contains(id) else { continue }
+            try await driver.remove(obj.key)
+            removed += 1
+        }
+        if removed > 0 { logger.info("removed \(removed) objects of interrupted backups") }
+        return removed
+    }
+
+    // MARK: WAL archive
+
+    public func walKey(_ name: WALFileName) -> String { layout.walKey(name) }
+
+    /// Every archived WAL file name, sorted.
+    public func archivedWAL() async throws -> [WALFileName] {
+        try await driver.list(prefix: layout.walPrefix).compactMap { obj in
+            WALFileName(String(obj.key.split(separator: "/").last ?? ""))
+        }.sorted()
+    }
+}
+
+/// The archive's contents per timeline, for `status`.
+public struct TimelineRange: Sendable, Codable, Equatable {
+    public var timeline: UInt32
+    public var first: String
+    public var last: String
+    public var segments: Int
+    /// Names of the first missing segments inside [first, last] (at most 10).
+    public var gaps: [String]
+
+    /// Summarises segment names per timeline (history and backup files are ignored).
+    public static func summarize(_ names: [WALFileName], segmentSize: UInt64) -> [TimelineRange] {
+        var byTimeline = [UInt32: [UInt64]]()
+        for n in names where n.kind == .segment {
+            byTimeline[n.timeline, default: []].append(n.segmentNumber(segmentSize: segmentSize))
+        }
+        return byTimeline.keys.sorted().map { tli in
+            let nums = byTimeline[tli]!.sorted()
+            var gaps = [String]()
+            var prev = nums[0]
+            for n in nums.dropFirst() {
+                var m = prev + 1
+                while m < n && gaps.count < 10 {
+                    gaps.append(WALFileName(timeline: tli, segmentNumber: m, segmentSize: segmentSize).description)
+                    m += 1
+                }
+                prev = n
+            }
+            return TimelineRange(timeline: tli,
+                                 first: WALFileName(timeline: tli, segmentNumber: nums.first!, segmentSize: segmentSize).description,
+                                 last: WALFileName(timeline: tli, segmentNumber: nums.last!, segmentSize: segmentSize).description,
+                                 segments: nums.count, gaps: gaps)
+        }
+    }
+}

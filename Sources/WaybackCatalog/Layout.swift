@@ -1,0 +1,40 @@
+import WaybackCore
+
+/// Where everything lives in a repository. The only place that knows object keys.
+///
+/// ```
+/// <cluster>/cluster.json, cluster.copy.json          binding to one cluster (sealed JSON)
+/// <cluster>/wal/<timeline><log>/<segment>           WAL segments and .backup files (WAL objects)
+/// <cluster>/wal/history/<timeline>.history          timeline history files (WAL objects)
+/// <cluster>/backups/<id>/pack/<worker>-<seq>.pack   backup data: frames of many files
+/// <cluster>/backups/<id>/wal/<segment>              copies of the WAL the backup needs
+/// <cluster>/backups/<id>/manifest.json, .copy.json  written last: the backup exists once it is there
+/// ```
+public struct RepositoryLayout: Sendable {
+    public let cluster: String
+    public init(cluster: String) { self.cluster = cluster }
+
+    public var bindingKey: String { "\(cluster)/cluster.json" }
+    public var bindingCopyKey: String { "\(cluster)/cluster.copy.json" }
+    public var walPrefix: String { "\(cluster)/wal/" }
+    public var backupsPrefix: String { "\(cluster)/backups/" }
+
+    public func walKey(_ name: WALFileName) -> String {
+        switch name.kind {
+        case .history: return "\(cluster)/wal/history/\(name)"
+        default: return "\(cluster)/wal/\(name.segmentName.prefix(16))/\(name)"
+        }
+    }
+
+    public func backupPrefix(_ id: BackupID) -> String { "\(cluster)/backups/\(id)/" }
+    public func manifestKey(_ id: BackupID) -> String { "\(cluster)/backups/\(id)/manifest.json" }
+    public func manifestCopyKey(_ id: BackupID) -> String { "\(cluster)/backups/\(id)/manifest.copy.json" }
+    /// Pack keys are stored relative to the backup folder in the manifest.
+    public func objectKey(_ id: BackupID, _ relative: String) -> String { "\(cluster)/backups/\(id)/\(relative)" }
+    public static func packName(worker: Int, sequence: Int) -> String {
+        "pack/" + pad(worker, 2) + "-" + pad(sequence, 4) + ".pack"
+    }
+    public static func backupWALName(_ name: WALFileName) -> String { "wal/\(name)" }
+
+    static func pad(_ v: Int, _ w: Int) -> String { let s = String(v); return String(repeating: "0", count: max(0, w - s.count)) + s }
+}

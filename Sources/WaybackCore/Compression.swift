@@ -1,0 +1,108 @@
+import CZstd
+
+/// Compression algorithms a frame can use. The raw value is stored in every frame header and must
+/// never change.
+public enum CompressionAlgorithm: UInt8, Sendable, Codable, CaseIterable, CustomStringConvertible {
+    case none = 0
+    case zstd = 1
+
+    public init?(name: String) {
+        switch name.lowercased() {
+        case "none": self = .none
+        case "zstd": self = .zstd
+        default: return nil
+        }
+    }
+
+    public var description: String {
+        switch self { case .none: "none"; case .zstd: "zstd" }
+    }
+}
+
+/// Compression settings chosen by the user.
+public struct CompressionSettings: Sendable, Equatable, Codable {
+    public var algorithm: CompressionAlgorithm
+    public var level: Int
+    public init(algorithm: CompressionAlgorithm = .zstd, level: Int = 1) {
+        self.algorithm = algorithm
+        self.level = level
+    }
+
+    enum CodingKeys: String, CodingKey { case algorithm, level }
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let name = try c.decode(String.self, forKey: .algorithm)
+        guard let alg = CompressionAlgorithm(name: name) else {
+            throw DecodingError.dataCorruptedError(forKey: .algorithm, in: c, debugDescription: "unknown compression \(name)")
+        }
+        algorithm = alg
+        level = try c.decode(Int.self, forKey: .level)
+    }
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(algorithm.description, forKey: .algorithm)
+        try c.encode(level, forKey: .level)
+    }
+}
+
+/// A reusable compressor for one worker (not thread-safe: one per task).
+public final class Compressor {
+    public let settings: CompressionSettings
+    private let cctx: OpaquePointer?
+    private var out: [UInt8] = []
+
+    public init(_ settings: CompressionSettings) {
+        self.settings = settings
+        cctx = settings.algorithm == .zstd ? ZSTD_createCCtx() : nil
+        if let cctx {
+            ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, Int32(settings.level))
+        }
+    }
+
+    deinit { if let cctx { ZSTD_freeCCtx(cctx) } }
+
+    /// Compresses `input` into one independent frame; calls `body` with the compressed bytes (valid
+    /// only during the call). With `.none` the input itself is passed.
+    public func compress<R>(_ input: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+        guard let cctx else { return try body(input) }
+        let bound = ZSTD_compressBound(input.count)
+        if out.count < bound { out = [UInt8](repeating: 0, count: bound) }
+        let n = out.withUnsafeMutableBytes { dst in
+            ZSTD_compress2(cctx, dst.baseAddress, bound, input.baseAddress, input.count)
+        }
+        if ZSTD_isError(n) != 0 {
+            throw WaybackError(.internal, "zstd compression failed", cause: String(cString: ZSTD_getErrorName(n)))
+        }
+        return try out.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+    }
+}
+
+/// A reusable decompressor for one worker.
+public final class Decompressor {
+    private let dctx: OpaquePointer?
+    private var out: [UInt8] = []
+
+    public init() { dctx = ZSTD_createDCtx() }
+    deinit { if let dctx { ZSTD_freeDCtx(dctx) } }
+
+    /// Decompresses one frame of `algorithm` whose plain size is `rawLength`; calls `body` with the
+    /// plain bytes. Throws `.corrupt` when the frame does not decode to exactly `rawLength` bytes.
+    public func decompress<R>(_ input: UnsafeRawBufferPointer, algorithm: CompressionAlgorithm, rawLength: Int,
+                              _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+        switch algorithm {
+        case .none:
+            guard input.count == rawLength else { throw WaybackError(.corrupt, "stored frame has \(input.count) bytes, expected \(rawLength)") }
+            return try body(input)
+        case .zstd:
+            if out.count < rawLength { out = [UInt8](repeating: 0, count: max(rawLength, 1)) }
+            let n = out.withUnsafeMutableBytes { dst in
+                ZSTD_decompressDCtx(dctx, dst.baseAddress, rawLength, input.baseAddress, input.count)
+            }
+            if ZSTD_isError(n) != 0 || n != rawLength {
+                let why = ZSTD_isError(n) != 0 ? String(cString: ZSTD_getErrorName(n)) : "decoded \(n) bytes, expected \(rawLength)"
+                throw WaybackError(.corrupt, "a compressed frame does not decode", cause: why)
+            }
+            return try out.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+        }
+    }
+}

@@ -1,0 +1,90 @@
+/// The name of a file PostgreSQL archives: a WAL segment (`000000010000000A000000FF`), a partial
+/// segment (`...FF.partial`), a timeline history file (`00000002.history`) or a backup history file
+/// (`000000010000000A000000FF.00000028.backup`).
+public struct WALFileName: Hashable, Sendable, CustomStringConvertible, Comparable {
+    public static let defaultSegmentSize: UInt64 = 16 * 1024 * 1024
+
+    public enum Kind: String, Sendable { case segment, partial, history, backupHistory }
+
+    public var kind: Kind
+    public var timeline: UInt32
+    /// Log id and segment of a segment-like name (zero for history files).
+    public var log: UInt32
+    public var seg: UInt32
+    /// The text after the segment name of a `.backup` file (`00000028`).
+    public var backupOffset: String
+
+    public init(timeline: UInt32, segmentNumber: UInt64, segmentSize: UInt64 = WALFileName.defaultSegmentSize) {
+        let perLog = 0x1_0000_0000 / segmentSize
+        kind = .segment
+        self.timeline = timeline
+        log = UInt32(segmentNumber / perLog)
+        seg = UInt32(segmentNumber % perLog)
+        backupOffset = ""
+    }
+
+    public static func history(timeline: UInt32) -> WALFileName {
+        var n = WALFileName(timeline: timeline, segmentNumber: 0)
+        n.kind = .history
+        return n
+    }
+
+    /// Parses a name as PostgreSQL passes it in `%f`; nil for anything else (including paths).
+    public init?(_ name: String) {
+        func hex8(_ s: Substring) -> UInt32? {
+            guard s.count == 8, s.allSatisfy({ $0.isHexDigit && ($0.isNumber || $0.isUppercase) }) else { return nil }
+            return UInt32(s, radix: 16)
+        }
+        backupOffset = ""
+        if name.hasSuffix(".history") {
+            let base = name.dropLast(".history".count)
+            guard let tli = hex8(base) else { return nil }
+            kind = .history; timeline = tli; log = 0; seg = 0
+            return
+        }
+        var base = Substring(name)
+        if name.hasSuffix(".partial") {
+            kind = .partial
+            base = base.dropLast(".partial".count)
+        } else if name.hasSuffix(".backup") {
+            kind = .backupHistory
+            let parts = base.dropLast(".backup".count).split(separator: ".")
+            guard parts.count == 2, hex8(parts[1]) != nil else { return nil }
+            base = parts[0]
+            backupOffset = String(parts[1])
+        } else {
+            kind = .segment
+        }
+        guard base.count == 24, let t = hex8(base.prefix(8)), let l = hex8(base.dropFirst(8).prefix(8)),
+              let s = hex8(base.suffix(8)) else { return nil }
+        timeline = t; log = l; seg = s
+    }
+
+    public func segmentNumber(segmentSize: UInt64 = WALFileName.defaultSegmentSize) -> UInt64 {
+        UInt64(log) * (0x1_0000_0000 / segmentSize) + UInt64(seg)
+    }
+
+    /// The 24-character segment part (`TTTTTTTTLLLLLLLLSSSSSSSS`).
+    public var segmentName: String { Self.hex(timeline) + Self.hex(log) + Self.hex(seg) }
+
+    public var description: String {
+        switch kind {
+        case .segment: return segmentName
+        case .partial: return segmentName + ".partial"
+        case .history: return Self.hex(timeline) + ".history"
+        case .backupHistory: return segmentName + "." + backupOffset + ".backup"
+        }
+    }
+
+    /// The next segment on the same timeline.
+    public func next(segmentSize: UInt64 = WALFileName.defaultSegmentSize) -> WALFileName {
+        WALFileName(timeline: timeline, segmentNumber: segmentNumber(segmentSize: segmentSize) + 1, segmentSize: segmentSize)
+    }
+
+    public static func hex(_ v: UInt32) -> String {
+        let s = String(v, radix: 16, uppercase: true)
+        return String(repeating: "0", count: 8 - s.count) + s
+    }
+
+    public static func < (a: WALFileName, b: WALFileName) -> Bool { a.description < b.description }
+}

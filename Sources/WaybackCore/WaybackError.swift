@@ -1,0 +1,67 @@
+/// The one error type of Wayback.
+///
+/// Every failure that reaches a user is a `WaybackError`: a stable `code` (whose number is the
+/// process exit status), a one-line `message` saying what happened and what to do, and an optional
+/// `cause` for logs. Messages never contain secrets (passwords, keys, full connection strings).
+public struct WaybackError: Error, CustomStringConvertible, Sendable {
+    /// Stable error codes. The raw value is the exit status of the `wayback` process and is part of
+    /// the public contract (docs/exit-codes.md). Never renumber; only add.
+    public enum Code: Int32, Sendable, CaseIterable {
+        /// The requested object (WAL file, backup) is not in the repository. For `wal-fetch` this
+        /// is the normal end of recovery, which is why it is 1.
+        case notFound = 1
+        /// Bad command-line arguments.
+        case usage = 2
+        /// The configuration file is missing, malformed, has an unknown key or a wrong type.
+        case config = 3
+        /// The database cannot be reached or refused the login.
+        case connection = 4
+        /// The cluster does not meet a requirement (wal_level, version, running as root, ...).
+        case cluster = 5
+        /// The repository is missing, not initialised, bound to another cluster, or of an
+        /// unsupported format version.
+        case repository = 6
+        /// An object in the repository failed its checksum or cannot be decoded.
+        case corrupt = 7
+        /// The operation would overwrite something it must not (different WAL content under an
+        /// existing name, a non-empty restore target, a running cluster's directory).
+        case conflict = 8
+        /// Another Wayback command holds the lock for this cluster.
+        case locked = 9
+        /// WAL needed by a backup did not reach the archive in time.
+        case archiveTimeout = 10
+        /// A file-system or storage I/O error.
+        case io = 11
+        /// PostgreSQL returned an error during an operation.
+        case postgres = 12
+        /// The restore target cannot be reached with the backups and WAL in the repository.
+        case restoreTarget = 13
+        /// A bug: an invariant did not hold.
+        case `internal` = 70
+    }
+
+    public var code: Code
+    public var message: String
+    public var cause: String?
+
+    public init(_ code: Code, _ message: String, cause: String? = nil) {
+        self.code = code
+        self.message = message
+        self.cause = cause
+    }
+
+    public var exitStatus: Int32 { code.rawValue }
+
+    public var description: String {
+        if let cause, !cause.isEmpty { return "\(message) (\(cause))" }
+        return message
+    }
+}
+
+extension WaybackError {
+    /// Wraps any error as a `WaybackError`, keeping one that already is.
+    public static func wrap(_ error: any Error, as code: Code = .internal, _ message: @autoclosure () -> String) -> WaybackError {
+        if let wb = error as? WaybackError { return wb }
+        return WaybackError(code, message(), cause: String(describing: error))
+    }
+}

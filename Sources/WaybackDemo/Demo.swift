@@ -1,0 +1,173 @@
+import Foundation
+import Logging
+import WaybackArchive
+import WaybackBackup
+import WaybackCatalog
+import WaybackConfig
+import WaybackCore
+import WaybackPostgres
+import WaybackRestore
+import WaybackStorage
+
+/// `wayback demo`: the whole cycle on a throwaway cluster, with a short report.
+public enum Demo {
+    public struct Options: Sendable {
+        public var workdir: String?
+        public var keep: Bool
+        public var scale: Int
+        public var executable: String
+        public var logger: Logger
+        public init(workdir: String?, keep: Bool, scale: Int, executable: String, logger: Logger) {
+            self.workdir = workdir; self.keep = keep; self.scale = scale; self.executable = executable; self.logger = logger
+        }
+    }
+
+    static func say(_ s: String) {
+        print(s)
+        fflush(nil)
+    }
+
+    /// Runs the demo; returns true when the restored data matched the source.
+    public static func run(_ o: Options) async throws -> Bool {
+        let workdir = FileSystem.absolute(o.workdir ?? "/var/tmp/wayback-demo-\(getpid())")
+        if getuid() == 0 {
+            // PostgreSQL refuses root and backups must run as the cluster's owner: run the demo as `postgres`.
+            try FileSystem.makeDirectories(workdir, mode: 0o755)
+            guard let pw = getpwnam("postgres") else {
+                throw WaybackError(.cluster, "there is no 'postgres' OS user to run the demo cluster; install PostgreSQL or run as a non-root user")
+            }
+            try FileSystem.chown(workdir, uid: pw.pointee.pw_uid, gid: pw.pointee.pw_gid)
+            var args = ["/usr/sbin/runuser", "-u", "postgres", "--", o.executable, "demo", "--workdir", workdir, "--scale", String(o.scale)]
+            if o.keep { args.append("--keep") }
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: args[0])
+            p.arguments = Array(args.dropFirst())
+            try p.run()
+            p.waitUntilExit()
+            if !o.keep, p.terminationStatus == 0 { try? FileSystem.removeTree(workdir) }
+            return p.terminationStatus == 0
+        }
+        try FileSystem.makeDirectories(workdir, mode: 0o755)
+        let socketDir = workdir + "/run"
+        try FileSystem.makeDirectories(socketDir, mode: 0o755)
+        let source = LocalCluster(dataDirectory: workdir + "/source", socketDirectory: socketDir, port: 5432, osUser: currentUser())
+        let restored = LocalCluster(dataDirectory: workdir + "/restored", socketDirectory: socketDir, port: 5433, osUser: currentUser())
+        let configPath = workdir + "/wayback.yaml"
+        let waybackCommand = "\(o.executable) --config \(configPath)"
+        var timings = [(String, Double)]()
+        func timed<R>(_ label: String, _ body: () async throws -> R) async throws -> R {
+            let t = monotonicSeconds()
+            let r = try await body()
+            timings.append((label, monotonicSeconds() - t))
+            return r
+        }
+        say("Wayback demo in \(workdir)")
+        defer {
+            try? source.stop(mode: "immediate")
+            try? restored.stop(mode: "immediate")
+            if !o.keep { try? FileSystem.removeTree(workdir) } else { say("kept \(workdir) (clusters stopped)") }
+        }
+
+        try await timed("create cluster") {
+            try source.initdb(checksums: true)
+            try source.configure(["wal_level": "replica", "archive_mode": "on",
+                                  "archive_command": "\(waybackCommand) wal-push %p", "max_wal_size": "1GB",
+                                  "shared_buffers": "128MB"])
+            try source.start()
+        }
+        let config = """
+            cluster:
+              name: demo
+              pgdata: \(source.dataDirectory)
+              connection: postgresql://postgres@/postgres?host=\(socketDir)&port=\(source.port)
+            repositories:
+              - name: local
+                type: local
+                path: \(workdir)/repository
+            compression: { algorithm: zstd, level: 1 }
+            parallelism: 2
+            lock_path: \(workdir)/locks
+            log_level: warning
+
+            """
+        try config.write(toFile: configPath, atomically: true, encoding: .utf8)
+        let c = try ConfigLoader.load(path: configPath, environment: [:])
+        let repo = c.primaryRepository()
+        _ = try await ClusterSetup.initialize(repository: repo, cluster: c.clusterName, pgdata: c.pgdata, connection: c.connection,
+                                              waybackCommand: waybackCommand, lockDirectory: c.lockPath, logger: o.logger)
+        say("  cluster created and repository initialised")
+
+        try await timed("load sample data (pgbench scale \(o.scale))") {
+            try source.pgbench(["-i", "-q", "-s", String(o.scale)])
+            try source.psql("CREATE TABLE demo_markers (id serial PRIMARY KEY, note text, at timestamptz DEFAULT clock_timestamp()); INSERT INTO demo_markers (note) VALUES ('before backup');")
+        }
+        let manifest = try await timed("full backup") {
+            try await FullBackup.run(BackupConfiguration(repository: repo, cluster: c.clusterName, pgdata: c.pgdata, connection: c.connection,
+                                                         compression: c.compression, parallelism: c.parallelism, lockDirectory: c.lockPath),
+                                     logger: o.logger)
+        }
+        say("  backup \(manifest.id): \(Format.bytes(manifest.sizes.database)) -> \(Format.bytes(manifest.sizes.repository)) in the repository")
+
+        try await timed("more writes after the backup") {
+            try source.pgbench(["-n", "-c", "2", "-t", "500"])
+            try source.psql("INSERT INTO demo_markers (note) SELECT 'after backup ' || g FROM generate_series(1, 100) g;")
+        }
+        let tables = ["pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history", "demo_markers"]
+        let expected = try tables.map { try digest(source, $0) }
+        // Close the current WAL segment so that everything written is in the archive.
+        let switched = try source.psql("SELECT pg_walfile_name(pg_switch_wal())")
+        try await waitForArchive(switched, catalog: Catalog(repository: repo, cluster: c.clusterName))
+
+        let report = try await timed("restore (latest)") {
+            try await Restore.run(RestoreConfiguration(repository: repo, cluster: c.clusterName, targetDirectory: restored.dataDirectory,
+                                                       backupID: nil, target: .latest, parallelism: c.parallelism,
+                                                       restoreCommand: "\(waybackCommand) wal-fetch %f %p"), logger: o.logger)
+        }
+        say("  restored \(report.files) files into \(restored.dataDirectory)")
+        try await timed("start restored copy, replay WAL, promote") {
+            try restored.start(extraOptions: "-c archive_mode=off")
+            try waitForPromotion(restored)
+        }
+        let actual = try tables.map { try digest(restored, $0) }
+        var ok = true
+        say("")
+        say("Data check (restored vs source):")
+        for (i, t) in tables.enumerated() {
+            let same = expected[i] == actual[i]
+            ok = ok && same
+            say("  \(same ? "OK  " : "DIFF") \(t)")
+        }
+        say("")
+        say("Timings:")
+        for (label, s) in timings { say("  \(label.padding(toLength: 44, withPad: " ", startingAt: 0)) \(Format.seconds(s))") }
+        say("")
+        say(ok ? "PASS: the restored cluster matches the source" : "FAIL: the restored cluster differs from the source")
+        return ok
+    }
+
+    static func currentUser() -> String {
+        getpwuid(getuid()).map { String(cString: $0.pointee.pw_name) } ?? "postgres"
+    }
+
+    /// An order-independent digest of a table's rows.
+    static func digest(_ cluster: LocalCluster, _ table: String) throws -> String {
+        try cluster.psql("SELECT count(*) || ':' || coalesce(md5(string_agg(md5(t::text), '' ORDER BY md5(t::text))), '') FROM \(table) t")
+    }
+
+    static func waitForArchive(_ segment: String, catalog: Catalog) async throws {
+        guard let name = WALFileName(segment) else { return }
+        for _ in 0..<600 {
+            if try await catalog.repository.driver.exists(catalog.walKey(name)) { return }
+            try await Task.sleep(nanoseconds: 100_000_000)
+        }
+        throw WaybackError(.archiveTimeout, "WAL file \(segment) did not reach the archive within 60s")
+    }
+
+    static func waitForPromotion(_ cluster: LocalCluster) throws {
+        for _ in 0..<1200 {
+            if (try? cluster.psql("SELECT pg_is_in_recovery()")) == "f" { return }
+            usleep(100_000)
+        }
+        throw WaybackError(.restoreTarget, "the restored cluster did not finish recovery within 120s; see \(cluster.dataDirectory).log")
+    }
+}

@@ -1,0 +1,106 @@
+import Foundation
+import WaybackCore
+
+/// How to reach the database: a TCP host or a unix-socket directory, libpq style.
+public struct ConnectionSettings: Sendable, Equatable {
+    public enum SSLMode: String, Sendable { case disable, prefer, require }
+
+    /// A host name, an IP address, or (starting with `/`) a unix-socket directory.
+    public var host: String
+    public var port: Int
+    public var user: String
+    public var password: String?
+    public var database: String
+    public var sslMode: SSLMode
+
+    public init(host: String = "/var/run/postgresql", port: Int = 5432, user: String = "postgres",
+                password: String? = nil, database: String? = nil, sslMode: SSLMode = .prefer) {
+        self.host = host
+        self.port = port
+        self.user = user
+        self.password = password
+        self.database = database ?? user
+        self.sslMode = sslMode
+    }
+
+    public var isUnixSocket: Bool { host.hasPrefix("/") }
+    public var socketPath: String { host + "/.s.PGSQL.\(port)" }
+
+    /// The connection without the password, safe for messages and logs.
+    public var redacted: String {
+        let h = isUnixSocket ? "" : host
+        let q = isUnixSocket ? "?host=\(host)" : ""
+        return "postgresql://\(user)@\(h):\(port)/\(database)\(q)"
+    }
+
+    /// Parses a `postgresql://` (or `postgres://`) URL on top of `defaults` (which come from the
+    /// libpq environment). Throws `.config` naming the problem, never echoing the password.
+    public static func parse(url text: String, defaults: ConnectionSettings) throws -> ConnectionSettings {
+        var s = defaults
+        let scheme: String
+        if text.hasPrefix("postgresql://") { scheme = "postgresql://" } else if text.hasPrefix("postgres://") { scheme = "postgres://" } else {
+            throw WaybackError(.config, "cluster.connection must be a postgresql:// URL (got something else); e.g. postgresql://postgres@localhost:5432/postgres")
+        }
+        var rest = Substring(text.dropFirst(scheme.count))
+        var query = Substring("")
+        if let q = rest.firstIndex(of: "?") { query = rest[rest.index(after: q)...]; rest = rest[..<q] }
+        var path = Substring("")
+        if let slash = rest.firstIndex(of: "/") { path = rest[rest.index(after: slash)...]; rest = rest[..<slash] }
+        var hostPort = rest
+        if let at = rest.lastIndex(of: "@") {
+            let userInfo = rest[..<at]
+            hostPort = rest[rest.index(after: at)...]
+            if let colon = userInfo.firstIndex(of: ":") {
+                s.user = decode(userInfo[..<colon])
+                s.password = decode(userInfo[userInfo.index(after: colon)...])
+            } else if !userInfo.isEmpty {
+                s.user = decode(userInfo)
+            }
+        }
+        if !hostPort.isEmpty {
+            if hostPort.hasPrefix("[") , let close = hostPort.firstIndex(of: "]") {
+                s.host = String(hostPort[hostPort.index(after: hostPort.startIndex)..<close])
+                let after = hostPort[hostPort.index(after: close)...]
+                if after.hasPrefix(":") { s.port = try port(after.dropFirst()) }
+            } else if let colon = hostPort.lastIndex(of: ":") {
+                if colon != hostPort.startIndex { s.host = decode(hostPort[..<colon]) }
+                s.port = try port(hostPort[hostPort.index(after: colon)...])
+            } else {
+                s.host = decode(hostPort)
+            }
+        }
+        var databaseSet = false
+        if !path.isEmpty { s.database = decode(path); databaseSet = true }
+        for pair in query.split(separator: "&") {
+            let kv = pair.split(separator: "=", maxSplits: 1)
+            let key = String(kv[0]), value = kv.count > 1 ? decode(kv[1]) : ""
+            switch key {
+            case "host": s.host = value
+            case "port": s.port = try port(Substring(value))
+            case "user": s.user = value
+            case "password": s.password = value
+            case "dbname": s.database = value; databaseSet = true
+            case "sslmode":
+                switch value {
+                case "disable", "allow": s.sslMode = .disable
+                case "prefer": s.sslMode = .prefer
+                case "require", "verify-ca", "verify-full": s.sslMode = .require
+                default: throw WaybackError(.config, "cluster.connection: unknown sslmode '\(value)'; use disable, prefer or require")
+                }
+            case "application_name", "connect_timeout": break
+            default: throw WaybackError(.config, "cluster.connection: unsupported URL parameter '\(key)'; supported: host, port, user, password, dbname, sslmode")
+            }
+        }
+        if !databaseSet && defaults.database == defaults.user { s.database = s.user }
+        return s
+    }
+
+    private static func decode(_ s: Substring) -> String { String(s).removingPercentEncoding ?? String(s) }
+
+    private static func port(_ s: Substring) throws -> Int {
+        guard let p = Int(s), (1...65535).contains(p) else {
+            throw WaybackError(.config, "cluster.connection: port '\(s)' is not a number from 1 to 65535")
+        }
+        return p
+    }
+}

@@ -1,0 +1,317 @@
+import Foundation
+import Logging
+import Synchronization
+import WaybackCatalog
+import WaybackCore
+import WaybackPostgres
+import WaybackStorage
+
+/// Where recovery stops.
+public enum RecoveryTarget: Sendable, Equatable {
+    /// Replay all archived WAL, then promote (the default).
+    case latest
+    /// Stop as soon as the backup is consistent (`recovery_target = 'immediate'`), then promote.
+    case backupEnd
+}
+
+/// What `wayback restore` needs.
+public struct RestoreConfiguration: Sendable {
+    public var repository: Repository
+    public var cluster: String
+    public var targetDirectory: String
+    public var backupID: BackupID?
+    public var target: RecoveryTarget
+    public var parallelism: Int
+    /// The `restore_command` line PostgreSQL will run (`/path/wayback --config F wal-fetch %f %p`).
+    public var restoreCommand: String
+    /// Owner for the restored files when running as root (nil: the owner of the target's parent).
+    public var owner: (uid: UInt32, gid: UInt32)?
+    /// Tablespace OID -> new location (default: the location recorded in the backup).
+    public var tablespaceMap: [UInt32: String]
+
+    public init(repository: Repository, cluster: String, targetDirectory: String, backupID: BackupID?, target: RecoveryTarget,
+                parallelism: Int, restoreCommand: String, owner: (uid: UInt32, gid: UInt32)? = nil, tablespaceMap: [UInt32: String] = [:]) {
+        self.repository = repository; self.cluster = cluster; self.targetDirectory = FileSystem.absolute(targetDirectory)
+        self.backupID = backupID; self.target = target; self.parallelism = max(1, parallelism); self.restoreCommand = restoreCommand
+        self.owner = owner; self.tablespaceMap = tablespaceMap
+    }
+}
+
+public struct RestoreReport: Sendable {
+    public var backup: BackupManifest
+    public var targetDirectory: String
+    public var files: Int
+    public var bytes: Int64
+    public var seconds: Double
+}
+
+/// Restores a backup into an empty directory.
+///
+/// Everything is built in a hidden sibling directory (`.NAME.wayback-restore-PID`) and renamed into
+/// place only when every file has been written, verified and fsynced, so an interrupted restore
+/// never leaves a directory PostgreSQL would start.
+public enum Restore {
+    public static func run(_ config: RestoreConfiguration, logger: Logger, progress: ProgressHandler? = nil) async throws -> RestoreReport {
+        let started = monotonicSeconds()
+        let catalog = Catalog(repository: config.repository, cluster: config.cluster)
+        _ = try await catalog.requireBinding()
+        let manifest = try await chooseBackup(config, catalog: catalog)
+        var log = logger
+        log[metadataKey: "wayback.backup"] = "\(manifest.id)"
+
+        let target = config.targetDirectory
+        try checkTarget(target, what: "target directory")
+        var tablespaceTargets = [UInt32: String]()
+        for ts in manifest.tablespaces {
+            let loc = FileSystem.absolute(config.tablespaceMap[ts.oid] ?? ts.location)
+            try checkTarget(loc, what: "location of tablespace '\(ts.name)' (OID \(ts.oid)); map it elsewhere with --tablespace-map \(ts.oid)=DIR")
+            tablespaceTargets[ts.oid] = loc
+        }
+        let owner = try config.owner ?? ownerFor(target)
+
+        // Staging directories, renamed into place at the end.
+        let staging = stagingPath(target)
+        var stagedTablespaces = [UInt32: String]()
+        for (oid, loc) in tablespaceTargets { stagedTablespaces[oid] = stagingPath(loc) }
+        let allStaging = [staging] + stagedTablespaces.values.sorted()
+        do {
+            for dir in allStaging {
+                try FileSystem.removeTree(dir)
+                try FileSystem.makeDirectories(FileSystem.parentPath(dir))
+                try FileSystem.makeDirectories(dir, mode: 0o700)
+            }
+            let layout = Layout(staging: staging, tablespaces: stagedTablespaces, finalTablespaces: tablespaceTargets)
+            try createDirectories(manifest, layout: layout)
+            let bytes = try await restoreFiles(manifest, layout: layout, config: config, catalog: catalog, progress: progress)
+            try await writeExtras(manifest, layout: layout, config: config, catalog: catalog)
+            if let owner, getuid() == 0 {
+                for dir in allStaging { try chownTree(dir, uid: owner.uid, gid: owner.gid) }
+            }
+            try syncTree(staging)
+            for dir in stagedTablespaces.values { try syncTree(dir) }
+            // Publish: tablespaces first, the data directory last.
+            for (oid, dir) in stagedTablespaces { try publish(dir, to: tablespaceTargets[oid]!) }
+            try publish(staging, to: target)
+            log.info("restore complete", metadata: ["target": "\(target)", "files": "\(manifest.files.count)"])
+            return RestoreReport(backup: manifest, targetDirectory: target, files: manifest.files.count, bytes: bytes,
+                                 seconds: monotonicSeconds() - started)
+        } catch {
+            for dir in allStaging { try? FileSystem.removeTree(dir) }
+            throw error
+        }
+    }
+
+    static func chooseBackup(_ config: RestoreConfiguration, catalog: Catalog) async throws -> BackupManifest {
+        if let id = config.backupID { return try await catalog.manifest(id) }
+        guard let newest = try await catalog.backupIDs().last else {
+            throw WaybackError(.notFound, "\(config.repository.description) has no backup of cluster '\(config.cluster)'; take one with 'wayback backup'")
+        }
+        return try await catalog.manifest(newest)
+    }
+
+    /// A target must be missing or an empty directory, and no server may run there.
+    static func checkTarget(_ path: String, what: String) throws {
+        if DataDirectory.runningPostmasterPID(path) != nil {
+            throw WaybackError(.conflict, "a PostgreSQL server is running in \(path) (\(what)); stop it first, and restore into an empty directory")
+        }
+        guard let st = try FileSystem.status(path, followLinks: true) else {
+            let parent = FileSystem.parentPath(path)
+            guard try FileSystem.status(parent, followLinks: true)?.isDirectory == true else {
+                throw WaybackError(.usage, "the parent of \(path) (\(what)) does not exist; create it first")
+            }
+            return
+        }
+        guard st.isDirectory else { throw WaybackError(.conflict, "\(path) (\(what)) exists and is not a directory") }
+        guard try FileSystem.list(path).isEmpty else {
+            throw WaybackError(.conflict, "\(path) (\(what)) is not empty; restore into an empty or new directory (nothing was written)")
+        }
+    }
+
+    static func stagingPath(_ target: String) -> String {
+        FileSystem.parentPath(target) + "/." + FileSystem.lastComponent(target) + ".wayback-restore-\(getpid())"
+    }
+
+    static func ownerFor(_ target: String) throws -> (uid: UInt32, gid: UInt32)? {
+        guard getuid() == 0 else { return nil }
+        guard let st = try FileSystem.status(FileSystem.parentPath(target), followLinks: true) else { return nil }
+        return (st.uid, st.gid)
+    }
+
+    struct Layout: Sendable {
+        var staging: String
+        var tablespaces: [UInt32: String]
+        var finalTablespaces: [UInt32: String]
+
+        /// Where a manifest path is written during the restore.
+        func path(_ rel: String) -> String {
+            if rel.hasPrefix("pg_tblspc/") {
+                let parts = rel.split(separator: "/", maxSplits: 2)
+                if parts.count >= 2, let oid = UInt32(parts[1]), let dir = tablespaces[oid] {
+                    return parts.count == 3 ? dir + "/" + parts[2] : dir
+                }
+            }
+            return staging + "/" + rel
+        }
+    }
+
+    static func createDirectories(_ m: BackupManifest, layout: Layout) throws {
+        for ts in m.tablespaces {
+            // pg_tblspc/<oid> is a link to the final location.
+            try FileSystem.makeDirectories(layout.staging + "/pg_tblspc", mode: 0o700)
+            try FileSystem.symlink(target: layout.finalTablespaces[ts.oid]!, at: layout.staging + "/pg_tblspc/\(ts.oid)")
+        }
+        for d in m.directories.sorted(by: { $0.path < $1.path }) {
+            let parts = d.path.split(separator: "/")
+            if parts.count == 2, parts[0] == "pg_tblspc" { continue }
+            let p = layout.path(d.path)
+            try FileSystem.makeDirectories(p, mode: 0o700)
+            try FileSystem.chmod(p, d.mode & 0o777 == 0 ? 0o700 : d.mode)
+        }
+    }
+
+    /// Restores every file with `parallelism` workers, verifying each file's SHA-256.
+    static func restoreFiles(_ m: BackupManifest, layout: Layout, config: RestoreConfiguration, catalog: Catalog,
+                             progress: ProgressHandler?) async throws -> Int64 {
+        let order = m.files.indices.sorted { m.files[$0].size > m.files[$1].size }
+        let cursor = WorkCursor(limit: order.count)
+        let counter = ByteCounter()
+        let total = m.files.reduce(Int64(0)) { $0 + $1.size }
+        try await withProgress(phase: "restore \(m.id)", total: total, counter: counter, interval: 2, handler: progress) {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<config.parallelism {
+                    group.addTask {
+                        while true {
+                            guard let n = cursor.next() else { return }
+                            let i = order[n]
+                            try await restoreOne(m.files[i], manifest: m, layout: layout, catalog: catalog, counter: counter)
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+        }
+        return total
+    }
+
+    static func restoreOne(_ f: BackupManifest.File, manifest m: BackupManifest, layout: Layout, catalog: Catalog, counter: ByteCounter) async throws {
+        let path = layout.path(f.path)
+        let out = try PosixFile.create(path, mode: mode_t(f.mode & 0o777 == 0 ? 0o600 : f.mode & 0o777))
+        var hasher = SHA256Hasher()
+        var written: Int64 = 0
+        let driver = catalog.repository.driver
+        // A file's chunks are contiguous runs in one or more packs: read each run with one request.
+        var i = 0
+        while i < f.chunks.count {
+            var j = i
+            while j + 1 < f.chunks.count, f.chunks[j + 1].object == f.chunks[i].object,
+                  f.chunks[j + 1].offset == f.chunks[j].offset + Int64(f.chunks[j].length) { j += 1 }
+            let object = m.objects[f.chunks[i].object]
+            let key = catalog.layout.objectKey(m.id, object.name)
+            let start = f.chunks[i].offset, end = f.chunks[j].offset + Int64(f.chunks[j].length)
+            do {
+                try await driver.withReader(key, range: start..<end) { reader in
+                    let frames = FrameReader(reader: reader, name: "\(object.name) of backup \(m.id)")
+                    for k in i...j {
+                        let n = try await frames.nextFrame { plain -> Int in
+                            guard plain.count == f.chunks[k].raw else {
+                                throw WaybackError(.corrupt, "frame size mismatch")
+                            }
+                            hasher.update(plain)
+                            try out.write(plain)
+                            return plain.count
+                        }
+                        written += Int64(n)
+                        counter.add(Int64(n))
+                    }
+                }
+            } catch let e as WaybackError where e.code == .corrupt || e.code == .notFound {
+                try? out.close()
+                throw WaybackError(.corrupt, "backup \(m.id) is damaged: file \(f.path) cannot be read from \(object.name) (\(e.message)); nothing was restored. Restore another backup (--backup ID) or run a new backup")
+            }
+            i = j + 1
+        }
+        guard written == f.size, hasher.finalizeHex() == f.sha256 else {
+            try? out.close()
+            throw WaybackError(.corrupt, "backup \(m.id) is damaged: file \(f.path) fails its SHA-256 check; nothing was restored. Restore another backup (--backup ID) or run a new backup")
+        }
+        try out.fsync()
+        try out.close()
+        var times = [timespec(tv_sec: Int(f.mtime), tv_nsec: 0), timespec(tv_sec: Int(f.mtime), tv_nsec: 0)]
+        _ = utimensat(AT_FDCWD, path, &times, 0)
+    }
+
+    /// backup_label, tablespace_map, the backup's WAL in pg_wal, recovery settings, backup_manifest.
+    static func writeExtras(_ m: BackupManifest, layout: Layout, config: RestoreConfiguration, catalog: Catalog) async throws {
+        let now = Int64(Date().timeIntervalSince1970)
+        var entries = m.files.map { PGBackupManifest.Entry(path: $0.path, size: $0.size, mtime: $0.mtime, sha256: $0.sha256) }
+        func writeText(_ rel: String, _ text: String, manifestEntry: Bool) throws {
+            let bytes = Array(text.utf8)
+            let f = try PosixFile.create(layout.staging + "/" + rel, mode: 0o600)
+            try bytes.withUnsafeBytes { try f.write($0) }
+            try f.fsync()
+            try f.close()
+            if manifestEntry {
+                entries.append(.init(path: rel, size: Int64(bytes.count), mtime: now, sha256: SHA256Hasher.hex(bytes)))
+            }
+        }
+        try writeText("backup_label", m.backupLabel, manifestEntry: true)
+        if !m.tablespaceMap.isEmpty {
+            // Tablespaces are restored through the pg_tblspc links; the map would re-create them.
+            try writeText("tablespace_map", m.tablespaceMap, manifestEntry: true)
+        }
+        for w in m.wal {
+            let dest = layout.staging + "/pg_wal/" + w.name
+            let file = try PosixFile.create(dest, mode: 0o600)
+            do {
+                _ = try await WALObject.read(catalog.repository.driver, key: catalog.layout.objectKey(m.id, w.object), name: w.name) { try file.write($0) }
+            } catch let e as WaybackError {
+                throw WaybackError(.corrupt, "backup \(m.id) is damaged: its copy of WAL file \(w.name) cannot be read (\(e.message))")
+            }
+            try file.fsync()
+            try file.close()
+        }
+        // Recovery settings.
+        let autoPath = layout.staging + "/postgresql.auto.conf"
+        var auto = (try? String(contentsOfFile: autoPath, encoding: .utf8)) ?? ""
+        auto = auto.split(separator: "\n", omittingEmptySubsequences: false)
+            .filter { !$0.hasPrefix("restore_command") && !$0.hasPrefix("recovery_target") }
+            .joined(separator: "\n")
+        if !auto.isEmpty && !auto.hasSuffix("\n") { auto += "\n" }
+        auto += "# Recovery settings written by wayback restore of backup \(m.id)\n"
+        auto += "restore_command = '\(config.restoreCommand.replacingOccurrences(of: "'", with: "''"))'\n"
+        switch config.target {
+        case .latest:
+            auto += "recovery_target_timeline = 'latest'\n"
+        case .backupEnd:
+            auto += "recovery_target = 'immediate'\nrecovery_target_action = 'promote'\n"
+        }
+        try? FileSystem.remove(autoPath)
+        try writeText("postgresql.auto.conf", auto, manifestEntry: false)
+        try writeText("recovery.signal", "", manifestEntry: false)
+        let pgManifest = PGBackupManifest.render(files: entries, timeline: m.timeline, startLSN: m.startLSN, endLSN: m.stopLSN)
+        try writeText("backup_manifest", String(decoding: pgManifest, as: UTF8.self), manifestEntry: false)
+    }
+
+    static func chownTree(_ path: String, uid: UInt32, gid: UInt32) throws {
+        try FileSystem.chown(path, uid: uid, gid: gid)
+        guard let st = try FileSystem.status(path), st.isDirectory else { return }
+        for name in try FileSystem.list(path) { try chownTree(path + "/" + name, uid: uid, gid: gid) }
+    }
+
+    /// fsync every directory (files were fsynced as they were written).
+    static func syncTree(_ path: String) throws {
+        guard let st = try FileSystem.status(path), st.isDirectory else { return }
+        for name in try FileSystem.list(path) { try syncTree(path + "/" + name) }
+        try FileSystem.syncDirectory(path)
+    }
+
+    static func publish(_ staging: String, to target: String) throws {
+        if let st = try FileSystem.status(target), st.isDirectory {
+            let mode = st.mode
+            _ = mode
+            if rmdir(target) != 0 { throw PosixError.make(errno, "replace empty directory", target) }
+        }
+        try FileSystem.rename(staging, target)
+        try FileSystem.syncDirectory(FileSystem.parentPath(target))
+    }
+}

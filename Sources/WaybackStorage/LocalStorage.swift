@@ -1,0 +1,144 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import WaybackCore
+
+/// A repository in a local (POSIX) directory.
+///
+/// Writes go to a hidden temporary file in the object's directory (`.NAME.tmp-PID-RANDOM`), which is
+/// fsynced and then renamed (or, for `ifAbsent`, hard-linked, which fails atomically when the name
+/// exists) into place, after which the directory is fsynced. Listings skip temporary files, so an
+/// interrupted write never shows as an object.
+public struct LocalStorage: StorageDriver {
+    public let root: String
+    public let fileMode: UInt32
+    public let directoryMode: UInt32
+
+    public init(root: String, fileMode: UInt32 = 0o640, directoryMode: UInt32 = 0o750) {
+        self.root = FileSystem.absolute(root)
+        self.fileMode = fileMode
+        self.directoryMode = directoryMode
+    }
+
+    public var description: String { "local repository \(root)" }
+    public var capabilities: StorageCapabilities { [.posix, .atomicCreate] }
+
+    func path(_ key: String) throws -> String {
+        guard !key.isEmpty, !key.hasPrefix("/"), !key.split(separator: "/").contains(where: { $0 == ".." || $0 == "." }) else {
+            throw WaybackError(.internal, "invalid storage key '\(key)'")
+        }
+        return root + "/" + key
+    }
+
+    static func isTemporary(_ name: String) -> Bool { name.hasPrefix(".") && name.contains(".tmp-") }
+
+    public func info(_ key: String) async throws -> ObjectInfo? {
+        guard let st = try FileSystem.status(try path(key), followLinks: true), st.isRegular else { return nil }
+        return ObjectInfo(key: key, size: st.size)
+    }
+
+    public func list(prefix: String) async throws -> [ObjectInfo] {
+        // Start the walk at the deepest directory the prefix names.
+        let dirPart = prefix.contains("/") ? String(prefix[..<prefix.lastIndex(of: "/")!]) : ""
+        var out = [ObjectInfo]()
+        func walk(_ rel: String) throws {
+            let abs = rel.isEmpty ? root : root + "/" + rel
+            guard let st = try FileSystem.status(abs, followLinks: true), st.isDirectory else { return }
+            for name in try FileSystem.list(abs) where !Self.isTemporary(name) {
+                let key = rel.isEmpty ? name : rel + "/" + name
+                guard key.hasPrefix(prefix) || prefix.hasPrefix(key + "/") else { continue }
+                guard let child = try FileSystem.status(abs + "/" + name, followLinks: true) else { continue }
+                if child.isDirectory { try walk(key) } else if child.isRegular, key.hasPrefix(prefix) {
+                    out.append(ObjectInfo(key: key, size: child.size))
+                }
+            }
+        }
+        try walk(dirPart)
+        return out.sorted { $0.key < $1.key }
+    }
+
+    public func withReader<R>(_ key: String, range: Range<Int64>?, _ body: (any ObjectReader) async throws -> R) async throws -> R {
+        let p = try path(key)
+        let file: PosixFile
+        do { file = try PosixFile.openForReading(p) } catch let e as WaybackError where e.code == .notFound {
+            throw WaybackError(.notFound, "object \(key) is not in \(description)")
+        }
+        var size: Int64 = 0
+        if let st = try FileSystem.status(p, followLinks: true) { size = st.size }
+        let r = range ?? 0..<size
+        guard r.lowerBound >= 0, r.upperBound <= size else {
+            throw WaybackError(.corrupt, "object \(key) in \(description) has \(size) bytes, fewer than the \(r.upperBound) expected")
+        }
+        let reader = LocalReader(file: file, offset: r.lowerBound, end: r.upperBound)
+        defer { try? file.close() }
+        return try await body(reader)
+    }
+
+    public func withWriter<R>(_ key: String, options: WriteOptions, _ body: (any ObjectWriter) async throws -> R) async throws -> R {
+        let final = try path(key)
+        let dir = FileSystem.parentPath(final)
+        try FileSystem.makeDirectories(dir, mode: mode_t(directoryMode))
+        if options.ifAbsent, try FileSystem.status(final) != nil {
+            throw WaybackError(.conflict, "object \(key) already exists in \(description)")
+        }
+        let tmp = dir + "/." + FileSystem.lastComponent(final) + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let file = try PosixFile.create(tmp, mode: mode_t(fileMode))
+        let writer = LocalWriter(file: file)
+        do {
+            let result = try await body(writer)
+            try file.fsync()
+            try file.close()
+            if options.ifAbsent {
+                if link(tmp, final) != 0 {
+                    let err = errno
+                    try? FileSystem.remove(tmp)
+                    if err == EEXIST { throw WaybackError(.conflict, "object \(key) already exists in \(description)") }
+                    throw PosixError.make(err, "link", final)
+                }
+                try FileSystem.remove(tmp)
+            } else {
+                try FileSystem.rename(tmp, final)
+            }
+            try FileSystem.syncDirectory(dir)
+            return result
+        } catch {
+            try? file.close()
+            try? FileSystem.remove(tmp)
+            throw error
+        }
+    }
+
+    public func remove(_ key: String) async throws {
+        let p = try path(key)
+        try FileSystem.remove(p)
+    }
+}
+
+final class LocalReader: ObjectReader {
+    let file: PosixFile
+    var offset: Int64
+    let end: Int64
+    init(file: PosixFile, offset: Int64, end: Int64) { self.file = file; self.offset = offset; self.end = end }
+
+    func read(maxLength: Int) async throws -> [UInt8] {
+        let n = Int(min(Int64(maxLength), end - offset))
+        if n <= 0 { return [] }
+        var buf = [UInt8](repeating: 0, count: n)
+        let got = try buf.withUnsafeMutableBytes { try file.pread(into: $0, offset: offset) }
+        if got < n {
+            throw WaybackError(.corrupt, "\(file.path) ended early: it is shorter than its recorded size")
+        }
+        offset += Int64(got)
+        return buf
+    }
+}
+
+final class LocalWriter: ObjectWriter {
+    let file: PosixFile
+    private(set) var bytesWritten: Int64 = 0
+    init(file: PosixFile) { self.file = file }
+    func write(_ bytes: [UInt8]) async throws {
+        try bytes.withUnsafeBytes { try file.write($0) }
+        bytesWritten += Int64(bytes.count)
+    }
+}

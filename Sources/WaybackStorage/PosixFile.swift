@@ -1,0 +1,236 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import WaybackCore
+
+/// A thin owner of a POSIX file descriptor for streaming I/O without Foundation overhead.
+/// Not thread-safe; one per task.
+public final class PosixFile {
+    public let path: String
+    public private(set) var fd: Int32
+
+    private init(path: String, fd: Int32) { self.path = path; self.fd = fd }
+    deinit { if fd >= 0 { _ = Glibc.close(fd) } }
+
+    public static func openForReading(_ path: String) throws -> PosixFile {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw PosixError.make(errno, "open", path) }
+        return PosixFile(path: path, fd: fd)
+    }
+
+    /// Creates a new file; fails if it exists.
+    public static func create(_ path: String, mode: mode_t = 0o640) throws -> PosixFile {
+        let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw PosixError.make(errno, "create", path) }
+        return PosixFile(path: path, fd: fd)
+    }
+
+    /// Opens an existing file for writing (for in-place updates).
+    public static func openForWriting(_ path: String) throws -> PosixFile {
+        let fd = Glibc.open(path, O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw PosixError.make(errno, "open", path) }
+        return PosixFile(path: path, fd: fd)
+    }
+
+    /// Reads up to `count` bytes into `buffer` (from the current offset); 0 at end of file.
+    public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        while true {
+            let n = Glibc.read(fd, buffer.baseAddress, buffer.count)
+            if n >= 0 { return n }
+            if errno == EINTR { continue }
+            throw PosixError.make(errno, "read", path)
+        }
+    }
+
+    /// Fills as much of `buffer` as the file has; returns the count (short only at end of file).
+    public func readFully(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        var done = 0
+        while done < buffer.count {
+            let n = try read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]))
+            if n == 0 { break }
+            done += n
+        }
+        return done
+    }
+
+    public func pread(into buffer: UnsafeMutableRawBufferPointer, offset: Int64) throws -> Int {
+        var done = 0
+        while done < buffer.count {
+            let n = Glibc.pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            if n < 0 { if errno == EINTR { continue }; throw PosixError.make(errno, "read", path) }
+            if n == 0 { break }
+            done += n
+        }
+        return done
+    }
+
+    public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
+            if n < 0 { if errno == EINTR { continue }; throw PosixError.make(errno, "write", path) }
+            done += n
+        }
+    }
+
+    public func fsync() throws {
+        if Glibc.fsync(fd) != 0 { throw PosixError.make(errno, "fsync", path) }
+    }
+
+    public func truncate(_ size: Int64) throws {
+        if ftruncate(fd, off_t(size)) != 0 { throw PosixError.make(errno, "truncate", path) }
+    }
+
+    public func close() throws {
+        guard fd >= 0 else { return }
+        let rc = Glibc.close(fd)
+        fd = -1
+        if rc != 0 { throw PosixError.make(errno, "close", path) }
+    }
+}
+
+/// POSIX helpers that turn errno into `WaybackError`.
+public enum PosixError {
+    public static func make(_ err: Int32, _ op: String, _ path: String) -> WaybackError {
+        let text = String(cString: strerror(err))
+        switch err {
+        case ENOENT: return WaybackError(.notFound, "cannot \(op) \(path): \(text)")
+        case EACCES, EPERM:
+            return WaybackError(.io, "cannot \(op) \(path): \(text); check that the user running wayback may access it")
+        case ENOSPC: return WaybackError(.io, "cannot \(op) \(path): \(text); free space on that file system")
+        default: return WaybackError(.io, "cannot \(op) \(path): \(text)")
+        }
+    }
+}
+
+/// Small file-system helpers used by the local driver, backup and restore.
+public enum FileSystem {
+    public struct Status: Sendable {
+        public var isDirectory: Bool
+        public var isRegular: Bool
+        public var isSymlink: Bool
+        public var size: Int64
+        public var mode: UInt32
+        public var mtime: Int64
+        public var uid: UInt32
+        public var gid: UInt32
+    }
+
+    /// lstat(2); nil when the path does not exist.
+    public static func status(_ path: String, followLinks: Bool = false) throws -> Status? {
+        var st = stat()
+        let rc = followLinks ? stat(path, &st) : lstat(path, &st)
+        if rc != 0 {
+            if errno == ENOENT || errno == ENOTDIR { return nil }
+            throw PosixError.make(errno, "stat", path)
+        }
+        let fmt = st.st_mode & S_IFMT
+        return Status(isDirectory: fmt == S_IFDIR, isRegular: fmt == S_IFREG, isSymlink: fmt == S_IFLNK,
+                      size: Int64(st.st_size), mode: UInt32(st.st_mode & 0o7777), mtime: Int64(st.st_mtim.tv_sec),
+                      uid: st.st_uid, gid: st.st_gid)
+    }
+
+    /// Names in a directory (without `.` and `..`), sorted.
+    public static func list(_ path: String) throws -> [String] {
+        guard let dir = opendir(path) else { throw PosixError.make(errno, "list", path) }
+        defer { closedir(dir) }
+        var names = [String]()
+        while let entry = readdir(dir) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names.sorted()
+    }
+
+    /// mkdir -p with `mode` for new directories; fsyncs the parent of each directory it creates.
+    public static func makeDirectories(_ path: String, mode: mode_t = 0o750) throws {
+        if try status(path, followLinks: true)?.isDirectory == true { return }
+        let parent = parentPath(path)
+        if parent != path, !parent.isEmpty { try makeDirectories(parent, mode: mode) }
+        if mkdir(path, mode) != 0 {
+            if errno == EEXIST, try status(path, followLinks: true)?.isDirectory == true { return }
+            throw PosixError.make(errno, "create directory", path)
+        }
+        try syncDirectory(parent.isEmpty ? "/" : parent)
+    }
+
+    public static func syncDirectory(_ path: String) throws {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw PosixError.make(errno, "open directory", path) }
+        defer { _ = Glibc.close(fd) }
+        if fsync(fd) != 0 { throw PosixError.make(errno, "fsync directory", path) }
+    }
+
+    public static func rename(_ from: String, _ to: String) throws {
+        if Glibc.rename(from, to) != 0 { throw PosixError.make(errno, "rename \(from) to", to) }
+    }
+
+    public static func remove(_ path: String) throws {
+        if unlink(path) != 0 && errno != ENOENT { throw PosixError.make(errno, "remove", path) }
+    }
+
+    /// rm -rf (does not follow symlinks).
+    public static func removeTree(_ path: String) throws {
+        guard let st = try status(path) else { return }
+        if st.isDirectory {
+            for name in try list(path) { try removeTree(path + "/" + name) }
+            if rmdir(path) != 0 && errno != ENOENT { throw PosixError.make(errno, "remove directory", path) }
+        } else {
+            try remove(path)
+        }
+    }
+
+    public static func readLink(_ path: String) throws -> String {
+        var buf = [CChar](repeating: 0, count: 4097)
+        let n = readlink(path, &buf, 4096)
+        guard n >= 0 else { throw PosixError.make(errno, "read link", path) }
+        return String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    public static func symlink(target: String, at path: String) throws {
+        if Glibc.symlink(target, path) != 0 { throw PosixError.make(errno, "create link", path) }
+    }
+
+    public static func chmod(_ path: String, _ mode: UInt32) throws {
+        if Glibc.chmod(path, mode_t(mode)) != 0 { throw PosixError.make(errno, "chmod", path) }
+    }
+
+    public static func chown(_ path: String, uid: UInt32, gid: UInt32) throws {
+        if lchown(path, uid, gid) != 0 { throw PosixError.make(errno, "chown", path) }
+    }
+
+    public static func parentPath(_ path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        if slash == path.startIndex { return "/" }
+        return String(path[..<slash])
+    }
+
+    public static func lastComponent(_ path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return path }
+        return String(path[path.index(after: slash)...])
+    }
+
+    /// An absolute, normalised version of `path` (relative to the current directory).
+    public static func absolute(_ path: String) -> String {
+        var p = path
+        if !p.hasPrefix("/") {
+            var buf = [CChar](repeating: 0, count: 4097)
+            if getcwd(&buf, 4096) != nil {
+                p = String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) + "/" + p
+            }
+        }
+        var parts = [Substring]()
+        for c in p.split(separator: "/") {
+            if c == "." { continue }
+            if c == ".." { _ = parts.popLast(); continue }
+            parts.append(c)
+        }
+        return "/" + parts.joined(separator: "/")
+    }
+
+    public static var currentUID: UInt32 { getuid() }
+}

@@ -1,0 +1,158 @@
+import Foundation
+import WaybackCore
+import WaybackPostgres
+import WaybackStorage
+
+/// The test environment: where PostgreSQL and the wayback binary are.
+public enum TestEnvironment {
+    public static var isCI: Bool { ProcessInfo.processInfo.environment["CI"] == "true" }
+
+    public static var postgresAvailable: Bool {
+        FileManager.default.isExecutableFile(atPath: LocalCluster.defaultBinDirectory() + "/initdb")
+    }
+
+    /// Integration tests run when PostgreSQL is installed, and always in CI (where a missing
+    /// PostgreSQL is then a failure, never a silent skip).
+    public static var runIntegration: Bool { postgresAvailable || isCI }
+
+    /// The OS user that runs PostgreSQL and wayback in tests.
+    public static var osUser: String {
+        getuid() == 0 ? "postgres" : (getpwuid(getuid()).map { String(cString: $0.pointee.pw_name) } ?? "postgres")
+    }
+
+    /// The wayback executable: WAYBACK_BIN, or .build/debug/wayback of this package.
+    public static var waybackBinary: String {
+        if let p = ProcessInfo.processInfo.environment["WAYBACK_BIN"], !p.isEmpty { return p }
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        return root.appendingPathComponent(".build/debug/wayback").path
+    }
+
+    public static func requirePostgres() throws {
+        guard postgresAvailable else {
+            throw WaybackError(.cluster, "PostgreSQL binaries not found in \(LocalCluster.defaultBinDirectory()); run scripts/setup")
+        }
+        guard FileManager.default.isExecutableFile(atPath: waybackBinary) else {
+            throw WaybackError(.cluster, "wayback binary not found at \(waybackBinary); run 'swift build' or scripts/test")
+        }
+    }
+
+    /// A new directory under /var/tmp owned by the test OS user.
+    public static func makeTemporaryDirectory(_ label: String) throws -> String {
+        var template = Array("/var/tmp/wayback-\(label)-XXXXXX".utf8CString)
+        guard let p = mkdtemp(&template) else { throw WaybackError(.io, "mkdtemp failed") }
+        let path = String(cString: p)
+        _ = chmod(path, 0o755)
+        if getuid() == 0, let pw = getpwnam(osUser) { _ = chown(path, pw.pointee.pw_uid, pw.pointee.pw_gid) }
+        return path
+    }
+}
+
+/// A throwaway PostgreSQL cluster with a Wayback configuration and repository, in its own
+/// temporary directory, listening on a unix socket only. `cleanup()` stops it and removes everything.
+public final class TestCluster: @unchecked Sendable {
+    public let root: String
+    public let cluster: LocalCluster
+    public let configPath: String
+    public let repositoryPath: String
+    public let name: String
+    private static let portLock = NSLock()
+    nonisolated(unsafe) private static var nextPort = 15432
+
+    /// - Parameters:
+    ///   - repositoryPath: share a repository between clusters (default: one of its own).
+    public init(name: String = "main", checksums: Bool = true, repositoryPath: String? = nil,
+                settings: [String: String] = [:], extraConfig: String = "") throws {
+        try TestEnvironment.requirePostgres()
+        self.name = name
+        root = try TestEnvironment.makeTemporaryDirectory("test")
+        let port: Int = Self.portLock.withLock { defer { Self.nextPort += 1 }; return Self.nextPort }
+        cluster = LocalCluster(dataDirectory: root + "/pgdata", socketDirectory: root, port: port, osUser: TestEnvironment.osUser)
+        configPath = root + "/wayback.yaml"
+        self.repositoryPath = repositoryPath ?? root + "/repository"
+        let config = """
+            cluster:
+              name: \(name)
+              pgdata: \(cluster.dataDirectory)
+              connection: postgresql://postgres@/postgres?host=\(root)&port=\(port)
+            repositories:
+              - name: local
+                type: local
+                path: \(self.repositoryPath)
+            compression:
+              algorithm: zstd
+              level: 1
+            parallelism: 2
+            lock_path: \(root)/locks
+            log_level: warning
+            backup:
+              archive_wait_seconds: 60
+            \(extraConfig)
+            """
+        try config.write(toFile: configPath, atomically: true, encoding: .utf8)
+        _ = chmod(configPath, 0o644)
+        try cluster.initdb(checksums: checksums)
+        var conf = ["wal_level": "replica", "archive_mode": "on", "max_wal_senders": "2", "fsync": "off",
+                    "archive_command": "\(TestEnvironment.waybackBinary) --config \(configPath) wal-push %p"]
+        for (k, v) in settings { conf[k] = v }
+        try cluster.configure(conf)
+        try cluster.start()
+    }
+
+    /// Runs the wayback binary as the cluster's OS user (or as root with `asRoot`).
+    @discardableResult
+    public func wayback(_ args: [String], asRoot: Bool = false, environment: [String: String] = [:]) throws -> Command.Result {
+        try Command.run([TestEnvironment.waybackBinary, "--config", configPath] + args,
+                        asUser: asRoot ? nil : cluster.osUser, environment: environment, check: false)
+    }
+
+    /// Runs wayback and fails with its stderr unless it exits 0.
+    @discardableResult
+    public func waybackOK(_ args: [String]) throws -> String {
+        let r = try wayback(args)
+        guard r.status == 0 else { throw WaybackError(.internal, "wayback \(args.joined(separator: " ")) exited \(r.status): \(r.stderr)") }
+        return r.stdout
+    }
+
+    public func psql(_ sql: String, database: String = "postgres") throws -> String { try cluster.psql(sql, database: database) }
+
+    /// Forces a segment switch and waits until that segment is archived.
+    public func switchAndWaitForArchive(timeout: Double = 60) throws {
+        let seg = try psql("SELECT pg_walfile_name(pg_switch_wal())")
+        let deadline = monotonicSeconds() + timeout
+        while monotonicSeconds() < deadline {
+            let last = try psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
+            if last >= seg { return }
+            usleep(100_000)
+        }
+        throw WaybackError(.archiveTimeout, "segment \(seg) was not archived within \(timeout)s")
+    }
+
+    /// A restored copy of this cluster, to be started on its own port.
+    public func restoredCluster(at dir: String) -> LocalCluster {
+        let port: Int = Self.portLock.withLock { defer { Self.nextPort += 1 }; return Self.nextPort }
+        return LocalCluster(dataDirectory: dir, socketDirectory: root, port: port, osUser: cluster.osUser)
+    }
+
+    /// Starts a restored directory (archiving off, so a test copy never writes to the archive)
+    /// and waits until recovery has ended and the server is promoted.
+    public func startRestored(_ restored: LocalCluster, timeout: Double = 120) throws {
+        try restored.start(extraOptions: "-c archive_mode=off")
+        let deadline = monotonicSeconds() + timeout
+        while monotonicSeconds() < deadline {
+            if (try? restored.psql("SELECT pg_is_in_recovery()")) == "f" { return }
+            usleep(100_000)
+        }
+        throw WaybackError(.restoreTarget, "restored cluster in \(restored.dataDirectory) did not leave recovery")
+    }
+
+    /// An order-independent digest of a table's content (row count and hash of all rows).
+    public static func tableDigest(_ cluster: LocalCluster, _ table: String, database: String = "postgres") throws -> String {
+        try cluster.psql("SELECT count(*) || ':' || coalesce(md5(string_agg(md5(t::text), '' ORDER BY md5(t::text))), '') FROM \(table) t", database: database)
+    }
+
+    public func cleanup(extra: [LocalCluster] = []) {
+        for c in extra { try? c.stop(mode: "immediate") }
+        try? cluster.stop(mode: "immediate")
+        if ProcessInfo.processInfo.environment["WAYBACK_TEST_KEEP"] == nil { try? FileSystem.removeTree(root) }
+    }
+}

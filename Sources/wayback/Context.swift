@@ -1,0 +1,65 @@
+import ArgumentParser
+import Foundation
+import Logging
+import WaybackConfig
+import WaybackCore
+
+struct GlobalOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("Configuration file (also WAYBACK_CONFIG).", valueName: "path"))
+    var config: String?
+
+    var configPath: String {
+        FileSystem_absolute(config ?? ProcessInfo.processInfo.environment["WAYBACK_CONFIG"] ?? ConfigLoader.defaultPath)
+    }
+
+    func load() throws -> WaybackConfiguration {
+        try ConfigLoader.load(path: configPath, environment: ProcessInfo.processInfo.environment)
+    }
+}
+
+func FileSystem_absolute(_ p: String) -> String {
+    p.hasPrefix("/") ? p : FileManager.default.currentDirectoryPath + "/" + p
+}
+
+enum Context {
+    /// A logger writing to standard error at the configured level.
+    static func logger(_ level: String, label: String = "wayback") -> Logger {
+        var logger = Logger(label: label) { StreamLogHandler.standardError(label: $0) }
+        logger.logLevel = Logger.Level(rawValue: level) ?? .info
+        return logger
+    }
+
+    /// The absolute path of this executable (for archive_command and restore_command lines).
+    static var executablePath: String {
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    }
+
+    /// How PostgreSQL calls wayback with this configuration file.
+    static func waybackCommand(configPath: String) -> String {
+        "\(quoteIfNeeded(executablePath)) --config \(quoteIfNeeded(configPath))"
+    }
+
+    static func quoteIfNeeded(_ s: String) -> String {
+        s.contains(where: { $0 == " " || $0 == "\"" }) ? "\"" + s.replacingOccurrences(of: "\"", with: "\\\"") + "\"" : s
+    }
+
+    /// Progress on a terminal: one rewritten line; otherwise a log line now and then.
+    static func progressHandler(logger: Logger) -> ProgressHandler {
+        let tty = isatty(STDERR_FILENO) == 1
+        return { snap in
+            if tty {
+                FileHandle.standardError.write(Data("\r\(snap.line)\u{1B}[K".utf8))
+                if snap.fraction >= 1 { FileHandle.standardError.write(Data("\n".utf8)) }
+            } else {
+                logger.info("\(snap.line)")
+            }
+        }
+    }
+
+    static func printJSON<T: Encodable>(_ value: T) throws {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        enc.dateEncodingStrategy = .custom { d, e in var c = e.singleValueContainer(); try c.encode(Format.timestamp(d)) }
+        print(String(decoding: try enc.encode(value), as: UTF8.self))
+    }
+}

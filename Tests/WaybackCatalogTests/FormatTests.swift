@@ -1,0 +1,142 @@
+import Foundation
+import Testing
+import WaybackCore
+import WaybackStorage
+import WaybackTesting
+@testable import WaybackCatalog
+
+@Suite struct SealedJSONTests {
+    struct Thing: Codable, Equatable { var a: Int; var b: String; var when: Date }
+
+    @Test func roundTripAndTamper() throws {
+        let v = Thing(a: 1, b: "x", when: Date(timeIntervalSince1970: 1_800_000_000.25))
+        var bytes = try SealedJSON.encode(v, kind: "thing")
+        #expect(try SealedJSON.decode(Thing.self, from: bytes, kind: "thing", name: "t") == v)
+        #expect(throws: WaybackError.self) { try SealedJSON.decode(Thing.self, from: bytes, kind: "other", name: "t") }
+        let i = bytes.lastIndex(of: UInt8(ascii: "x"))!
+        bytes[i] = UInt8(ascii: "y")
+        do {
+            _ = try SealedJSON.decode(Thing.self, from: bytes, kind: "thing", name: "t")
+            Issue.record("a changed body must fail")
+        } catch let e as WaybackError {
+            #expect(e.code == .corrupt)
+        }
+        #expect(throws: WaybackError.self) { try SealedJSON.decode(Thing.self, from: Array(bytes.prefix(40)), kind: "thing", name: "t") }
+    }
+
+    @Test func newerFormatIsRefused() throws {
+        let body = Array("{}".utf8)
+        let header = "{\"format\":99,\"sha256\":\"\(SHA256Hasher.hex(body))\",\"size\":2,\"wayback\":\"thing\"}\n"
+        do {
+            _ = try SealedJSON.decode([String: Int].self, from: Array(header.utf8) + body, kind: "thing", name: "t")
+            Issue.record("format 99 must be refused")
+        } catch let e as WaybackError {
+            #expect(e.code == .repository)
+        }
+    }
+}
+
+@Suite struct FrameAndWALObjectTests {
+    @Test func walObjectRoundTripAndCorruption() async throws {
+        let storage = MemoryStorage()
+        var plain = [UInt8](repeating: 0, count: 2_500_000)
+        for i in plain.indices { plain[i] = UInt8(truncatingIfNeeded: (i / 100) &* 7) }
+        let sha = SHA256Hasher.hex(plain)
+        let c = Compressor(CompressionSettings())
+        var object = WALObject.encodeHeader(size: Int64(plain.count), sha256: sha)
+        var offset = 0
+        while offset < plain.count {
+            let end = min(plain.count, offset + FrameFormat.rawChunk)
+            object += try plain.withUnsafeBytes { try FrameFormat.encode(UnsafeRawBufferPointer(rebasing: $0[offset..<end]), compressor: c) }
+            offset = end
+        }
+        try await storage.writeAll("w", object)
+        var back = [UInt8]()
+        let h = try await WALObject.read(storage, key: "w", name: "seg") { back += Array($0) }
+        #expect(back == plain && h.sha256 == sha)
+        #expect(try await WALObject.storedHeader(storage, key: "w", name: "seg") == h)
+
+        // A flipped payload byte is caught by zstd or by the SHA-256.
+        object[WALObject.headerLength + FrameFormat.headerLength + 20] ^= 0x01
+        try await storage.writeAll("w", object)
+        do {
+            _ = try await WALObject.read(storage, key: "w", name: "seg") { _ in }
+            Issue.record("corruption must be detected")
+        } catch let e as WaybackError {
+            #expect(e.code == .corrupt)
+        }
+    }
+
+    @Test func incompressibleFramesAreStoredPlain() throws {
+        var random = SystemRandomNumberGenerator()
+        let plain = (0..<100_000).map { _ in UInt8.random(in: 0...255, using: &random) }
+        let frame = try plain.withUnsafeBytes { try FrameFormat.encode($0, compressor: Compressor(CompressionSettings())) }
+        let h = try frame.withUnsafeBytes { try FrameFormat.decodeHeader($0, object: "x") }
+        #expect(h.compression == .none && h.storedLength == plain.count && frame.count == plain.count + FrameFormat.headerLength)
+    }
+}
+
+@Suite struct CatalogTests {
+    func manifest(_ id: String) -> BackupManifest {
+        let files = [BackupManifest.File(path: "base/1/1", size: 3, mode: 0o600, mtime: 1, sha256: String(repeating: "a", count: 64), chunks: [.init(object: 0, offset: 0, length: 19, raw: 3)])]
+        return BackupManifest(id: BackupID(id)!, type: .full, reference: nil, cluster: "c", systemIdentifier: "42", pgVersionNumber: 150000,
+                              walSegmentSize: 16 << 20, dataChecksums: true, startTime: Date(), stopTime: Date(), startLSN: LSN(0x2000028),
+                              stopLSN: LSN(0x2000100), timeline: 1, startWAL: "000000010000000000000002", stopWAL: "000000010000000000000002",
+                              backupLabel: "label", tablespaceMap: "", tablespaces: [], compression: CompressionSettings(),
+                              objects: [.init(name: "pack/00-0000.pack", size: 19, sha256: "b")], directories: [], files: files, wal: [],
+                              copySeconds: 0.1)
+    }
+
+    @Test func manifestsBindingAndIncompleteBackups() async throws {
+        let catalog = Catalog(repository: Repository(name: "m", driver: MemoryStorage()), cluster: "c")
+        #expect(try await catalog.binding() == nil)
+        await #expect(throws: WaybackError.self) { _ = try await catalog.requireBinding() }
+        let b = ClusterBinding(cluster: "c", systemIdentifier: 42, pgMajorVersion: 15, pgVersionNumber: 150018, walSegmentSize: 16 << 20,
+                               blockSize: 8192, dataChecksums: true, created: Date(timeIntervalSince1970: 0))
+        try await catalog.writeBinding(b)
+        #expect(try await catalog.requireBinding(systemIdentifier: 42) == b)
+        do {
+            _ = try await catalog.requireBinding(systemIdentifier: 43)
+            Issue.record("another system identifier must be refused")
+        } catch let e as WaybackError { #expect(e.code == .repository) }
+
+        // The primary binding damaged: the copy serves.
+        try await catalog.repository.driver.writeAll(catalog.layout.bindingKey, Array("garbage".utf8))
+        #expect(try await catalog.binding() == b)
+
+        let m = manifest("20261129-010000F")
+        try await catalog.writeManifest(m)
+        // An interrupted backup: objects but no manifest.
+        try await catalog.repository.driver.writeAll("c/backups/20261129-020000F/pack/00-0000.pack", [1, 2, 3])
+        #expect(try await catalog.backupIDs() == [m.id])
+        #expect(try await catalog.manifest(m.id).digests == m.digests)
+        #expect(try await catalog.removeIncompleteBackups(logger: .init(label: "t")) == 1)
+        #expect(try await catalog.repository.driver.list(prefix: "c/backups/20261129-020000F/").isEmpty)
+        #expect(try await catalog.backupIDs() == [m.id])
+    }
+
+    @Test func digestsCoverEveryFile() {
+        let m = manifest("20261129-010000F")
+        var files = m.files
+        files[0].sha256 = String(repeating: "b", count: 64)
+        let other = BackupManifest.digests(files: files, wal: [], backupLabel: "label", tablespaceMap: "")
+        #expect(other.sha256 != m.digests.sha256 && other.md5 != m.digests.md5)
+        #expect(BackupManifest.digests(files: m.files, wal: [], backupLabel: "label", tablespaceMap: "") == m.digests)
+    }
+
+    @Test func timelineSummaryFindsGaps() {
+        let names = ["000000010000000000000001", "000000010000000000000002", "000000010000000000000005",
+                     "000000020000000000000005", "00000002.history"].compactMap(WALFileName.init)
+        let s = TimelineRange.summarize(names, segmentSize: 16 << 20)
+        #expect(s.count == 2)
+        #expect(s[0].gaps == ["000000010000000000000003", "000000010000000000000004"])
+        #expect(s[0].segments == 3 && s[1].segments == 1 && s[1].gaps.isEmpty)
+    }
+
+    @Test func layoutKeys() {
+        let l = RepositoryLayout(cluster: "main")
+        #expect(l.walKey(WALFileName("000000010000000A000000FF")!) == "main/wal/000000010000000A/000000010000000A000000FF")
+        #expect(l.walKey(WALFileName("00000002.history")!) == "main/wal/history/00000002.history")
+        #expect(RepositoryLayout.packName(worker: 1, sequence: 12) == "pack/01-0012.pack")
+    }
+}

@@ -1,0 +1,75 @@
+import Testing
+import WaybackCore
+@testable import WaybackConfig
+
+@Suite struct ConfigLoaderTests {
+    let minimal = """
+        cluster:
+          name: main
+          pgdata: /var/lib/postgresql/15/main
+          connection: postgresql://postgres@localhost:5432/postgres
+        repositories:
+          - name: local
+            type: local
+            path: /var/backups/wayback
+        compression: { algorithm: zstd, level: 1 }
+        parallelism: 2
+        """
+
+    func parse(_ text: String, env: [String: String] = [:]) throws -> WaybackConfiguration {
+        try ConfigLoader.parse(text, path: "w.yaml", environment: env)
+    }
+
+    func error(_ text: String, env: [String: String] = [:]) -> WaybackError? {
+        do { _ = try parse(text, env: env); return nil } catch let e as WaybackError { return e } catch { return nil }
+    }
+
+    @Test func theMinimumFromTheIssueParses() throws {
+        let c = try parse(minimal)
+        #expect(c.clusterName == "main")
+        #expect(c.connection.host == "localhost" && c.connection.port == 5432 && c.connection.user == "postgres")
+        #expect(c.repositories == [.init(name: "local", type: "local", path: "/var/backups/wayback")])
+        #expect(c.compression == CompressionSettings(algorithm: .zstd, level: 1))
+        #expect(c.parallelism == 2 && c.archiveWaitSeconds == 120 && c.fastCheckpoint)
+    }
+
+    @Test func unknownKeysAreNamedWithTheirLine() throws {
+        let e = try #require(error(minimal + "\ncolour: blue\n"))
+        #expect(e.code == .config)
+        #expect(e.message.contains("unknown key 'colour'") && e.message.contains("w.yaml:11"))
+        let nested = try #require(error(minimal.replacingOccurrences(of: "  name: main", with: "  name: main\n  nmae: x")))
+        #expect(nested.message.contains("'cluster.nmae'"))
+        let repoKey = try #require(error(minimal.replacingOccurrences(of: "    type: local", with: "    type: local\n    bucket: b")))
+        #expect(repoKey.message.contains("'repositories.0.bucket'"))
+    }
+
+    @Test func wrongTypesMissingKeysAndBadYAML() throws {
+        #expect(error(minimal.replacingOccurrences(of: "parallelism: 2", with: "parallelism: two"))?.message.contains("'parallelism' must be a whole number") == true)
+        #expect(error(minimal.replacingOccurrences(of: "  pgdata: /var/lib/postgresql/15/main\n", with: ""))?.message.contains("'cluster.pgdata' is missing") == true)
+        #expect(error("cluster: [1, 2]\n")?.code == .config)
+        #expect(error("cluster:\n  name: [unclosed\n")?.code == .config)
+        #expect(error(minimal.replacingOccurrences(of: "level: 1", with: "level: 40"))?.message.contains("compression.level") == true)
+        #expect(error(minimal.replacingOccurrences(of: "type: local", with: "type: ftp"))?.message.contains("not supported") == true)
+    }
+
+    @Test func environmentOverridesEveryKey() throws {
+        let c = try parse(minimal, env: ["WAYBACK_PARALLELISM": "4", "WAYBACK_REPOSITORIES_0_PATH": "/elsewhere",
+                                         "WAYBACK_CLUSTER_NAME": "other", "WAYBACK_BACKUP_ARCHIVE_WAIT_SECONDS": "5",
+                                         "WAYBACK_COMPRESSION_ALGORITHM": "none"])
+        #expect(c.parallelism == 4 && c.repositories[0].path == "/elsewhere" && c.clusterName == "other")
+        #expect(c.archiveWaitSeconds == 5 && c.compression.algorithm == .none)
+        #expect(error(minimal, env: ["WAYBACK_PARALELISM": "4"])?.message.contains("WAYBACK_PARALELISM") == true)
+        #expect(error(minimal, env: ["WAYBACK_PARALLELISM": "x"])?.message.contains("WAYBACK_PARALLELISM") == true)
+        #expect(ConfigLoader.environmentName("repositories.0.path") == "WAYBACK_REPOSITORIES_0_PATH")
+    }
+
+    @Test func libpqVariablesAreDefaultsTheURLOverrides() throws {
+        let noURL = minimal.replacingOccurrences(of: "  connection: postgresql://postgres@localhost:5432/postgres\n", with: "")
+        let c = try parse(noURL, env: ["PGHOST": "/run/pg", "PGPORT": "5444", "PGUSER": "backup", "PGPASSWORD": "pw", "PGDATABASE": "app"])
+        #expect(c.connection.host == "/run/pg" && c.connection.port == 5444 && c.connection.user == "backup")
+        #expect(c.connection.password == "pw" && c.connection.database == "app")
+        let d = try parse(minimal, env: ["PGPASSWORD": "pw", "PGPORT": "6000"])
+        #expect(d.connection.port == 5432 && d.connection.password == "pw")
+        #expect(!d.connection.redacted.contains("pw"))
+    }
+}

@@ -1,0 +1,97 @@
+import Foundation
+import Testing
+@testable import WaybackCore
+
+@Suite struct LSNTests {
+    @Test func parseAndPrint() throws {
+        let l = try #require(LSN("16/B374D848"))
+        #expect(l.value == 0x16_B374_D848)
+        #expect(l.description == "16/B374D848")
+        #expect(LSN("0/0")?.value == 0)
+        for bad in ["", "1", "1/", "/1", "G/1", "1/2/3", "123456789/0"] { #expect(LSN(bad) == nil, "\(bad)") }
+    }
+
+    @Test func segmentArithmetic() throws {
+        let l = try #require(LSN("1/FF000028"))
+        #expect(l.segmentNumber() == 0x1FF)
+        #expect(WALFileName(timeline: 3, segmentNumber: l.segmentNumber()).description == "0000000300000001000000FF")
+        #expect(LSN("0/2000000")! < LSN("0/2000001")!)
+    }
+}
+
+@Suite struct WALFileNameTests {
+    @Test func kinds() throws {
+        let s = try #require(WALFileName("000000010000000A000000FF"))
+        #expect(s.kind == .segment && s.timeline == 1 && s.log == 10 && s.seg == 255)
+        #expect(s.next().description == "000000010000000B00000000")
+        #expect(WALFileName("00000002.history")?.kind == .history)
+        #expect(WALFileName("000000010000000000000003.partial")?.kind == .partial)
+        let b = try #require(WALFileName("000000010000000000000002.00000028.backup"))
+        #expect(b.kind == .backupHistory && b.description == "000000010000000000000002.00000028.backup")
+        for bad in ["", "00000001", "0000000100000000000000GG", "000000010000000000000001x", "pg_wal/000000010000000000000001",
+                    "000000010000000a000000ff", "RECOVERYXLOG"] {
+            #expect(WALFileName(bad) == nil, "\(bad)")
+        }
+    }
+
+    @Test func roundTripSegmentNumbers() {
+        for n: UInt64 in [0, 1, 255, 256, 0xFFFF_FFFF] {
+            let name = WALFileName(timeline: 7, segmentNumber: n)
+            #expect(WALFileName(name.description)?.segmentNumber() == n)
+        }
+    }
+}
+
+@Suite struct BackupIDTests {
+    @Test func fromDate() throws {
+        let d = try #require(Format.parseTimestamp("2026-11-29T00:41:07Z"))
+        let id = BackupID(startTime: d, type: .full)
+        #expect(id.rawValue == "20261129-004107F")
+        #expect(BackupID(id.rawValue) == id)
+        #expect(BackupID("20261129-004107X") == nil)
+        #expect(BackupID("2026112-004107F") == nil)
+        #expect(BackupID(startTime: d, type: .incr) > id)
+    }
+}
+
+@Suite struct CompressionTests {
+    @Test(arguments: [CompressionAlgorithm.zstd, .none])
+    func roundTrip(_ alg: CompressionAlgorithm) throws {
+        var input = [UInt8](repeating: 0, count: 300_000)
+        for i in input.indices { input[i] = UInt8(truncatingIfNeeded: i % 251 == 0 ? i >> 3 : 7) }
+        let c = Compressor(CompressionSettings(algorithm: alg, level: 1))
+        let packed = try input.withUnsafeBytes { try c.compress($0) { Array($0) } }
+        if alg == .zstd { #expect(packed.count < input.count / 10) }
+        let d = Decompressor()
+        let back = try packed.withUnsafeBytes { try d.decompress($0, algorithm: alg, rawLength: input.count) { Array($0) } }
+        #expect(back == input)
+    }
+
+    @Test func corruptFrameIsDetected() throws {
+        let input = [UInt8](repeating: 65, count: 100_000)
+        let c = Compressor(CompressionSettings(algorithm: .zstd, level: 1))
+        var packed = try input.withUnsafeBytes { try c.compress($0) { Array($0) } }
+        packed[packed.count / 2] ^= 0xFF
+        packed.removeLast(3)
+        let d = Decompressor()
+        #expect(throws: WaybackError.self) {
+            _ = try packed.withUnsafeBytes { try d.decompress($0, algorithm: .zstd, rawLength: input.count) { Array($0) } }
+        }
+    }
+
+    @Test func digests() {
+        #expect(SHA256Hasher.hex(Array("abc".utf8)) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        var m = MD5Hasher(); m.update(Array("abc".utf8))
+        #expect(m.finalizeHex() == "900150983cd24fb0d6963f7d28e17f72")
+        #expect(bytesFromHex("00ff10") == [0, 255, 16])
+        #expect(bytesFromHex("0g") == nil)
+    }
+
+    @Test func exitCodesAreStableAndUnique() {
+        let codes = WaybackError.Code.allCases.map(\.rawValue)
+        #expect(Set(codes).count == codes.count)
+        #expect(WaybackError.Code.notFound.rawValue == 1)
+        #expect(WaybackError.Code.config.rawValue == 3)
+        #expect(WaybackError.Code.corrupt.rawValue == 7)
+    }
+}

@@ -1,0 +1,174 @@
+import Foundation
+import Testing
+import WaybackCatalog
+import WaybackCore
+import WaybackPostgres
+import WaybackStorage
+import WaybackTesting
+
+@Suite("bad input gets a clear error and a documented exit status", .serialized, .enabled(if: TestEnvironment.runIntegration))
+struct BadInputTests {
+    typealias Code = WaybackError.Code
+
+    static func run(_ args: [String], asUser: String? = TestEnvironment.osUser) throws -> Command.Result {
+        try TestEnvironment.requirePostgres()
+        return try Command.run([TestEnvironment.waybackBinary] + args, asUser: asUser, check: false)
+    }
+
+    static func writeConfig(_ text: String) throws -> String {
+        let dir = try TestEnvironment.makeTemporaryDirectory("cfg")
+        let path = dir + "/wayback.yaml"
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        _ = chmod(path, 0o644)
+        return path
+    }
+
+    @Test("missing configuration file, unknown key, wrong type")
+    func configErrors() throws {
+        let missing = try Self.run(["--config", "/nonexistent/wayback.yaml", "status"])
+        #expect(missing.status == Code.config.rawValue)
+        #expect(missing.stderr.contains("/nonexistent/wayback.yaml does not exist"))
+
+        let unknown = try Self.writeConfig("cluster:\n  name: main\n  pgdata: /tmp/x\n  colour: blue\nrepositories:\n  - path: /tmp/r\n")
+        let r = try Self.run(["--config", unknown, "status"])
+        #expect(r.status == Code.config.rawValue)
+        #expect(r.stderr.contains("unknown key 'cluster.colour'"))
+        #expect(r.stderr.contains(":4"), "names the line: \(r.stderr)")
+
+        let wrongType = try Self.writeConfig("cluster:\n  name: main\n  pgdata: /tmp/x\nrepositories:\n  - path: /tmp/r\nparallelism: many\n")
+        let w = try Self.run(["--config", wrongType, "status"])
+        #expect(w.status == Code.config.rawValue)
+        #expect(w.stderr.contains("'parallelism' must be a whole number"))
+    }
+
+    @Test("unreachable database: exit 4, and the password is never printed")
+    func unreachableDatabase() throws {
+        let dir = try TestEnvironment.makeTemporaryDirectory("unreach")
+        defer { try? FileSystem.removeTree(dir) }
+        let cfg = try Self.writeConfig("""
+            cluster:
+              name: main
+              pgdata: \(dir)
+              connection: postgresql://postgres:s3cretPassw0rd@/postgres?host=\(dir)&port=1
+            repositories:
+              - path: \(dir)/repo
+            lock_path: \(dir)/locks
+            """)
+        let r = try Self.run(["--config", cfg, "init"])
+        #expect(r.status == Code.connection.rawValue, "\(r.stderr)")
+        #expect(r.stderr.contains("cannot connect to PostgreSQL"))
+        #expect(!r.stderr.contains("s3cretPassw0rd"))
+        #expect(!r.stdout.contains("s3cretPassw0rd"))
+    }
+
+    @Test("a repository of another cluster is refused by init, backup and wal-push")
+    func repositoryOfAnotherCluster() throws {
+        let a = try TestCluster()
+        defer { a.cleanup() }
+        try a.waybackOK(["init"])
+        #expect(try a.waybackOK(["init"]).contains("already initialised"), "init twice is harmless")
+        let b = try TestCluster(repositoryPath: a.repositoryPath)
+        defer { b.cleanup() }
+        let r = try b.wayback(["init"])
+        #expect(r.status == Code.repository.rawValue)
+        #expect(r.stderr.contains("system identifier"))
+        let backup = try b.wayback(["backup"])
+        #expect(backup.status == Code.repository.rawValue)
+        // A segment of cluster b pushed into cluster a's folder.
+        let seg = try b.psql("SELECT pg_walfile_name(pg_current_wal_lsn())")
+        let push = try b.wayback(["wal-push", b.cluster.dataDirectory + "/pg_wal/" + seg])
+        #expect(push.status == Code.repository.rawValue, "\(push.stderr)")
+    }
+
+    @Test("wal-push: same content again succeeds, different content is refused; wal-fetch of a missing file exits 1")
+    func walPushIdempotence() throws {
+        let t = try TestCluster()
+        defer { t.cleanup() }
+        try t.waybackOK(["init"])
+        try t.switchAndWaitForArchive()
+        let seg = try t.psql("SELECT last_archived_wal FROM pg_stat_archiver")
+        let stash = t.root + "/stash"
+        try FileManager.default.createDirectory(atPath: stash, withIntermediateDirectories: true)
+        if getuid() == 0, let pw = getpwnam("postgres") { chown(stash, pw.pointee.pw_uid, pw.pointee.pw_gid) }
+
+        // Fetch it back, push the same bytes again: success.
+        try t.waybackOK(["wal-fetch", seg, stash + "/" + seg])
+        #expect(try t.wayback(["wal-push", stash + "/" + seg]).status == 0)
+
+        // Change one byte past the header: refused, and the archived copy is unchanged.
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: stash + "/" + seg)))
+        bytes[100_000] ^= 0xFF
+        try Data(bytes).write(to: URL(fileURLWithPath: stash + "/" + seg))
+        let r = try t.wayback(["wal-push", stash + "/" + seg])
+        #expect(r.status == Code.conflict.rawValue)
+        #expect(r.stderr.contains("different content"))
+        try t.waybackOK(["wal-fetch", seg, stash + "/again"])
+        #expect(try Data(contentsOf: URL(fileURLWithPath: stash + "/again")) != Data(bytes))
+
+        let missing = try t.wayback(["wal-fetch", "0000000100000000000000FE", stash + "/none"])
+        #expect(missing.status == Code.notFound.rawValue)
+        #expect(!FileManager.default.fileExists(atPath: stash + "/none"))
+    }
+
+    @Test("corrupt object: restore refuses naming the file and leaves no target; non-empty target is refused")
+    func corruptObjectAndNonEmptyTarget() async throws {
+        let t = try TestCluster()
+        defer { t.cleanup() }
+        try t.waybackOK(["init"])
+        try t.psql("CREATE TABLE big AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 100000) g;")
+        let id = try t.waybackOK(["backup"]).trimmingCharacters(in: .whitespacesAndNewlines)
+
+        // Non-empty target.
+        let busy = t.root + "/busy"
+        try FileManager.default.createDirectory(atPath: busy, withIntermediateDirectories: true)
+        try "keep me".write(toFile: busy + "/precious", atomically: true, encoding: .utf8)
+        let r1 = try t.wayback(["restore", "--target-dir", busy])
+        #expect(r1.status == Code.conflict.rawValue)
+        #expect(try String(contentsOfFile: busy + "/precious", encoding: .utf8) == "keep me")
+
+        // Running cluster's directory.
+        let r2 = try t.wayback(["restore", "--target-dir", t.cluster.dataDirectory])
+        #expect(r2.status == Code.conflict.rawValue)
+
+        // Flip a byte inside the frame that holds the table's data.
+        let catalog = Catalog(repository: Repository(name: "local", driver: LocalStorage(root: t.repositoryPath)), cluster: "main")
+        let manifest = try await catalog.manifest(try #require(BackupID(id)))
+        let relPath = try t.psql("SELECT pg_relation_filepath('big')")
+        let file = try #require(manifest.files.first { $0.path == relPath })
+        let chunk = file.chunks[0]
+        let packPath = t.repositoryPath + "/main/backups/\(id)/" + manifest.objects[chunk.object].name
+        let handle = try #require(FileHandle(forUpdatingAtPath: packPath))
+        let at = UInt64(chunk.offset) + UInt64(chunk.length) - 10
+        try handle.seek(toOffset: at)
+        let old = try #require(try handle.read(upToCount: 1))
+        try handle.seek(toOffset: at)
+        try handle.write(contentsOf: Data([old[0] ^ 0x55]))
+        try handle.close()
+
+        let target = t.root + "/restored"
+        let r3 = try t.wayback(["restore", "--target-dir", target])
+        #expect(r3.status == Code.corrupt.rawValue, "\(r3.stderr)")
+        #expect(r3.stderr.contains(relPath), "names the damaged file: \(r3.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: target))
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: t.root).filter { $0.contains("wayback-restore") }
+        #expect(leftovers.isEmpty)
+    }
+
+    @Test("backup as root is refused; a second command on a locked cluster is refused naming the holder")
+    func rootAndLock() throws {
+        let t = try TestCluster()
+        defer { t.cleanup() }
+        try t.waybackOK(["init"])
+        if getuid() == 0 {
+            let r = try t.wayback(["backup"], asRoot: true)
+            #expect(r.status == Code.cluster.rawValue)
+            #expect(r.stderr.contains("must not run as root"))
+        }
+        let lock = try RepositoryLock.acquire(directory: t.root + "/locks", cluster: "main", command: "backup")
+        let r = try t.wayback(["backup"])
+        lock.release()
+        #expect(r.status == Code.locked.rawValue)
+        #expect(r.stderr.contains("'wayback backup'"))
+        #expect(try t.wayback(["backup"]).status == 0)
+    }
+}

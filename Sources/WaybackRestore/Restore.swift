@@ -255,10 +255,9 @@ public enum Restore {
             }
         }
         try writeText("backup_label", m.backupLabel, manifestEntry: true)
-        if !m.tablespaceMap.isEmpty {
-            // Tablespaces are restored through the pg_tblspc links; the map would re-create them.
-            try writeText("tablespace_map", m.tablespaceMap, manifestEntry: true)
-        }
+        // No tablespace_map: the pg_tblspc links are created here, pointing at the (possibly
+        // mapped) new locations, as pg_basebackup does in plain format. A tablespace_map would make
+        // PostgreSQL re-create the links to the original locations.
         for w in m.wal {
             let dest = layout.staging + "/pg_wal/" + w.name
             let file = try PosixFile.create(dest, mode: 0o600)

@@ -20,11 +20,17 @@ public struct Catalog: Sendable {
     /// The binding, from `cluster.json` or (if that is damaged or missing) its copy; nil when the
     /// cluster folder was never initialised.
     public func binding() async throws -> ClusterBinding? {
+        try await readSealed(ClusterBinding.self, kind: ClusterBinding.kind, keys: [layout.bindingKey, layout.bindingCopyKey], limit: 1 << 20)
+    }
+
+    /// Reads the first of `keys` that exists and verifies (a metadata file and its twin); nil when
+    /// none exists; the first verification error when every existing one is damaged.
+    func readSealed<T: Decodable>(_ type: T.Type, kind: String, keys: [String], limit: Int) async throws -> T? {
         var firstError: WaybackError?
-        for key in [layout.bindingKey, layout.bindingCopyKey] {
+        for key in keys {
             do {
-                let bytes = try await driver.readAll(key, limit: 1 << 20)
-                return try SealedJSON.decode(ClusterBinding.self, from: bytes, kind: ClusterBinding.kind, name: "\(repository.name):\(key)")
+                let bytes = try await driver.readAll(key, limit: limit)
+                return try SealedJSON.decode(T.self, from: bytes, kind: kind, name: "\(repository.name):\(key)")
             } catch let e as WaybackError where e.code == .notFound {
                 continue
             } catch let e as WaybackError {
@@ -75,18 +81,10 @@ public struct Catalog: Sendable {
 
     /// Reads a manifest, falling back to its copy; `.notFound` when the backup does not exist.
     public func manifest(_ id: BackupID) async throws -> BackupManifest {
-        var firstError: WaybackError?
-        for key in [layout.manifestKey(id), layout.manifestCopyKey(id)] {
-            do {
-                let bytes = try await driver.readAll(key, limit: 1 << 30)
-                return try SealedJSON.decode(BackupManifest.self, from: bytes, kind: BackupManifest.kind, name: "\(repository.name):\(key)")
-            } catch let e as WaybackError where e.code == .notFound {
-                continue
-            } catch let e as WaybackError {
-                firstError = firstError ?? e
-            }
+        if let m = try await readSealed(BackupManifest.self, kind: BackupManifest.kind,
+                                        keys: [layout.manifestKey(id), layout.manifestCopyKey(id)], limit: 1 << 30) {
+            return m
         }
-        if let firstError { throw firstError }
         throw WaybackError(.notFound, "backup \(id) is not in \(repository.description); 'wayback status' lists the backups")
     }
 

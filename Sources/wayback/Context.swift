@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import Synchronization
 import WaybackConfig
 import WaybackCore
 
@@ -46,12 +47,19 @@ enum Context {
     /// Progress on a terminal: one rewritten line; otherwise a log line now and then.
     static func progressHandler(logger: Logger) -> ProgressHandler {
         let tty = isatty(STDERR_FILENO) == 1
+        let lastLog = Mutex(0.0)
         return { snap in
             if tty {
                 FileHandle.standardError.write(Data("\r\(snap.line)\u{1B}[K".utf8))
                 if snap.fraction >= 1 { FileHandle.standardError.write(Data("\n".utf8)) }
             } else {
-                logger.info("\(snap.line)")
+                // Not a terminal: a log line every 10 seconds (and at the end) is enough.
+                let due = lastLog.withLock { last -> Bool in
+                    guard snap.elapsedSeconds - last >= 10 || snap.fraction >= 1 else { return false }
+                    last = snap.elapsedSeconds
+                    return true
+                }
+                if due { logger.info("\(snap.line)") }
             }
         }
     }

@@ -48,14 +48,7 @@ enum CLI {
         do {
             command = try Wayback.parseAsRoot(hoistGlobalOptions(arguments))
         } catch {
-            let code = Wayback.exitCode(for: error)
-            let message = Wayback.fullMessage(for: error)
-            if code == .success {
-                print(message)
-                exit(0)
-            }
-            FileHandle.standardError.write(Data((message + "\n").utf8))
-            exit(WaybackError.Code.usage.rawValue)
+            exitForParserError(error)
         }
         do {
             if var async = command as? any AsyncParsableCommand {
@@ -74,14 +67,19 @@ enum CLI {
             exit(WaybackError.Code.usage.rawValue)
         } catch {
             // Help and version requests, and parser errors raised while running.
-            let code = Wayback.exitCode(for: error)
-            let message = Wayback.fullMessage(for: error)
-            if code == .success {
-                print(message)
-                exit(0)
-            }
-            FileHandle.standardError.write(Data("wayback: error: \(message)\n".utf8))
-            exit(code == .validationFailure ? WaybackError.Code.usage.rawValue : WaybackError.Code.internal.rawValue)
+            exitForParserError(error)
         }
+    }
+
+    /// Help and version go to standard output with status 0; every other parser error is a
+    /// usage error (status 2).
+    static func exitForParserError(_ error: any Error) -> Never {
+        let message = Wayback.fullMessage(for: error)
+        if Wayback.exitCode(for: error) == .success {
+            print(message)
+            exit(0)
+        }
+        FileHandle.standardError.write(Data((message + "\n").utf8))
+        exit(WaybackError.Code.usage.rawValue)
     }
 }

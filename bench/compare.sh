@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# bench/compare.sh [SCALE]: Wayback against pgBackRest and the physical limits, side by side on
+# the same pgbench cluster, interleaved round by round (the machine's speed drifts), cold cache.
+#
+#   full backup   : tar | zstd -1 -T2 (reference) / pgbackrest backup --type=full / wayback backup
+#   restore       : pgbackrest restore / wayback restore, into an empty directory, + sync
+#   wal-push      : SEGMENTS real 16 MiB segments pushed one call each (pgbackrest archive-push,
+#                   synchronous / wayback wal-push) into fresh repositories
+#   peak memory   : max RSS of wayback backup and restore (GNU time)
+#
+# Needs root (drop_caches, runuser), pgbackrest (Debian package; installed if missing) and a
+# release build of wayback (built if missing). env: REPS (3), SEGMENTS (30), BENCH_ROOT
+# (/var/tmp/wayback-bench), PORT (5433), KEEP=1 keeps the cluster and repositories.
+set -euo pipefail
+SCALE=${1:-100}
+REPS=${REPS:-3}
+SEGMENTS=${SEGMENTS:-30}
+ROOT=${BENCH_ROOT:-/var/tmp/wayback-bench}
+PORT=${PORT:-5433}
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+[ "$(id -u)" = 0 ] || { echo "bench/compare.sh: run as root (drop_caches, runuser)" >&2; exit 1; }
+command -v pgbackrest >/dev/null || { apt-get update -qq && apt-get install -y -qq pgbackrest >/dev/null; }
+WB=$HERE/.build/release/wayback
+if [ ! -x "$WB" ]; then (cd "$HERE" && swift build -c release --static-swift-stdlib >/dev/null); fi
+
+as_pg() { runuser -u postgres -- "$@"; }
+cold() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+# timed LABEL -- cmd...: appends "LABEL seconds maxrss_kb" to $RES
+timed() {
+    local label=$1; shift; [ "$1" = -- ] && shift
+    local tf; tf=$(mktemp)
+    /usr/bin/time -f "%e %M" -o "$tf" "$@" >>"$ROOT/log/commands.log" 2>&1 || { echo "FAILED: $label (see $ROOT/log/commands.log)" >&2; cat "$tf" >&2; exit 1; }
+    echo "$label $(tail -1 "$tf")" >> "$RES"
+    rm -f "$tf"
+}
+
+echo "== setup: pgbench scale $SCALE in $ROOT"
+if [ -f "$ROOT/pgdata/postmaster.pid" ]; then as_pg "$PGBIN/pg_ctl" -D "$ROOT/pgdata" -m immediate stop || true; fi
+rm -rf "$ROOT"; mkdir -p "$ROOT"/{run,log,pbr-repo,pbr-push-repo,wb-repo,wb-push-repo,stage,fake/global,lock}
+chown -R postgres: "$ROOT"
+RES=$ROOT/log/results.txt; : > "$RES"
+cat > "$ROOT/pgbackrest.conf" <<CONF
+[global]
+repo1-path=$ROOT/pbr-repo
+repo1-retention-full=99
+process-max=2
+compress-type=zst
+compress-level=1
+archive-async=n
+start-fast=y
+lock-path=$ROOT/lock
+log-path=$ROOT/log
+log-level-console=warn
+[bench]
+pg1-path=$ROOT/pgdata
+pg1-port=$PORT
+pg1-socket-path=$ROOT/run
+[push]
+pg1-path=$ROOT/fake
+CONF
+sed "s|repo1-path=$ROOT/pbr-repo|repo1-path=$ROOT/pbr-push-repo|" "$ROOT/pgbackrest.conf" > "$ROOT/pgbackrest-push.conf"
+wbconf() { # FILE REPO
+cat > "$1" <<CONF
+cluster:
+  name: bench
+  pgdata: $ROOT/pgdata
+  connection: postgresql://postgres@/postgres?host=$ROOT/run&port=$PORT
+repositories:
+  - name: local
+    type: local
+    path: $2
+compression: { algorithm: zstd, level: 1 }
+parallelism: 2
+lock_path: $ROOT/lock
+log_level: warning
+CONF
+}
+wbconf "$ROOT/wayback.yaml" "$ROOT/wb-repo"; wbconf "$ROOT/wayback-push.yaml" "$ROOT/wb-push-repo"
+chown postgres: "$ROOT"/*.conf "$ROOT"/*.yaml
+as_pg "$PGBIN/initdb" -k -D "$ROOT/pgdata" -U postgres -A trust --no-instructions >/dev/null
+cat >> "$ROOT/pgdata/postgresql.conf" <<CONF
+listen_addresses = ''
+unix_socket_directories = '$ROOT/run'
+port = $PORT
+shared_buffers = 1GB
+max_wal_size = 4GB
+checkpoint_timeout = 15min
+wal_level = replica
+archive_mode = on
+archive_command = 'pgbackrest --config=$ROOT/pgbackrest.conf --stanza=bench archive-push %p && $WB --config $ROOT/wayback.yaml wal-push %p'
+CONF
+as_pg "$PGBIN/pg_ctl" -D "$ROOT/pgdata" -l "$ROOT/log/postgres.log" -w start >/dev/null
+PSQL=("$PGBIN/psql" -X -q -A -t -h "$ROOT/run" -p "$PORT" -U postgres)
+as_pg pgbackrest --config="$ROOT/pgbackrest.conf" --stanza=bench stanza-create
+as_pg "$WB" --config "$ROOT/wayback.yaml" init >/dev/null
+as_pg "$PGBIN/pgbench" -i -q -s "$SCALE" -h "$ROOT/run" -p "$PORT" -U postgres postgres >/dev/null 2>&1
+as_pg "${PSQL[@]}" -c "CHECKPOINT" >/dev/null
+DATA_BYTES=$(du -sb --exclude=pg_wal "$ROOT/pgdata" | cut -f1)
+
+# Segments for the push test: real WAL of this cluster, fetched back from the archive.
+as_pg "${PSQL[@]}" -c "SELECT pg_switch_wal()" >/dev/null; sleep 2
+for s in $(ls "$ROOT/wb-repo/bench/wal/"*/ | grep -E '^[0-9A-F]{24}$' | head -n "$SEGMENTS"); do
+    as_pg "$WB" --config "$ROOT/wayback.yaml" wal-fetch "$s" "$ROOT/stage/$s"
+done
+cp "$ROOT/pgdata/global/pg_control" "$ROOT/fake/global/"; cp "$ROOT/pgdata/PG_VERSION" "$ROOT/fake/"; chown -R postgres: "$ROOT/fake"
+NSEG=$(ls "$ROOT/stage" | wc -l)
+
+echo "== rounds: $REPS (cold cache), data ${DATA_BYTES} bytes, $NSEG segments"
+for r in $(seq 1 "$REPS"); do
+    echo "-- round $r"
+    cold; timed ref.tar_zstd -- bash -c "tar cf - --exclude='./pg_wal/0*' --exclude='./pg_wal/archive_status/*' --exclude=./postmaster.pid --warning=no-file-changed -C '$ROOT/pgdata' . | zstd -1 -T2 -q > '$ROOT/ref.tar.zst' && sync"
+    cold; timed pgbackrest.backup -- as_pg pgbackrest --config="$ROOT/pgbackrest.conf" --stanza=bench --type=full backup
+    cold; timed wayback.backup -- as_pg "$WB" --config "$ROOT/wayback.yaml" backup --json
+
+    rm -rf "$ROOT/r-pbr" "$ROOT/r-wb"; mkdir -p "$ROOT/r-pbr"; chown postgres: "$ROOT/r-pbr"
+    cold; timed pgbackrest.restore -- as_pg bash -c "pgbackrest --config='$ROOT/pgbackrest.conf' --stanza=bench --pg1-path='$ROOT/r-pbr' restore && sync"
+    cold; timed wayback.restore -- as_pg bash -c "'$WB' --config '$ROOT/wayback.yaml' restore --target-dir '$ROOT/r-wb' && sync"
+    rm -rf "$ROOT/r-pbr" "$ROOT/r-wb"
+
+    rm -rf "$ROOT/pbr-push-repo" "$ROOT/wb-push-repo"; mkdir -p "$ROOT/pbr-push-repo" "$ROOT/wb-push-repo"; chown postgres: "$ROOT/pbr-push-repo" "$ROOT/wb-push-repo"
+    as_pg pgbackrest --config="$ROOT/pgbackrest-push.conf" --stanza=push --no-online stanza-create >/dev/null
+    as_pg "$WB" --config "$ROOT/wayback-push.yaml" init >/dev/null
+    cold; timed pgbackrest.push -- as_pg bash -c "for s in '$ROOT'/stage/*; do pgbackrest --config='$ROOT/pgbackrest-push.conf' --stanza=push archive-push \$s || exit 1; done"
+    cold; timed wayback.push -- as_pg bash -c "for s in '$ROOT'/stage/*; do '$WB' --config '$ROOT/wayback-push.yaml' wal-push \$s || exit 1; done"
+done
+
+as_pg "$PGBIN/pg_ctl" -D "$ROOT/pgdata" -m fast stop >/dev/null
+python3 - "$RES" "$DATA_BYTES" "$NSEG" <<'PY'
+import sys, statistics as st
+rows = {}
+for line in open(sys.argv[1]):
+    k, s, rss = line.split()
+    rows.setdefault(k, []).append((float(s), int(rss)))
+data, nseg = int(sys.argv[2]), int(sys.argv[3])
+med = {k: st.median(s for s, _ in v) for k, v in rows.items()}
+rss = {k: max(r for _, r in v) / 1024 for k, v in rows.items()}
+print(f"\n| step | n | median s | min-max s | peak RSS MiB |\n|---|---|---|---|---|")
+for k, v in rows.items():
+    ss = [s for s, _ in v]
+    print(f"| {k} | {len(v)} | {med[k]:.2f} | {min(ss):.2f}-{max(ss):.2f} | {rss[k]:.0f} |")
+def ratio(a, b, goal):
+    if a in med and b in med:
+        print(f"- {a} / {b}: {med[a] / med[b]:.2f}x (goal: {goal})")
+print(f"\nData: {data / 1e6:.0f} MB without pg_wal; {nseg} WAL segments per push loop.")
+ratio("wayback.backup", "ref.tar_zstd", "<= 1.2x")
+ratio("pgbackrest.backup", "ref.tar_zstd", "pgBackRest, for comparison")
+ratio("wayback.restore", "pgbackrest.restore", "<= 0.8x")
+ratio("wayback.push", "pgbackrest.push", "<= 0.6x")
+if "wayback.push" in med:
+    print(f"- wayback wal-push per segment: {1000 * med['wayback.push'] / nseg:.1f} ms; pgBackRest: {1000 * med['pgbackrest.push'] / nseg:.1f} ms")
+PY
+[ "${KEEP:-0}" = 1 ] || rm -rf "$ROOT"

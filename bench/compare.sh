@@ -110,19 +110,19 @@ echo "== rounds: $REPS (cold cache), data ${DATA_BYTES} bytes, $NSEG segments"
 for r in $(seq 1 "$REPS"); do
     echo "-- round $r"
     cold; timed ref.tar_zstd -- bash -c "tar cf - --exclude='./pg_wal/0*' --exclude='./pg_wal/archive_status/*' --exclude=./postmaster.pid --warning=no-file-changed -C '$ROOT/pgdata' . | zstd -1 -T2 -q > '$ROOT/ref.tar.zst' && sync"
-    cold; timed pgbackrest.backup -- as_pg pgbackrest --config="$ROOT/pgbackrest.conf" --stanza=bench --type=full backup
-    cold; timed wayback.backup -- as_pg "$WB" --config "$ROOT/wayback.yaml" backup --json
+    cold; timed pgbackrest.backup -- runuser -u postgres -- pgbackrest --config="$ROOT/pgbackrest.conf" --stanza=bench --type=full backup
+    cold; timed wayback.backup -- runuser -u postgres -- "$WB" --config "$ROOT/wayback.yaml" backup --json
 
     rm -rf "$ROOT/r-pbr" "$ROOT/r-wb"; mkdir -p "$ROOT/r-pbr"; chown postgres: "$ROOT/r-pbr"
-    cold; timed pgbackrest.restore -- as_pg bash -c "pgbackrest --config='$ROOT/pgbackrest.conf' --stanza=bench --pg1-path='$ROOT/r-pbr' restore && sync"
-    cold; timed wayback.restore -- as_pg bash -c "'$WB' --config '$ROOT/wayback.yaml' restore --target-dir '$ROOT/r-wb' && sync"
+    cold; timed pgbackrest.restore -- runuser -u postgres -- bash -c "pgbackrest --config='$ROOT/pgbackrest.conf' --stanza=bench --pg1-path='$ROOT/r-pbr' restore && sync"
+    cold; timed wayback.restore -- runuser -u postgres -- bash -c "'$WB' --config '$ROOT/wayback.yaml' restore --target-dir '$ROOT/r-wb' && sync"
     rm -rf "$ROOT/r-pbr" "$ROOT/r-wb"
 
     rm -rf "$ROOT/pbr-push-repo" "$ROOT/wb-push-repo"; mkdir -p "$ROOT/pbr-push-repo" "$ROOT/wb-push-repo"; chown postgres: "$ROOT/pbr-push-repo" "$ROOT/wb-push-repo"
     as_pg pgbackrest --config="$ROOT/pgbackrest-push.conf" --stanza=push --no-online stanza-create >/dev/null
     as_pg "$WB" --config "$ROOT/wayback-push.yaml" init >/dev/null
-    cold; timed pgbackrest.push -- as_pg bash -c "for s in '$ROOT'/stage/*; do pgbackrest --config='$ROOT/pgbackrest-push.conf' --stanza=push archive-push \$s || exit 1; done"
-    cold; timed wayback.push -- as_pg bash -c "for s in '$ROOT'/stage/*; do '$WB' --config '$ROOT/wayback-push.yaml' wal-push \$s || exit 1; done"
+    cold; timed pgbackrest.push -- runuser -u postgres -- bash -c "for s in '$ROOT'/stage/*; do pgbackrest --config='$ROOT/pgbackrest-push.conf' --stanza=push archive-push \$s || exit 1; done"
+    cold; timed wayback.push -- runuser -u postgres -- bash -c "for s in '$ROOT'/stage/*; do '$WB' --config '$ROOT/wayback-push.yaml' wal-push \$s || exit 1; done"
 done
 
 as_pg "$PGBIN/pg_ctl" -D "$ROOT/pgdata" -m fast stop >/dev/null

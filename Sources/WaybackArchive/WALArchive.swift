@@ -55,43 +55,46 @@ public enum WALArchive {
 
         let key = catalog.walKey(name)
         let driver = configuration.repository.driver
-        let (sha, frames) = try await encode(content, configuration: configuration)
-
-        if let stored = try await WALObject.storedHeader(driver, key: key, name: fileName) {
-            return try compare(stored, size: Int64(content.count), sha256: sha, name: fileName, repository: configuration.repository)
+        if try await driver.info(key) != nil {
+            return try await compare(content, key: key, name: fileName, repository: configuration.repository)
         }
+        let object = WALObject.encode(size: Int64(content.count), frames: try await encodeFrames(content, configuration: configuration))
         do {
-            let written = try await driver.withWriter(key, options: WriteOptions(ifAbsent: true)) { w -> Int64 in
-                let header = WALObject.encodeHeader(size: Int64(content.count), sha256: sha)
-                try await w.write(header)
-                for f in frames { try await w.write(f) }
-                return w.bytesWritten
-            }
-            logger.debug("archived WAL file", metadata: ["wayback.segment": "\(fileName)", "bytes": "\(written)"])
-            return .stored(bytes: written)
+            try await driver.writeAll(key, object, options: WriteOptions(ifAbsent: true))
+            logger.debug("archived WAL file", metadata: ["wayback.segment": "\(fileName)", "bytes": "\(object.count)"])
+            return .stored(bytes: Int64(object.count))
         } catch let e as WaybackError where e.code == .conflict {
             // Another push of the same name won the race: compare with what it stored.
-            guard let stored = try await WALObject.storedHeader(driver, key: key, name: fileName) else { throw e }
-            return try compare(stored, size: Int64(content.count), sha256: sha, name: fileName, repository: configuration.repository)
+            return try await compare(content, key: key, name: fileName, repository: configuration.repository)
         }
     }
 
-    static func compare(_ stored: WALObject.Header, size: Int64, sha256: String, name: String, repository: Repository) throws -> PushOutcome {
-        if stored.size == size && stored.sha256 == sha256 { return .alreadyArchived }
+    /// Compares new content with an archived object byte for byte (only on a repeated push, so the
+    /// cost does not matter, and the answer does not depend on compression settings).
+    static func compare(_ content: [UInt8], key: String, name: String, repository: Repository) async throws -> PushOutcome {
+        var offset = 0
+        var same = true
+        let header = try await WALObject.read(repository.driver, key: key, name: name) { plain in
+            guard same else { return }
+            let end = offset + plain.count
+            if end > content.count {
+                same = false
+            } else {
+                same = content.withUnsafeBytes { memcmp($0.baseAddress! + offset, plain.baseAddress!, plain.count) == 0 }
+            }
+            offset = end
+        }
+        if same && header.size == Int64(content.count) { return .alreadyArchived }
         throw WaybackError(.conflict, "WAL file \(name) is already archived in \(repository.description) with different content; refusing to overwrite it. Two clusters may be archiving into the same cluster name: check cluster.name")
     }
 
-    /// SHA-256 of the plain content and the encoded frames, computed in parallel.
-    static func encode(_ content: [UInt8], configuration: ArchiveConfiguration) async throws -> (String, [[UInt8]]) {
+    /// The encoded frames of `content`, compressed by `parallelism` workers.
+    static func encodeFrames(_ content: [UInt8], configuration: ArchiveConfiguration) async throws -> [[UInt8]] {
         let chunk = FrameFormat.rawChunk
         let frameCount = max(1, (content.count + chunk - 1) / chunk)
         let workers = min(configuration.parallelism, frameCount)
         let settings = configuration.compression
-        return try await withThrowingTaskGroup(of: (Int, [[UInt8]])?.self) { group in
-            group.addTask {
-                var h = SHA256Hasher(); h.update(content)
-                return (-1, [Array(h.finalizeHex().utf8)])
-            }
+        return try await withThrowingTaskGroup(of: (Int, [[UInt8]]).self) { group in
             for w in 0..<workers {
                 group.addTask {
                     let compressor = Compressor(settings)
@@ -107,16 +110,9 @@ public enum WALArchive {
                     return (w, out)
                 }
             }
-            var sha = ""
             var stripes = [[[UInt8]]](repeating: [], count: workers)
-            for try await r in group {
-                guard let r else { continue }
-                if r.0 < 0 { sha = String(decoding: r.1[0], as: UTF8.self) } else { stripes[r.0] = r.1 }
-            }
-            var frames = [[UInt8]]()
-            frames.reserveCapacity(frameCount)
-            for i in 0..<frameCount { frames.append(stripes[i % workers][i / workers]) }
-            return (sha, frames)
+            for try await (w, frames) in group { stripes[w] = frames }
+            return (0..<frameCount).map { stripes[$0 % workers][$0 / workers] }
         }
     }
 
@@ -128,9 +124,13 @@ public enum WALArchive {
         guard let st = try FileSystem.status(path, followLinks: true), st.isRegular else {
             throw WaybackError(.usage, "\(path) is not a regular file")
         }
-        var buf = [UInt8](repeating: 0, count: Int(st.size))
-        let n = try buf.withUnsafeMutableBytes { try file.readFully(into: $0) }
-        guard n == buf.count else { throw WaybackError(.io, "\(path) changed size while it was read") }
+        let size = Int(st.size)
+        var got = 0
+        let buf = try [UInt8](unsafeUninitializedCapacity: size) { b, count in
+            got = try file.readFully(into: UnsafeMutableRawBufferPointer(b))
+            count = got
+        }
+        guard got == size else { throw WaybackError(.io, "\(path) changed size while it was read") }
         return buf
     }
 

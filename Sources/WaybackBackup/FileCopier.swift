@@ -12,11 +12,15 @@ struct CopyResult: Sendable {
 }
 
 /// Hands out files to workers, largest first, so the big relation segments start early and the
-/// small files fill the gaps.
+/// small files fill the gaps; `global/pg_control` last, as pg_basebackup does.
 final class WorkQueue: Sendable {
     private let state: Mutex<(items: [DataDirectoryScan.FileItem], next: Int)>
     init(_ items: [DataDirectoryScan.FileItem]) {
-        state = Mutex((items.sorted { $0.size > $1.size }, 0))
+        state = Mutex((items.sorted { a, b in
+            let al = a.path == "global/pg_control", bl = b.path == "global/pg_control"
+            if al != bl { return bl }
+            return a.size > b.size
+        }, 0))
     }
     func next() -> DataDirectoryScan.FileItem? {
         state.withLock { s in

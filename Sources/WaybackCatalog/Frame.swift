@@ -121,6 +121,17 @@ public final class FrameReader {
         return out
     }
 
+    /// Reads to the end of the object; returns how many bytes were left (0 for a well-formed object).
+    public func readRemainder() async throws -> Int {
+        var n = buffer.count - position
+        buffer = []; position = 0
+        while true {
+            let chunk = try await reader.read(maxLength: 1 << 16)
+            if chunk.isEmpty { return n }
+            n += chunk.count
+        }
+    }
+
     /// Decodes the next frame and passes its plain bytes to `body`.
     public func nextFrame<R>(_ body: (UnsafeRawBufferPointer) throws -> R) async throws -> R {
         let hb = try await readExactly(FrameFormat.headerLength)

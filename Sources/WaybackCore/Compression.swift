@@ -56,6 +56,8 @@ public final class Compressor {
         cctx = settings.algorithm == .zstd ? ZSTD_createCCtx() : nil
         if let cctx {
             ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, Int32(settings.level))
+            // zstd's own content checksum (XXH64, nearly free) in every frame.
+            ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1)
         }
     }
 

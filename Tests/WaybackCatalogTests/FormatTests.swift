@@ -41,30 +41,39 @@ import WaybackTesting
         let storage = MemoryStorage()
         var plain = [UInt8](repeating: 0, count: 2_500_000)
         for i in plain.indices { plain[i] = UInt8(truncatingIfNeeded: (i / 100) &* 7) }
-        let sha = SHA256Hasher.hex(plain)
         let c = Compressor(CompressionSettings())
-        var object = WALObject.encodeHeader(size: Int64(plain.count), sha256: sha)
+        var frames = [[UInt8]]()
         var offset = 0
         while offset < plain.count {
             let end = min(plain.count, offset + FrameFormat.rawChunk)
-            object += try plain.withUnsafeBytes { try FrameFormat.encode(UnsafeRawBufferPointer(rebasing: $0[offset..<end]), compressor: c) }
+            frames.append(try plain.withUnsafeBytes { try FrameFormat.encode(UnsafeRawBufferPointer(rebasing: $0[offset..<end]), compressor: c) })
             offset = end
         }
+        var object = WALObject.encode(size: Int64(plain.count), frames: frames)
+        let sha = SHA256Hasher.hex(Array(object[WALObject.headerLength...]))
         try await storage.writeAll("w", object)
         var back = [UInt8]()
         let h = try await WALObject.read(storage, key: "w", name: "seg") { back += Array($0) }
         #expect(back == plain && h.sha256 == sha)
         #expect(try await WALObject.storedHeader(storage, key: "w", name: "seg") == h)
 
-        // A flipped payload byte is caught by zstd or by the SHA-256.
-        object[WALObject.headerLength + FrameFormat.headerLength + 20] ^= 0x01
-        try await storage.writeAll("w", object)
-        do {
-            _ = try await WALObject.read(storage, key: "w", name: "seg") { _ in }
-            Issue.record("corruption must be detected")
-        } catch let e as WaybackError {
-            #expect(e.code == .corrupt)
+        // A flipped payload byte, a truncated object and trailing garbage are all caught.
+        for damage in [{ (o: inout [UInt8]) in o[WALObject.headerLength + FrameFormat.headerLength + 20] ^= 0x01 },
+                       { (o: inout [UInt8]) in o.removeLast(5) },
+                       { (o: inout [UInt8]) in o += [0, 0, 0] }] {
+            var bad = object
+            damage(&bad)
+            try await storage.writeAll("w", bad)
+            do {
+                _ = try await WALObject.read(storage, key: "w", name: "seg") { _ in }
+                Issue.record("corruption must be detected")
+            } catch let e as WaybackError {
+                #expect(e.code == .corrupt)
+            }
         }
+        object[WALObject.headerLength - 1] ^= 0x01
+        try await storage.writeAll("w", object)
+        await #expect(throws: WaybackError.self) { try await WALObject.read(storage, key: "w", name: "seg") { _ in } }
     }
 
     @Test func incompressibleFramesAreStoredPlain() throws {

@@ -95,3 +95,16 @@ import Testing
         #expect(WaybackError.Code.corrupt.rawValue == 7)
     }
 }
+
+@Suite struct TimestampTests {
+    @Test func roundTripAndOffsets() throws {
+        let d = try #require(Format.parseTimestamp("2026-11-29T00:41:07.250Z"))
+        #expect(d.timeIntervalSince1970 == 1_795_912_867.25)
+        #expect(Format.timestamp(d) == "2026-11-29T00:41:07.250Z")
+        #expect(Format.parseTimestamp("2026-11-29T01:41:07+01:00")?.timeIntervalSince1970 == 1_795_912_867)
+        #expect(Format.parseTimestamp("2026-11-28T23:41:07-01:00")?.timeIntervalSince1970 == 1_795_912_867)
+        for bad in ["", "2026-11-29", "2026-13-29T00:00:00Z", "2026-11-29T00:00:00", "2026-11-29T00:00:00Zx", "2026-11-29T00:00:00.Z"] {
+            #expect(Format.parseTimestamp(bad) == nil, "\(bad)")
+        }
+    }
+}

@@ -42,9 +42,12 @@ public enum WALArchive {
 
         // A WAL segment is the unit PostgreSQL hands us; it is read whole (16 MiB by default) so that
         // hashing and compressing its frames can run in parallel.
-        let content = try readWhole(path)
+        let file = try openWAL(path)
+        let size = Int(try FileSystem.status(path, followLinks: true)?.size ?? 0)
         if name.kind == .segment || name.kind == .partial {
-            let header = content.withUnsafeBytes { WALSegmentHeader.parse(UnsafeRawBufferPointer(rebasing: $0.prefix(WALSegmentHeader.length))) }
+            var first = [UInt8](repeating: 0, count: WALSegmentHeader.length)
+            let n = try first.withUnsafeMutableBytes { try file.pread(into: $0, offset: 0) }
+            let header = first.withUnsafeBytes { n == first.count ? WALSegmentHeader.parse($0) : nil }
             guard let header else {
                 throw WaybackError(.corrupt, "\(path) does not start with a WAL page header; it is not a WAL segment")
             }
@@ -56,16 +59,17 @@ public enum WALArchive {
         let key = catalog.walKey(name)
         let driver = configuration.repository.driver
         if try await driver.info(key) != nil {
-            return try await compare(content, key: key, name: fileName, repository: configuration.repository)
+            return try await compare(try readWhole(file, size: size), key: key, name: fileName, repository: configuration.repository)
         }
-        let object = WALObject.encode(size: Int64(content.count), frames: try await encodeFrames(content, configuration: configuration))
+        let frames = try await encodeFrames(fd: file.fd, path: path, size: size, configuration: configuration)
+        let object = WALObject.encode(size: Int64(size), frames: frames)
         do {
             try await driver.writeAll(key, object, options: WriteOptions(ifAbsent: true))
             logger.debug("archived WAL file", metadata: ["wayback.segment": "\(fileName)", "bytes": "\(object.count)"])
             return .stored(bytes: Int64(object.count))
         } catch let e as WaybackError where e.code == .conflict {
             // Another push of the same name won the race: compare with what it stored.
-            return try await compare(content, key: key, name: fileName, repository: configuration.repository)
+            return try await compare(try readWhole(file, size: size), key: key, name: fileName, repository: configuration.repository)
         }
     }
 
@@ -88,23 +92,29 @@ public enum WALArchive {
         throw WaybackError(.conflict, "WAL file \(name) is already archived in \(repository.description) with different content; refusing to overwrite it. Two clusters may be archiving into the same cluster name: check cluster.name")
     }
 
-    /// The encoded frames of `content`, compressed by `parallelism` workers.
-    static func encodeFrames(_ content: [UInt8], configuration: ArchiveConfiguration) async throws -> [[UInt8]] {
+    /// The encoded frames of the file: `parallelism` workers each read (pread) and compress every
+    /// n-th 1 MiB frame, so reading overlaps compression and no whole-file buffer is needed.
+    static func encodeFrames(fd: Int32, path: String, size: Int, configuration: ArchiveConfiguration) async throws -> [[UInt8]] {
         let chunk = FrameFormat.rawChunk
-        let frameCount = max(1, (content.count + chunk - 1) / chunk)
+        let frameCount = max(1, (size + chunk - 1) / chunk)
         let workers = min(configuration.parallelism, frameCount)
         let settings = configuration.compression
         return try await withThrowingTaskGroup(of: (Int, [[UInt8]]).self) { group in
             for w in 0..<workers {
                 group.addTask {
                     let compressor = Compressor(settings)
+                    var buffer = [UInt8](repeating: 0, count: chunk)
                     var out = [[UInt8]]()
                     var i = w
                     while i < frameCount {
-                        let range = (i * chunk)..<min(content.count, (i + 1) * chunk)
-                        out.append(try content.withUnsafeBytes { all in
-                            try FrameFormat.encode(UnsafeRawBufferPointer(rebasing: all[range]), compressor: compressor)
-                        })
+                        let want = min(chunk, size - i * chunk)
+                        let got = try buffer.withUnsafeMutableBytes { b -> Int in
+                            let n = pread(fd, b.baseAddress, want, off_t(i * chunk))
+                            if n < 0 { throw PosixError.make(errno, "read", path) }
+                            return n
+                        }
+                        guard got == want else { throw WaybackError(.io, "\(path) changed size while it was read") }
+                        out.append(try buffer.withUnsafeBytes { try FrameFormat.encode(UnsafeRawBufferPointer(rebasing: $0[0..<got]), compressor: compressor) })
                         i += workers
                     }
                     return (w, out)
@@ -116,21 +126,19 @@ public enum WALArchive {
         }
     }
 
-    static func readWhole(_ path: String) throws -> [UInt8] {
-        let file: PosixFile
-        do { file = try PosixFile.openForReading(path) } catch let e as WaybackError where e.code == .notFound {
+    static func openWAL(_ path: String) throws -> PosixFile {
+        do { return try PosixFile.openForReading(path) } catch let e as WaybackError where e.code == .notFound {
             throw WaybackError(.usage, "WAL file \(path) does not exist; archive_command must be 'wayback wal-push %p'")
         }
-        guard let st = try FileSystem.status(path, followLinks: true), st.isRegular else {
-            throw WaybackError(.usage, "\(path) is not a regular file")
-        }
-        let size = Int(st.size)
+    }
+
+    static func readWhole(_ file: PosixFile, size: Int) throws -> [UInt8] {
         var got = 0
         let buf = try [UInt8](unsafeUninitializedCapacity: size) { b, count in
-            got = try file.readFully(into: UnsafeMutableRawBufferPointer(b))
+            got = try file.pread(into: UnsafeMutableRawBufferPointer(b), offset: 0)
             count = got
         }
-        guard got == size else { throw WaybackError(.io, "\(path) changed size while it was read") }
+        guard got == size else { throw WaybackError(.io, "\(file.path) changed size while it was read") }
         return buf
     }
 

@@ -21,8 +21,9 @@ HERE=$(cd "$(dirname "$0")/.." && pwd)
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 [ "$(id -u)" = 0 ] || { echo "bench/compare.sh: run as root (drop_caches, runuser)" >&2; exit 1; }
 command -v pgbackrest >/dev/null || { apt-get update -qq && apt-get install -y -qq pgbackrest >/dev/null; }
-WB=$HERE/.build/release/wayback
-if [ ! -x "$WB" ]; then (cd "$HERE" && swift build -c release --static-swift-stdlib >/dev/null); fi
+WB_BUILT=$HERE/.build/release/wayback
+if [ ! -x "$WB_BUILT" ]; then (cd "$HERE" && swift build -c release --static-swift-stdlib >/dev/null); fi
+WB=$ROOT/bin/wayback       # installed stripped, as in production (README: install -s)
 
 as_pg() { runuser -u postgres -- "$@"; }
 cold() { sync; echo 3 > /proc/sys/vm/drop_caches; }
@@ -38,6 +39,7 @@ timed() {
 echo "== setup: pgbench scale $SCALE in $ROOT"
 if [ -f "$ROOT/pgdata/postmaster.pid" ]; then as_pg "$PGBIN/pg_ctl" -D "$ROOT/pgdata" -m immediate stop || true; fi
 rm -rf "$ROOT"; mkdir -p "$ROOT"/{run,log,pbr-repo,pbr-push-repo,wb-repo,wb-push-repo,stage,fake/global,lock}
+mkdir -p "$ROOT/bin"; install -s -m 755 "$WB_BUILT" "$WB"
 chown -R postgres: "$ROOT"
 RES=$ROOT/log/results.txt; : > "$RES"
 cat > "$ROOT/pgbackrest.conf" <<CONF

@@ -91,6 +91,9 @@ public final class PosixFile {
     }
 }
 
+/// glibc's syncfs(2), which Glibc's module map hides behind _GNU_SOURCE.
+@_silgen_name("syncfs") private func c_syncfs(_ fd: Int32) -> Int32
+
 /// POSIX helpers that turn errno into `WaybackError`.
 public enum PosixError {
     public static func make(_ err: Int32, _ op: String, _ path: String) -> WaybackError {
@@ -163,6 +166,14 @@ public enum FileSystem {
         guard fd >= 0 else { throw PosixError.make(errno, "open directory", path) }
         defer { _ = Glibc.close(fd) }
         if fsync(fd) != 0 { throw PosixError.make(errno, "fsync directory", path) }
+    }
+
+    /// Flushes every dirty page of the file system that holds `path` (syncfs(2)).
+    public static func syncFileSystem(_ path: String) throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw PosixError.make(errno, "open", path) }
+        defer { _ = Glibc.close(fd) }
+        if c_syncfs(fd) != 0 { throw PosixError.make(errno, "syncfs", path) }
     }
 
     public static func rename(_ from: String, _ to: String) throws {

@@ -3,7 +3,8 @@
 # the same pgbench cluster, interleaved round by round (the machine's speed drifts), cold cache.
 #
 #   full backup   : tar | zstd -1 -T2 (reference) / pgbackrest backup --type=full / wayback backup
-#   restore       : pgbackrest restore / wayback restore, into an empty directory, + sync
+#   restore       : zstd -d | tar x (reference) / pgbackrest restore / wayback restore, into an
+#                   empty directory, + sync
 #   wal-push      : SEGMENTS real 16 MiB segments pushed one call each (pgbackrest archive-push,
 #                   synchronous / wayback wal-push) into fresh repositories
 #   peak memory   : max RSS of wayback backup and restore (GNU time)
@@ -115,10 +116,11 @@ for r in $(seq 1 "$REPS"); do
     cold; timed pgbackrest.backup -- runuser -u postgres -- pgbackrest --config="$ROOT/pgbackrest.conf" --stanza=bench --type=full backup
     cold; timed wayback.backup -- runuser -u postgres -- "$WB" --config "$ROOT/wayback.yaml" backup --json
 
-    rm -rf "$ROOT/r-pbr" "$ROOT/r-wb"; mkdir -p "$ROOT/r-pbr"; chown postgres: "$ROOT/r-pbr"
+    rm -rf "$ROOT/r-pbr" "$ROOT/r-wb" "$ROOT/r-tar"; mkdir -p "$ROOT/r-pbr" "$ROOT/r-tar"; chown postgres: "$ROOT/r-pbr"
+    cold; timed ref.untar -- bash -c "zstd -d -T2 -q -c '$ROOT/ref.tar.zst' | tar xf - -C '$ROOT/r-tar' && sync"
     cold; timed pgbackrest.restore -- runuser -u postgres -- bash -c "pgbackrest --config='$ROOT/pgbackrest.conf' --stanza=bench --pg1-path='$ROOT/r-pbr' restore && sync"
     cold; timed wayback.restore -- runuser -u postgres -- bash -c "'$WB' --config '$ROOT/wayback.yaml' restore --target-dir '$ROOT/r-wb' && sync"
-    rm -rf "$ROOT/r-pbr" "$ROOT/r-wb"
+    rm -rf "$ROOT/r-pbr" "$ROOT/r-wb" "$ROOT/r-tar"
 
     rm -rf "$ROOT/pbr-push-repo" "$ROOT/wb-push-repo"; mkdir -p "$ROOT/pbr-push-repo" "$ROOT/wb-push-repo"; chown postgres: "$ROOT/pbr-push-repo" "$ROOT/wb-push-repo"
     as_pg pgbackrest --config="$ROOT/pgbackrest-push.conf" --stanza=push --no-online stanza-create >/dev/null
@@ -148,6 +150,8 @@ print(f"\nData: {data / 1e6:.0f} MB without pg_wal; {nseg} WAL segments per push
 ratio("wayback.backup", "ref.tar_zstd", "<= 1.2x")
 ratio("pgbackrest.backup", "ref.tar_zstd", "pgBackRest, for comparison")
 ratio("wayback.restore", "pgbackrest.restore", "<= 0.8x")
+ratio("wayback.restore", "ref.untar", "the physical reference")
+ratio("pgbackrest.restore", "ref.untar", "pgBackRest, for comparison")
 ratio("wayback.push", "pgbackrest.push", "<= 0.6x")
 if "wayback.push" in med:
     print(f"- wayback wal-push per segment: {1000 * med['wayback.push'] / nseg:.1f} ms; pgBackRest: {1000 * med['pgbackrest.push'] / nseg:.1f} ms")

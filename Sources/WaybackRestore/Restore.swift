@@ -48,7 +48,7 @@ public struct RestoreReport: Sendable {
 /// Restores a backup into an empty directory.
 ///
 /// Everything is built in a hidden sibling directory (`.NAME.wayback-restore-PID`) and renamed into
-/// place only when every file has been written, verified and fsynced, so an interrupted restore
+/// place only when every file has been written, verified and synced to disk, so an interrupted restore
 /// never leaves a directory PostgreSQL would start.
 public enum Restore {
     public static func run(_ config: RestoreConfiguration, logger: Logger, progress: ProgressHandler? = nil) async throws -> RestoreReport {
@@ -196,85 +196,42 @@ public enum Restore {
         return total
     }
 
-    /// Up to `batchFrames` contiguous frames of one file in one object: one ranged read.
-    struct Batch: Sendable {
-        var key: String
-        var objectName: String
-        var range: Range<Int64>
-        var raw: [Int]
-    }
-
-    static let batchFrames = 8
-
-    static func batches(_ f: BackupManifest.File, manifest m: BackupManifest, catalog: Catalog) -> [Batch] {
-        var out = [Batch]()
-        var i = 0
-        while i < f.chunks.count {
-            var j = i
-            while j + 1 < f.chunks.count, j + 1 - i < batchFrames, f.chunks[j + 1].object == f.chunks[i].object,
-                  f.chunks[j + 1].offset == f.chunks[j].offset + Int64(f.chunks[j].length) { j += 1 }
-            let object = m.objects[f.chunks[i].object]
-            out.append(Batch(key: catalog.layout.objectKey(m.id, object.name), objectName: object.name,
-                             range: f.chunks[i].offset..<(f.chunks[j].offset + Int64(f.chunks[j].length)),
-                             raw: f.chunks[i...j].map(\.raw)))
-            i = j + 1
-        }
-        return out
-    }
-
-    /// Reads and decodes one batch.
-    static func decode(_ b: Batch, driver: any StorageDriver, backup: BackupID) async throws -> [[UInt8]] {
-        try await driver.withReader(b.key, range: b.range) { reader in
-            let frames = FrameReader(reader: reader, name: "\(b.objectName) of backup \(backup)")
-            var out = [[UInt8]]()
-            for raw in b.raw {
-                out.append(try await frames.nextFrame { plain -> [UInt8] in
-                    guard plain.count == raw else { throw WaybackError(.corrupt, "a frame has \(plain.count) bytes, the manifest says \(raw)") }
-                    return Array(plain)
-                })
-            }
-            return out
-        }
-    }
-
-    /// Restores one file as a two-stage pipeline: the next batch of frames is read and decompressed
-    /// while the current one is hashed and written (at most two batches, 16 MiB, in memory).
     static func restoreOne(_ f: BackupManifest.File, manifest m: BackupManifest, layout: Layout, catalog: Catalog, counter: ByteCounter) async throws {
         let path = layout.path(f.path)
         let out = try PosixFile.create(path, mode: mode_t(f.mode & 0o777 == 0 ? 0o600 : f.mode & 0o777))
         var hasher = SHA256Hasher()
         var written: Int64 = 0
         let driver = catalog.repository.driver
-        let work = batches(f, manifest: m, catalog: catalog)
-        func damaged(_ e: WaybackError, _ b: Batch) -> WaybackError {
-            WaybackError(.corrupt, "backup \(m.id) is damaged: file \(f.path) cannot be read from \(b.objectName) (\(e.message)); nothing was restored. Restore another backup (--backup ID) or run a new backup")
-        }
-        func load(_ k: Int) async throws -> [[UInt8]] {
-            do { return try await decode(work[k], driver: driver, backup: m.id) } catch let e as WaybackError where e.code == .corrupt || e.code == .notFound {
-                throw damaged(e, work[k])
-            }
-        }
-        func consume(_ frames: [[UInt8]]) throws {
-            for plain in frames {
-                hasher.update(plain)
-                try plain.withUnsafeBytes { try out.write($0) }
-                written += Int64(plain.count)
-                counter.add(Int64(plain.count))
-            }
-        }
-        do {
-            if !work.isEmpty {
-                var current = try await load(0)
-                for k in 1..<max(1, work.count) {
-                    async let next = load(k)
-                    try consume(current)
-                    current = try await next
+        // A file's chunks are contiguous runs in one or more packs: read each run with one request.
+        var i = 0
+        while i < f.chunks.count {
+            var j = i
+            while j + 1 < f.chunks.count, f.chunks[j + 1].object == f.chunks[i].object,
+                  f.chunks[j + 1].offset == f.chunks[j].offset + Int64(f.chunks[j].length) { j += 1 }
+            let object = m.objects[f.chunks[i].object]
+            let key = catalog.layout.objectKey(m.id, object.name)
+            let start = f.chunks[i].offset, end = f.chunks[j].offset + Int64(f.chunks[j].length)
+            do {
+                try await driver.withReader(key, range: start..<end) { reader in
+                    let frames = FrameReader(reader: reader, name: "\(object.name) of backup \(m.id)")
+                    for k in i...j {
+                        let n = try await frames.nextFrame { plain -> Int in
+                            guard plain.count == f.chunks[k].raw else {
+                                throw WaybackError(.corrupt, "frame size mismatch")
+                            }
+                            hasher.update(plain)
+                            try out.write(plain)
+                            return plain.count
+                        }
+                        written += Int64(n)
+                        counter.add(Int64(n))
+                    }
                 }
-                try consume(current)
+            } catch let e as WaybackError where e.code == .corrupt || e.code == .notFound {
+                try? out.close()
+                throw WaybackError(.corrupt, "backup \(m.id) is damaged: file \(f.path) cannot be read from \(object.name) (\(e.message)); nothing was restored. Restore another backup (--backup ID) or run a new backup")
             }
-        } catch {
-            try? out.close()
-            throw error
+            i = j + 1
         }
         guard written == f.size, hasher.finalizeHex() == f.sha256 else {
             try? out.close()

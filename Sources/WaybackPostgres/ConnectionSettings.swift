@@ -3,6 +3,8 @@ import WaybackCore
 
 /// How to reach the database: a TCP host or a unix-socket directory, libpq style.
 public struct ConnectionSettings: Sendable, Equatable {
+    /// `prefer` connects without TLS (libpq's fallback); `require` is refused by `parse` until TLS
+    /// is implemented.
     public enum SSLMode: String, Sendable { case disable, prefer, require }
 
     /// A host name, an IP address, or (starting with `/`) a unix-socket directory.
@@ -84,7 +86,9 @@ public struct ConnectionSettings: Sendable, Equatable {
                 switch value {
                 case "disable", "allow": s.sslMode = .disable
                 case "prefer": s.sslMode = .prefer
-                case "require", "verify-ca", "verify-full": s.sslMode = .require
+                case "require", "verify-ca", "verify-full":
+                    // Refuse rather than connect without the TLS the user asked for.
+                    throw WaybackError(.config, "cluster.connection: sslmode=\(value) is not supported yet (Wayback connects without TLS); use a unix socket or sslmode=disable on a trusted network")
                 default: throw WaybackError(.config, "cluster.connection: unknown sslmode '\(value)'; use disable, prefer or require")
                 }
             case "application_name", "connect_timeout": break

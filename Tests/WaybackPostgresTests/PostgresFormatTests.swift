@@ -6,8 +6,9 @@ import WaybackCore
     let defaults = ConnectionSettings()
 
     @Test func urls() throws {
-        let a = try ConnectionSettings.parse(url: "postgresql://bob:p%40ss@db.example:6543/app?sslmode=require", defaults: defaults)
-        #expect(a.user == "bob" && a.password == "p@ss" && a.host == "db.example" && a.port == 6543 && a.database == "app" && a.sslMode == .require)
+        let a = try ConnectionSettings.parse(url: "postgresql://bob:p%40ss@db.example:6543/app?sslmode=disable", defaults: defaults)
+        #expect(a.user == "bob" && a.password == "p@ss" && a.host == "db.example" && a.port == 6543 && a.database == "app" && a.sslMode == .disable)
+        #expect(throws: WaybackError.self) { try ConnectionSettings.parse(url: "postgresql://h/x?sslmode=require", defaults: defaults) }
         #expect(a.redacted == "postgresql://bob@db.example:6543/app")
         let b = try ConnectionSettings.parse(url: "postgres:///postgres?host=/tmp/sock&port=5499", defaults: defaults)
         #expect(b.isUnixSocket && b.socketPath == "/tmp/sock/.s.PGSQL.5499")

@@ -45,28 +45,17 @@ public struct DataDirectoryScan: Sendable {
             if Self.skipFiles.contains(name) || name.hasPrefix("pgsql_tmp") { continue }
             if inDatabaseDir, Self.isTemporaryRelation(name) { continue }
             if inDatabaseDir, !unlogged.isEmpty, !name.hasSuffix("_init"), unlogged.contains(Self.relfilenode(name)) { continue }
-            guard let st = try FileSystem.status(abs) else { continue }
+            guard var st = try FileSystem.status(abs) else { continue }
             if st.isSymlink {
                 if relative == "pg_tblspc", let oid = UInt32(name) {
-                    let target = try FileSystem.readLink(abs)
-                    tablespaceLinks.append((oid, target))
+                    tablespaceLinks.append((oid, try FileSystem.readLink(abs)))
                     directories.append((rel, 0o700))
                     try walk(absolute: abs, relative: rel, top: false)
                     continue
                 }
                 // Other links (pg_wal on another disk, a linked config file): copy what they point to.
                 guard let target = try FileSystem.status(abs, followLinks: true) else { continue }
-                if target.isDirectory {
-                    directories.append((rel, target.mode))
-                    if top && Self.skipContents.contains(name) {
-                        if name == "pg_wal" { directories.append(("pg_wal/archive_status", 0o700)) }
-                        continue
-                    }
-                    try walk(absolute: abs, relative: rel, top: false)
-                } else if target.isRegular {
-                    files.append(FileItem(path: rel, absolutePath: abs, size: target.size, mode: target.mode, mtime: target.mtime))
-                }
-                continue
+                st = target
             }
             if st.isDirectory {
                 directories.append((rel, st.mode))

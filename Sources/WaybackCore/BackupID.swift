@@ -12,7 +12,7 @@ public enum BackupType: String, Codable, Sendable, CaseIterable {
 
 /// A backup's id: the UTC start time and the type letter, e.g. `20261129-004100F`. Ids sort by
 /// start time, so the newest backup is the largest id.
-public struct BackupID: Hashable, Comparable, Sendable, CustomStringConvertible, Codable {
+public struct BackupID: Hashable, Comparable, Sendable, CustomStringConvertible {
     public let rawValue: String
 
     public init?(_ raw: String) {
@@ -32,17 +32,8 @@ public struct BackupID: Hashable, Comparable, Sendable, CustomStringConvertible,
 
     public var description: String { rawValue }
     public static func < (a: BackupID, b: BackupID) -> Bool { a.rawValue < b.rawValue }
+}
 
-    public init(from decoder: any Decoder) throws {
-        let raw = try decoder.singleValueContainer().decode(String.self)
-        guard let id = BackupID(raw) else {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not a backup id: \(raw)"))
-        }
-        self = id
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.singleValueContainer()
-        try c.encode(rawValue)
-    }
+extension BackupID: TextCodable {
+    public init?(text: String) { self.init(text) }
 }

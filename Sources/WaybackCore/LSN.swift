@@ -1,5 +1,5 @@
 /// A PostgreSQL write-ahead log location (`pg_lsn`), written `X/X` in hex.
-public struct LSN: Comparable, Hashable, Sendable, CustomStringConvertible, Codable {
+public struct LSN: Comparable, Hashable, Sendable, CustomStringConvertible {
     public var value: UInt64
     public init(_ value: UInt64) { self.value = value }
 
@@ -19,13 +19,24 @@ public struct LSN: Comparable, Hashable, Sendable, CustomStringConvertible, Coda
     public func segmentNumber(segmentSize: UInt64 = WALFileName.defaultSegmentSize) -> UInt64 { value / segmentSize }
 
     public static func < (a: LSN, b: LSN) -> Bool { a.value < b.value }
+}
 
+extension LSN: TextCodable {
+    public init?(text: String) { self.init(text) }
+}
+
+/// A value stored in JSON as its text form (`"16/B374D848"`, `"20261129-004107F"`).
+public protocol TextCodable: Codable, CustomStringConvertible {
+    init?(text: String)
+}
+
+extension TextCodable {
     public init(from decoder: any Decoder) throws {
         let text = try decoder.singleValueContainer().decode(String.self)
-        guard let lsn = LSN(text) else {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not an LSN: \(text)"))
+        guard let value = Self(text: text) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not a \(Self.self): \(text)"))
         }
-        self = lsn
+        self = value
     }
 
     public func encode(to encoder: any Encoder) throws {

@@ -196,6 +196,8 @@ public enum Restore {
         return total
     }
 
+    static let writebackStep: Int64 = 8 << 20
+
     static func restoreOne(_ f: BackupManifest.File, manifest m: BackupManifest, layout: Layout, catalog: Catalog, counter: ByteCounter) async throws {
         let path = layout.path(f.path)
         let out = try PosixFile.create(path, mode: mode_t(f.mode & 0o777 == 0 ? 0o600 : f.mode & 0o777))
@@ -222,6 +224,11 @@ public enum Restore {
                             hasher.update(plain)
                             try out.write(plain)
                             return plain.count
+                        }
+                        // Hand each 8 MiB to the disk as it is written, so the final syncfs
+                        // does not start the whole write-back at the end.
+                        if (written + Int64(n)) / writebackStep > written / writebackStep {
+                            out.startWriteback(offset: (written + Int64(n)) / writebackStep * writebackStep - writebackStep, length: writebackStep)
                         }
                         written += Int64(n)
                         counter.add(Int64(n))

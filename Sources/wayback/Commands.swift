@@ -161,7 +161,7 @@ struct RestoreCommand: AsyncParsableCommand {
         }
         let report = try await Restore.run(
             RestoreConfiguration(repository: config.primaryRepository(), cluster: config.clusterName, targetDirectory: targetDir,
-                                 backupID: backup.flatMap(BackupID.init), target: toBackupEnd ? .backupEnd : .latest,
+                                 backupID: backup.flatMap { BackupID($0) }, target: toBackupEnd ? .backupEnd : .latest,
                                  parallelism: config.parallelism,
                                  restoreCommand: Context.waybackCommand(configPath: config.path) + " wal-fetch %f %p",
                                  owner: ownerIDs, tablespaceMap: map),

@@ -23,6 +23,8 @@ struct BadInputTests {
         return path
     }
 
+    static func removeConfig(_ path: String) { try? FileSystem.removeTree(FileSystem.parentPath(path)) }
+
     @Test("missing configuration file, unknown key, wrong type")
     func configErrors() throws {
         let missing = try Self.run(["--config", "/nonexistent/wayback.yaml", "status"])
@@ -30,12 +32,14 @@ struct BadInputTests {
         #expect(missing.stderr.contains("/nonexistent/wayback.yaml does not exist"))
 
         let unknown = try Self.writeConfig("cluster:\n  name: main\n  pgdata: /tmp/x\n  colour: blue\nrepositories:\n  - path: /tmp/r\n")
+        defer { Self.removeConfig(unknown) }
         let r = try Self.run(["--config", unknown, "status"])
         #expect(r.status == Code.config.rawValue)
         #expect(r.stderr.contains("unknown key 'cluster.colour'"))
         #expect(r.stderr.contains(":4"), "names the line: \(r.stderr)")
 
         let wrongType = try Self.writeConfig("cluster:\n  name: main\n  pgdata: /tmp/x\nrepositories:\n  - path: /tmp/r\nparallelism: many\n")
+        defer { Self.removeConfig(wrongType) }
         let w = try Self.run(["--config", wrongType, "status"])
         #expect(w.status == Code.config.rawValue)
         #expect(w.stderr.contains("'parallelism' must be a whole number"))
@@ -54,6 +58,7 @@ struct BadInputTests {
               - path: \(dir)/repo
             lock_path: \(dir)/locks
             """)
+        defer { Self.removeConfig(cfg) }
         let r = try Self.run(["--config", cfg, "init"])
         #expect(r.status == Code.connection.rawValue, "\(r.stderr)")
         #expect(r.stderr.contains("cannot connect to PostgreSQL"))

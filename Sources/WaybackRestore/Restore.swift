@@ -1,6 +1,5 @@
 import Foundation
 import Logging
-import Synchronization
 import WaybackCatalog
 import WaybackCore
 import WaybackPostgres
@@ -313,8 +312,6 @@ public enum Restore {
 
     static func publish(_ staging: String, to target: String) throws {
         if let st = try FileSystem.status(target), st.isDirectory {
-            let mode = st.mode
-            _ = mode
             if rmdir(target) != 0 { throw PosixError.make(errno, "replace empty directory", target) }
         }
         try FileSystem.rename(staging, target)

@@ -39,7 +39,7 @@ let package = Package(
 
         // Layer 2: the repository catalog (the only place that knows where things live).
         .target(name: "WaybackCatalog", dependencies: [
-            "WaybackCore", "WaybackStorage",
+            "WaybackCore", "WaybackStorage", "WaybackPostgres",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
 
@@ -73,7 +73,7 @@ let package = Package(
         .testTarget(name: "WaybackConfigTests", dependencies: ["WaybackConfig"], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackPostgresTests", dependencies: ["WaybackPostgres"], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackBackupTests", dependencies: ["WaybackBackup", "WaybackStorage"], swiftSettings: swiftSettings),
-        .testTarget(name: "WaybackRestoreTests", dependencies: ["WaybackRestore", "WaybackCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "WaybackRestoreTests", dependencies: ["WaybackRestore", "WaybackCatalog", "WaybackPostgres", "WaybackCore"], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackIntegrationTests", dependencies: ["WaybackCore", "WaybackCatalog", "WaybackStorage", "WaybackPostgres", "WaybackTesting"], swiftSettings: swiftSettings),
     ]
 )

@@ -103,7 +103,7 @@ public enum WALArchive {
             for w in 0..<workers {
                 group.addTask {
                     let compressor = Compressor(settings)
-                    var buffer = [UInt8](repeating: 0, count: chunk)
+                    var buffer = [UInt8].scratch(count: chunk)
                     var out = [[UInt8]]()
                     var i = w
                     while i < frameCount {

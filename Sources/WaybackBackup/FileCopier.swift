@@ -81,7 +81,7 @@ extension FullBackup {
                           counter: ByteCounter) async throws -> WorkerOutput {
         var out = WorkerOutput(worker: worker)
         let compressor = Compressor(config.compression)
-        var buffer = [UInt8](repeating: 0, count: FrameFormat.rawChunk)
+        var buffer = [UInt8].scratch(count: FrameFormat.rawChunk)
         var pending = queue.next()
         var sequence = 0
         while let first = pending {

@@ -51,7 +51,7 @@ public enum ConfigLoader {
     /// The environment variable that overrides a key: `WAYBACK_` + the path in upper case with
     /// `.` as `_` (`repositories.0.path` -> `WAYBACK_REPOSITORIES_0_PATH`).
     public static func environmentName(_ path: String) -> String {
-        "WAYBACK_" + path.uppercased().replacingOccurrences(of: ".", with: "_")
+        "WAYBACK_" + String(path.uppercased().map { $0 == "." ? "_" : $0 })
     }
 
     struct Value { var text: String; var line: Int? }
@@ -69,7 +69,9 @@ public enum ConfigLoader {
     public static func parse(_ text: String, path: String, environment: [String: String]) throws -> WaybackConfiguration {
         var values = [String: Value]()
         let node: Node?
-        do { node = try Yams.compose(yaml: text) } catch {
+        // The basic resolver: every scalar stays text, typed by the schema below (the default
+        // resolver compiles a dozen regular expressions on every start: milliseconds per wal-push).
+        do { node = try Yams.compose(yaml: text, .basic) } catch {
             throw WaybackError(.config, "\(path) is not valid YAML: \(yamlReason(error))")
         }
         if let node {
@@ -92,7 +94,7 @@ public enum ConfigLoader {
         for (pattern, _) in schema {
             if pattern.contains("*") {
                 for i in 0..<(knownRepoCount + 4) {
-                    let p = pattern.replacingOccurrences(of: "*", with: String(i))
+                    let p = pattern.split(separator: "*", omittingEmptySubsequences: false).joined(separator: String(i))
                     envNames[environmentName(p)] = p
                 }
             } else {

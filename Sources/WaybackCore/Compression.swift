@@ -68,7 +68,7 @@ public final class Compressor {
     public func compress<R>(_ input: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
         guard let cctx else { return try body(input) }
         let bound = ZSTD_compressBound(input.count)
-        if out.count < bound { out = [UInt8](repeating: 0, count: bound) }
+        if out.count < bound { out = .scratch(count: bound) }
         let n = out.withUnsafeMutableBytes { dst in
             ZSTD_compress2(cctx, dst.baseAddress, bound, input.baseAddress, input.count)
         }
@@ -96,7 +96,7 @@ public final class Decompressor {
             guard input.count == rawLength else { throw WaybackError(.corrupt, "stored frame has \(input.count) bytes, expected \(rawLength)") }
             return try body(input)
         case .zstd:
-            if out.count < rawLength { out = [UInt8](repeating: 0, count: max(rawLength, 1)) }
+            if out.count < rawLength { out = .scratch(count: max(rawLength, 1)) }
             let n = out.withUnsafeMutableBytes { dst in
                 ZSTD_decompressDCtx(dctx, dst.baseAddress, rawLength, input.baseAddress, input.count)
             }
@@ -106,5 +106,13 @@ public final class Decompressor {
             }
             return try out.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
         }
+    }
+}
+
+extension Array where Element == UInt8 {
+    /// A byte buffer of `count` bytes that is about to be overwritten (by a read or a codec), so
+    /// it is not zeroed first: zeroing megabytes per call shows up in every short-lived command.
+    public static func scratch(count: Int) -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
     }
 }

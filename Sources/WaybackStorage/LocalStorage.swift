@@ -123,7 +123,7 @@ final class LocalReader: ObjectReader {
     func read(maxLength: Int) async throws -> [UInt8] {
         let n = Int(min(Int64(maxLength), end - offset))
         if n <= 0 { return [] }
-        var buf = [UInt8](repeating: 0, count: n)
+        var buf = [UInt8].scratch(count: n)
         let got = try buf.withUnsafeMutableBytes { try file.pread(into: $0, offset: offset) }
         if got < n {
             throw WaybackError(.corrupt, "\(file.path) ended early: it is shorter than its recorded size")

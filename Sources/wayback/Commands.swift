@@ -49,7 +49,12 @@ struct WalPushCommand: AsyncParsableCommand {
     @Argument(help: "Path of the WAL file (%p).") var path: String
 
     func run() async throws {
-        let config = try global.load()
+        try await Self.push(path: path, configPath: global.configPath)
+    }
+
+    /// Shared with the fast path in `CLI.run`, which skips the argument parser for this command.
+    static func push(path: String, configPath: String) async throws {
+        let config = try GlobalOptions.load(configPath)
         let logger = Context.logger(config.logLevel)
         let outcome = try await WALArchive.push(path: path, configuration: archiveConfiguration(config), logger: logger)
         if case .alreadyArchived = outcome {
@@ -68,7 +73,11 @@ struct WalFetchCommand: AsyncParsableCommand {
     @Argument(help: "Destination path (%p).") var destination: String
 
     func run() async throws {
-        let config = try global.load()
+        try await Self.fetch(name: name, destination: destination, configPath: global.configPath)
+    }
+
+    static func fetch(name: String, destination: String, configPath: String) async throws {
+        let config = try GlobalOptions.load(configPath)
         let logger = Context.logger(config.logLevel)
         _ = try await WALArchive.fetch(name: name, destination: destination, configuration: archiveConfiguration(config), logger: logger)
     }

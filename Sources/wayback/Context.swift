@@ -9,12 +9,16 @@ struct GlobalOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Configuration file (also WAYBACK_CONFIG).", valueName: "path"))
     var config: String?
 
-    var configPath: String {
-        FileSystem_absolute(config ?? ProcessInfo.processInfo.environment["WAYBACK_CONFIG"] ?? ConfigLoader.defaultPath)
+    var configPath: String { Self.configPath(config) }
+
+    static func configPath(_ option: String?) -> String {
+        FileSystem_absolute(option ?? ProcessInfo.processInfo.environment["WAYBACK_CONFIG"] ?? ConfigLoader.defaultPath)
     }
 
-    func load() throws -> WaybackConfiguration {
-        try ConfigLoader.load(path: configPath, environment: ProcessInfo.processInfo.environment)
+    func load() throws -> WaybackConfiguration { try Self.load(configPath) }
+
+    static func load(_ path: String) throws -> WaybackConfiguration {
+        try ConfigLoader.load(path: path, environment: ProcessInfo.processInfo.environment)
     }
 }
 

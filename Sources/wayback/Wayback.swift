@@ -42,19 +42,65 @@ enum CLI {
         return [args[i]] + leading + Array(args[(i + 1)...])
     }
 
+    /// The two commands PostgreSQL starts once per WAL file, in their plain forms
+    /// (`[--config F] wal-push PATH`, `[--config F] wal-fetch NAME DEST`). They skip the argument
+    /// parser, whose start-up (reflection over every command) costs milliseconds per call; any other
+    /// spelling (`--help`, extra options) goes through the parser as usual.
+    enum ArchiveCall: Equatable {
+        case push(path: String, config: String?)
+        case fetch(name: String, destination: String, config: String?)
+
+        init?(_ args: [String]) {
+            var config: String?
+            var rest = [String]()
+            var i = 0
+            while i < args.count {
+                let a = args[i]
+                if a == "--config", i + 1 < args.count, config == nil {
+                    config = args[i + 1]; i += 2
+                } else if a.hasPrefix("--config="), config == nil {
+                    config = String(a.dropFirst("--config=".count)); i += 1
+                } else if a.hasPrefix("-") {
+                    return nil
+                } else {
+                    rest.append(a); i += 1
+                }
+            }
+            switch rest.first {
+            case "wal-push" where rest.count == 2: self = .push(path: rest[1], config: config)
+            case "wal-fetch" where rest.count == 3: self = .fetch(name: rest[1], destination: rest[2], config: config)
+            default: return nil
+            }
+        }
+
+        func run() async throws {
+            switch self {
+            case .push(let path, let config):
+                try await WalPushCommand.push(path: path, configPath: GlobalOptions.configPath(config))
+            case .fetch(let name, let destination, let config):
+                try await WalFetchCommand.fetch(name: name, destination: destination, configPath: GlobalOptions.configPath(config))
+            }
+        }
+    }
+
     /// Parses, runs, and maps every error to its documented exit status.
     static func run(_ arguments: [String]) async {
-        var command: any ParsableCommand
-        do {
-            command = try Wayback.parseAsRoot(hoistGlobalOptions(arguments))
-        } catch {
-            exitForParserError(error)
+        var command: (any ParsableCommand)?
+        let archiveCall = ArchiveCall(arguments)
+        if archiveCall == nil {
+            do {
+                command = try Wayback.parseAsRoot(hoistGlobalOptions(arguments))
+            } catch {
+                exitForParserError(error)
+            }
         }
         do {
-            if var async = command as? any AsyncParsableCommand {
+            if let archiveCall {
+                try await archiveCall.run()
+            } else if var async = command as? any AsyncParsableCommand {
                 try await async.run()
             } else {
-                try command.run()
+                try command?.run()
             }
             exit(0)
         } catch let e as WaybackError {

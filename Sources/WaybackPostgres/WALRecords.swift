@@ -1,0 +1,357 @@
+import WaybackCore
+
+/// A WAL record that matters to recovery targets: a transaction's commit or abort (what
+/// `recovery_target_time` and `recovery_target_xid` stop at) or a named restore point
+/// (`pg_create_restore_point`, what `recovery_target_name` stops at).
+public struct WALEvent: Sendable, Equatable, CustomStringConvertible {
+    public enum Kind: Sendable, Equatable {
+        case commit
+        case abort
+        case restorePoint(String)
+    }
+
+    public var kind: Kind
+    /// Where the record starts (PostgreSQL's ReadRecPtr; what `recovery_target_lsn` compares with).
+    public var lsn: LSN
+    /// Where the next record starts.
+    public var endLSN: LSN
+    /// The top-level transaction id (for prepared transactions: the prepared one); 0 for restore points.
+    public var xid: UInt32
+    /// The record's timestamp in microseconds since 2000-01-01 00:00 UTC (PostgreSQL's TimestampTz).
+    public var timestamp: Int64
+
+    public var unixSeconds: Double { PostgresTime.unixSeconds(timestamp) }
+
+    public var description: String {
+        switch kind {
+        case .commit: "commit of transaction \(xid) at \(lsn)"
+        case .abort: "abort of transaction \(xid) at \(lsn)"
+        case .restorePoint(let n): "restore point \"\(n)\" at \(lsn)"
+        }
+    }
+}
+
+/// PostgreSQL timestamps: microseconds since 2000-01-01 00:00:00 UTC.
+public enum PostgresTime {
+    public static let epochOffset: Double = 946_684_800
+    public static func unixSeconds(_ t: Int64) -> Double { Double(t) / 1_000_000 + epochOffset }
+    public static func timestamp(unixSeconds s: Double) -> Int64 { Int64(((s - epochOffset) * 1_000_000).rounded()) }
+}
+
+/// What one pass over a segment found.
+public struct WALSegmentScan: Sendable, Equatable {
+    public var records = 0
+    public var events: [WALEvent] = []
+    /// Start of the first record that begins in this segment, if any.
+    public var firstRecord: LSN?
+    /// End of the last complete record (or of the record continued into the next segment: nil then).
+    public var endOfRecords: LSN?
+    /// The segment ends the WAL of its timeline at this point (zeros or an invalid record follow).
+    public var endOfWAL = false
+    /// The segment was closed early by a WAL switch (`pg_switch_wal`, `archive_timeout`).
+    public var switched = false
+}
+
+/// Reads the record structure of WAL segments (PostgreSQL 13 to 15 format), one segment after
+/// another, carrying a record that spans segments. It follows the chain of records (each one's
+/// `xl_prev` must point at the one before) and stops at zeros or a broken chain, which is where
+/// PostgreSQL's own replay of the file would end. It does not check record CRCs: archived segments
+/// are protected by the repository's SHA-256, and PostgreSQL checks CRCs again during replay.
+public struct WALRecordScanner: Sendable {
+    static let pageFirstIsContRecord: UInt16 = 0x0001
+    static let pageLongHeader: UInt16 = 0x0002
+    static let shortPageHeader = 24
+    static let longPageHeader = 40
+    static let recordHeader = 24
+
+    static let rmXLOG: UInt8 = 0
+    static let rmXACT: UInt8 = 1
+    static let xlogSwitch: UInt8 = 0x40
+    static let xlogRestorePoint: UInt8 = 0x70
+    static let xactCommit: UInt8 = 0x00
+    static let xactAbort: UInt8 = 0x20
+    static let xactCommitPrepared: UInt8 = 0x30
+    static let xactAbortPrepared: UInt8 = 0x40
+    static let xactHasInfo: UInt8 = 0x80
+
+    public let segmentSize: UInt64
+    /// A record begun in the previous segment: its start, the bytes kept so far (only kept when the
+    /// record may be interesting), and how many bytes are still to come.
+    private var carry: (start: LSN, bytes: [UInt8], keep: Bool, remaining: Int)?
+    private var previousRecord: LSN?
+    private var expectedSegment: UInt64?
+
+    public init(segmentSize: UInt64 = WALFileName.defaultSegmentSize) {
+        self.segmentSize = segmentSize
+    }
+
+    /// Scans the plain content of segment `segmentNumber`. Call it for consecutive segments to
+    /// follow records across segment boundaries; a gap (or the first call) starts afresh at the
+    /// first record that begins in the segment.
+    public mutating func scan(_ b: UnsafeRawBufferPointer, segmentNumber: UInt64) throws -> WALSegmentScan {
+        var out = WALSegmentScan()
+        guard let header = WALSegmentHeader.parse(b), UInt64(header.segmentSize) == segmentSize,
+              b.count == Int(segmentSize) else {
+            throw WaybackError(.corrupt, "WAL segment \(segmentNumber) does not start with a valid WAL page header")
+        }
+        let page = Int(header.blockSize)
+        let base = segmentNumber * segmentSize
+        guard header.pageAddress == base else {
+            throw WaybackError(.corrupt, "WAL segment \(segmentNumber) holds the data of another segment (page address \(LSN(header.pageAddress)))")
+        }
+        if expectedSegment != segmentNumber { carry = nil; previousRecord = nil }
+        expectedSegment = segmentNumber + 1
+
+        func u16(_ o: Int) -> UInt16 { UInt16(b[o]) | UInt16(b[o + 1]) << 8 }
+        func u32(_ o: Int) -> UInt32 { UInt32(u16(o)) | UInt32(u16(o + 2)) << 16 }
+        func u64(_ o: Int) -> UInt64 { UInt64(u32(o)) | UInt64(u32(o + 4)) << 32 }
+        func headerLength(_ pageStart: Int) -> Int { pageStart == 0 ? Self.longPageHeader : Self.shortPageHeader }
+
+        /// Copies (or skips) `count` logical bytes starting at physical offset `pos`, stepping
+        /// over page headers. Returns the physical offset after them, or nil when the segment ends
+        /// first (then `copied` tells how many were consumed).
+        func consume(from pos: Int, count: Int, into sink: inout [UInt8], keep: Bool, copied: inout Int) -> Int? {
+            var p = pos, left = count
+            copied = 0
+            while left > 0 {
+                if p % page == 0 {
+                    if p >= b.count { return nil }
+                    p += headerLength(p)
+                }
+                let n = min(left, page - p % page)
+                if keep { sink.append(contentsOf: UnsafeRawBufferPointer(rebasing: b[p..<(p + n)])) }
+                p += n; left -= n; copied += n
+            }
+            return p
+        }
+
+        var pos = Self.longPageHeader
+        // A record continued from the previous segment.
+        if header.pageAddress == base, u16(2) & Self.pageFirstIsContRecord != 0 {
+            let remaining = Int(u32(16))
+            if var c = carry, c.remaining == remaining {
+                var copied = 0
+                if let next = consume(from: pos, count: remaining, into: &c.bytes, keep: c.keep, copied: &copied) {
+                    pos = next
+                    let end = LSN(base + UInt64(next))
+                    if c.keep, let e = Self.event(c.bytes, start: c.start, end: end) { out.events.append(e) }
+                    out.records += 1
+                    previousRecord = c.start
+                    out.endOfRecords = end
+                    carry = nil
+                } else {
+                    // A record longer than the whole segment.
+                    c.remaining -= copied
+                    carry = c
+                    return out
+                }
+            } else {
+                var sink = [UInt8](), copied = 0
+                carry = nil; previousRecord = nil
+                guard let next = consume(from: pos, count: remaining, into: &sink, keep: false, copied: &copied) else { return out }
+                pos = next
+            }
+        } else {
+            carry = nil
+        }
+
+        // Records that begin in this segment.
+        while true {
+            pos = (pos + 7) & ~7
+            if pos % page == 0 {
+                if pos >= b.count { break }
+                pos += headerLength(pos)
+            }
+            // xl_tot_len and xl_xid are always on the record's first page (records are 8-aligned).
+            let total = Int(u32(pos))
+            if total == 0 { out.endOfWAL = true; break }
+            var head = [UInt8](), copied = 0
+            head.reserveCapacity(Self.recordHeader)
+            guard total >= Self.recordHeader, total < 1 << 30 else { out.endOfWAL = true; break }
+            let start = LSN(base + UInt64(pos))
+            guard let afterHead = consume(from: pos, count: Self.recordHeader, into: &head, keep: true, copied: &copied) else {
+                // The header itself continues in the next segment.
+                carry = (start, head, true, total - copied)
+                previousRecord = nil
+                out.endOfRecords = nil
+                break
+            }
+            let prev = head.withUnsafeBytes { h in (0..<8).reduce(UInt64(0)) { $0 | UInt64(h[8 + $1]) << (8 * $1) } }
+            if let previousRecord, prev != previousRecord.value { out.endOfWAL = true; break }
+            let rmid = head[17], info = head[16]
+            let interesting = (rmid == Self.rmXACT) || (rmid == Self.rmXLOG && (info & 0xF0 == Self.xlogRestorePoint || info & 0xF0 == Self.xlogSwitch))
+            var record = head
+            if out.firstRecord == nil { out.firstRecord = start }
+            guard let next = consume(from: afterHead, count: total - Self.recordHeader, into: &record, keep: interesting, copied: &copied) else {
+                carry = (start, record, interesting, total - Self.recordHeader - copied)
+                previousRecord = nil
+                out.endOfRecords = nil
+                break
+            }
+            out.records += 1
+            previousRecord = start
+            pos = next
+            out.endOfRecords = LSN(base + UInt64(next))
+            if interesting {
+                if rmid == Self.rmXLOG && info & 0xF0 == Self.xlogSwitch {
+                    // The rest of the segment is unused.
+                    out.switched = true
+                    carry = nil
+                    break
+                }
+                if let e = Self.event(record, start: start, end: LSN(base + UInt64(next))) { out.events.append(e) }
+            }
+        }
+        return out
+    }
+
+    /// Decodes a commit, abort or restore-point record; nil for anything else.
+    static func event(_ r: [UInt8], start: LSN, end: LSN) -> WALEvent? {
+        guard r.count >= recordHeader else { return nil }
+        func u32(_ o: Int) -> UInt32 { (0..<4).reduce(0) { $0 | UInt32(r[o + $1]) << (8 * $1) } }
+        func i64(_ o: Int) -> Int64 { Int64(bitPattern: (0..<8).reduce(UInt64(0)) { $0 | UInt64(r[o + $1]) << (8 * $1) }) }
+        let rmid = r[17], info = r[16]
+        guard let main = mainData(r) else { return nil }
+        if rmid == rmXLOG, info & 0xF0 == xlogRestorePoint {
+            // xl_restore_point: TimestampTz rp_time; char rp_name[64]
+            guard main.count >= 8 + 1 else { return nil }
+            let nameBytes = r[(main.lowerBound + 8)..<min(main.upperBound, main.lowerBound + 8 + 64)]
+            let name = String(decoding: nameBytes.prefix { $0 != 0 }, as: UTF8.self)
+            return WALEvent(kind: .restorePoint(name), lsn: start, endLSN: end, xid: 0, timestamp: i64(main.lowerBound))
+        }
+        guard rmid == rmXACT else { return nil }
+        let op = info & 0x70
+        guard op == xactCommit || op == xactAbort || op == xactCommitPrepared || op == xactAbortPrepared, main.count >= 8 else { return nil }
+        let time = i64(main.lowerBound)
+        var xid = u32(4)
+        if op == xactCommitPrepared || op == xactAbortPrepared {
+            // The prepared transaction's xid is in the xl_xact_twophase part.
+            guard info & xactHasInfo != 0, let x = twoPhaseXid(r, main: main, commit: op == xactCommitPrepared) else { return nil }
+            xid = x
+        }
+        let kind: WALEvent.Kind = (op == xactCommit || op == xactCommitPrepared) ? .commit : .abort
+        return WALEvent(kind: kind, lsn: start, endLSN: end, xid: xid, timestamp: time)
+    }
+
+    /// The range of the record's main data: the last bytes of the record, after the block
+    /// references (XLogRecordBlockHeader and friends) whose headers say how long it is.
+    static func mainData(_ r: [UInt8]) -> Range<Int>? {
+        var o = recordHeader
+        func u16(_ o: Int) -> Int { Int(r[o]) | Int(r[o + 1]) << 8 }
+        while o < r.count {
+            let id = r[o]; o += 1
+            switch id {
+            case 255:  // XLR_BLOCK_ID_DATA_SHORT
+                guard o < r.count else { return nil }
+                let n = Int(r[o])
+                return n <= r.count ? (r.count - n)..<r.count : nil
+            case 254:  // XLR_BLOCK_ID_DATA_LONG
+                guard o + 4 <= r.count else { return nil }
+                let n = (0..<4).reduce(0) { $0 | Int(r[o + $1]) << (8 * $1) }
+                return n <= r.count ? (r.count - n)..<r.count : nil
+            case 253: o += 2  // XLR_BLOCK_ID_ORIGIN
+            case 252: o += 4  // XLR_BLOCK_ID_TOPLEVEL_XID
+            case 0...32:
+                guard o + 3 <= r.count else { return nil }
+                let forkFlags = r[o]; o += 3
+                if forkFlags & 0x10 != 0 {  // BKPBLOCK_HAS_IMAGE
+                    guard o + 5 <= r.count else { return nil }
+                    let bimgInfo = r[o + 4]; o += 5
+                    // BKPIMAGE_HAS_HOLE with any compression flag: a hole length follows.
+                    if bimgInfo & 0x01 != 0 && bimgInfo & 0x1C != 0 { o += 2 }
+                }
+                if forkFlags & 0x80 == 0 { o += 12 }  // RelFileNode unless BKPBLOCK_SAME_REL
+                o += 4  // BlockNumber
+            default:
+                return nil
+            }
+        }
+        return nil
+    }
+
+    /// xl_xact_parsed's twophase_xid: walk the optional parts that precede it (PostgreSQL 15 order).
+    static func twoPhaseXid(_ r: [UInt8], main: Range<Int>, commit: Bool) -> UInt32? {
+        func u32(_ o: Int) -> UInt32? { o + 4 <= main.upperBound ? (0..<4).reduce(0) { $0 | UInt32(r[o + $1]) << (8 * $1) } : nil }
+        var o = main.lowerBound + 8
+        guard let xinfo = u32(o) else { return nil }
+        o += 4
+        if xinfo & (1 << 0) != 0 { o += 8 }  // dbinfo
+        if xinfo & (1 << 1) != 0 { guard let n = u32(o) else { return nil }; o += 4 + 4 * Int(n) }  // subxacts
+        if xinfo & (1 << 2) != 0 { guard let n = u32(o) else { return nil }; o += 4 + 12 * Int(n) }  // relfilenodes
+        if xinfo & (1 << 8) != 0 { guard let n = u32(o) else { return nil }; o += 4 + 12 * Int(n) }  // dropped stats
+        if commit, xinfo & (1 << 3) != 0 { guard let n = u32(o) else { return nil }; o += 4 + 16 * Int(n) }  // invalidations
+        guard xinfo & (1 << 4) != 0 else { return nil }  // XACT_XINFO_HAS_TWOPHASE
+        return u32(o)
+    }
+}
+
+/// A timeline history file (`00000002.history`): the parents of a timeline and where it left each.
+public struct TimelineHistory: Sendable, Equatable {
+    public struct Entry: Sendable, Equatable {
+        public var timeline: UInt32
+        /// Where this timeline was left for the next one in the list.
+        public var switchPoint: LSN
+    }
+
+    public var timeline: UInt32
+    /// Ancestors, oldest first.
+    public var parents: [Entry]
+
+    public init(timeline: UInt32, parents: [Entry]) {
+        self.timeline = timeline; self.parents = parents
+    }
+
+    /// Parses PostgreSQL's format: `parentTLI<TAB>switchpoint<TAB>reason` per line, `#` comments.
+    public static func parse(_ text: String, timeline: UInt32) throws -> TimelineHistory {
+        var entries = [Entry]()
+        for line in text.split(separator: "\n") {
+            let t = line.trimmed(of: " \t\r")
+            if t.isEmpty || t.hasPrefix("#") { continue }
+            let fields = t.split(whereSeparator: { $0 == "\t" || $0 == " " })
+            guard fields.count >= 2, let tli = UInt32(fields[0]), let lsn = LSN(fields[1]) else {
+                throw WaybackError(.corrupt, "timeline history file of timeline \(timeline) has a malformed line: \(t)")
+            }
+            if let last = entries.last, tli <= last.timeline || lsn < last.switchPoint {
+                throw WaybackError(.corrupt, "timeline history file of timeline \(timeline) is out of order at: \(t)")
+            }
+            entries.append(Entry(timeline: tli, switchPoint: lsn))
+        }
+        return TimelineHistory(timeline: timeline, parents: entries)
+    }
+
+    /// Every timeline on the way to this one with the LSN range it covers: [begin, end), end nil
+    /// for this timeline itself.
+    public var path: [(timeline: UInt32, begin: LSN, end: LSN?)] {
+        var out = [(timeline: UInt32, begin: LSN, end: LSN?)]()
+        var begin = LSN(0)
+        for p in parents {
+            out.append((p.timeline, begin, p.switchPoint))
+            begin = p.switchPoint
+        }
+        out.append((timeline, begin, nil))
+        return out
+    }
+
+    /// The timeline that holds `lsn` on the way to this one.
+    public func timeline(at lsn: LSN) -> UInt32 {
+        for p in path where lsn >= p.begin && (p.end == nil || lsn < p.end!) { return p.timeline }
+        return timeline
+    }
+
+    public func contains(_ tli: UInt32) -> Bool { tli == timeline || parents.contains { $0.timeline == tli } }
+
+    /// Where the path leaves `tli` (nil: it never does, or it is not on the path).
+    public func switchPoint(leaving tli: UInt32) -> LSN? {
+        path.first { $0.timeline == tli }?.end
+    }
+}
+
+extension StringProtocol {
+    func trimmed(of set: String) -> String {
+        let chars = Set(set)
+        var s = Substring(self)
+        while let f = s.first, chars.contains(f) { s = s.dropFirst() }
+        while let l = s.last, chars.contains(l) { s = s.dropLast() }
+        return String(s)
+    }
+}

@@ -80,6 +80,8 @@ public enum FullBackup {
         }
         let copySeconds = monotonicSeconds() - copyStart
         let stop = try await session.backupStop()
+        // The end of the backup, as close to the stop record as can be: restores to a time use it.
+        let stopTime = clock.now
         let label = try BackupLabel.parse(stop.backupLabel)
         log.info("pg_backup_stop done", metadata: ["lsn": "\(stop.stopLSN)"])
 
@@ -101,7 +103,7 @@ public enum FullBackup {
         let manifest = BackupManifest(
             id: id, type: .full, reference: nil, cluster: config.cluster, systemIdentifier: binding.systemIdentifier,
             pgVersionNumber: facts.versionNumber, walSegmentSize: segSize, dataChecksums: facts.dataChecksums,
-            startTime: startTime, stopTime: clock.now, startLSN: startLSN, stopLSN: stop.stopLSN, timeline: label.timeline,
+            startTime: startTime, stopTime: stopTime, startLSN: startLSN, stopLSN: stop.stopLSN, timeline: label.timeline,
             startWAL: needed.first!.description, stopWAL: needed.last!.description, backupLabel: stop.backupLabel,
             tablespaceMap: stop.tablespaceMap,
             tablespaces: tablespaces.map { .init(oid: $0.oid, name: $0.name, location: $0.location) },

@@ -107,34 +107,51 @@ extension Catalog {
         try await WALObject.read(repository.driver, key: walKey(name), name: name.description) { _ in }
     }
 
-    /// Reads `segments` in order and feeds each to `visit` (with `WALRecordScanner` state carried
-    /// across consecutive segments); up to `parallelism` segments are fetched and decompressed ahead
-    /// while the current one is scanned. `visit` returns false to stop early.
+    /// Reads `segments` in order and feeds each to `visit`, with `WALRecordScanner` state carried
+    /// across consecutive segments, or the error that reading it gave (`.notFound`, `.corrupt`).
+    /// Up to `parallelism` segments are fetched and decompressed ahead while the current one is
+    /// scanned. `visit` returns false to stop.
     public func scanSegments(_ segments: [SegmentOnPath], segmentSize: UInt64, parallelism: Int,
-                             visit: (SegmentOnPath, WALSegmentScan) throws -> Bool) async throws {
+                             visit: (SegmentOnPath, Result<WALSegmentScan, WaybackError>) throws -> Bool) async throws {
         guard !segments.isEmpty else { return }
         var scanner = WALRecordScanner(segmentSize: segmentSize)
         let width = max(1, parallelism)
-        try await withThrowingTaskGroup(of: (Int, [UInt8]).self) { group in
+        try await withThrowingTaskGroup(of: (Int, Result<[UInt8], WaybackError>).self) { group in
             var next = 0
-            var ready = [Int: [UInt8]]()
+            var ready = [Int: Result<[UInt8], WaybackError>]()
             func launch() {
                 guard next < segments.count else { return }
                 let i = next, s = segments[i]
                 next += 1
-                group.addTask { (i, try await self.readSegment(s.name(segmentSize: segmentSize), size: segmentSize)) }
+                group.addTask {
+                    do {
+                        return (i, .success(try await self.readSegment(s.name(segmentSize: segmentSize), size: segmentSize)))
+                    } catch let e as WaybackError {
+                        return (i, .failure(e))
+                    }
+                }
             }
             for _ in 0..<width { launch() }
             var current = 0
             while current < segments.count {
                 while ready[current] == nil {
-                    guard let (i, bytes) = try await group.next() else { return }
-                    ready[i] = bytes
+                    guard let (i, r) = try await group.next() else { return }
+                    ready[i] = r
                 }
-                let bytes = ready.removeValue(forKey: current)!
+                let read = ready.removeValue(forKey: current)!
                 launch()
-                let scan = try bytes.withUnsafeBytes { try scanner.scan($0, segmentNumber: segments[current].number) }
-                if try !visit(segments[current], scan) {
+                let result: Result<WALSegmentScan, WaybackError>
+                switch read {
+                case .success(let bytes):
+                    do {
+                        result = .success(try bytes.withUnsafeBytes { try scanner.scan($0, segmentNumber: segments[current].number) })
+                    } catch let e as WaybackError {
+                        result = .failure(WaybackError(e.code, "archived WAL file \(segments[current].name(segmentSize: segmentSize)): \(e.message)"))
+                    }
+                case .failure(let e):
+                    result = .failure(e)
+                }
+                if try !visit(segments[current], result) {
                     group.cancelAll()
                     return
                 }

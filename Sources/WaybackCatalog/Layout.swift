@@ -1,4 +1,5 @@
 import WaybackCore
+import Foundation
 
 /// Where everything lives in a repository. The only place that knows object keys.
 ///
@@ -9,6 +10,7 @@ import WaybackCore
 /// <cluster>/backups/<id>/pack/<worker>-<seq>.pack   backup data: frames of many files
 /// <cluster>/backups/<id>/wal/<segment>              copies of the WAL the backup needs
 /// <cluster>/backups/<id>/manifest.json, .copy.json  written last: the backup exists once it is there
+/// <cluster>/restores/<time>-<pid>.json               what each restore measured (for estimates)
 /// ```
 public struct RepositoryLayout: Sendable {
     public let cluster: String
@@ -24,6 +26,11 @@ public struct RepositoryLayout: Sendable {
         case .history: return "\(cluster)/wal/history/\(name)"
         default: return "\(cluster)/wal/\(name.segmentName.prefix(16))/\(name)"
         }
+    }
+
+    public var restoresPrefix: String { "\(cluster)/restores/" }
+    public func restoreRecordKey(_ time: Date) -> String {
+        "\(cluster)/restores/\(Self.pad(Int(time.timeIntervalSince1970 * 1000), 14))-\(getpid()).json"
     }
 
     public func backupPrefix(_ id: BackupID) -> String { "\(cluster)/backups/\(id)/" }

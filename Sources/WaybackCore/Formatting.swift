@@ -32,38 +32,82 @@ public enum Format {
 
     /// Parses RFC 3339 (`2026-11-29T00:41:07Z`, fractional seconds and `+hh:mm` offsets allowed).
     public static func parseTimestamp(_ s: String) -> Date? {
+        parseInstant(s, zoneRequired: true).map { Date(timeIntervalSince1970: Double($0) / 1_000_000) }
+    }
+
+    /// Microseconds since 1970-01-01 UTC of an RFC 3339 time or a PostgreSQL timestamptz literal:
+    /// `2026-11-29T03:10:11Z`, `2026-11-29 03:10:11.123456+01`, `2026-11-29 03:10:11 +05:30`,
+    /// `2026-11-29 03:10:11 UTC`, `2026-11-29 03:10` or `2026-11-29`. Without a zone the time is
+    /// UTC (unless `zoneRequired`). Nil when malformed.
+    public static func parseInstant(_ s: String, zoneRequired: Bool = false) -> Int64? {
         let c = Array(s.utf8)
-        guard c.count >= 20, c[4] == 45, c[7] == 45, c[10] == 84 || c[10] == 116 || c[10] == 32, c[13] == 58, c[16] == 58 else { return nil }
-        func num(_ a: Int, _ b: Int) -> Int32? {
-            var v: Int32 = 0
-            for i in a..<b { guard c[i] >= 48 && c[i] <= 57 else { return nil }; v = v * 10 + Int32(c[i] - 48) }
+        var i = 0
+        func digits(_ n: Int) -> Int64? {
+            guard i + n <= c.count else { return nil }
+            var v: Int64 = 0
+            for k in i..<(i + n) { guard c[k] >= 48 && c[k] <= 57 else { return nil }; v = v * 10 + Int64(c[k] - 48) }
+            i += n
             return v
         }
-        guard let y = num(0, 4), let mo = num(5, 7), let d = num(8, 10), let h = num(11, 13), let mi = num(14, 16),
-              let se = num(17, 19), (1...12).contains(mo), (1...31).contains(d), h < 24, mi < 60, se < 61 else { return nil }
-        var i = 19
-        var frac = 0.0
-        if i < c.count, c[i] == 46 {
+        func expect(_ ch: UInt8) -> Bool { if i < c.count && c[i] == ch { i += 1; return true }; return false }
+        guard let y = digits(4), expect(45), let mo = digits(2), expect(45), let d = digits(2),
+              (1...12).contains(mo), (1...31).contains(d) else { return nil }
+        var h: Int64 = 0, mi: Int64 = 0, se: Int64 = 0, micros: Int64 = 0
+        if i < c.count, c[i] == 84 || c[i] == 116 || c[i] == 32 {
             i += 1
-            var scale = 0.1
-            let start = i
-            while i < c.count, c[i] >= 48, c[i] <= 57 { frac += Double(c[i] - 48) * scale; scale /= 10; i += 1 }
-            guard i > start else { return nil }
+            guard let hh = digits(2), expect(58), let mm = digits(2), hh < 24, mm < 60 else { return nil }
+            h = hh; mi = mm
+            if expect(58) {
+                guard let ss = digits(2), ss < 61 else { return nil }
+                se = ss
+                if expect(46) {
+                    var n = 0, roundUp = false
+                    while i < c.count, c[i] >= 48, c[i] <= 57 {
+                        if n < 6 { micros = micros * 10 + Int64(c[i] - 48) } else if n == 6 { roundUp = c[i] >= 53 }
+                        n += 1; i += 1
+                    }
+                    guard n > 0 else { return nil }
+                    for _ in min(n, 6)..<6 { micros *= 10 }
+                    if roundUp { micros += 1 }
+                }
+            }
         }
-        var offset = 0
-        guard i < c.count else { return nil }
-        if c[i] == 90 || c[i] == 122 {
-            i += 1
-        } else if c[i] == 43 || c[i] == 45, i + 6 <= c.count, c[i + 3] == 58, let oh = num(i + 1, i + 3), let om = num(i + 4, i + 6) {
-            offset = (c[i] == 43 ? 1 : -1) * Int(oh * 3600 + om * 60)
-            i += 6
-        } else {
-            return nil
+        var offset: Int64 = 0
+        var zoned = false
+        if i < c.count, c[i] == 32 { i += 1 }
+        if i < c.count {
+            let rest = String(decoding: c[i...], as: UTF8.self)
+            if rest == "Z" || rest == "z" || rest == "UTC" || rest == "GMT" {
+                i = c.count
+            } else if c[i] == 43 || c[i] == 45 {
+                let sign: Int64 = c[i] == 43 ? 1 : -1
+                i += 1
+                guard let oh = digits(2), oh <= 15 else { return nil }
+                var om: Int64 = 0
+                if expect(58) { guard let m = digits(2) else { return nil }; om = m } else if let m = digits(2) { om = m }
+                guard om < 60 else { return nil }
+                offset = sign * (oh * 3600 + om * 60)
+            } else {
+                return nil
+            }
+            zoned = true
         }
-        guard i == c.count else { return nil }
-        var tm = tm()
-        tm.tm_year = y - 1900; tm.tm_mon = mo - 1; tm.tm_mday = d; tm.tm_hour = h; tm.tm_min = mi; tm.tm_sec = se
-        let secs = timegm(&tm)
-        return Date(timeIntervalSince1970: Double(secs - offset) + frac)
+        guard i == c.count, zoned || !zoneRequired else { return nil }
+        var t = tm()
+        t.tm_year = Int32(y - 1900); t.tm_mon = Int32(mo - 1); t.tm_mday = Int32(d)
+        t.tm_hour = Int32(h); t.tm_min = Int32(mi); t.tm_sec = Int32(se)
+        let secs = Int64(timegm(&t))
+        return (secs - offset) * 1_000_000 + micros
+    }
+
+    /// A PostgreSQL timestamptz literal in UTC with microseconds (`2026-11-29 03:10:11.123456+00`),
+    /// for recovery settings.
+    public static func postgresTimestamp(micros: Int64) -> String {
+        var secs = time_t(micros >= 0 ? micros / 1_000_000 : (micros - 999_999) / 1_000_000)
+        let frac = micros - Int64(secs) * 1_000_000
+        var t = tm()
+        gmtime_r(&secs, &t)
+        func p(_ v: Int64, _ w: Int) -> String { let s = String(v); return String(repeating: "0", count: max(0, w - s.count)) + s }
+        return "\(p(Int64(t.tm_year) + 1900, 4))-\(p(Int64(t.tm_mon) + 1, 2))-\(p(Int64(t.tm_mday), 2)) \(p(Int64(t.tm_hour), 2)):\(p(Int64(t.tm_min), 2)):\(p(Int64(t.tm_sec), 2)).\(p(frac, 6))+00"
     }
 }

@@ -120,7 +120,7 @@ public enum Demo {
 
         let report = try await timed("restore (latest)") {
             try await Restore.run(RestoreConfiguration(repository: repo, cluster: c.clusterName, targetDirectory: restored.dataDirectory,
-                                                       backupID: nil, target: .latest, parallelism: c.parallelism,
+                                                       request: RecoveryRequest(target: .latest), archiveMode: .off, parallelism: c.parallelism,
                                                        restoreCommand: "\(waybackCommand) wal-fetch %f %p"), logger: o.logger)
         }
         say("  restored \(report.files) files into \(restored.dataDirectory)")

@@ -42,8 +42,9 @@ public enum PostgresTime {
 public struct WALSegmentScan: Sendable, Equatable {
     public var records = 0
     public var events: [WALEvent] = []
-    /// Start of the first record that begins in this segment, if any.
+    /// Start of the first and of the last record that begin in this segment, if any.
     public var firstRecord: LSN?
+    public var lastRecord: LSN?
     /// End of the last complete record (or of the record continued into the next segment: nil then).
     public var endOfRecords: LSN?
     /// The segment ends the WAL of its timeline at this point (zeros or an invalid record follow).
@@ -182,6 +183,7 @@ public struct WALRecordScanner: Sendable {
             let interesting = (rmid == Self.rmXACT) || (rmid == Self.rmXLOG && (info & 0xF0 == Self.xlogRestorePoint || info & 0xF0 == Self.xlogSwitch))
             var record = head
             if out.firstRecord == nil { out.firstRecord = start }
+            out.lastRecord = start
             guard let next = consume(from: afterHead, count: total - Self.recordHeader, into: &record, keep: interesting, copied: &copied) else {
                 carry = (start, record, interesting, total - Self.recordHeader - copied)
                 previousRecord = nil

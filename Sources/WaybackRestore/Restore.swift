@@ -5,21 +5,13 @@ import WaybackCore
 import WaybackPostgres
 import WaybackStorage
 
-/// Where recovery stops.
-public enum RecoveryTarget: Sendable, Equatable {
-    /// Replay all archived WAL, then promote (the default).
-    case latest
-    /// Stop as soon as the backup is consistent (`recovery_target = 'immediate'`), then promote.
-    case backupEnd
-}
-
 /// What `wayback restore` needs.
 public struct RestoreConfiguration: Sendable {
     public var repository: Repository
     public var cluster: String
     public var targetDirectory: String
-    public var backupID: BackupID?
-    public var target: RecoveryTarget
+    public var request: RecoveryRequest
+    public var archiveMode: ArchiveMode
     public var parallelism: Int
     /// The `restore_command` line PostgreSQL will run (`/path/wayback --config F wal-fetch %f %p`).
     public var restoreCommand: String
@@ -28,15 +20,16 @@ public struct RestoreConfiguration: Sendable {
     /// Tablespace OID -> new location (default: the location recorded in the backup).
     public var tablespaceMap: [UInt32: String]
 
-    public init(repository: Repository, cluster: String, targetDirectory: String, backupID: BackupID?, target: RecoveryTarget,
+    public init(repository: Repository, cluster: String, targetDirectory: String, request: RecoveryRequest, archiveMode: ArchiveMode,
                 parallelism: Int, restoreCommand: String, owner: (uid: UInt32, gid: UInt32)? = nil, tablespaceMap: [UInt32: String] = [:]) {
         self.repository = repository; self.cluster = cluster; self.targetDirectory = FileSystem.absolute(targetDirectory)
-        self.backupID = backupID; self.target = target; self.parallelism = max(1, parallelism); self.restoreCommand = restoreCommand
+        self.request = request; self.archiveMode = archiveMode; self.parallelism = max(1, parallelism); self.restoreCommand = restoreCommand
         self.owner = owner; self.tablespaceMap = tablespaceMap
     }
 }
 
 public struct RestoreReport: Sendable {
+    public var plan: RecoveryPlan
     public var backup: BackupManifest
     public var targetDirectory: String
     public var files: Int
@@ -54,12 +47,14 @@ public enum Restore {
         let started = monotonicSeconds()
         let catalog = Catalog(repository: config.repository, cluster: config.cluster)
         _ = try await catalog.requireBinding()
-        let manifest = try await chooseBackup(config, catalog: catalog)
+        let target = config.targetDirectory
+        try checkTarget(target, what: "target directory")
+        let planned = try await RecoveryPlanner.plan(config.request, catalog: catalog, parallelism: config.parallelism, logger: logger)
+        try planned.plan.requireFeasible()
+        let manifest = planned.manifest
         var log = logger
         log[metadataKey: "wayback.backup"] = "\(manifest.id)"
 
-        let target = config.targetDirectory
-        try checkTarget(target, what: "target directory")
         var tablespaceTargets = [UInt32: String]()
         for ts in manifest.tablespaces {
             let loc = FileSystem.absolute(config.tablespaceMap[ts.oid] ?? ts.location)
@@ -82,7 +77,7 @@ public enum Restore {
             let layout = Layout(staging: staging, tablespaces: stagedTablespaces, finalTablespaces: tablespaceTargets)
             try createDirectories(manifest, layout: layout)
             let bytes = try await restoreFiles(manifest, layout: layout, config: config, catalog: catalog, progress: progress)
-            try await writeExtras(manifest, layout: layout, config: config, catalog: catalog)
+            try await writeExtras(manifest, plan: planned.plan, layout: layout, config: config, catalog: catalog)
             if let owner, getuid() == 0 {
                 for dir in allStaging { try chownTree(dir, uid: owner.uid, gid: owner.gid) }
             }
@@ -95,7 +90,7 @@ public enum Restore {
             for (oid, dir) in stagedTablespaces { try publish(dir, to: tablespaceTargets[oid]!) }
             try publish(staging, to: target)
             log.info("restore complete", metadata: ["target": "\(target)", "files": "\(manifest.files.count)"])
-            return RestoreReport(backup: manifest, targetDirectory: target, files: manifest.files.count, bytes: bytes,
+            return RestoreReport(plan: planned.plan, backup: manifest, targetDirectory: target, files: manifest.files.count, bytes: bytes,
                                  seconds: monotonicSeconds() - started)
         } catch {
             for dir in allStaging { try? FileSystem.removeTree(dir) }
@@ -103,12 +98,33 @@ public enum Restore {
         }
     }
 
-    static func chooseBackup(_ config: RestoreConfiguration, catalog: Catalog) async throws -> BackupManifest {
-        if let id = config.backupID { return try await catalog.manifest(id) }
-        guard let newest = try await catalog.backupIDs().last else {
-            throw WaybackError(.notFound, "\(config.repository.description) has no backup of cluster '\(config.cluster)'; take one with 'wayback backup'")
+    /// The plan of a restore, without writing anything (`restore --dry-run`): a target directory
+    /// the restore would refuse is one of the plan's problems.
+    public static func plan(_ config: RestoreConfiguration, logger: Logger) async throws -> RecoveryPlan {
+        let catalog = Catalog(repository: config.repository, cluster: config.cluster)
+        var plan = try await RecoveryPlanner.plan(config.request, catalog: catalog, parallelism: config.parallelism, logger: logger).plan
+        do { try checkTarget(config.targetDirectory, what: "target directory") } catch let e as WaybackError {
+            plan.problems.append(e.message)
         }
-        return try await catalog.manifest(newest)
+        return plan
+    }
+
+    /// The OS user that owns (or will own) the restored directory: PostgreSQL runs as this user.
+    public static func osUserName(for directory: String) throws -> String {
+        let uid = try FileSystem.status(directory, followLinks: true)?.uid ?? getuid()
+        guard let pw = getpwuid(uid) else { return "postgres" }
+        return String(cString: pw.pointee.pw_name)
+    }
+
+    /// Keeps what this restore measured in the repository, for later estimates and drills.
+    public static func record(_ report: RestoreReport, started: RestoredCluster.Report?, catalog: Catalog, logger: Logger) async {
+        let record = RestoreRecord(time: Date(), backup: report.backup.id, target: report.plan.target, bytes: report.bytes,
+                                   files: report.files, filesSeconds: report.seconds,
+                                   walBytes: started == nil ? nil : report.plan.wal.bytes,
+                                   replaySeconds: started?.recoverySeconds, readySeconds: started?.readySeconds)
+        do { try await catalog.writeRestoreRecord(record) } catch {
+            logger.warning("could not record the restore timings in the repository: \(error)")
+        }
     }
 
     /// A target must be missing or an empty directory, and no server may run there.
@@ -249,7 +265,7 @@ public enum Restore {
     }
 
     /// backup_label, tablespace_map, the backup's WAL in pg_wal, recovery settings, backup_manifest.
-    static func writeExtras(_ m: BackupManifest, layout: Layout, config: RestoreConfiguration, catalog: Catalog) async throws {
+    static func writeExtras(_ m: BackupManifest, plan: RecoveryPlan, layout: Layout, config: RestoreConfiguration, catalog: Catalog) async throws {
         let now = Int64(Date().timeIntervalSince1970)
         var entries = m.files.map { PGBackupManifest.Entry(path: $0.path, size: $0.size, mtime: $0.mtime, sha256: $0.sha256) }
         func writeText(_ rel: String, _ text: String, manifestEntry: Bool) throws {
@@ -279,17 +295,10 @@ public enum Restore {
         let autoPath = layout.staging + "/postgresql.auto.conf"
         var auto = (try? String(contentsOfFile: autoPath, encoding: .utf8)) ?? ""
         auto = auto.split(separator: "\n", omittingEmptySubsequences: false)
-            .filter { !$0.hasPrefix("restore_command") && !$0.hasPrefix("recovery_target") }
+            .filter { !RecoverySettings.owns($0) }
             .joined(separator: "\n")
         if !auto.isEmpty && !auto.hasSuffix("\n") { auto += "\n" }
-        auto += "# Recovery settings written by wayback restore of backup \(m.id)\n"
-        auto += "restore_command = '\(config.restoreCommand.replacingOccurrences(of: "'", with: "''"))'\n"
-        switch config.target {
-        case .latest:
-            auto += "recovery_target_timeline = 'latest'\n"
-        case .backupEnd:
-            auto += "recovery_target = 'immediate'\nrecovery_target_action = 'promote'\n"
-        }
+        auto += RecoverySettings.text(plan: plan, request: config.request, restoreCommand: config.restoreCommand, archiveMode: config.archiveMode)
         try? FileSystem.remove(autoPath)
         try writeText("postgresql.auto.conf", auto, manifestEntry: false)
         try writeText("recovery.signal", "", manifestEntry: false)

@@ -136,23 +136,76 @@ struct BackupSummary: Encodable {
 struct RestoreCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "restore",
-        abstract: "Restore a backup into an empty directory and set up recovery.",
-        discussion: "By default the newest backup is restored and recovery replays all archived WAL (--to-latest). Start the result with pg_ctl start.")
+        abstract: "Restore a backup into an empty directory and set up recovery to a target.",
+        discussion: """
+            The plan (backup, WAL, where recovery stops) is made and checked before anything is written; \
+            --dry-run prints it and writes nothing. Targets: --to-latest (default), --to-backup-end, --to-time, \
+            --to-lsn, --to-xid, --to-name. After a point-in-time target the server pauses (--target-action). \
+            See docs/recovery-procedures.md.
+            """)
     @OptionGroup var global: GlobalOptions
     @Option(name: .customLong("target-dir"), help: "Empty (or new) directory to restore into.") var targetDir: String
-    @Option(help: "Backup id to restore (default: the newest).") var backup: String?
+    @Option(help: "Backup id to restore (default: chosen from the target).") var backup: String?
     @Flag(name: .customLong("to-latest"), help: "Replay all archived WAL (default).") var toLatest = false
     @Flag(name: .customLong("to-backup-end"), help: "Stop recovery as soon as the backup is consistent.") var toBackupEnd = false
+    @Option(name: .customLong("to-time"), help: ArgumentHelp("Stop at a time: RFC 3339 or a PostgreSQL timestamptz; no zone means UTC.", valueName: "time")) var toTime: String?
+    @Option(name: .customLong("to-lsn"), help: ArgumentHelp("Stop at a WAL location.", valueName: "lsn")) var toLSN: String?
+    @Option(name: .customLong("to-xid"), help: ArgumentHelp("Stop at the commit (or abort) of a transaction.", valueName: "xid")) var toXID: String?
+    @Option(name: .customLong("to-name"), help: ArgumentHelp("Stop at a restore point (pg_create_restore_point).", valueName: "name")) var toName: String?
+    @Flag(help: "Stop just before the target instead of just after it.") var exclusive = false
+    @Option(name: .customLong("target-action"), help: "pause (default for a point in time), promote or shutdown.") var targetAction: String?
+    @Option(help: "Timeline to follow: latest (default), current (the backup's) or a number.") var timeline: String = "latest"
+    @Option(name: .customLong("archive-mode"), help: "preserve or off (default: preserve when restoring into the configured pgdata, off otherwise).") var archiveMode: String?
+    @Flag(name: .customLong("dry-run"), help: "Print the plan and write nothing; exit 0 only if the restore would succeed.") var dryRun = false
+    @Flag(help: "Print JSON.") var json = false
+    @Flag(help: "Start the restored cluster, wait until recovery reaches the target, check it, and report the timings.") var start = false
+    @Option(help: "Port of the started cluster (unix socket in the data directory; default 5432).") var port: Int?
     @Option(help: "Owner of the restored files when run as root (default: owner of the target's parent).") var owner: String?
     @Option(name: .customLong("tablespace-map"), help: "Restore tablespace OID to DIR (OID=DIR); repeatable.") var tablespaceMap: [String] = []
 
     func validate() throws {
-        if toLatest && toBackupEnd { throw ValidationError("choose one of --to-latest and --to-backup-end") }
+        let targets = [toLatest, toBackupEnd, toTime != nil, toLSN != nil, toXID != nil, toName != nil].filter { $0 }.count
+        if targets > 1 { throw ValidationError("choose one target: --to-latest, --to-backup-end, --to-time, --to-lsn, --to-xid or --to-name") }
+        _ = try target()
+        if exclusive && toTime == nil && toLSN == nil && toXID == nil {
+            throw ValidationError("--exclusive applies to --to-time, --to-lsn and --to-xid")
+        }
+        if let targetAction {
+            guard TargetAction(rawValue: targetAction) != nil else { throw ValidationError("--target-action is pause, promote or shutdown, not '\(targetAction)'") }
+            if toLatest || targets == 0 { throw ValidationError("--target-action needs a target other than latest (recovery to the end of the archive always promotes)") }
+        }
+        if TimelineChoice(timeline) == nil { throw ValidationError("--timeline is latest, current or a timeline number, not '\(timeline)'") }
+        if let archiveMode, ArchiveMode(rawValue: archiveMode) == nil { throw ValidationError("--archive-mode is preserve or off, not '\(archiveMode)'") }
+        if port != nil && !start { throw ValidationError("--port goes with --start") }
+        if dryRun && start { throw ValidationError("--dry-run writes nothing, so it cannot --start") }
         if let backup, BackupID(backup) == nil { throw ValidationError("'\(backup)' is not a backup id (like 20261129-004100F); 'wayback status' lists them") }
         for m in tablespaceMap {
             let p = m.split(separator: "=", maxSplits: 1)
             if p.count != 2 || UInt32(p[0]) == nil || !p[1].hasPrefix("/") { throw ValidationError("--tablespace-map takes OID=/absolute/dir, not '\(m)'") }
         }
+    }
+
+    func target() throws -> RecoveryTarget {
+        if toBackupEnd { return .backupEnd }
+        if let toTime {
+            guard let t = Format.parseInstant(toTime) else {
+                throw ValidationError("--to-time '\(toTime)' is not a time; use RFC 3339 (2026-11-29T03:10:00Z) or 'YYYY-MM-DD HH:MM:SS[.ffffff][+HH[:MM]]' (no zone: UTC)")
+            }
+            return .time(t)
+        }
+        if let toLSN {
+            guard let l = LSN(toLSN) else { throw ValidationError("--to-lsn '\(toLSN)' is not an LSN (like 0/3000060)") }
+            return .lsn(l)
+        }
+        if let toXID {
+            guard let x = UInt32(toXID), x >= 3 else { throw ValidationError("--to-xid '\(toXID)' is not a transaction id (a number from 3)") }
+            return .xid(x)
+        }
+        if let toName {
+            guard !toName.isEmpty, toName.utf8.count < 64 else { throw ValidationError("--to-name needs a restore point name of 1 to 63 bytes") }
+            return .name(toName)
+        }
+        return .latest
     }
 
     func run() async throws {
@@ -168,16 +221,55 @@ struct RestoreCommand: AsyncParsableCommand {
             let p = m.split(separator: "=", maxSplits: 1)
             map[UInt32(p[0])!] = String(p[1])
         }
-        let report = try await Restore.run(
-            RestoreConfiguration(repository: config.primaryRepository(), cluster: config.clusterName, targetDirectory: targetDir,
-                                 backupID: backup.flatMap { BackupID($0) }, target: toBackupEnd ? .backupEnd : .latest,
-                                 parallelism: config.parallelism,
-                                 restoreCommand: Context.waybackCommand(configPath: config.path) + " wal-fetch %f %p",
-                                 owner: ownerIDs, tablespaceMap: map),
-            logger: logger, progress: Context.progressHandler(logger: logger))
+        let request = RecoveryRequest(target: try target(), exclusive: exclusive, action: targetAction.flatMap(TargetAction.init(rawValue:)),
+                                      timeline: TimelineChoice(timeline)!, backupID: backup.flatMap { BackupID($0) })
+        let directory = FileSystem.absolute(targetDir)
+        let mode = archiveMode.flatMap(ArchiveMode.init(rawValue:)) ?? (directory == FileSystem.absolute(config.pgdata) ? .preserve : .off)
+        let restoreConfig = RestoreConfiguration(
+            repository: config.primaryRepository(), cluster: config.clusterName, targetDirectory: directory,
+            request: request, archiveMode: mode, parallelism: config.parallelism,
+            restoreCommand: Context.waybackCommand(configPath: config.path) + " wal-fetch %f %p",
+            owner: ownerIDs, tablespaceMap: map)
+
+        if dryRun {
+            let plan = try await Restore.plan(restoreConfig, logger: logger)
+            if json { try Context.printJSON(plan) } else { print(plan.text) }
+            try plan.requireFeasible()
+            return
+        }
+        let report = try await Restore.run(restoreConfig, logger: logger, progress: json ? nil : Context.progressHandler(logger: logger))
+        var started: RestoredCluster.Report?
+        if start {
+            let user = try Restore.osUserName(for: directory)
+            started = try await RestoredCluster.start(directory: directory, plan: report.plan,
+                                                      options: .init(port: port ?? 5432, osUser: user, connection: config.connection), logger: logger)
+        }
+        await Restore.record(report, started: started, catalog: Catalog(repository: config.primaryRepository(), cluster: config.clusterName), logger: logger)
+        if json {
+            try Context.printJSON(RestoreOutput(plan: report.plan, files: report.files, bytes: report.bytes, filesSeconds: report.seconds,
+                                                archiveMode: mode.rawValue, start: started))
+            return
+        }
         print("restored backup \(report.backup.id) into \(report.targetDirectory): \(report.files) files, \(Format.bytes(report.bytes)) in \(Format.seconds(report.seconds))")
-        print("recovery: \(toBackupEnd ? "stops at the end of the backup (\(report.backup.stopLSN))" : "replays all archived WAL"), then promotes; start it with: pg_ctl -D \(report.targetDirectory) start")
+        print("recovery: to \(report.plan.target)\(report.plan.stop.map { ", stopping \($0.position) \($0.record)" } ?? ""), then \(report.plan.action.rawValue); archive_mode \(mode == .off ? "off (this copy does not archive)" : "as configured")")
+        if let s = started {
+            print("started: recovery reached its target and the server is \(s.state) (\(s.stopMessage ?? "end of archived WAL"))")
+            print("timings: files \(Format.seconds(report.seconds)), ready for connections after \(s.readySeconds.map(Format.seconds) ?? "-"), target reached after \(Format.seconds(s.recoverySeconds)); total \(Format.seconds(report.seconds + s.recoverySeconds))")
+            if s.state != "shut down" { print("connect: psql -h \(s.socketDirectory) -p \(s.port)") }
+        } else {
+            print("start it with: pg_ctl -D \(report.targetDirectory) start")
+        }
     }
+}
+
+/// `restore --json`.
+struct RestoreOutput: Encodable {
+    var plan: RecoveryPlan
+    var files: Int
+    var bytes: Int64
+    var filesSeconds: Double
+    var archiveMode: String
+    var start: RestoredCluster.Report?
 }
 
 struct StatusCommand: AsyncParsableCommand {

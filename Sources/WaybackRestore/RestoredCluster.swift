@@ -1,0 +1,157 @@
+import Foundation
+import Logging
+import WaybackCatalog
+import WaybackCore
+import WaybackPostgres
+import WaybackStorage
+
+/// `restore --start`: starts the restored cluster as a private instance (unix socket only, in the
+/// data directory), waits until recovery has reached its target, checks in the server log that it
+/// stopped where the plan said, and measures each phase. These timings are the recovery time that
+/// drills record.
+public enum RestoredCluster {
+    public struct Options: Sendable {
+        public var port: Int
+        public var osUser: String
+        public var binDirectory: String
+        public var timeoutSeconds: Double
+        /// User, password and database for the checks (host and port are replaced by the private socket).
+        public var connection: ConnectionSettings
+        public init(port: Int = 5432, osUser: String, binDirectory: String = LocalCluster.defaultBinDirectory(),
+                    timeoutSeconds: Double = 6 * 3600, connection: ConnectionSettings = ConnectionSettings()) {
+            self.port = port; self.osUser = osUser; self.binDirectory = binDirectory; self.timeoutSeconds = timeoutSeconds
+            self.connection = connection
+        }
+    }
+
+    public struct Report: Sendable, Codable {
+        /// `paused`, `promoted` or `shut down`.
+        public var state: String
+        public var port: Int
+        public var socketDirectory: String
+        public var logFile: String
+        /// From `pg_ctl start` to the first accepted connection (read-only during recovery).
+        public var readySeconds: Double?
+        /// From `pg_ctl start` to the target reached (paused, promoted or shut down).
+        public var recoverySeconds: Double
+        /// The server's own words: "recovery stopping before commit of transaction ...".
+        public var stopMessage: String?
+        public var lastReplayedTransaction: String?
+        public var replayLSN: String?
+    }
+
+    public static func start(directory: String, plan: RecoveryPlan, options: Options, logger: Logger) async throws -> Report {
+        let socketDir = directory.utf8.count + 20 < 100 ? directory : try privateSocketDirectory(owner: options.osUser)
+        let cluster = LocalCluster(binDirectory: options.binDirectory, dataDirectory: directory, socketDirectory: socketDir,
+                                   port: options.port, osUser: options.osUser)
+        let logFile = directory + "/wayback-start.log"
+        try? FileSystem.remove(logFile)
+        let opts = "-c listen_addresses='' -c unix_socket_directories='\(socketDir)' -p \(options.port) -c logging_collector=off"
+        let began = monotonicSeconds()
+        let r = try cluster.run([options.binDirectory + "/pg_ctl", "-D", directory, "-l", logFile, "-W", "-o", opts, "start"], check: false)
+        guard r.status == 0 else {
+            throw WaybackError(.cluster, "pg_ctl could not start the restored cluster in \(directory): \(r.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+        var report = Report(state: "", port: options.port, socketDirectory: socketDir, logFile: logFile, recoverySeconds: 0)
+        var connection = options.connection
+        connection.host = socketDir; connection.port = options.port; connection.sslMode = .disable
+        var session: PostgresSession?
+        do {
+            try await waitForTarget(directory: directory, plan: plan, options: options, connection: connection, began: began,
+                                    session: &session, report: &report, logger: logger)
+        } catch {
+            await session?.close()
+            throw error
+        }
+        report.recoverySeconds = monotonicSeconds() - began
+        if let s = session, let row = (try? await s.execute("SELECT pg_last_xact_replay_timestamp()::text, pg_last_wal_replay_lsn()::text"))?.first {
+            report.lastReplayedTransaction = row[0]
+            report.replayLSN = row[1]
+        }
+        await session?.close()
+        let log = (try? String(contentsOfFile: logFile, encoding: .utf8)) ?? ""
+        report.stopMessage = log.split(separator: "\n").first { $0.contains("recovery stopping") }.map { line in
+            String(line[(line.range(of: "recovery stopping")?.lowerBound ?? line.startIndex)...])
+        }
+        try verify(report, plan: plan, log: log)
+        logger.info("restored cluster reached its target", metadata: ["state": "\(report.state)", "seconds": "\(report.recoverySeconds)"])
+        return report
+    }
+
+    /// Polls the server (and its log) until the target is reached or the server exits.
+    static func waitForTarget(directory: String, plan: RecoveryPlan, options: Options, connection: ConnectionSettings, began: Double,
+                              session: inout PostgresSession?, report: inout Report, logger: Logger) async throws {
+        let logFile = report.logFile
+        let action = plan.action
+        let isLatest = plan.stop == nil && !plan.target.contains("immediate")
+        // Poll until the target is reached (or the server exits).
+        while true {
+            let elapsed = monotonicSeconds() - began
+            if elapsed > options.timeoutSeconds {
+                throw WaybackError(.cluster, "recovery of \(directory) did not reach its target within \(Int(options.timeoutSeconds)) s; the server is still running (log: \(logFile))")
+            }
+            let running = DataDirectory.runningPostmasterPID(directory) != nil
+            if !running && elapsed > 0.5 {
+                let log = (try? String(contentsOfFile: logFile, encoding: .utf8)) ?? ""
+                if action == .shutdown && !isLatest && log.contains("recovery stopping") {
+                    report.state = "shut down"
+                    return
+                }
+                let tail = log.split(separator: "\n").filter { ($0.contains("FATAL") || $0.contains("PANIC") || $0.contains("ERROR")) && !$0.contains("not yet accepting connections") && !$0.contains("is starting up") }.suffix(3)
+                throw WaybackError(.cluster, "the restored cluster in \(directory) stopped during recovery: \(tail.isEmpty ? "see \(logFile)" : tail.joined(separator: " | "))")
+            }
+            let log = (try? String(contentsOfFile: logFile, encoding: .utf8)) ?? ""
+            if session == nil {
+                session = try? await PostgresSession.connect(connection, logger: logger)
+                if session != nil { report.readySeconds = monotonicSeconds() - began }
+            }
+            if let s = session {
+                let row = (try? await s.execute("SELECT pg_is_in_recovery()::text, pg_get_wal_replay_pause_state()::text"))?.first
+                let inRecovery = row?[0] == "true"
+                if row != nil && !inRecovery && (action == .promote || isLatest) { report.state = "promoted"; return }
+                if inRecovery && action == .pause && !isLatest && row?[1] == "paused" { report.state = "paused"; return }
+                if row == nil { await s.close(); session = nil }
+            }
+            // Without a connection (authentication the checks cannot pass), the log tells.
+            if session == nil {
+                if action == .pause && !isLatest && log.contains("pausing at the end of recovery") { report.state = "paused"; return }
+                if (action == .promote || isLatest) && log.contains("database system is ready to accept connections") { report.state = "promoted"; return }
+            }
+            try await Task.sleep(nanoseconds: 50_000_000)
+        }
+    }
+
+    /// Checks that recovery stopped at the record the plan found.
+    static func verify(_ report: Report, plan: RecoveryPlan, log: String) throws {
+        guard let stop = plan.stop else {
+            if plan.target.contains("immediate") {
+                guard log.contains("consistent recovery state reached") else {
+                    throw WaybackError(.restoreTarget, "recovery of the restored cluster did not report reaching consistency; see \(report.logFile)")
+                }
+            }
+            return
+        }
+        guard let message = report.stopMessage else {
+            throw WaybackError(.restoreTarget, "the restored cluster did not report where recovery stopped (expected \(stop.position) \(stop.record)); see \(report.logFile)")
+        }
+        let expected: String
+        if let name = stop.restorePoint {
+            expected = "at restore point \"\(name)\""
+        } else if let xid = stop.xid {
+            expected = "\(stop.position) " + (message.contains("abort") ? "abort" : "commit") + " of transaction \(xid)"
+        } else {
+            expected = "\(stop.position) WAL location (LSN) \"\(stop.lsn)\""
+        }
+        guard message.contains(expected) else {
+            throw WaybackError(.restoreTarget, "recovery stopped somewhere other than planned: the server says \"\(message)\", the plan expected \(stop.position) \(stop.record)")
+        }
+    }
+
+    static func privateSocketDirectory(owner: String) throws -> String {
+        var template = Array("/tmp/wayback-sock-XXXXXX".utf8CString)
+        guard let p = mkdtemp(&template) else { throw PosixError.make(errno, "create a socket directory", "/tmp") }
+        let dir = String(cString: p)
+        if getuid() == 0, let pw = getpwnam(owner) { try FileSystem.chown(dir, uid: pw.pointee.pw_uid, gid: pw.pointee.pw_gid) }
+        return dir
+    }
+}

@@ -1,0 +1,168 @@
+import Foundation
+import Testing
+import WaybackCore
+import WaybackPostgres
+import WaybackStorage
+import WaybackTesting
+
+/// Point-in-time recovery under load, across a timeline switch, checked against markers: a writer
+/// commits one marker row at a time (its xid, the WAL insert position inside the transaction, and
+/// with track_commit_timestamp its exact commit time), so for every target the set of markers a
+/// correct recovery must contain is known exactly.
+@Suite("point-in-time recovery against real PostgreSQL", .serialized, .enabled(if: TestEnvironment.runIntegration))
+struct PointInTimeTests {
+    struct Marker: Equatable {
+        var id: Int
+        var xid: UInt32
+        var lsn: LSN
+        var commitMicros: Int64
+    }
+
+    /// Commits markers `from...to` one transaction each, with a restore point `rp_<id>` after every 100th.
+    static func writerSQL(from: Int, to: Int) -> String {
+        """
+        DO $$
+        BEGIN
+          FOR i IN \(from)..\(to) LOOP
+            INSERT INTO markers VALUES (i, pg_current_xact_id()::text::bigint, pg_current_wal_insert_lsn());
+            COMMIT;
+            IF i % 100 = 0 THEN PERFORM pg_create_restore_point('rp_' || i); END IF;
+            PERFORM pg_sleep(0.002);
+          END LOOP;
+        END $$;
+        """
+    }
+
+    static func markers(_ c: LocalCluster) throws -> [Marker] {
+        let out = try c.psql("SELECT id, xid, lsn, (extract(epoch FROM pg_xact_commit_timestamp(xmin)) * 1000000)::bigint FROM markers ORDER BY id")
+        return out.split(separator: "\n").map { line in
+            let f = line.split(separator: "|")
+            return Marker(id: Int(f[0])!, xid: UInt32(f[1])!, lsn: LSN(f[2])!, commitMicros: Int64(f[3])!)
+        }
+    }
+
+    static func presentIDs(_ c: LocalCluster) throws -> [Int] {
+        try c.psql("SELECT id FROM markers ORDER BY id").split(separator: "\n").map { Int($0)! }
+    }
+
+    struct Case: CustomStringConvertible {
+        var args: [String]
+        var expected: [Int]?
+        var description: String { args.joined(separator: " ") }
+    }
+
+    @Test("20+ random targets of every type, two backups, a timeline switch: exactly the markers up to each target")
+    func randomTargetsAcrossTimelines() async throws {
+        let t = try TestCluster(settings: ["track_commit_timestamp": "on"])
+        var started = [LocalCluster]()
+        defer { t.cleanup(extra: started) }
+        try t.waybackOK(["init"])
+        try t.cluster.pgbench(["-i", "-q", "-s", "1"])
+        try t.psql("CREATE TABLE markers (id int PRIMARY KEY, xid bigint, lsn pg_lsn)")
+
+        // Timeline 1: markers and pgbench load, two backups while they run.
+        let writer = Task.detached { try t.psql(Self.writerSQL(from: 1, to: 900)) }
+        let load = Task.detached { try t.cluster.pgbench(["-n", "-c", "1", "-t", "2500"]) }
+        try await Task.sleep(nanoseconds: 600_000_000)
+        try t.waybackOK(["backup", "--type", "full"])
+        try await Task.sleep(nanoseconds: 600_000_000)
+        try t.waybackOK(["backup", "--type", "full"])
+        _ = try await writer.value
+        try await load.value
+        try t.switchAndWaitForArchive()
+        let status = try JSONSerialization.jsonObject(with: Data(t.waybackOK(["status", "--json"]).utf8)) as! [String: Any]
+        let backups = status["backups"] as! [[String: Any]]
+        #expect(backups.count == 2)
+        let firstStop = LSN(backups[0]["stopLSN"] as! String)!
+        let tl1 = try Self.markers(t.cluster)
+        #expect(tl1.count == 900)
+
+        // The fork: recover to a restore point and promote into a new timeline that archives into
+        // the same repository, then keep writing there.
+        let forkDir = t.root + "/fork"
+        let forkPort = 25432 + Int(getpid() % 1000)
+        let fork = LocalCluster(dataDirectory: forkDir, socketDirectory: forkDir, port: forkPort, osUser: t.cluster.osUser)
+        started.append(fork)
+        try t.cluster.stop()
+        try t.waybackOK(["restore", "--target-dir", forkDir, "--to-name", "rp_700", "--target-action", "promote",
+                         "--archive-mode", "preserve", "--start", "--port", "\(forkPort)"])
+        #expect(try Self.presentIDs(fork) == Array(1...700))
+        #expect(try fork.psql("SELECT timeline_id FROM pg_control_checkpoint()") == "2")
+        try fork.psql(Self.writerSQL(from: 1001, to: 1300))
+        try fork.pgbench(["-n", "-c", "1", "-t", "300"])
+        let seg = try fork.psql("SELECT pg_walfile_name(pg_switch_wal())")
+        let deadline = monotonicSeconds() + 60
+        while try fork.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver") < seg {
+            guard monotonicSeconds() < deadline else { throw WaybackError(.archiveTimeout, "timeline 2 was not archived") }
+            usleep(100_000)
+        }
+        let tl2 = try Self.markers(fork)
+        #expect(tl2.map(\.id) == Array(1...700) + Array(1001...1300))
+
+        // Random targets on both branches (timeline 1 with --timeline 1; the default follows 2).
+        var rng = SystemRandomNumberGenerator()
+        var cases = [Case]()
+        for i in 0..<22 {
+            let onOne = i % 4 == 3
+            let list = onOne ? tl1 : tl2
+            let tlArgs = onOne ? ["--timeline", "1"] : []
+            // Targets after the first backup's end (the recoverable window starts there).
+            let candidates = list.indices.filter { $0 > 0 && list[$0 - 1].lsn > firstStop }
+            let k = candidates.randomElement(using: &rng)!
+            let ids = list.map(\.id)
+            let exclusive = Bool.random(using: &rng)
+            let ex = exclusive ? ["--exclusive"] : []
+            switch i % 6 {
+            case 0:
+                cases.append(Case(args: ["--to-xid", "\(list[k].xid)"] + ex + tlArgs, expected: Array(ids[...(exclusive ? k - 1 : k)])))
+            case 1:
+                // Exactly a commit time: --exclusive decides whether that commit is in.
+                let ts = Format.postgresTimestamp(micros: list[k].commitMicros)
+                cases.append(Case(args: ["--to-time", ts] + ex + tlArgs, expected: Array(ids[...(exclusive ? k - 1 : k)])))
+            case 2:
+                // Between two commits, written as RFC 3339 UTC.
+                let mid = (list[k - 1].commitMicros + list[k].commitMicros) / 2
+                let text = Format.postgresTimestamp(micros: mid).replacingOccurrences(of: " ", with: "T").replacingOccurrences(of: "+00", with: "Z")
+                cases.append(Case(args: ["--to-time", text] + tlArgs, expected: Array(ids[..<k])))
+            case 3:
+                // The WAL position inside transaction k: its commit comes later.
+                cases.append(Case(args: ["--to-lsn", "\(list[k].lsn)"] + ex + tlArgs, expected: Array(ids[..<k])))
+            case 4:
+                let names = list.filter { $0.id % 100 == 0 && $0.lsn > firstStop && (onOne || $0.id != 700) }
+                let n = names.randomElement(using: &rng)!.id
+                cases.append(Case(args: ["--to-name", "rp_\(n)"] + tlArgs, expected: ids.filter { $0 <= n }))
+            default:
+                cases.append(Case(args: ["--to-latest"] + tlArgs, expected: ids))
+            }
+        }
+        cases.append(Case(args: ["--to-backup-end", "--backup", backups[1]["id"] as! String], expected: nil))
+        cases.append(Case(args: ["--to-time", "2026-11-29 00:00:00+00"], expected: nil))  // before the first backup: refused
+
+        var checked = 0
+        for (n, c) in cases.enumerated() {
+            let dir = t.root + "/pitr\(n)"
+            let port = forkPort + 1 + n
+            let restored = LocalCluster(dataDirectory: dir, socketDirectory: dir, port: port, osUser: t.cluster.osUser)
+            let r = try t.wayback(["restore", "--target-dir", dir, "--start", "--port", "\(port)"] + c.args)
+            if c.args.contains("2026-11-29 00:00:00+00") {
+                #expect(r.status == WaybackError.Code.restoreTarget.rawValue, "\(c): \(r.stderr)")
+                #expect(r.stderr.contains("earliest recoverable"), "\(c): \(r.stderr)")
+                #expect(!FileManager.default.fileExists(atPath: dir), "a refused restore wrote \(dir)")
+                continue
+            }
+            #expect(r.status == 0, "\(c): \(r.stderr)")
+            guard r.status == 0 else { continue }
+            let present = try Self.presentIDs(restored)
+            if let expected = c.expected {
+                #expect(present == expected, "\(c): got \(present.count) markers (\(present.first ?? 0)...\(present.last ?? 0)), expected \(expected.count) (...\(expected.last ?? 0))")
+            } else {
+                // The end of a backup: a prefix of timeline 1's markers, reaching past the first backup.
+                #expect(present == Array(tl1.map(\.id).prefix(present.count)), "\(c)")
+            }
+            checked += 1
+            try restored.stop(mode: "immediate")
+            try FileSystem.removeTree(dir)
+        }
+        #expect(checked >= 21)
+    }
+}

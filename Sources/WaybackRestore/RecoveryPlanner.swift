@@ -80,7 +80,7 @@ public enum RecoveryPlanner {
         case .latest:
             (backup, reason) = try RecoverySelection.choose(usable, position: .end, requested: request.backupID, windowText: windowText)
             try await scan(from: backup)
-            endSeg = max(scanned.lastSegment ?? 0, backup.stopLSN.segmentNumber(segmentSize: segSize))
+            endSeg = max(lastSeg ?? 0, backup.stopLSN.segmentNumber(segmentSize: segSize))
         case .time(let t):
             (backup, reason) = try RecoverySelection.choose(usable, position: .time(t), requested: request.backupID, windowText: windowText)
             let exclusive = request.exclusive, stopLSN = backup.stopLSN
@@ -176,7 +176,6 @@ public enum RecoveryPlanner {
         var found: WALEvent?
         var foundSegment: UInt64?
         var events: [WALEvent] = []
-        var lastSegment: UInt64?
         var problems: [Problem] = []
     }
 
@@ -204,7 +203,6 @@ public enum RecoveryPlanner {
                                           message: e.message + "; recovery cannot pass it"), at: 0)
                 return false
             case .success(let scan):
-                out.lastSegment = seg.number
                 for e in scan.events {
                     out.events.append(e)
                     if event(e) { out.found = e; out.foundSegment = seg.number; return false }

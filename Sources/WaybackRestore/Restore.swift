@@ -65,6 +65,8 @@ public enum Restore {
 
         // Staging directories, renamed into place at the end.
         let staging = stagingPath(target)
+        removeAbandonedStaging(target, logger: log)
+        for loc in tablespaceTargets.values { removeAbandonedStaging(loc, logger: log) }
         var stagedTablespaces = [UInt32: String]()
         for (oid, loc) in tablespaceTargets { stagedTablespaces[oid] = stagingPath(loc) }
         let allStaging = [staging] + stagedTablespaces.values.sorted()
@@ -142,6 +144,18 @@ public enum Restore {
         guard st.isDirectory else { throw WaybackError(.conflict, "\(path) (\(what)) exists and is not a directory") }
         guard try FileSystem.list(path).isEmpty else {
             throw WaybackError(.conflict, "\(path) (\(what)) is not empty; restore into an empty or new directory (nothing was written)")
+        }
+    }
+
+    /// Removes staging directories left next to `target` by restores that were killed (their
+    /// process is gone); they were never renamed into place, so nothing depends on them.
+    static func removeAbandonedStaging(_ target: String, logger: Logger) {
+        let parent = FileSystem.parentPath(target)
+        let prefix = "." + FileSystem.lastComponent(target) + ".wayback-restore-"
+        for name in (try? FileSystem.list(parent)) ?? [] where name.hasPrefix(prefix) {
+            guard let pid = Int32(name.dropFirst(prefix.count)), pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
+            logger.warning("removing the leftover of an interrupted restore", metadata: ["path": "\(parent)/\(name)"])
+            try? FileSystem.removeTree(parent + "/" + name)
         }
     }
 

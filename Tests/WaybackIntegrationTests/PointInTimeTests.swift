@@ -166,3 +166,76 @@ struct PointInTimeTests {
         #expect(checked >= 21)
     }
 }
+
+@Suite("point-in-time recovery refuses what it cannot do, before writing", .serialized, .enabled(if: TestEnvironment.runIntegration))
+struct PointInTimeBadInputTests {
+    @Test("dry run; unknown name, target after the archive, missing and corrupt segments are refused up front; kill -9 leaves nothing startable")
+    func refusals() async throws {
+        let t = try TestCluster()
+        defer { t.cleanup() }
+        try t.waybackOK(["init"])
+        try t.cluster.pgbench(["-i", "-q", "-s", "1"])
+        // Enough data that a restore takes a moment (for the kill -9 below).
+        try t.psql("CREATE TABLE filler AS SELECT g, md5(g::text) || md5((g * 7)::text) AS v FROM generate_series(1, 1500000) g")
+        try t.waybackOK(["backup", "--type", "full"])
+        for round in 0..<4 {
+            try t.cluster.pgbench(["-n", "-c", "1", "-t", "700"])
+            if round == 1 { try t.psql("SELECT pg_create_restore_point('before_drop')") }
+            try t.psql("SELECT pg_switch_wal()")
+        }
+        try t.switchAndWaitForArchive()
+        let dir = t.root + "/target"
+
+        // The dry run: plan, exit 0, nothing written.
+        let dry = try t.wayback(["restore", "--target-dir", dir, "--to-name", "before_drop", "--dry-run"])
+        #expect(dry.status == 0, "\(dry.stderr)")
+        #expect(dry.stdout.contains("the restore would succeed"), "\(dry.stdout)")
+        #expect(dry.stdout.contains("restore point \"before_drop\""), "\(dry.stdout)")
+        let json = try JSONSerialization.jsonObject(with: Data(t.waybackOK(["restore", "--target-dir", dir, "--dry-run", "--json"]).utf8)) as! [String: Any]
+        #expect(((json["wal"] as? [String: Any])?["segments"] as? Int ?? 0) >= 3)
+        #expect((json["problems"] as? [Any])?.isEmpty == true)
+        #expect(!FileManager.default.fileExists(atPath: dir))
+
+        func refused(_ args: [String], status: WaybackError.Code, _ text: String) throws {
+            for extra in [[], ["--dry-run"]] {
+                let r = try t.wayback(["restore", "--target-dir", dir] + args + extra)
+                #expect(r.status == status.rawValue, "\(args + extra): exit \(r.status) \(r.stderr)")
+                #expect(r.stderr.contains(text), "\(args + extra): \(r.stderr)")
+                #expect(!FileManager.default.fileExists(atPath: dir), "\(args + extra) wrote \(dir)")
+            }
+        }
+        try refused(["--to-name", "no_such_point"], status: .restoreTarget, "no restore point named \"no_such_point\"")
+        try refused(["--to-time", "2100-01-01 00:00:00"], status: .restoreTarget, "after the latest recoverable time")
+
+        // A segment in the middle of the range: damaged, then missing.
+        let walRoot = t.repositoryPath + "/main/wal/0000000100000000"
+        let segments = try FileSystem.list(walRoot).filter { WALFileName($0)?.kind == .segment }.sorted()
+        // After the backup's own WAL (the backup keeps a copy of that), before the end.
+        let name = segments[segments.count - 2]
+        let victim = walRoot + "/" + name
+        let original = try Data(contentsOf: URL(fileURLWithPath: victim))
+        var damaged = original
+        damaged[damaged.count - 10] ^= 0xFF
+        try damaged.write(to: URL(fileURLWithPath: victim))
+        try refused(["--to-latest"], status: .corrupt, name)
+        try FileManager.default.removeItem(atPath: victim)
+        try refused(["--to-latest"], status: .restoreTarget, "\(name) is missing")
+        try original.write(to: URL(fileURLWithPath: victim))
+
+        // kill -9 in the middle of writing files: no target directory appears, and the next
+        // restore clears the leftover.
+        let script = """
+            \(TestEnvironment.waybackBinary) --config \(t.configPath) restore --target-dir \(dir) --to-backup-end >/dev/null 2>&1 &
+            pid=$!
+            for i in $(seq 2000); do ls -a \(t.root) | grep -q '^\\.target\\.wayback-restore-' && break; sleep 0.002; done
+            kill -9 $pid; wait $pid 2>/dev/null
+            ls -a \(t.root) | grep -c '^\\.target\\.wayback-restore-' || true
+            """
+        let killed = try Command.run(["/bin/bash", "-c", script], asUser: t.cluster.osUser)
+        #expect(killed.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "1", "the restore was not caught mid-way: \(killed.stdout)")
+        #expect(!FileManager.default.fileExists(atPath: dir), "a killed restore left \(dir)")
+        try t.waybackOK(["restore", "--target-dir", dir, "--to-backup-end"])
+        #expect(try FileSystem.list(t.root).filter { $0.hasPrefix(".target.wayback-restore-") }.isEmpty)
+        #expect(FileManager.default.fileExists(atPath: dir + "/PG_VERSION"))
+    }
+}

@@ -52,7 +52,6 @@ extension RecoveryPlan {
     public var text: String {
         var l = [String]()
         l.append("target:    \(target)\(exclusive ? ", exclusive (stop just before it)" : "")")
-        if let targetTime { l.append("           read by PostgreSQL as \(targetTime)") }
         l.append("timeline:  \(timeline) (path \(timelinePath.map(String.init).joined(separator: " -> ")))")
         l.append("backup:    \(backup), ended \(Format.timestamp(backupStop)): \(backupReason)")
         l.append("files:     \(files) files, \(Format.bytes(bytes))")

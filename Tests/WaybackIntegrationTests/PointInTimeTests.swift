@@ -60,14 +60,16 @@ struct PointInTimeTests {
         try t.cluster.pgbench(["-i", "-q", "-s", "1"])
         try t.psql("CREATE TABLE markers (id int PRIMARY KEY, xid bigint, lsn pg_lsn)")
 
-        // Timeline 1: markers and pgbench load, two backups while they run.
-        let writer = Task.detached { try t.psql(Self.writerSQL(from: 1, to: 900)) }
+        // Timeline 1: markers and pgbench load; the first backup after marker 300, the second
+        // while markers 301-600 are written.
         let load = Task.detached { try t.cluster.pgbench(["-n", "-c", "1", "-t", "2500"]) }
-        try await Task.sleep(nanoseconds: 600_000_000)
+        try t.psql(Self.writerSQL(from: 1, to: 300))
         try t.waybackOK(["backup", "--type", "full"])
-        try await Task.sleep(nanoseconds: 600_000_000)
+        let writer = Task.detached { try t.psql(Self.writerSQL(from: 301, to: 600)) }
+        try await Task.sleep(nanoseconds: 300_000_000)
         try t.waybackOK(["backup", "--type", "full"])
         _ = try await writer.value
+        try t.psql(Self.writerSQL(from: 601, to: 900))
         try await load.value
         try t.switchAndWaitForArchive()
         let status = try JSONSerialization.jsonObject(with: Data(t.waybackOK(["status", "--json"]).utf8)) as! [String: Any]

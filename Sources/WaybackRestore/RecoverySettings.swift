@@ -5,13 +5,33 @@ public enum RecoverySettings {
     /// Lines of an existing `postgresql.auto.conf` that these settings replace.
     public static func owns(_ line: Substring) -> Bool {
         let t = line.drop { $0 == " " || $0 == "\t" }
-        return t.hasPrefix("restore_command") || t.hasPrefix("recovery_target")
+        return t.hasPrefix("restore_command") || t.hasPrefix("recovery_target") || t.hasPrefix(header)
+            || t.hasPrefix(archiveComment) || t.hasSuffix(marker)
+    }
+
+    static let header = "# Recovery settings written by wayback restore of backup "
+    static let archiveComment = "# A restored copy must not archive"
+    static let marker = "# set by wayback restore"
+
+    /// The backup a restored directory came from and whether its archiving was switched off, read
+    /// back from the settings (for `restore --advance`).
+    public static func read(_ autoConf: String) -> (backup: BackupID, archiveMode: ArchiveMode)? {
+        var backup: BackupID?
+        var mode = ArchiveMode.preserve
+        for line in autoConf.split(separator: "\n") {
+            if line.hasPrefix(header) {
+                backup = line.dropFirst(header.count).split(separator: ":").first.flatMap { BackupID(String($0)) }
+            } else if line.hasPrefix("archive_mode") && line.hasSuffix(marker) {
+                mode = .off
+            }
+        }
+        return backup.map { ($0, mode) }
     }
 
     static func quote(_ s: String) -> String { "'" + s.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "''") + "'" }
 
     public static func text(plan: RecoveryPlan, request: RecoveryRequest, restoreCommand: String, archiveMode: ArchiveMode) -> String {
-        var lines = ["# Recovery settings written by wayback restore of backup \(plan.backup): \(request.target)"]
+        var lines = [header + "\(plan.backup): \(request.target)"]
         lines.append("restore_command = \(quote(restoreCommand))")
         // The timeline the plan follows, as a number: recovery does exactly what was planned.
         lines.append("recovery_target_timeline = \(quote(String(plan.timeline)))")
@@ -30,8 +50,8 @@ public enum RecoverySettings {
             lines.append("recovery_target_action = \(quote(request.effectiveAction.rawValue))")
         }
         if archiveMode == .off {
-            lines.append("# A restored copy must not archive into the production archive (wayback restore --archive-mode preserve keeps archiving)")
-            lines.append("archive_mode = 'off'")
+            lines.append(archiveComment + " into the production archive (wayback restore --archive-mode preserve keeps archiving)")
+            lines.append("archive_mode = 'off'  " + marker)
         }
         return lines.joined(separator: "\n") + "\n"
     }

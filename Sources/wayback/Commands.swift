@@ -159,6 +159,7 @@ struct RestoreCommand: AsyncParsableCommand {
     @Flag(name: .customLong("dry-run"), help: "Print the plan and write nothing; exit 0 only if the restore would succeed.") var dryRun = false
     @Flag(help: "Print JSON.") var json = false
     @Flag(help: "Start the restored cluster, wait until recovery reaches the target, check it, and report the timings.") var start = false
+    @Flag(help: "Move the target of a restored cluster that is paused in recovery forward and resume replay (no files restored).") var advance = false
     @Option(help: "Port of the started cluster (unix socket in the data directory; default 5432).") var port: Int?
     @Option(help: "Owner of the restored files when run as root (default: owner of the target's parent).") var owner: String?
     @Option(name: .customLong("tablespace-map"), help: "Restore tablespace OID to DIR (OID=DIR); repeatable.") var tablespaceMap: [String] = []
@@ -176,8 +177,13 @@ struct RestoreCommand: AsyncParsableCommand {
         }
         if TimelineChoice(timeline) == nil { throw ValidationError("--timeline is latest, current or a timeline number, not '\(timeline)'") }
         if let archiveMode, ArchiveMode(rawValue: archiveMode) == nil { throw ValidationError("--archive-mode is preserve or off, not '\(archiveMode)'") }
-        if port != nil && !start { throw ValidationError("--port goes with --start") }
+        if port != nil && !start && !advance { throw ValidationError("--port goes with --start or --advance") }
         if dryRun && start { throw ValidationError("--dry-run writes nothing, so it cannot --start") }
+        if advance {
+            if toBackupEnd { throw ValidationError("--advance moves to a later point: use --to-time, --to-lsn, --to-xid, --to-name or --to-latest") }
+            if backup != nil || !tablespaceMap.isEmpty || owner != nil { throw ValidationError("--advance keeps the restored backup: drop --backup, --owner and --tablespace-map") }
+            if dryRun { throw ValidationError("--advance cannot be combined with --dry-run; run --dry-run without --advance to see a plan") }
+        }
         if let backup, BackupID(backup) == nil { throw ValidationError("'\(backup)' is not a backup id (like 20261129-004100F); 'wayback status' lists them") }
         for m in tablespaceMap {
             let p = m.split(separator: "=", maxSplits: 1)
@@ -231,6 +237,14 @@ struct RestoreCommand: AsyncParsableCommand {
             restoreCommand: Context.waybackCommand(configPath: config.path) + " wal-fetch %f %p",
             owner: ownerIDs, tablespaceMap: map)
 
+        if advance {
+            let r = try await Advance.run(restoreConfig, port: port, connection: config.connection, logger: logger)
+            if json { try Context.printJSON(RestoreOutput(plan: r.plan, files: 0, bytes: 0, filesSeconds: 0, archiveMode: mode.rawValue, start: r.report)); return }
+            print("advanced \(directory)\(r.previousLSN.map { " from \($0)" } ?? "") to \(r.plan.target)\(r.plan.stop.map { ", stopping \($0.position) \($0.record)" } ?? "")")
+            print("the server is \(r.report.state) (\(r.report.stopMessage ?? "end of archived WAL")) after \(Format.seconds(r.report.recoverySeconds))")
+            if r.report.state != "shut down" { print("connect: psql -h \(r.report.socketDirectory) -p \(r.report.port)") }
+            return
+        }
         if dryRun {
             let plan = try await Restore.plan(restoreConfig, logger: logger)
             if json { try Context.printJSON(plan) } else { print(plan.text) }

@@ -239,5 +239,23 @@ struct PointInTimeBadInputTests {
         try t.waybackOK(["restore", "--target-dir", dir, "--to-backup-end"])
         #expect(try FileSystem.list(t.root).filter { $0.hasPrefix(".target.wayback-restore-") }.isEmpty)
         #expect(FileManager.default.fileExists(atPath: dir + "/PG_VERSION"))
+
+        // Iterative recovery: paused at the restore point, then advanced to the end of the archive.
+        let adv = t.root + "/advance"
+        let port = 27432 + Int(getpid() % 1000)
+        let advanced = LocalCluster(dataDirectory: adv, socketDirectory: adv, port: port, osUser: t.cluster.osUser)
+        defer { try? advanced.stop(mode: "immediate") }
+        let history = try t.psql("SELECT count(*) FROM pgbench_history")
+        try t.waybackOK(["restore", "--target-dir", adv, "--to-name", "before_drop", "--start", "--port", "\(port)"])
+        let atPoint = try advanced.psql("SELECT count(*) FROM pgbench_history")
+        #expect(Int(atPoint)! < Int(history)!)
+        #expect(try advanced.psql("SELECT pg_get_wal_replay_pause_state()") == "paused")
+        let back = try t.wayback(["restore", "--target-dir", adv, "--to-lsn", "0/1000000", "--advance"])
+        #expect(back.status == WaybackError.Code.restoreTarget.rawValue, "\(back.stderr)")
+        try t.waybackOK(["restore", "--target-dir", adv, "--to-latest", "--advance"])
+        #expect(try advanced.psql("SELECT count(*) FROM pgbench_history") == history)
+        #expect(try advanced.psql("SELECT pg_is_in_recovery()") == "f")
+        let again = try t.wayback(["restore", "--target-dir", adv, "--to-latest", "--advance"])
+        #expect(again.status == WaybackError.Code.conflict.rawValue, "\(again.stderr)")
     }
 }

@@ -11,12 +11,19 @@ public struct ArchiveConfiguration: Sendable {
     public var cluster: String
     public var compression: CompressionSettings
     public var parallelism: Int
+    /// Segments `wal-fetch` fetches ahead (0: none), and how to start the background prefetcher:
+    /// the argument vector before `<after> <count> <spool>` (`[wayback, --config, F, wal-prefetch]`).
+    public var prefetchSegments: Int
+    public var prefetchCommand: [String]
 
-    public init(repository: Repository, cluster: String, compression: CompressionSettings, parallelism: Int) {
+    public init(repository: Repository, cluster: String, compression: CompressionSettings, parallelism: Int,
+                prefetchSegments: Int = 0, prefetchCommand: [String] = []) {
         self.repository = repository
         self.cluster = cluster
         self.compression = compression
         self.parallelism = max(1, parallelism)
+        self.prefetchSegments = prefetchSegments
+        self.prefetchCommand = prefetchCommand
     }
 }
 
@@ -142,9 +149,38 @@ public enum WALArchive {
         return buf
     }
 
+    /// `restore_command`: a segment comes from the prefetch spool when it is there, otherwise from
+    /// the archive; then the prefetcher is started for the next segments. When the archive does not
+    /// have a segment (the end of recovery) the spool is removed and `.notFound` thrown.
+    public static func restore(name fileName: String, destination: String, configuration: ArchiveConfiguration, logger: Logger) async throws {
+        guard let name = WALFileName(fileName) else {
+            throw WaybackError(.usage, "'\(fileName)' is not a WAL file name; restore_command must be 'wayback wal-fetch %f %p'")
+        }
+        let spool = Prefetch.spool(forDestination: destination)
+        let prefetching = configuration.prefetchSegments > 0 && name.kind == .segment && !configuration.prefetchCommand.isEmpty
+        if prefetching, Prefetch.take(name, spool: spool, destination: destination) {
+            logger.debug("WAL file from the prefetch spool", metadata: ["wayback.segment": "\(fileName)"])
+        } else {
+            do {
+                _ = try await fetch(name: fileName, destination: destination, configuration: configuration, logger: logger)
+            } catch let e as WaybackError where e.code == .notFound && name.kind == .segment {
+                Prefetch.remove(spool)
+                throw e
+            }
+        }
+        if prefetching {
+            try? FileSystem.makeDirectories(spool, mode: 0o700)
+            if Prefetch.idle(spool) {
+                try? Command.spawnDetached(configuration.prefetchCommand + [fileName, String(configuration.prefetchSegments), spool])
+            }
+        }
+    }
+
     /// Fetches one WAL file into `destination` (written to a temporary name, then renamed), verifying
-    /// its checksum. Throws `.notFound` when the archive does not have it: the normal end of recovery.
-    public static func fetch(name fileName: String, destination: String, configuration: ArchiveConfiguration, logger: Logger) async throws -> Int64 {
+    /// its checksum; `durable` syncs it before the rename. Throws `.notFound` when the archive does
+    /// not have it: the normal end of recovery.
+    public static func fetch(name fileName: String, destination: String, configuration: ArchiveConfiguration, logger: Logger,
+                             durable: Bool = false) async throws -> Int64 {
         guard let name = WALFileName(fileName) else {
             throw WaybackError(.usage, "'\(fileName)' is not a WAL file name; restore_command must be 'wayback wal-fetch %f %p'")
         }
@@ -158,6 +194,7 @@ public enum WALArchive {
             let header = try await WALObject.read(configuration.repository.driver, key: key, name: fileName) { plain in
                 try file.write(plain)
             }
+            if durable { try file.fsync() }
             try file.close()
             try FileSystem.rename(tmp, dest)
             logger.debug("fetched WAL file", metadata: ["wayback.segment": "\(fileName)"])

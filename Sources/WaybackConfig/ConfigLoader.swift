@@ -23,6 +23,8 @@ public struct WaybackConfiguration: Sendable {
     public var archiveWaitSeconds: Double
     public var fastCheckpoint: Bool
     public var logLevel: String
+    /// WAL segments `wal-fetch` fetches ahead during recovery (0: none).
+    public var prefetchSegments: Int = 8
 
     /// The first repository (the one every command uses until several are supported).
     public func primaryRepository() -> Repository {
@@ -45,8 +47,9 @@ public enum ConfigLoader {
         ("compression.algorithm", .string), ("compression.level", .int),
         ("parallelism", .int), ("lock_path", .string), ("log_level", .string),
         ("backup.archive_wait_seconds", .number), ("backup.fast_checkpoint", .bool),
+        ("restore.prefetch_segments", .int),
     ]
-    static let sections: Set<String> = ["cluster", "repositories", "compression", "backup"]
+    static let sections: Set<String> = ["cluster", "repositories", "compression", "backup", "restore"]
 
     /// The environment variable that overrides a key: `WAYBACK_` + the path in upper case with
     /// `.` as `_` (`repositories.0.path` -> `WAYBACK_REPOSITORIES_0_PATH`).
@@ -233,9 +236,13 @@ public enum ConfigLoader {
         guard ["trace", "debug", "info", "notice", "warning", "error"].contains(logLevel) else {
             throw WaybackError(.config, "\(path): log_level must be one of trace, debug, info, notice, warning, error")
         }
-        return WaybackConfiguration(path: path, clusterName: name, pgdata: pgdata, connection: conn, repositories: repos,
-                                    compression: CompressionSettings(algorithm: alg, level: level), parallelism: parallelism,
-                                    lockPath: str("lock_path") ?? "/tmp/wayback", archiveWaitSeconds: wait,
-                                    fastCheckpoint: fast, logLevel: logLevel)
+        let prefetch = Int(str("restore.prefetch_segments") ?? "") ?? 8
+        guard (0...256).contains(prefetch) else { throw WaybackError(.config, "\(path): restore.prefetch_segments must be from 0 to 256, not \(prefetch)") }
+        var c = WaybackConfiguration(path: path, clusterName: name, pgdata: pgdata, connection: conn, repositories: repos,
+                                     compression: CompressionSettings(algorithm: alg, level: level), parallelism: parallelism,
+                                     lockPath: str("lock_path") ?? "/tmp/wayback", archiveWaitSeconds: wait,
+                                     fastCheckpoint: fast, logLevel: logLevel)
+        c.prefetchSegments = prefetch
+        return c
     }
 }

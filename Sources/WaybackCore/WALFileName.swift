@@ -88,3 +88,10 @@ public struct WALFileName: Hashable, Sendable, CustomStringConvertible, Comparab
 
     public static func < (a: WALFileName, b: WALFileName) -> Bool { a.description < b.description }
 }
+
+/// Where `wal-fetch` keeps prefetched segments during recovery: inside the restored cluster's
+/// pg_wal (PostgreSQL ignores a directory there), so it goes away with the cluster.
+public enum PrefetchSpool {
+    public static let directoryName = "wayback-prefetch"
+    public static func path(dataDirectory: String) -> String { dataDirectory + "/pg_wal/" + directoryName }
+}

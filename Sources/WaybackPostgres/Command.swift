@@ -13,6 +13,26 @@ public enum Command {
         public var stderr: String
     }
 
+    /// Starts `arguments` (absolute path first) in a new session with standard streams on
+    /// /dev/null and does not wait: a background helper that outlives its caller.
+    public static func spawnDetached(_ arguments: [String]) throws {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        posix_spawnattr_setflags(&attr, 0x80)  // POSIX_SPAWN_SETSID (glibc, _GNU_SOURCE)
+        let cArgs = arguments.map { strdup($0) } + [nil]
+        defer { cArgs.forEach { free($0) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, arguments[0], &actions, &attr, cArgs, environ)
+        guard rc == 0 else { throw WaybackError(.io, "cannot start \(arguments[0]): \(String(cString: strerror(rc)))") }
+    }
+
     /// Runs `arguments[0]` (a path, or a name looked up on PATH) and waits. With `asUser`, when
     /// running as root, the command runs through `runuser -u USER --`.
     @discardableResult

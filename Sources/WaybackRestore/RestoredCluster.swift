@@ -74,6 +74,8 @@ public enum RestoredCluster {
             String(line[(line.range(of: "recovery stopping")?.lowerBound ?? line.startIndex)...])
         }
         try verify(report, plan: plan, log: log)
+        // Recovery is over: the prefetch spool is of no further use (a paused cluster keeps it for --advance).
+        if report.state != "paused" { try? FileSystem.removeTree(PrefetchSpool.path(dataDirectory: directory)) }
         logger.info("restored cluster reached its target", metadata: ["state": "\(report.state)", "seconds": "\(report.recoverySeconds)"])
         return report
     }

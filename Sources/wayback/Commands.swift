@@ -79,12 +79,34 @@ struct WalFetchCommand: AsyncParsableCommand {
     static func fetch(name: String, destination: String, configPath: String) async throws {
         let config = try GlobalOptions.load(configPath)
         let logger = Context.logger(config.logLevel)
-        _ = try await WALArchive.fetch(name: name, destination: destination, configuration: archiveConfiguration(config), logger: logger)
+        var archive = archiveConfiguration(config)
+        archive.prefetchCommand = [Context.executablePath, "--config", config.path, "wal-prefetch"]
+        try await WALArchive.restore(name: name, destination: destination, configuration: archive, logger: logger)
+    }
+}
+
+/// The background helper `wal-fetch` starts (not for direct use).
+struct WalPrefetchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "wal-prefetch",
+        abstract: "Fetch the WAL segments after one into the prefetch spool (started by wal-fetch).",
+        shouldDisplay: false)
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The segment just fetched.") var after: String
+    @Argument(help: "How many segments to fetch ahead.") var count: Int
+    @Argument(help: "The spool directory.") var spool: String
+
+    func run() async throws {
+        guard let name = WALFileName(after), name.kind == .segment else { throw ValidationError("'\(after)' is not a WAL segment name") }
+        let config = try global.load()
+        let logger = Context.logger(config.logLevel)
+        try await Prefetch.run(after: name, count: count, spool: spool, configuration: archiveConfiguration(config), logger: logger)
     }
 }
 
 func archiveConfiguration(_ c: WaybackConfiguration) -> ArchiveConfiguration {
-    ArchiveConfiguration(repository: c.primaryRepository(), cluster: c.clusterName, compression: c.compression, parallelism: c.parallelism)
+    ArchiveConfiguration(repository: c.primaryRepository(), cluster: c.clusterName, compression: c.compression, parallelism: c.parallelism,
+                         prefetchSegments: c.prefetchSegments)
 }
 
 struct BackupCommand: AsyncParsableCommand {

@@ -15,7 +15,7 @@ struct Wayback: AsyncParsableCommand {
         abstract: "PostgreSQL backup and point-in-time recovery.",
         discussion: "Exit statuses are listed in docs/exit-codes.md.",
         version: WaybackVersion.string,
-        subcommands: [InitCommand.self, WalPushCommand.self, WalFetchCommand.self, BackupCommand.self,
+        subcommands: [InitCommand.self, WalPushCommand.self, WalFetchCommand.self, WalPrefetchCommand.self, BackupCommand.self,
                       RestoreCommand.self, StatusCommand.self, DemoCommand.self])
 }
 

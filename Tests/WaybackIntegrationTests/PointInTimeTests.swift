@@ -250,11 +250,14 @@ struct PointInTimeBadInputTests {
         let atPoint = try advanced.psql("SELECT count(*) FROM pgbench_history")
         #expect(Int(atPoint)! < Int(history)!)
         #expect(try advanced.psql("SELECT pg_get_wal_replay_pause_state()") == "paused")
+        // Recovery fetched ahead into the spool; it stays while the cluster is paused.
+        #expect(FileManager.default.fileExists(atPath: PrefetchSpool.path(dataDirectory: adv)))
         let back = try t.wayback(["restore", "--target-dir", adv, "--to-lsn", "0/1000000", "--advance"])
         #expect(back.status == WaybackError.Code.restoreTarget.rawValue, "\(back.stderr)")
         try t.waybackOK(["restore", "--target-dir", adv, "--to-latest", "--advance"])
         #expect(try advanced.psql("SELECT count(*) FROM pgbench_history") == history)
         #expect(try advanced.psql("SELECT pg_is_in_recovery()") == "f")
+        #expect(!FileManager.default.fileExists(atPath: PrefetchSpool.path(dataDirectory: adv)), "the prefetch spool outlived recovery")
         let again = try t.wayback(["restore", "--target-dir", adv, "--to-latest", "--advance"])
         #expect(again.status == WaybackError.Code.conflict.rawValue, "\(again.stderr)")
     }

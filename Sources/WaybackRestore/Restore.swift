@@ -12,6 +12,8 @@ public struct RestoreConfiguration: Sendable {
     public var targetDirectory: String
     public var request: RecoveryRequest
     public var archiveMode: ArchiveMode
+    /// Restore onto an existing stopped data directory, rewriting only what differs.
+    public var delta = false
     public var parallelism: Int
     /// The `restore_command` line PostgreSQL will run (`/path/wayback --config F wal-fetch %f %p`).
     public var restoreCommand: String
@@ -35,6 +37,9 @@ public struct RestoreReport: Sendable {
     public var files: Int
     public var bytes: Int64
     public var seconds: Double
+    /// With `--delta`: files rewritten (the rest were already right) and files removed.
+    public var rewritten: Int?
+    public var removed: Int?
 }
 
 /// Restores a backup into an empty directory.
@@ -48,7 +53,8 @@ public enum Restore {
         let catalog = Catalog(repository: config.repository, cluster: config.cluster)
         _ = try await catalog.requireBinding()
         let target = config.targetDirectory
-        try checkTarget(target, what: "target directory")
+        let delta = config.delta && FileManager.default.fileExists(atPath: target + "/PG_VERSION")
+        if delta { try checkDeltaTarget(target) } else { try checkTarget(target, what: "target directory") }
         let planned = try await RecoveryPlanner.plan(config.request, catalog: catalog, parallelism: config.parallelism, logger: logger)
         try planned.plan.requireFeasible()
         let manifest = planned.manifest
@@ -58,10 +64,19 @@ public enum Restore {
         var tablespaceTargets = [UInt32: String]()
         for ts in manifest.tablespaces {
             let loc = FileSystem.absolute(config.tablespaceMap[ts.oid] ?? ts.location)
-            try checkTarget(loc, what: "location of tablespace '\(ts.name)' (OID \(ts.oid)); map it elsewhere with --tablespace-map \(ts.oid)=DIR")
+            if !delta {
+                try checkTarget(loc, what: "location of tablespace '\(ts.name)' (OID \(ts.oid)); map it elsewhere with --tablespace-map \(ts.oid)=DIR")
+            }
             tablespaceTargets[ts.oid] = loc
         }
         let owner = try config.owner ?? ownerFor(target)
+        if delta {
+            let (bytes, state) = try await runDelta(manifest, plan: planned.plan, tablespaces: tablespaceTargets, owner: owner,
+                                                    config: config, catalog: catalog, progress: progress, logger: log)
+            return RestoreReport(plan: planned.plan, backup: manifest, targetDirectory: target, files: manifest.files.count, bytes: bytes,
+                                 seconds: monotonicSeconds() - started, rewritten: state.rewritten.load(ordering: .relaxed),
+                                 removed: state.removed)
+        }
 
         // Staging directories, renamed into place at the end.
         let staging = stagingPath(target)
@@ -105,7 +120,13 @@ public enum Restore {
     public static func plan(_ config: RestoreConfiguration, logger: Logger) async throws -> RecoveryPlan {
         let catalog = Catalog(repository: config.repository, cluster: config.cluster)
         var plan = try await RecoveryPlanner.plan(config.request, catalog: catalog, parallelism: config.parallelism, logger: logger).plan
-        do { try checkTarget(config.targetDirectory, what: "target directory") } catch let e as WaybackError {
+        do {
+            if config.delta && FileManager.default.fileExists(atPath: config.targetDirectory + "/PG_VERSION") {
+                try checkDeltaTarget(config.targetDirectory)
+            } else {
+                try checkTarget(config.targetDirectory, what: "target directory")
+            }
+        } catch let e as WaybackError {
             plan.problems.append(e.message)
         }
         return plan
@@ -203,7 +224,7 @@ public enum Restore {
 
     /// Restores every file with `parallelism` workers, verifying each file's SHA-256.
     static func restoreFiles(_ m: BackupManifest, layout: Layout, config: RestoreConfiguration, catalog: Catalog,
-                             progress: ProgressHandler?) async throws -> Int64 {
+                             progress: ProgressHandler?, delta: DeltaState? = nil) async throws -> Int64 {
         let order = m.files.indices.sorted { m.files[$0].size > m.files[$1].size }
         let cursor = WorkCursor(limit: order.count)
         let counter = ByteCounter()
@@ -215,7 +236,11 @@ public enum Restore {
                         while true {
                             guard let n = cursor.next() else { return }
                             let i = order[n]
-                            try await restoreOne(m.files[i], manifest: m, layout: layout, catalog: catalog, counter: counter)
+                            if let delta {
+                                try await delta.restore(m.files[i], manifest: m, layout: layout, catalog: catalog, counter: counter)
+                            } else {
+                                try await restoreOne(m.files[i], manifest: m, layout: layout, catalog: catalog, counter: counter)
+                            }
                         }
                     }
                 }
@@ -227,8 +252,9 @@ public enum Restore {
 
     static let writebackStep: Int64 = 8 << 20
 
-    static func restoreOne(_ f: BackupManifest.File, manifest m: BackupManifest, layout: Layout, catalog: Catalog, counter: ByteCounter) async throws {
-        let path = layout.path(f.path)
+    static func restoreOne(_ f: BackupManifest.File, manifest m: BackupManifest, layout: Layout, catalog: Catalog, counter: ByteCounter,
+                           into destination: String? = nil) async throws {
+        let path = destination ?? layout.path(f.path)
         let out = try PosixFile.create(path, mode: mode_t(f.mode & 0o777 == 0 ? 0o600 : f.mode & 0o777))
         var hasher = SHA256Hasher()
         var written: Int64 = 0

@@ -181,6 +181,7 @@ struct RestoreCommand: AsyncParsableCommand {
     @Flag(name: .customLong("dry-run"), help: "Print the plan and write nothing; exit 0 only if the restore would succeed.") var dryRun = false
     @Flag(help: "Print JSON.") var json = false
     @Flag(help: "Start the restored cluster, wait until recovery reaches the target, check it, and report the timings.") var start = false
+    @Flag(help: "Restore onto an existing stopped data directory, rewriting only files that differ and removing files the backup does not have.") var delta = false
     @Flag(help: "Move the target of a restored cluster that is paused in recovery forward and resume replay (no files restored).") var advance = false
     @Option(help: "Port of the started cluster (unix socket in the data directory; default 5432).") var port: Int?
     @Option(help: "Owner of the restored files when run as root (default: owner of the target's parent).") var owner: String?
@@ -205,6 +206,7 @@ struct RestoreCommand: AsyncParsableCommand {
             if toBackupEnd { throw ValidationError("--advance moves to a later point: use --to-time, --to-lsn, --to-xid, --to-name or --to-latest") }
             if backup != nil || !tablespaceMap.isEmpty || owner != nil { throw ValidationError("--advance keeps the restored backup: drop --backup, --owner and --tablespace-map") }
             if dryRun { throw ValidationError("--advance cannot be combined with --dry-run; run --dry-run without --advance to see a plan") }
+            if delta { throw ValidationError("--advance restores no files, so --delta does not apply") }
         }
         if let backup, BackupID(backup) == nil { throw ValidationError("'\(backup)' is not a backup id (like 20261129-004100F); 'wayback status' lists them") }
         for m in tablespaceMap {
@@ -253,11 +255,12 @@ struct RestoreCommand: AsyncParsableCommand {
                                       timeline: TimelineChoice(timeline)!, backupID: backup.flatMap { BackupID($0) })
         let directory = FileSystem.absolute(targetDir)
         let mode = archiveMode.flatMap(ArchiveMode.init(rawValue:)) ?? (directory == FileSystem.absolute(config.pgdata) ? .preserve : .off)
-        let restoreConfig = RestoreConfiguration(
+        var restoreConfig = RestoreConfiguration(
             repository: config.primaryRepository(), cluster: config.clusterName, targetDirectory: directory,
             request: request, archiveMode: mode, parallelism: config.parallelism,
             restoreCommand: Context.waybackCommand(configPath: config.path) + " wal-fetch %f %p",
             owner: ownerIDs, tablespaceMap: map)
+        restoreConfig.delta = delta
 
         if advance {
             let r = try await Advance.run(restoreConfig, port: port, connection: config.connection, logger: logger)
@@ -287,6 +290,9 @@ struct RestoreCommand: AsyncParsableCommand {
             return
         }
         print("restored backup \(report.backup.id) into \(report.targetDirectory): \(report.files) files, \(Format.bytes(report.bytes)) in \(Format.seconds(report.seconds))")
+        if let rewritten = report.rewritten {
+            print("delta: \(rewritten) file(s) rewritten, \(report.files - rewritten) already identical, \(report.removed ?? 0) removed")
+        }
         print("recovery: to \(report.plan.target)\(report.plan.stop.map { ", stopping \($0.position) \($0.record)" } ?? ""), then \(report.plan.action.rawValue); archive_mode \(mode == .off ? "off (this copy does not archive)" : "as configured")")
         if let s = started {
             print("started: recovery reached its target and the server is \(s.state) (\(s.stopMessage ?? "end of archived WAL"))")

@@ -262,3 +262,39 @@ struct PointInTimeBadInputTests {
         #expect(again.status == WaybackError.Code.conflict.rawValue, "\(again.stderr)")
     }
 }
+
+@Suite("delta restore onto an existing data directory", .serialized, .enabled(if: TestEnvironment.runIntegration))
+struct DeltaRestoreTests {
+    @Test("--delta rewrites only what differs, removes extra files, and gives the same data as a fresh restore")
+    func delta() async throws {
+        let t = try TestCluster()
+        let dir = t.root + "/copy"
+        let copy = t.restoredCluster(at: dir)
+        defer { t.cleanup(extra: [copy]) }
+        try t.waybackOK(["init"])
+        try t.cluster.pgbench(["-i", "-q", "-s", "2"])
+        try t.waybackOK(["backup", "--type", "full"])
+        let tables = ["pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history"]
+        let atBackup = try tables.map { try TestCluster.tableDigest(t.cluster, $0) }
+        try t.switchAndWaitForArchive()
+
+        // A copy at the end of the backup, then changed: new table, updated rows, a stray file.
+        try t.waybackOK(["restore", "--target-dir", dir, "--to-backup-end"])
+        try t.startRestored(copy)
+        try copy.psql("CREATE TABLE junk AS SELECT g FROM generate_series(1, 10000) g; UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid < 1000; CHECKPOINT;")
+        try copy.stop()
+        try "stray".write(toFile: dir + "/base/stray-file", atomically: true, encoding: .utf8)
+
+        let running = try t.wayback(["restore", "--target-dir", t.cluster.dataDirectory, "--delta", "--to-backup-end"])
+        #expect(running.status == WaybackError.Code.conflict.rawValue, "a delta onto a running cluster: \(running.stderr)")
+
+        let out = try t.waybackOK(["restore", "--target-dir", dir, "--delta", "--to-backup-end"])
+        let line = try #require(out.split(separator: "\n").first { $0.hasPrefix("delta:") }, "\(out)")
+        let rewritten = Int(line.split(separator: " ")[1])!
+        #expect(rewritten > 0 && rewritten < 200, "\(line)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/base/stray-file"))
+        try t.startRestored(copy)
+        #expect(try tables.map { try TestCluster.tableDigest(copy, $0) } == atBackup)
+        #expect(try copy.psql("SELECT count(*) FROM pg_class WHERE relname = 'junk'") == "0")
+    }
+}

@@ -214,6 +214,14 @@ public enum RecoveryPlanner {
         return out
     }
 
+    /// The recoverable window of every timeline (for `status`).
+    public static func recoverableWindows(catalog: Catalog) async throws -> [RecoveryWindow] {
+        let manifests = try await catalog.manifests()
+        guard let newest = manifests.last else { return [] }
+        let archive = try await catalog.archiveContents(segmentSize: newest.walSegmentSize)
+        return try await recoveryWindows(facts: manifests.map(BackupFacts.init), archive: archive, catalog: catalog)
+    }
+
     /// Earliest and latest recoverable point of every timeline in the archive.
     static func recoveryWindows(facts: [BackupFacts], archive: ArchiveContents, catalog: Catalog) async throws -> [RecoveryWindow] {
         var out = [RecoveryWindow]()

@@ -304,6 +304,18 @@ struct RestoreCommand: AsyncParsableCommand {
     }
 }
 
+/// `status --json`: the report's fields, and the recoverable window per timeline.
+struct StatusOutput: Encodable {
+    var report: StatusReport
+    var recoverable: [RecoveryWindow]
+    func encode(to encoder: any Encoder) throws {
+        try report.encode(to: encoder)
+        enum K: String, CodingKey { case recoverable }
+        var c = encoder.container(keyedBy: K.self)
+        try c.encode(recoverable, forKey: .recoverable)
+    }
+}
+
 /// `restore --json`.
 struct RestoreOutput: Encodable {
     var plan: RecoveryPlan
@@ -323,8 +335,10 @@ struct StatusCommand: AsyncParsableCommand {
 
     func run() async throws {
         let config = try global.load()
-        let report = try await StatusReport.gather(Catalog(repository: config.primaryRepository(), cluster: config.clusterName))
-        if json { try Context.printJSON(report); return }
+        let catalog = Catalog(repository: config.primaryRepository(), cluster: config.clusterName)
+        let report = try await StatusReport.gather(catalog)
+        let windows = try await RecoveryPlanner.recoverableWindows(catalog: catalog)
+        if json { try Context.printJSON(StatusOutput(report: report, recoverable: windows)); return }
         print("cluster '\(report.cluster)' (system identifier \(report.systemIdentifier), PostgreSQL \(report.pgVersion)) in repository '\(report.repository)'")
         if report.backups.isEmpty { print("no backups") }
         for b in report.backups {
@@ -335,5 +349,7 @@ struct StatusCommand: AsyncParsableCommand {
             let gaps = t.gaps.isEmpty ? "" : "  MISSING: \(t.gaps.joined(separator: ", "))"
             print("  WAL timeline \(t.timeline): \(t.first) .. \(t.last) (\(t.segments) segments)\(gaps)")
         }
+        if !windows.isEmpty { print("recoverable:") }
+        for w in windows { print("  \(w.text)") }
     }
 }

@@ -7,10 +7,13 @@
 #                   empty directory, + sync
 #   wal-push      : SEGMENTS real 16 MiB segments pushed one call each (pgbackrest archive-push,
 #                   synchronous / wayback wal-push) into fresh repositories
+#   PITR          : end to end (restore + start + replay to a time target + promote) after
+#                   PITR_TX pgbench transactions: pgbackrest restore --type=time + pg_ctl start /
+#                   wayback restore --to-time --target-action promote --start
 #   peak memory   : max RSS of wayback backup and restore (GNU time)
 #
 # Needs root (drop_caches, runuser), pgbackrest (Debian package; installed if missing) and a
-# release build of wayback (built if missing). env: REPS (3), SEGMENTS (30), BENCH_ROOT
+# release build of wayback (built if missing). env: REPS (3), SEGMENTS (30), PITR_TX (40000), BENCH_ROOT
 # (/var/tmp/wayback-bench), PORT (5433), KEEP=1 keeps the cluster and repositories.
 set -euo pipefail
 SCALE=${1:-100}
@@ -129,6 +132,29 @@ for r in $(seq 1 "$REPS"); do
     cold; timed wayback.push -- runuser -u postgres -- bash -c "for s in '$ROOT'/stage/*; do '$WB' --config '$ROOT/wayback-push.yaml' wal-push \$s || exit 1; done"
 done
 
+# PITR: WAL after the last backups, a time target in the middle of it, then restore + replay +
+# promote end to end with each tool.
+PITR_TX=${PITR_TX:-40000}
+as_pg "$PGBIN/pgbench" -n -c 2 -t $((PITR_TX / 4)) -h "$ROOT/run" -p "$PORT" -U postgres postgres >/dev/null 2>&1
+TARGET=$(as_pg "${PSQL[@]}" -c "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")
+as_pg "$PGBIN/pgbench" -n -c 2 -t $((PITR_TX / 4)) -h "$ROOT/run" -p "$PORT" -U postgres postgres >/dev/null 2>&1
+LAST=$(as_pg "${PSQL[@]}" -c "SELECT pg_walfile_name(pg_switch_wal())")
+until [ "$(as_pg "${PSQL[@]}" -c "SELECT last_archived_wal >= '$LAST' FROM pg_stat_archiver")" = t ]; do sleep 0.5; done
+WALSEGS=$(as_pg "$WB" --config "$ROOT/wayback.yaml" restore --target-dir "$ROOT/r-wb" --to-time "$TARGET" --dry-run --json | python3 -c "import json,sys; print(json.load(sys.stdin)['wal']['segments'])")
+echo "== PITR to $TARGET: $WALSEGS WAL segments to replay"
+P2=$((PORT + 1))
+for r in $(seq 1 "$REPS"); do
+    echo "-- PITR round $r"
+    rm -rf "$ROOT/r-pbr" "$ROOT/r-wb"; mkdir -p "$ROOT/r-pbr"; chown postgres: "$ROOT/r-pbr"
+    cold; timed pgbackrest.pitr -- runuser -u postgres -- bash -c "pgbackrest --config='$ROOT/pgbackrest.conf' --stanza=bench --pg1-path='$ROOT/r-pbr' --type=time --target='$TARGET' --target-action=promote restore \
+        && '$PGBIN/pg_ctl' -D '$ROOT/r-pbr' -l '$ROOT/log/pitr-pbr.log' -w -o \"-p $P2 -c archive_mode=off -c unix_socket_directories='$ROOT/r-pbr'\" start >/dev/null \
+        && until [ \"\$('$PGBIN/psql' -X -A -t -h '$ROOT/r-pbr' -p $P2 -U postgres -c 'SELECT pg_is_in_recovery()' postgres 2>/dev/null)\" = f ]; do sleep 0.05; done"
+    as_pg "$PGBIN/pg_ctl" -D "$ROOT/r-pbr" -m immediate stop >/dev/null
+    cold; timed wayback.pitr -- runuser -u postgres -- "$WB" --config "$ROOT/wayback.yaml" restore --target-dir "$ROOT/r-wb" --to-time "$TARGET" --target-action promote --start --port "$P2"
+    as_pg "$PGBIN/pg_ctl" -D "$ROOT/r-wb" -m immediate stop >/dev/null
+    rm -rf "$ROOT/r-pbr" "$ROOT/r-wb"
+done
+
 as_pg "$PGBIN/pg_ctl" -D "$ROOT/pgdata" -m fast stop >/dev/null
 python3 - "$RES" "$DATA_BYTES" "$NSEG" <<'PY'
 import sys, statistics as st
@@ -153,6 +179,7 @@ ratio("wayback.restore", "pgbackrest.restore", "<= 0.8x")
 ratio("wayback.restore", "ref.untar", "the physical reference")
 ratio("pgbackrest.restore", "ref.untar", "pgBackRest, for comparison")
 ratio("wayback.push", "pgbackrest.push", "<= 0.6x")
+ratio("wayback.pitr", "pgbackrest.pitr", "<= 0.7x")
 if "wayback.push" in med:
     print(f"- wayback wal-push per segment: {1000 * med['wayback.push'] / nseg:.1f} ms; pgBackRest: {1000 * med['pgbackrest.push'] / nseg:.1f} ms")
 PY

@@ -157,7 +157,10 @@ public enum WALArchive {
             throw WaybackError(.usage, "'\(fileName)' is not a WAL file name; restore_command must be 'wayback wal-fetch %f %p'")
         }
         let spool = Prefetch.spool(forDestination: destination)
-        let prefetching = configuration.prefetchSegments > 0 && name.kind == .segment && !configuration.prefetchCommand.isEmpty
+        // Only for recovery, where PostgreSQL passes pg_wal/RECOVERYXLOG: a fetch to anywhere else
+        // (a script copying segments out) must not leave a spool next to its file.
+        let inPGWAL = FileSystem.lastComponent(FileSystem.parentPath(FileSystem.absolute(destination))) == "pg_wal"
+        let prefetching = configuration.prefetchSegments > 0 && name.kind == .segment && !configuration.prefetchCommand.isEmpty && inPGWAL
         if prefetching, Prefetch.take(name, spool: spool, destination: destination) {
             logger.debug("WAL file from the prefetch spool", metadata: ["wayback.segment": "\(fileName)"])
         } else {

@@ -44,14 +44,6 @@ public struct SegmentOnPath: Sendable, Hashable {
 }
 
 extension TimelineHistory {
-    /// The timeline whose file PostgreSQL reads for segment `number` when recovering along this
-    /// history: the newest timeline that had begun by that segment (the segment holding a switch
-    /// point is read from the new timeline, which starts with a copy of the old one's data).
-    public func timeline(forSegment number: UInt64, segmentSize: UInt64) -> UInt32 {
-        for p in path.reversed() where p.begin.value / segmentSize <= number { return p.timeline }
-        return path.first!.timeline
-    }
-
     /// Segments `first...last` along this history.
     public func segments(_ first: UInt64, _ last: UInt64, segmentSize: UInt64) -> [SegmentOnPath] {
         guard first <= last else { return [] }

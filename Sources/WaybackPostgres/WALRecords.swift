@@ -293,6 +293,7 @@ public struct TimelineHistory: Sendable, Equatable {
         public var timeline: UInt32
         /// Where this timeline was left for the next one in the list.
         public var switchPoint: LSN
+        public init(timeline: UInt32, switchPoint: LSN) { self.timeline = timeline; self.switchPoint = switchPoint }
     }
 
     public var timeline: UInt32
@@ -338,6 +339,14 @@ public struct TimelineHistory: Sendable, Equatable {
     public func timeline(at lsn: LSN) -> UInt32 {
         for p in path where lsn >= p.begin && (p.end == nil || lsn < p.end!) { return p.timeline }
         return timeline
+    }
+
+    /// The timeline whose file PostgreSQL reads for segment `number` when recovering along this
+    /// history: the newest timeline that had begun by that segment (the segment holding a switch
+    /// point is read from the new timeline, which starts with a copy of the old one's data).
+    public func timeline(forSegment number: UInt64, segmentSize: UInt64) -> UInt32 {
+        for p in path.reversed() where p.begin.value / segmentSize <= number { return p.timeline }
+        return path.first!.timeline
     }
 
     public func contains(_ tli: UInt32) -> Bool { tli == timeline || parents.contains { $0.timeline == tli } }

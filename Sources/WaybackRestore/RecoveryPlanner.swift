@@ -143,14 +143,9 @@ public enum RecoveryPlanner {
         for m in missingNames where !problems.contains(where: { $0.contains(m) }) {
             problems.append("WAL segment \(m) is missing from the archive: recovery cannot pass it")
         }
-        let pathTimelines = history.path.map(\.timeline).filter { tli in needed.contains { $0.timeline == tli } || tli == timeline }
-        var histories = [String]()
-        for tli in pathTimelines where tli > 1 {
-            let name = WALFileName.history(timeline: tli).description
-            if archive.histories[tli] != nil { histories.append(name) } else if tli != 1 {
-                problems.append("history file \(name) is missing from the archive")
-            }
-        }
+        // PostgreSQL reads the target timeline's history file (it lists every ancestor); its
+        // presence was checked above.
+        let histories = timeline > 1 ? [WALFileName.history(timeline: timeline).description] : []
         let inBackup = needed.filter { !archive.has($0.timeline, $0.number) && backup.walCopies.contains($0.number) }.count
         let manifest = try await catalog.manifest(backup.id)
         let records = (try? await catalog.restoreRecords()) ?? []

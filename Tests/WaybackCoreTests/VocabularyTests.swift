@@ -108,3 +108,27 @@ import Testing
         }
     }
 }
+
+@Suite struct TargetTimeTests {
+    let instant: Int64 = 1_795_912_867_250_000  // 2026-11-29 00:41:07.25 UTC
+
+    @Test func rfc3339AndPostgresLiterals() {
+        for text in ["2026-11-29T00:41:07.25Z", "2026-11-29 00:41:07.250000+00", "2026-11-29 00:41:07.25", "2026-11-29 01:41:07.25+01",
+                     "2026-11-29 01:41:07.25 +01:00", "2026-11-29 06:11:07.25+0530", "2026-11-28 23:41:07.25-01", "2026-11-29 00:41:07.25 UTC"] {
+            #expect(Format.parseInstant(text) == instant, "\(text)")
+        }
+        #expect(Format.parseInstant("2026-11-29") == 1_795_910_400_000_000)
+        #expect(Format.parseInstant("2026-11-29 00:41") == 1_795_912_860_000_000)
+        #expect(Format.parseInstant("2026-11-29 00:41:07.1234565") == 1_795_912_867_123_457)  // rounded to microseconds
+        for bad in ["", "yesterday", "2026-11-29T25:00:00", "2026-11-29 00:41:07 CET", "2026-11-29 00:41:07+2", "2026-11-29 00:41:07."] {
+            #expect(Format.parseInstant(bad) == nil, "\(bad)")
+        }
+        #expect(Format.parseInstant("2026-11-29 00:41:07", zoneRequired: true) == nil)
+    }
+
+    @Test func postgresLiteralIsUTCWithMicroseconds() {
+        #expect(Format.postgresTimestamp(micros: instant) == "2026-11-29 00:41:07.250000+00")
+        #expect(Format.parseInstant(Format.postgresTimestamp(micros: instant + 1)) == instant + 1)
+        #expect(Format.postgresTimestamp(micros: -1) == "1969-12-31 23:59:59.999999+00")
+    }
+}

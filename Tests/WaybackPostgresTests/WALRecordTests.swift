@@ -1,0 +1,155 @@
+import Testing
+import WaybackCore
+@testable import WaybackPostgres
+
+/// Writes WAL the way PostgreSQL lays it out: 8 KiB pages with short headers, a long header at the
+/// start of each segment, 8-byte aligned records chained by xl_prev, records split across pages
+/// and segments with XLP_FIRST_IS_CONTRECORD and xlp_rem_len.
+struct SyntheticWAL {
+    static let page = 8192
+    let segmentSize: Int
+    var bytes: [UInt8]
+    var pos = 40
+    var prev: UInt64 = 0
+    let firstSegment: UInt64
+
+    init(segments: Int, segmentSize: Int = 1 << 20, firstSegment: UInt64 = 4) {
+        self.segmentSize = segmentSize
+        self.firstSegment = firstSegment
+        bytes = [UInt8](repeating: 0, count: segments * segmentSize)
+        writePageHeader(at: 0, remaining: 0)
+    }
+
+    var base: UInt64 { firstSegment * UInt64(segmentSize) }
+
+    mutating func put(_ v: UInt64, at o: Int, size: Int) { for i in 0..<size { bytes[o + i] = UInt8(truncatingIfNeeded: v >> (8 * i)) } }
+
+    mutating func writePageHeader(at o: Int, remaining: Int) {
+        let long = o % segmentSize == 0
+        put(0xD110, at: o, size: 2)
+        put(UInt64((long ? 2 : 0) | (remaining > 0 ? 1 : 0)), at: o + 2, size: 2)
+        put(1, at: o + 4, size: 4)
+        put(base + UInt64(o), at: o + 8, size: 8)
+        put(UInt64(remaining), at: o + 16, size: 4)
+        if long {
+            put(7_777_777, at: o + 24, size: 8)
+            put(UInt64(segmentSize), at: o + 32, size: 4)
+            put(UInt64(Self.page), at: o + 36, size: 4)
+        }
+    }
+
+    /// Appends a record; returns its LSN.
+    @discardableResult
+    mutating func record(rmid: UInt8, info: UInt8, xid: UInt32, main: [UInt8], brokenPrev: Bool = false) -> LSN {
+        pos = (pos + 7) & ~7
+        if pos % Self.page == 0 { writePageHeader(at: pos, remaining: 0); pos += pos % segmentSize == 0 ? 40 : 24 }
+        var r = [UInt8](repeating: 0, count: 24)
+        let mainHeader: [UInt8] = main.count <= 255 ? [255, UInt8(main.count)]
+            : [254] + (0..<4).map { UInt8(truncatingIfNeeded: main.count >> (8 * $0)) }
+        let total = 24 + mainHeader.count + main.count
+        for i in 0..<4 { r[i] = UInt8(truncatingIfNeeded: total >> (8 * i)) }
+        for i in 0..<4 { r[4 + i] = UInt8(truncatingIfNeeded: xid >> (8 * UInt32(i))) }
+        let p = brokenPrev ? prev &+ 8 : prev
+        for i in 0..<8 { r[8 + i] = UInt8(truncatingIfNeeded: p >> (8 * UInt64(i))) }
+        r[16] = info; r[17] = rmid
+        r += mainHeader + main
+        let start = base + UInt64(pos)
+        var done = 0
+        while done < r.count {
+            if pos % Self.page == 0 {
+                writePageHeader(at: pos, remaining: r.count - done)
+                pos += pos % segmentSize == 0 ? 40 : 24
+            }
+            let n = min(r.count - done, Self.page - pos % Self.page)
+            bytes.replaceSubrange(pos..<(pos + n), with: r[done..<(done + n)])
+            pos += n; done += n
+        }
+        prev = start
+        return LSN(start)
+    }
+
+    static func le64(_ v: Int64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
+
+    mutating func commit(xid: UInt32, time: Int64) -> LSN { record(rmid: 1, info: 0x00, xid: xid, main: Self.le64(time)) }
+    mutating func abort(xid: UInt32, time: Int64) -> LSN { record(rmid: 1, info: 0x20, xid: xid, main: Self.le64(time)) }
+    mutating func restorePoint(_ name: String, time: Int64) -> LSN {
+        var n = Array(name.utf8); n += [UInt8](repeating: 0, count: 64 - n.count)
+        return record(rmid: 0, info: 0x70, xid: 0, main: Self.le64(time) + n)
+    }
+    mutating func filler(_ size: Int) -> LSN { record(rmid: 10, info: 0, xid: 9, main: [UInt8](repeating: 0xAB, count: size)) }
+
+    func segment(_ i: Int) -> ArraySlice<UInt8> { bytes[(i * segmentSize)..<((i + 1) * segmentSize)] }
+}
+
+@Suite struct WALRecordScannerTests {
+    @Test func eventsAcrossPagesAndTheEndOfWAL() throws {
+        var w = SyntheticWAL(segments: 1)
+        let c = w.commit(xid: 100, time: 1_000)
+        let big = w.filler(20_000)  // spans three pages
+        let rp = w.restorePoint("before_migration", time: 2_000)
+        let a = w.abort(xid: 101, time: 3_000)
+        var scanner = WALRecordScanner(segmentSize: 1 << 20)
+        let scan = try Array(w.segment(0)).withUnsafeBytes { try scanner.scan($0, segmentNumber: 4) }
+        #expect(scan.records == 4)
+        #expect(scan.events == [
+            WALEvent(kind: .commit, lsn: c, endLSN: LSN(c.value + 34), xid: 100, timestamp: 1_000),
+            WALEvent(kind: .restorePoint("before_migration"), lsn: rp, endLSN: scan.events[1].endLSN, xid: 0, timestamp: 2_000),
+            WALEvent(kind: .abort, lsn: a, endLSN: scan.events[2].endLSN, xid: 101, timestamp: 3_000),
+        ])
+        #expect(scan.firstRecord == c && scan.lastRecord == a)
+        #expect(big > c && rp > big)
+        #expect(scan.endOfWAL)
+    }
+
+    @Test func aRecordContinuedIntoTheNextSegment() throws {
+        var w = SyntheticWAL(segments: 2)
+        _ = w.commit(xid: 5, time: 10)
+        // Fill almost to the end of the first segment, then a commit that straddles it.
+        while w.pos < (1 << 20) - 3 * 8192 { _ = w.filler(8000) }
+        let straddling = w.record(rmid: 1, info: 0, xid: 77, main: SyntheticWAL.le64(99) + [UInt8](repeating: 0, count: 3 * 8192))
+        let after = w.commit(xid: 78, time: 100)
+        var scanner = WALRecordScanner(segmentSize: 1 << 20)
+        let first = try Array(w.segment(0)).withUnsafeBytes { try scanner.scan($0, segmentNumber: 4) }
+        #expect(first.events.map(\.xid) == [5])
+        #expect(first.endOfRecords == nil && !first.endOfWAL)
+        let second = try Array(w.segment(1)).withUnsafeBytes { try scanner.scan($0, segmentNumber: 5) }
+        #expect(second.events.map(\.xid) == [77, 78])
+        #expect(second.events[0].lsn == straddling && second.events[1].lsn == after)
+        // Scanned alone, the second segment skips the continuation and starts at the next record.
+        var fresh = WALRecordScanner(segmentSize: 1 << 20)
+        let alone = try Array(w.segment(1)).withUnsafeBytes { try fresh.scan($0, segmentNumber: 5) }
+        #expect(alone.events.map(\.xid) == [78])
+    }
+
+    @Test func aBrokenChainEndsTheWAL() throws {
+        var w = SyntheticWAL(segments: 1)
+        _ = w.commit(xid: 1, time: 1)
+        _ = w.commit(xid: 2, time: 2)
+        _ = w.record(rmid: 1, info: 0, xid: 3, main: SyntheticWAL.le64(3), brokenPrev: true)  // stale data of a recycled segment
+        var scanner = WALRecordScanner(segmentSize: 1 << 20)
+        let scan = try Array(w.segment(0)).withUnsafeBytes { try scanner.scan($0, segmentNumber: 4) }
+        #expect(scan.events.map(\.xid) == [1, 2])
+        #expect(scan.endOfWAL)
+        #expect(throws: WaybackError.self) {
+            var s = WALRecordScanner(segmentSize: 1 << 20)
+            _ = try Array(w.segment(0)).withUnsafeBytes { try s.scan($0, segmentNumber: 9) }  // wrong page address
+        }
+    }
+}
+
+@Suite struct TimelineHistoryTests {
+    @Test func parseAndPath() throws {
+        let h = try TimelineHistory.parse("1\t0/3000158\tno recovery target specified\n\n2\t0/5000000\tat restore point \"x\"\n", timeline: 3)
+        #expect(h.parents.map(\.timeline) == [1, 2])
+        #expect(h.path.map(\.timeline) == [1, 2, 3])
+        #expect(h.timeline(at: LSN(0x3000157)) == 1 && h.timeline(at: LSN(0x3000158)) == 2 && h.timeline(at: LSN(0x6000000)) == 3)
+        #expect(h.switchPoint(leaving: 1) == LSN(0x3000158) && h.switchPoint(leaving: 3) == nil)
+        // The segment holding a switch point is read from the new timeline.
+        let seg = UInt64(16 << 20)
+        #expect(h.timeline(forSegment: 2, segmentSize: seg) == 1)
+        #expect(h.timeline(forSegment: 3, segmentSize: seg) == 2)
+        #expect(h.timeline(forSegment: 5, segmentSize: seg) == 3)
+        #expect(throws: WaybackError.self) { try TimelineHistory.parse("1\tnot-an-lsn\n", timeline: 2) }
+        #expect(throws: WaybackError.self) { try TimelineHistory.parse("2\t0/5000000\n1\t0/3000000\n", timeline: 3) }
+    }
+}

@@ -108,30 +108,31 @@ extension Catalog {
         guard !segments.isEmpty else { return }
         var scanner = WALRecordScanner(segmentSize: segmentSize)
         let width = max(1, parallelism)
-        try await withThrowingTaskGroup(of: (Int, Result<[UInt8], WaybackError>).self) { group in
+        try await withThrowingTaskGroup(of: SegmentRead.self) { group in
+            // Segments are read ahead in a window of `width`; results arrive in any order and are
+            // scanned in order.
             var next = 0
             var ready = [Int: Result<[UInt8], WaybackError>]()
-            func launch() {
-                guard next < segments.count else { return }
-                let i = next, s = segments[i]
-                next += 1
-                group.addTask {
-                    do {
-                        return (i, .success(try await self.readSegment(s.name(segmentSize: segmentSize), size: segmentSize)))
-                    } catch let e as WaybackError {
-                        return (i, .failure(e))
-                    }
-                }
-            }
-            for _ in 0..<width { launch() }
             var current = 0
             while current < segments.count {
+                while next < segments.count && next < current + width {
+                    let i = next, name = segments[i].name(segmentSize: segmentSize)
+                    next += 1
+                    group.addTask {
+                        do {
+                            return SegmentRead(index: i, result: .success(try await self.readSegment(name, size: segmentSize)))
+                        } catch let e as WaybackError {
+                            return SegmentRead(index: i, result: .failure(e))
+                        }
+                    }
+                }
                 while ready[current] == nil {
-                    guard let (i, r) = try await group.next() else { return }
-                    ready[i] = r
+                    guard let item = try await group.next() else {
+                        throw WaybackError(.internal, "the WAL reader lost segment \(segments[current].name(segmentSize: segmentSize))")
+                    }
+                    ready[item.index] = item.result
                 }
                 let read = ready.removeValue(forKey: current)!
-                launch()
                 let result: Result<WALSegmentScan, WaybackError>
                 switch read {
                 case .success(let bytes):
@@ -151,4 +152,10 @@ extension Catalog {
             }
         }
     }
+}
+
+/// One segment read ahead by `scanSegments`.
+struct SegmentRead: Sendable {
+    var index: Int
+    var result: Result<[UInt8], WaybackError>
 }

@@ -166,22 +166,34 @@ public struct WALRecordScanner: Sendable {
             // xl_tot_len and xl_xid are always on the record's first page (records are 8-aligned).
             let total = Int(u32(pos))
             if total == 0 { out.endOfWAL = true; break }
-            var head = [UInt8](), copied = 0
-            head.reserveCapacity(Self.recordHeader)
             guard total >= Self.recordHeader, total < 1 << 30 else { out.endOfWAL = true; break }
             let start = LSN(base + UInt64(pos))
-            guard let afterHead = consume(from: pos, count: Self.recordHeader, into: &head, keep: true, copied: &copied) else {
-                // The header itself continues in the next segment.
-                carry = (start, head, true, total - copied)
-                previousRecord = nil
-                out.endOfRecords = nil
-                break
+            var head = [UInt8](), copied = 0
+            let afterHead: Int, prev: UInt64, info: UInt8, rmid: UInt8
+            if pos % page + Self.recordHeader <= page {
+                // The common case: the header is on one page, read in place (no copy).
+                prev = u64(pos + 8); info = b[pos + 16]; rmid = b[pos + 17]
+                afterHead = pos + Self.recordHeader
+            } else {
+                head.reserveCapacity(Self.recordHeader)
+                guard let a = consume(from: pos, count: Self.recordHeader, into: &head, keep: true, copied: &copied) else {
+                    // The header itself continues in the next segment.
+                    carry = (start, head, true, total - copied)
+                    previousRecord = nil
+                    out.endOfRecords = nil
+                    break
+                }
+                afterHead = a
+                prev = head.withUnsafeBytes { h in (0..<8).reduce(UInt64(0)) { $0 | UInt64(h[8 + $1]) << (8 * $1) } }
+                info = head[16]; rmid = head[17]
             }
-            let prev = head.withUnsafeBytes { h in (0..<8).reduce(UInt64(0)) { $0 | UInt64(h[8 + $1]) << (8 * $1) } }
             if let previousRecord, prev != previousRecord.value { out.endOfWAL = true; break }
-            let rmid = head[17], info = head[16]
             let interesting = (rmid == Self.rmXACT) || (rmid == Self.rmXLOG && (info & 0xF0 == Self.xlogRestorePoint || info & 0xF0 == Self.xlogSwitch))
-            var record = head
+            var record = [UInt8]()
+            if interesting {
+                record.reserveCapacity(total)
+                if head.isEmpty { record.append(contentsOf: UnsafeRawBufferPointer(rebasing: b[pos..<(pos + Self.recordHeader)])) } else { record = head }
+            }
             if out.firstRecord == nil { out.firstRecord = start }
             out.lastRecord = start
             guard let next = consume(from: afterHead, count: total - Self.recordHeader, into: &record, keep: interesting, copied: &copied) else {

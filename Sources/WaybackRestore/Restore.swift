@@ -36,10 +36,12 @@ public struct RestoreReport: Sendable {
     public var targetDirectory: String
     public var files: Int
     public var bytes: Int64
+    /// The whole restore, and the part of it spent planning (reading and checking the WAL).
     public var seconds: Double
+    public var planSeconds: Double
     /// With `--delta`: files rewritten (the rest were already right) and files removed.
-    public var rewritten: Int?
-    public var removed: Int?
+    public var rewritten: Int? = nil
+    public var removed: Int? = nil
 }
 
 /// Restores a backup into an empty directory.
@@ -56,6 +58,7 @@ public enum Restore {
         let delta = config.delta && FileManager.default.fileExists(atPath: target + "/PG_VERSION")
         if delta { try checkDeltaTarget(target) } else { try checkTarget(target, what: "target directory") }
         let planned = try await RecoveryPlanner.plan(config.request, catalog: catalog, parallelism: config.parallelism, logger: logger)
+        let planSeconds = monotonicSeconds() - started
         try planned.plan.requireFeasible()
         let manifest = planned.manifest
         var log = logger
@@ -74,7 +77,7 @@ public enum Restore {
             let (bytes, state) = try await runDelta(manifest, plan: planned.plan, tablespaces: tablespaceTargets, owner: owner,
                                                     config: config, catalog: catalog, progress: progress, logger: log)
             return RestoreReport(plan: planned.plan, backup: manifest, targetDirectory: target, files: manifest.files.count, bytes: bytes,
-                                 seconds: monotonicSeconds() - started, rewritten: state.rewritten.load(ordering: .relaxed),
+                                 seconds: monotonicSeconds() - started, planSeconds: planSeconds, rewritten: state.rewritten.load(ordering: .relaxed),
                                  removed: state.removed)
         }
 
@@ -108,7 +111,7 @@ public enum Restore {
             try publish(staging, to: target)
             log.info("restore complete", metadata: ["target": "\(target)", "files": "\(manifest.files.count)"])
             return RestoreReport(plan: planned.plan, backup: manifest, targetDirectory: target, files: manifest.files.count, bytes: bytes,
-                                 seconds: monotonicSeconds() - started)
+                                 seconds: monotonicSeconds() - started, planSeconds: planSeconds)
         } catch {
             for dir in allStaging { try? FileSystem.removeTree(dir) }
             throw error
@@ -142,7 +145,7 @@ public enum Restore {
     /// Keeps what this restore measured in the repository, for later estimates and drills.
     public static func record(_ report: RestoreReport, started: RestoredCluster.Report?, catalog: Catalog, logger: Logger) async {
         let record = RestoreRecord(time: Date(), backup: report.backup.id, target: report.plan.target, bytes: report.bytes,
-                                   files: report.files, filesSeconds: report.seconds,
+                                   files: report.files, filesSeconds: report.seconds - report.planSeconds,
                                    walBytes: started == nil ? nil : report.plan.wal.bytes,
                                    replaySeconds: started?.recoverySeconds, readySeconds: started?.readySeconds)
         do { try await catalog.writeRestoreRecord(record) } catch {

@@ -264,7 +264,7 @@ struct RestoreCommand: AsyncParsableCommand {
 
         if advance {
             let r = try await Advance.run(restoreConfig, port: port, connection: config.connection, logger: logger)
-            if json { try Context.printJSON(RestoreOutput(plan: r.plan, files: 0, bytes: 0, filesSeconds: 0, archiveMode: mode.rawValue, start: r.report)); return }
+            if json { try Context.printJSON(RestoreOutput(plan: r.plan, files: 0, bytes: 0, planSeconds: 0, filesSeconds: 0, archiveMode: mode.rawValue, start: r.report)); return }
             print("advanced \(directory)\(r.previousLSN.map { " from \($0)" } ?? "") to \(r.plan.target)\(r.plan.stop.map { ", stopping \($0.position) \($0.record)" } ?? "")")
             print("the server is \(r.report.state) (\(r.report.stopMessage ?? "end of archived WAL")) after \(Format.seconds(r.report.recoverySeconds))")
             if r.report.state != "shut down" { print("connect: psql -h \(r.report.socketDirectory) -p \(r.report.port)") }
@@ -285,8 +285,8 @@ struct RestoreCommand: AsyncParsableCommand {
         }
         await Restore.record(report, started: started, catalog: Catalog(repository: config.primaryRepository(), cluster: config.clusterName), logger: logger)
         if json {
-            try Context.printJSON(RestoreOutput(plan: report.plan, files: report.files, bytes: report.bytes, filesSeconds: report.seconds,
-                                                archiveMode: mode.rawValue, start: started))
+            try Context.printJSON(RestoreOutput(plan: report.plan, files: report.files, bytes: report.bytes, planSeconds: report.planSeconds,
+                                                filesSeconds: report.seconds - report.planSeconds, archiveMode: mode.rawValue, start: started))
             return
         }
         print("restored backup \(report.backup.id) into \(report.targetDirectory): \(report.files) files, \(Format.bytes(report.bytes)) in \(Format.seconds(report.seconds))")
@@ -296,7 +296,7 @@ struct RestoreCommand: AsyncParsableCommand {
         print("recovery: to \(report.plan.target)\(report.plan.stop.map { ", stopping \($0.position) \($0.record)" } ?? ""), then \(report.plan.action.rawValue); archive_mode \(mode == .off ? "off (this copy does not archive)" : "as configured")")
         if let s = started {
             print("started: recovery reached its target and the server is \(s.state) (\(s.stopMessage ?? "end of archived WAL"))")
-            print("timings: files \(Format.seconds(report.seconds)), ready for connections after \(s.readySeconds.map(Format.seconds) ?? "-"), target reached after \(Format.seconds(s.recoverySeconds)); total \(Format.seconds(report.seconds + s.recoverySeconds))")
+            print("timings: plan \(Format.seconds(report.planSeconds)), files \(Format.seconds(report.seconds - report.planSeconds)), then from the start: ready for connections after \(s.readySeconds.map(Format.seconds) ?? "-"), target reached after \(Format.seconds(s.recoverySeconds)); total \(Format.seconds(report.seconds + s.recoverySeconds))")
             if s.state != "shut down" { print("connect: psql -h \(s.socketDirectory) -p \(s.port)") }
         } else {
             print("start it with: pg_ctl -D \(report.targetDirectory) start")
@@ -321,6 +321,7 @@ struct RestoreOutput: Encodable {
     var plan: RecoveryPlan
     var files: Int
     var bytes: Int64
+    var planSeconds: Double
     var filesSeconds: Double
     var archiveMode: String
     var start: RestoredCluster.Report?

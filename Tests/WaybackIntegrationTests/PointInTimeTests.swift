@@ -138,6 +138,8 @@ struct PointInTimeTests {
             }
         }
         cases.append(Case(args: ["--to-backup-end", "--backup", backups[1]["id"] as! String], expected: nil))
+        // The backup's own timeline to its end: all of timeline 1.
+        cases.append(Case(args: ["--to-latest", "--timeline", "current", "--backup", backups[1]["id"] as! String], expected: tl1.map(\.id)))
         cases.append(Case(args: ["--to-time", "2026-11-29 00:00:00+00"], expected: nil))  // before the first backup: refused
 
         var checked = 0
@@ -165,7 +167,7 @@ struct PointInTimeTests {
             try restored.stop(mode: "immediate")
             try FileSystem.removeTree(dir)
         }
-        #expect(checked >= 21)
+        #expect(checked >= 23)
     }
 }
 

@@ -13,7 +13,8 @@
 #   peak memory   : max RSS of wayback backup and restore (GNU time)
 #
 # Needs root (drop_caches, runuser), pgbackrest (Debian package; installed if missing) and a
-# release build of wayback (built if missing). env: REPS (3), SEGMENTS (30), PITR_TX (40000), BENCH_ROOT
+# release build of wayback (built if missing). env: REPS (3), SEGMENTS (30), PITR_TX (40000), PITR_ONLY=1
+# (only the PITR comparison), BENCH_ROOT
 # (/var/tmp/wayback-bench), PORT (5433), KEEP=1 keeps the cluster and repositories.
 set -euo pipefail
 SCALE=${1:-100}
@@ -115,6 +116,11 @@ NSEG=$(ls "$ROOT/stage" | wc -l)
 echo "== rounds: $REPS (cold cache), data ${DATA_BYTES} bytes, $NSEG segments"
 for r in $(seq 1 "$REPS"); do
     echo "-- round $r"
+    if [ "${PITR_ONLY:-0}" = 1 ]; then   # only the backups the PITR step needs, untimed
+        as_pg pgbackrest --config="$ROOT/pgbackrest.conf" --stanza=bench --type=full backup
+        as_pg "$WB" --config "$ROOT/wayback.yaml" backup >/dev/null
+        continue
+    fi
     cold; timed ref.tar_zstd -- bash -c "tar cf - --exclude='./pg_wal/0*' --exclude='./pg_wal/archive_status/*' --exclude=./postmaster.pid --warning=no-file-changed -C '$ROOT/pgdata' . | zstd -1 -T2 -q > '$ROOT/ref.tar.zst' && sync"
     cold; timed pgbackrest.backup -- runuser -u postgres -- pgbackrest --config="$ROOT/pgbackrest.conf" --stanza=bench --type=full backup
     cold; timed wayback.backup -- runuser -u postgres -- "$WB" --config "$ROOT/wayback.yaml" backup --json

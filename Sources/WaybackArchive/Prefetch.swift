@@ -39,7 +39,7 @@ public enum Prefetch {
     }
 
     /// The prefetcher: fetches the `count` segments after `after` (same timeline) that the spool
-    /// lacks, `parallelism` at a time, each written to a temporary name, synced and renamed; stops
+    /// lacks, one at a time, each written to a temporary name, synced and renamed; stops
     /// at the first segment the archive does not have. Exits at once if another prefetcher runs.
     public static func run(after: WALFileName, count: Int, spool: String, configuration: ArchiveConfiguration, logger: Logger) async throws {
         try FileSystem.makeDirectories(spool, mode: 0o700)
@@ -57,36 +57,17 @@ public enum Prefetch {
         }
         let present = Set((try? FileSystem.list(spool)) ?? [])
         let todo = wanted.filter { !present.contains($0.description) }
-        let cursor = WorkCursor(limit: todo.count)
-        let stopAt = StopMark()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for _ in 0..<min(configuration.parallelism, max(1, todo.count)) {
-                group.addTask {
-                    while let i = cursor.next() {
-                        if stopAt.isBefore(i) { return }
-                        let name = todo[i]
-                        let tmp = spool + "/.tmp-" + name.description
-                        do {
-                            _ = try await WALArchive.fetch(name: name.description, destination: tmp, configuration: configuration,
-                                                           logger: logger, durable: true)
-                            if stopAt.isBefore(i) { try? FileSystem.remove(tmp); return }
-                            try FileSystem.rename(tmp, spool + "/" + name.description)
-                        } catch let e as WaybackError where e.code == .notFound {
-                            stopAt.mark(i)
-                            return
-                        }
-                    }
-                }
+        // One at a time: fetching and decompressing a segment takes a fraction of the time
+        // PostgreSQL needs to replay it, and a second worker would take CPU from replay.
+        for name in todo {
+            let tmp = spool + "/.tmp-" + name.description
+            do {
+                _ = try await WALArchive.fetch(name: name.description, destination: tmp, configuration: configuration,
+                                               logger: logger, durable: true)
+                try FileSystem.rename(tmp, spool + "/" + name.description)
+            } catch let e as WaybackError where e.code == .notFound {
+                return  // the end of the archive
             }
-            try await group.waitForAll()
         }
     }
-}
-
-/// The first index at which the archive ran out: later segments are not fetched.
-final class StopMark: @unchecked Sendable {
-    private let lock = NSLock()
-    private var index = Int.max
-    func mark(_ i: Int) { lock.withLock { index = min(index, i) } }
-    func isBefore(_ i: Int) -> Bool { lock.withLock { index < i } }
 }

@@ -166,7 +166,7 @@ struct RestoreCommand: AsyncParsableCommand {
             See docs/recovery-procedures.md.
             """)
     @OptionGroup var global: GlobalOptions
-    @Option(name: .customLong("target-dir"), help: "Empty (or new) directory to restore into.") var targetDir: String
+    @Option(name: .customLong("target-dir"), help: "Directory to restore into: empty or new (with --delta a stopped data directory; with --advance the restored one).") var targetDir: String
     @Option(help: "Backup id to restore (default: chosen from the target).") var backup: String?
     @Flag(name: .customLong("to-latest"), help: "Replay all archived WAL (default).") var toLatest = false
     @Flag(name: .customLong("to-backup-end"), help: "Stop recovery as soon as the backup is consistent.") var toBackupEnd = false
@@ -176,7 +176,7 @@ struct RestoreCommand: AsyncParsableCommand {
     @Option(name: .customLong("to-name"), help: ArgumentHelp("Stop at a restore point (pg_create_restore_point).", valueName: "name")) var toName: String?
     @Flag(help: "Stop just before the target instead of just after it.") var exclusive = false
     @Option(name: .customLong("target-action"), help: "pause (default for a point in time), promote or shutdown.") var targetAction: String?
-    @Option(help: "Timeline to follow: latest (default), current (the backup's) or a number.") var timeline: String = "latest"
+    @Option(help: "Timeline to follow: latest, current (the backup's) or a number.") var timeline: String = "latest"
     @Option(name: .customLong("archive-mode"), help: "preserve or off (default: preserve when restoring into the configured pgdata, off otherwise).") var archiveMode: String?
     @Flag(name: .customLong("dry-run"), help: "Print the plan and write nothing; exit 0 only if the restore would succeed.") var dryRun = false
     @Flag(help: "Print JSON.") var json = false
@@ -261,6 +261,7 @@ struct RestoreCommand: AsyncParsableCommand {
             restoreCommand: Context.waybackCommand(configPath: config.path) + " wal-fetch %f %p",
             owner: ownerIDs, tablespaceMap: map)
         restoreConfig.delta = delta
+        restoreConfig.promoteAtTarget = start
 
         if advance {
             let r = try await Advance.run(restoreConfig, port: port, connection: config.connection, logger: logger)
@@ -281,7 +282,8 @@ struct RestoreCommand: AsyncParsableCommand {
         if start {
             let user = try Restore.osUserName(for: directory)
             started = try await RestoredCluster.start(directory: directory, plan: report.plan,
-                                                      options: .init(port: port ?? 5432, osUser: user, connection: config.connection), logger: logger)
+                                                      options: .init(port: port ?? 5432, osUser: user, connection: config.connection,
+                                                                     promoteAtTarget: true), logger: logger)
         }
         await Restore.record(report, started: started, catalog: Catalog(repository: config.primaryRepository(), cluster: config.clusterName), logger: logger)
         if json {

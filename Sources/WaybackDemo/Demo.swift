@@ -127,11 +127,10 @@ public enum Demo {
         let switched = try source.psql("SELECT pg_walfile_name(pg_switch_wal())")
         try await waitForArchive(switched, catalog: Catalog(repository: repo, cluster: c.clusterName))
 
-        var restoreConfig = RestoreConfiguration(
+        let restoreConfig = RestoreConfiguration(
             repository: repo, cluster: c.clusterName, targetDirectory: restored.dataDirectory,
             request: RecoveryRequest(target: .time(Format.parseInstant(pointInTime)!), action: .promote), archiveMode: .off,
             parallelism: c.parallelism, restoreCommand: "\(waybackCommand) wal-fetch %f %p")
-        restoreConfig.promoteAtTarget = true
         let plan = try await Restore.plan(restoreConfig, logger: o.logger)
         say("")
         say("Restore plan (wayback restore --to-time \(pointInTime) --dry-run):")
@@ -143,7 +142,7 @@ public enum Demo {
         say("  restored \(report.files) files into \(restored.dataDirectory)")
         let started = try await timed("start restored copy, replay WAL, promote") {
             try await RestoredCluster.start(directory: restored.dataDirectory, plan: report.plan,
-                                            options: .init(port: restored.port, osUser: currentUser(), connection: restored.connection, promoteAtTarget: true),
+                                            options: .init(port: restored.port, osUser: currentUser(), connection: restored.connection),
                                             logger: o.logger)
         }
         say("  \(started.stopMessage ?? "recovery ended")")

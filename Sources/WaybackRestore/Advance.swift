@@ -42,12 +42,10 @@ public enum Advance {
         auto = auto.split(separator: "\n", omittingEmptySubsequences: false).filter { !RecoverySettings.owns($0) }.joined(separator: "\n")
         while auto.hasSuffix("\n\n") { auto.removeLast() }
         if !auto.isEmpty && !auto.hasSuffix("\n") { auto += "\n" }
-        auto += RecoverySettings.text(plan: plan, request: request, restoreCommand: config.restoreCommand, archiveMode: archiveMode,
-                                      promoteAtTarget: true)
+        auto += RecoverySettings.text(plan: plan, request: request, restoreCommand: config.restoreCommand, archiveMode: archiveMode)
         try rewrite(autoPath, auto)
         let report = try await RestoredCluster.start(directory: dir, plan: plan,
-                                                     options: .init(port: runningPort ?? port ?? 5432, osUser: osUser, connection: connection,
-                                                                   promoteAtTarget: true),
+                                                     options: .init(port: runningPort ?? port ?? 5432, osUser: osUser, connection: connection),
                                                      logger: logger)
         return Result(plan: plan, previousLSN: previous, report: report)
     }

@@ -30,11 +30,7 @@ public enum RecoverySettings {
 
     static func quote(_ s: String) -> String { "'" + s.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "''") + "'" }
 
-    /// With `promoteAtTarget` (`restore --start`), a `promote` action is written as `pause`, and
-    /// Wayback promotes the paused server itself: a fast promotion, which does not make the server
-    /// wait for an end-of-recovery checkpoint before it accepts writes.
-    public static func text(plan: RecoveryPlan, request: RecoveryRequest, restoreCommand: String, archiveMode: ArchiveMode,
-                            promoteAtTarget: Bool = false) -> String {
+    public static func text(plan: RecoveryPlan, request: RecoveryRequest, restoreCommand: String, archiveMode: ArchiveMode) -> String {
         var lines = [header + "\(plan.backup): \(request.target)"]
         lines.append("restore_command = \(quote(restoreCommand))")
         // The timeline the plan follows, as a number: recovery does exactly what was planned.
@@ -51,11 +47,7 @@ public enum RecoverySettings {
             lines.append("recovery_target_inclusive = 'off'")
         }
         if request.target != .latest {
-            if promoteAtTarget && request.effectiveAction == .promote {
-                lines.append("recovery_target_action = 'pause'  " + marker + " --start: it promotes the paused server")
-            } else {
-                lines.append("recovery_target_action = \(quote(request.effectiveAction.rawValue))")
-            }
+            lines.append("recovery_target_action = \(quote(request.effectiveAction.rawValue))")
         }
         if archiveMode == .off {
             lines.append(archiveComment + " into the production archive (wayback restore --archive-mode preserve keeps archiving)")

@@ -14,8 +14,6 @@ public struct RestoreConfiguration: Sendable {
     public var archiveMode: ArchiveMode
     /// Restore onto an existing stopped data directory, rewriting only what differs.
     public var delta = false
-    /// `restore --start` will promote the server itself when it pauses at the target.
-    public var promoteAtTarget = false
     public var parallelism: Int
     /// The `restore_command` line PostgreSQL will run (`/path/wayback --config F wal-fetch %f %p`).
     public var restoreCommand: String
@@ -343,8 +341,7 @@ public enum Restore {
             .filter { !RecoverySettings.owns($0) }
             .joined(separator: "\n")
         if !auto.isEmpty && !auto.hasSuffix("\n") { auto += "\n" }
-        auto += RecoverySettings.text(plan: plan, request: config.request, restoreCommand: config.restoreCommand, archiveMode: config.archiveMode,
-                                      promoteAtTarget: config.promoteAtTarget)
+        auto += RecoverySettings.text(plan: plan, request: config.request, restoreCommand: config.restoreCommand, archiveMode: config.archiveMode)
         try? FileSystem.remove(autoPath)
         try writeText("postgresql.auto.conf", auto, manifestEntry: false)
         try writeText("recovery.signal", "", manifestEntry: false)

@@ -17,12 +17,10 @@ public enum RestoredCluster {
         public var timeoutSeconds: Double
         /// User, password and database for the checks (host and port are replaced by the private socket).
         public var connection: ConnectionSettings
-        /// The settings say `pause` for a `promote` action: promote when paused (see `RecoverySettings`).
-        public var promoteAtTarget: Bool
         public init(port: Int = 5432, osUser: String, binDirectory: String = LocalCluster.defaultBinDirectory(),
-                    timeoutSeconds: Double = 6 * 3600, connection: ConnectionSettings = ConnectionSettings(), promoteAtTarget: Bool = false) {
+                    timeoutSeconds: Double = 6 * 3600, connection: ConnectionSettings = ConnectionSettings()) {
             self.port = port; self.osUser = osUser; self.binDirectory = binDirectory; self.timeoutSeconds = timeoutSeconds
-            self.connection = connection; self.promoteAtTarget = promoteAtTarget
+            self.connection = connection
         }
     }
 
@@ -59,7 +57,7 @@ public enum RestoredCluster {
         connection.host = socketDir; connection.port = options.port; connection.sslMode = .disable
         var session: PostgresSession?
         do {
-            try await waitForTarget(cluster, directory: directory, plan: plan, options: options, connection: connection, began: began,
+            try await waitForTarget(directory: directory, plan: plan, options: options, connection: connection, began: began,
                                     session: &session, report: &report, logger: logger)
         } catch {
             await session?.close()
@@ -83,13 +81,11 @@ public enum RestoredCluster {
     }
 
     /// Polls the server (and its log) until the target is reached or the server exits.
-    static func waitForTarget(_ cluster: LocalCluster, directory: String, plan: RecoveryPlan, options: Options, connection: ConnectionSettings, began: Double,
+    static func waitForTarget(directory: String, plan: RecoveryPlan, options: Options, connection: ConnectionSettings, began: Double,
                               session: inout PostgresSession?, report: inout Report, logger: Logger) async throws {
         let logFile = report.logFile
         let action = plan.action
         let isLatest = plan.stop == nil && !plan.target.contains("immediate")
-        let promoteWhenPaused = options.promoteAtTarget && action == .promote && !isLatest
-        var promoting = false
         // Poll until the target is reached (or the server exits).
         while true {
             let elapsed = monotonicSeconds() - began
@@ -116,31 +112,14 @@ public enum RestoredCluster {
                 let inRecovery = row?[0] == "true"
                 if row != nil && !inRecovery && (action == .promote || isLatest) { report.state = "promoted"; return }
                 if inRecovery && action == .pause && !isLatest && row?[1] == "paused" { report.state = "paused"; return }
-                if inRecovery && promoteWhenPaused && !promoting && row?[1] == "paused" {
-                    try promote(cluster, directory: directory, binDirectory: options.binDirectory)
-                    promoting = true
-                }
                 if row == nil { await s.close(); session = nil }
             }
             // Without a connection (authentication the checks cannot pass), the log tells.
             if session == nil {
                 if action == .pause && !isLatest && log.contains("pausing at the end of recovery") { report.state = "paused"; return }
                 if (action == .promote || isLatest) && log.contains("database system is ready to accept connections") { report.state = "promoted"; return }
-                if promoteWhenPaused && !promoting && log.contains("pausing at the end of recovery") {
-                    try promote(cluster, directory: directory, binDirectory: options.binDirectory)
-                    promoting = true
-                }
             }
             try await Task.sleep(nanoseconds: 50_000_000)
-        }
-    }
-
-    /// A fast promotion of the paused server (`pg_ctl promote`): it writes an end-of-recovery
-    /// record and accepts writes at once; the checkpoint follows in the background.
-    static func promote(_ cluster: LocalCluster, directory: String, binDirectory: String) throws {
-        let r = try cluster.run([binDirectory + "/pg_ctl", "-D", directory, "-W", "promote"], check: false)
-        guard r.status == 0 else {
-            throw WaybackError(.cluster, "could not promote the restored cluster in \(directory): \(r.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
     }
 

@@ -261,7 +261,6 @@ struct RestoreCommand: AsyncParsableCommand {
             restoreCommand: Context.waybackCommand(configPath: config.path) + " wal-fetch %f %p",
             owner: ownerIDs, tablespaceMap: map)
         restoreConfig.delta = delta
-        restoreConfig.promoteAtTarget = start
 
         if advance {
             let r = try await Advance.run(restoreConfig, port: port, connection: config.connection, logger: logger)
@@ -282,8 +281,7 @@ struct RestoreCommand: AsyncParsableCommand {
         if start {
             let user = try Restore.osUserName(for: directory)
             started = try await RestoredCluster.start(directory: directory, plan: report.plan,
-                                                      options: .init(port: port ?? 5432, osUser: user, connection: config.connection,
-                                                                     promoteAtTarget: true), logger: logger)
+                                                      options: .init(port: port ?? 5432, osUser: user, connection: config.connection), logger: logger)
         }
         await Restore.record(report, started: started, catalog: Catalog(repository: config.primaryRepository(), cluster: config.clusterName), logger: logger)
         if json {

@@ -117,7 +117,7 @@ public enum Demo {
         let expected = try tables.map { try digest(source, $0) }
         let pointInTime = try source.psql("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
         usleep(20_000)
-        try await timed("the accident: DELETE, DROP TABLE, more writes") {
+        try await timed("accident: DELETE, DROP TABLE, more writes") {
             try source.psql("DELETE FROM demo_markers;")
             try source.pgbench(["-n", "-c", "2", "-t", "300"])
             try source.psql("DROP TABLE pgbench_history;")

@@ -6,7 +6,7 @@ import WaybackPostgres
 import WaybackStorage
 
 /// `wal-fetch` prefetch: while PostgreSQL replays segment N, a background `wal-prefetch` process
-/// fetches, verifies and decompresses the next segments in parallel into a spool inside the data
+/// fetches, verifies and decompresses the next segments, alongside replay, into a spool inside the data
 /// directory (`pg_wal/wayback-prefetch/`), so that the next `wal-fetch` only renames a file. The
 /// spool holds at most `count` segments; it is removed when recovery asks for a segment the
 /// archive does not have (the end of recovery) and when `restore --start` sees the server promoted.

@@ -166,8 +166,8 @@ public enum WALArchive {
         } else {
             do {
                 _ = try await fetch(name: fileName, destination: destination, configuration: configuration, logger: logger)
-            } catch let e as WaybackError where e.code == .notFound && name.kind == .segment {
-                Prefetch.remove(spool)
+            } catch let e as WaybackError where e.code == .notFound && prefetching {
+                Prefetch.remove(spool)  // the end of recovery: nothing further to fetch
                 throw e
             }
         }

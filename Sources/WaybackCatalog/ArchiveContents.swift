@@ -94,11 +94,6 @@ extension Catalog {
         return out
     }
 
-    /// Checks one archived object's stored checksum without decompressing it.
-    public func verifyWAL(_ name: WALFileName) async throws {
-        try await WALObject.read(repository.driver, key: walKey(name), name: name.description) { _ in }
-    }
-
     /// Reads `segments` in order and feeds each to `visit`, with `WALRecordScanner` state carried
     /// across consecutive segments, or the error that reading it gave (`.notFound`, `.corrupt`).
     /// Up to `parallelism` segments are fetched and decompressed ahead while the current one is

@@ -35,7 +35,6 @@ public struct WALEvent: Sendable, Equatable, CustomStringConvertible {
 public enum PostgresTime {
     public static let epochOffset: Double = 946_684_800
     public static func unixSeconds(_ t: Int64) -> Double { Double(t) / 1_000_000 + epochOffset }
-    public static func timestamp(unixSeconds s: Double) -> Int64 { Int64(((s - epochOffset) * 1_000_000).rounded()) }
 }
 
 /// What one pass over a segment found.

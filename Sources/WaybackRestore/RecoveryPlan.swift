@@ -20,6 +20,22 @@ public enum RecoveryTarget: Sendable, Equatable, CustomStringConvertible {
         switch self { case .latest, .backupEnd: false; default: true }
     }
 
+    /// A stable name for scripts and for decisions made after planning.
+    public enum Kind: String, Sendable, Codable {
+        case latest, backupEnd = "backup-end", time, lsn, xid, name
+    }
+
+    public var kind: Kind {
+        switch self {
+        case .latest: .latest
+        case .backupEnd: .backupEnd
+        case .time: .time
+        case .lsn: .lsn
+        case .xid: .xid
+        case .name: .name
+        }
+    }
+
     public var description: String {
         switch self {
         case .latest: "the end of the archived WAL (latest)"
@@ -166,6 +182,7 @@ public struct RecoveryPlan: Sendable, Codable {
     }
 
     public var target: String
+    public var targetKind: RecoveryTarget.Kind
     /// For a time target: the instant as PostgreSQL will read it.
     public var targetTime: String?
     public var exclusive: Bool

@@ -119,10 +119,10 @@ public enum RecoveryPlanner {
             endSeg = LSN(e.endLSN.value - 1).segmentNumber(segmentSize: segSize)
         case .name(let n):
             try await scan(from: requested ?? earliest)
-            let points = scanned.events.filter { $0.kind == .restorePoint(n) }
+            let points = scanned.restorePoints.filter { $0.kind == .restorePoint(n) }
             guard let e = points.last else {
                 if !problems.isEmpty { throw WaybackError(.restoreTarget, "cannot find \(request.target): \(problems.joined(separator: "; "))") }
-                let known = Set(scanned.events.compactMap { if case .restorePoint(let k) = $0.kind { return k }; return nil }).sorted()
+                let known = Set(scanned.restorePoints.compactMap { if case .restorePoint(let k) = $0.kind { return k }; return nil }).sorted()
                 throw WaybackError(.restoreTarget, "there is no restore point named \"\(n)\" in the archived WAL on the way to timeline \(timeline) (after the earliest backup); restore points found: \(known.isEmpty ? "none" : known.prefix(10).joined(separator: ", "))")
             }
             let (b, why) = try RecoverySelection.choose(usable, position: .record(e.lsn, others: points.dropLast().map(\.lsn)),
@@ -147,11 +147,11 @@ public enum RecoveryPlanner {
         // presence was checked above.
         let histories = timeline > 1 ? [WALFileName.history(timeline: timeline).description] : []
         let inBackup = needed.filter { !archive.has($0.timeline, $0.number) && backup.walCopies.contains($0.number) }.count
-        let manifest = try await catalog.manifest(backup.id)
+        let manifest = manifests.first { $0.id == backup.id }!
         let records = (try? await catalog.restoreRecords()) ?? []
         let walBytes = Int64(needed.count) * Int64(segSize)
         let plan = RecoveryPlan(
-            target: request.target.description,
+            target: request.target.description, targetKind: request.target.kind,
             targetTime: { if case .time(let t) = request.target { return Format.postgresTimestamp(micros: t) }; return nil }(),
             exclusive: request.exclusive, action: request.effectiveAction, timeline: timeline,
             timelinePath: history.path.map(\.timeline).drop { $0 != backup.timeline }.map { $0 },
@@ -170,7 +170,8 @@ public enum RecoveryPlanner {
         struct Problem { var segment: UInt64; var name: String; var damaged: Bool; var message: String }
         var found: WALEvent?
         var foundSegment: UInt64?
-        var events: [WALEvent] = []
+        /// Restore points met on the way (commits and aborts are not kept: there can be millions).
+        var restorePoints: [WALEvent] = []
         var problems: [Problem] = []
     }
 
@@ -199,7 +200,7 @@ public enum RecoveryPlanner {
                 return false
             case .success(let scan):
                 for e in scan.events {
-                    out.events.append(e)
+                    if case .restorePoint = e.kind { out.restorePoints.append(e) }
                     if event(e) { out.found = e; out.foundSegment = seg.number; return false }
                 }
                 if segment(scan) { out.foundSegment = seg.number; return false }

@@ -85,7 +85,7 @@ public enum RestoredCluster {
                               session: inout PostgresSession?, report: inout Report, logger: Logger) async throws {
         let logFile = report.logFile
         let action = plan.action
-        let isLatest = plan.stop == nil && !plan.target.contains("immediate")
+        let isLatest = plan.targetKind == .latest
         // Poll until the target is reached (or the server exits).
         while true {
             let elapsed = monotonicSeconds() - began
@@ -126,7 +126,7 @@ public enum RestoredCluster {
     /// Checks that recovery stopped at the record the plan found.
     static func verify(_ report: Report, plan: RecoveryPlan, log: String) throws {
         guard let stop = plan.stop else {
-            if plan.target.contains("immediate") {
+            if plan.targetKind == .backupEnd {
                 guard log.contains("consistent recovery state reached") else {
                     throw WaybackError(.restoreTarget, "recovery of the restored cluster did not report reaching consistency; see \(report.logFile)")
                 }

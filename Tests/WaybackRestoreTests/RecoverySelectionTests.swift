@@ -84,7 +84,7 @@ import WaybackPostgres
 
     @Test func recoverySettingsMatchTheTarget() {
         func plan(_ t: RecoveryTarget) -> RecoveryPlan {
-            RecoveryPlan(target: t.description, targetTime: nil, exclusive: false, action: .pause, timeline: 2, timelinePath: [1, 2],
+            RecoveryPlan(target: t.description, targetKind: t.kind, targetTime: nil, exclusive: false, action: .pause, timeline: 2, timelinePath: [1, 2],
                          backup: a.id, backupReason: "", backupStop: Date(), files: 1, bytes: 1,
                          wal: .init(first: nil, last: nil, segments: 0, inBackup: 0, histories: [], missing: [], damaged: [], bytes: 0),
                          stop: nil, windows: [], estimate: .init(seconds: 0, filesSeconds: 0, replaySeconds: 0, basis: ""), problems: [])

@@ -18,6 +18,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     ],
     targets: [
         // C library: Debian's libzstd-dev (scripts/setup installs it).
@@ -31,6 +34,16 @@ let package = Package(
 
         // Layer 1: storage drivers and PostgreSQL access.
         .target(name: "WaybackStorage", dependencies: ["WaybackCore"], swiftSettings: swiftSettings),
+        // The S3 driver: its own target, so that only what needs HTTP links it.
+        .target(name: "WaybackS3", dependencies: [
+            "WaybackCore", "WaybackStorage",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Crypto", package: "swift-crypto"),
+        ], swiftSettings: swiftSettings),
         .target(name: "WaybackPostgres", dependencies: [
             "WaybackCore",
             .product(name: "PostgresNIO", package: "postgres-nio"),
@@ -50,7 +63,7 @@ let package = Package(
 
         // Layer 4: configuration (read at the edge), the demo, the command line.
         .target(name: "WaybackConfig", dependencies: [
-            "WaybackCore", "WaybackStorage", "WaybackPostgres",
+            "WaybackCore", "WaybackStorage", "WaybackS3", "WaybackPostgres",
             .product(name: "Yams", package: "Yams"),
         ], swiftSettings: swiftSettings),
         .target(name: "WaybackDemo", dependencies: [
@@ -69,6 +82,7 @@ let package = Package(
 
         .testTarget(name: "WaybackCoreTests", dependencies: ["WaybackCore"], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackStorageTests", dependencies: ["WaybackStorage", "WaybackTesting"], swiftSettings: swiftSettings),
+        .testTarget(name: "WaybackS3Tests", dependencies: ["WaybackS3", "WaybackStorage", "WaybackCore", "WaybackTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackCatalogTests", dependencies: ["WaybackCatalog", "WaybackTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackConfigTests", dependencies: ["WaybackConfig"], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackPostgresTests", dependencies: ["WaybackPostgres"], swiftSettings: swiftSettings),

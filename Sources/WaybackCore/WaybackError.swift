@@ -36,6 +36,12 @@ public struct WaybackError: Error, CustomStringConvertible, Sendable {
         case postgres = 12
         /// The restore target cannot be reached with the backups and WAL in the repository.
         case restoreTarget = 13
+        /// Object storage refused the credentials or the access (wrong key, expired token, missing
+        /// permission in the bucket policy).
+        case access = 14
+        /// The operation completed in some repositories but failed in at least one other; the
+        /// copies that completed are valid (`wayback repo sync` catches the others up).
+        case replica = 15
         /// A bug: an invariant did not hold.
         case `internal` = 70
     }

@@ -1,3 +1,4 @@
+import Foundation
 import WaybackCore
 
 /// What a storage backend can do beyond the common contract.
@@ -65,6 +66,22 @@ public protocol StorageDriver: Sendable {
 
     /// Removes the object; removing a missing object is not an error.
     func remove(_ key: String) async throws
+
+    /// Removes many objects (in batches where the backend has a batch call); missing ones are not
+    /// an error.
+    func remove(keys: [String]) async throws
+
+    /// Removes what interrupted writes left behind before `date` (temporary files, unfinished
+    /// multipart uploads); never touches complete objects. Returns how many it removed.
+    func removeLeftovers(olderThan date: Date) async throws -> Int
+}
+
+extension StorageDriver {
+    public func remove(keys: [String]) async throws {
+        for k in keys { try await remove(k) }
+    }
+
+    public func removeLeftovers(olderThan date: Date) async throws -> Int { 0 }
 }
 
 extension StorageDriver {

@@ -33,7 +33,10 @@ let package = Package(
         ], swiftSettings: swiftSettings),
 
         // Layer 1: storage drivers and PostgreSQL access.
-        .target(name: "WaybackStorage", dependencies: ["WaybackCore"], swiftSettings: swiftSettings),
+        .target(name: "WaybackStorage", dependencies: [
+            "WaybackCore",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftSettings),
         // The S3 driver: its own target, so that only what needs HTTP links it.
         .target(name: "WaybackS3", dependencies: [
             "WaybackCore", "WaybackStorage",
@@ -65,6 +68,7 @@ let package = Package(
         .target(name: "WaybackConfig", dependencies: [
             "WaybackCore", "WaybackStorage", "WaybackS3", "WaybackPostgres",
             .product(name: "Yams", package: "Yams"),
+            .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
         .target(name: "WaybackDemo", dependencies: [
             "WaybackCore", "WaybackStorage", "WaybackCatalog", "WaybackPostgres",

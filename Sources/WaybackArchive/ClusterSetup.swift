@@ -11,6 +11,8 @@ public enum ClusterSetup {
         public var facts: ClusterFacts
         public var pgdataOwner: String
         public var alreadyInitialized: Bool
+        /// Repositories that got the binding now (the others already had it).
+        public var initialized: [String]
         public var archiveCommand: String
         public var restoreCommand: String
         /// Settings the server still needs, with the reason (empty when all is set).
@@ -44,28 +46,33 @@ public enum ClusterSetup {
             throw WaybackError(.config, "cluster.pgdata is \(pgdata), but the server's data_directory is \(facts.dataDirectory); fix cluster.pgdata")
         }
 
-        let catalog = Catalog(repository: repository, cluster: cluster)
-        var already = false
-        if let existing = try await catalog.binding() {
-            guard existing.systemID == facts.systemIdentifier else {
-                throw WaybackError(.repository, "\(repository.description) already holds cluster '\(cluster)' with system identifier \(existing.systemIdentifier), but this server is \(facts.systemIdentifier); choose another cluster.name or repository")
+        // Each repository on its own: one added later gets the binding too.
+        let binding = ClusterBinding(
+            cluster: cluster, systemIdentifier: facts.systemIdentifier, pgMajorVersion: facts.majorVersion,
+            pgVersionNumber: facts.versionNumber, walSegmentSize: facts.walSegmentSize, blockSize: facts.blockSize,
+            dataChecksums: facts.dataChecksums, created: clock.now)
+        var initialized = [String]()
+        for member in repository.members {
+            let catalog = Catalog(repository: member, cluster: cluster)
+            if let existing = try await catalog.binding() {
+                guard existing.systemID == facts.systemIdentifier else {
+                    throw WaybackError(.repository, "\(member.description) already holds cluster '\(cluster)' with system identifier \(existing.systemIdentifier), but this server is \(facts.systemIdentifier); choose another cluster.name or repository")
+                }
+                guard existing.pgMajorVersion == facts.majorVersion else {
+                    throw WaybackError(.repository, "\(member.description) cluster '\(cluster)' was made for PostgreSQL \(existing.pgMajorVersion), this server is \(facts.majorVersion); use a new cluster.name after a major upgrade")
+                }
+            } else {
+                try await catalog.writeBinding(binding)
+                initialized.append(member.name)
             }
-            guard existing.pgMajorVersion == facts.majorVersion else {
-                throw WaybackError(.repository, "\(repository.description) cluster '\(cluster)' was made for PostgreSQL \(existing.pgMajorVersion), this server is \(facts.majorVersion); use a new cluster.name after a major upgrade")
-            }
-            already = true
-        } else {
-            try await catalog.writeBinding(ClusterBinding(
-                cluster: cluster, systemIdentifier: facts.systemIdentifier, pgMajorVersion: facts.majorVersion,
-                pgVersionNumber: facts.versionNumber, walSegmentSize: facts.walSegmentSize, blockSize: facts.blockSize,
-                dataChecksums: facts.dataChecksums, created: clock.now))
         }
+        let already = initialized.isEmpty
         let archive = "\(waybackCommand) wal-push %p"
         let restore = "\(waybackCommand) wal-fetch %f %p"
         var todo = [String]()
         if facts.archiveMode != "on" && facts.archiveMode != "always" { todo.append("archive_mode = on (needs a restart)") }
         if facts.archiveCommand != archive { todo.append("archive_command = '\(archive)' (then SELECT pg_reload_conf())") }
-        return Report(facts: facts, pgdataOwner: owner, alreadyInitialized: already, archiveCommand: archive,
+        return Report(facts: facts, pgdataOwner: owner, alreadyInitialized: already, initialized: initialized, archiveCommand: archive,
                       restoreCommand: restore, todo: todo)
     }
 }

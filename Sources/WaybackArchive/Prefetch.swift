@@ -25,14 +25,7 @@ public enum Prefetch {
     }
 
     /// True when no prefetcher holds the spool's lock.
-    static func idle(_ spool: String) -> Bool {
-        let fd = open(spool + "/.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else { return false }
-        _ = flock(fd, LOCK_UN)
-        return true
-    }
+    static func idle(_ spool: String) -> Bool { DirectoryLock.isFree(spool) }
 
     public static func remove(_ spool: String) {
         try? FileSystem.removeTree(spool)
@@ -43,10 +36,8 @@ public enum Prefetch {
     /// at the first segment the archive does not have. Exits at once if another prefetcher runs.
     public static func run(after: WALFileName, count: Int, spool: String, configuration: ArchiveConfiguration, logger: Logger) async throws {
         try FileSystem.makeDirectories(spool, mode: 0o700)
-        let fd = open(spool + "/.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw PosixError.make(errno, "open", spool + "/.lock") }
+        guard let fd = DirectoryLock.hold(spool) else { return }
         defer { close(fd) }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else { return }
         let segSize = WALFileName.defaultSegmentSize
         let first = after.segmentNumber(segmentSize: segSize) + 1
         let wanted = (first..<(first + UInt64(count))).map { WALFileName(timeline: after.timeline, segmentNumber: $0, segmentSize: segSize) }

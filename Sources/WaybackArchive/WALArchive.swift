@@ -7,7 +7,12 @@ import WaybackStorage
 
 /// What `wal-push` and `wal-fetch` need.
 public struct ArchiveConfiguration: Sendable {
+    /// What reads come from: the one repository, or all of them with fallback.
     public var repository: Repository
+    /// The repositories `wal-push` writes before it returns, first one first (each on its own).
+    public var syncRepositories: [Repository]
+    /// Names of the repositories `wal-push` feeds through the spool (`AsyncSpool`).
+    public var asyncRepositories: [String]
     public var cluster: String
     public var compression: CompressionSettings
     public var parallelism: Int
@@ -15,15 +20,26 @@ public struct ArchiveConfiguration: Sendable {
     /// the argument vector before `<after> <count> <spool>` (`[wayback, --config, F, wal-prefetch]`).
     public var prefetchSegments: Int
     public var prefetchCommand: [String]
+    /// The spool of asynchronous repositories, its limit, and how to start the drainer.
+    public var spoolPath: String
+    public var spoolLimitBytes: Int64
+    public var drainCommand: [String]
 
-    public init(repository: Repository, cluster: String, compression: CompressionSettings, parallelism: Int,
-                prefetchSegments: Int = 0, prefetchCommand: [String] = []) {
+    public init(repository: Repository, syncRepositories: [Repository]? = nil, asyncRepositories: [String] = [],
+                cluster: String, compression: CompressionSettings, parallelism: Int,
+                prefetchSegments: Int = 0, prefetchCommand: [String] = [],
+                spoolPath: String = "", spoolLimitBytes: Int64 = 4 << 30, drainCommand: [String] = []) {
         self.repository = repository
+        self.syncRepositories = syncRepositories ?? [repository]
+        self.asyncRepositories = asyncRepositories
         self.cluster = cluster
         self.compression = compression
         self.parallelism = max(1, parallelism)
         self.prefetchSegments = prefetchSegments
         self.prefetchCommand = prefetchCommand
+        self.spoolPath = spoolPath
+        self.spoolLimitBytes = spoolLimitBytes
+        self.drainCommand = drainCommand
     }
 }
 
@@ -36,64 +52,92 @@ public enum PushOutcome: Sendable, Equatable {
 
 /// `archive_command` and `restore_command`: one WAL file in, one out.
 public enum WALArchive {
-    /// Stores one WAL file (segment, partial segment, `.history` or `.backup` file) durably.
-    /// Idempotent: the same content already stored is success; other content under the same name
-    /// is refused with `.conflict` (PostgreSQL keeps the file and retries).
+    /// Stores one WAL file (segment, partial segment, `.history` or `.backup` file) durably in every
+    /// synchronous repository (the first one first), then queues it for the asynchronous ones.
+    /// Idempotent per repository: the same content already stored is success; other content under
+    /// the same name is refused with `.conflict` (PostgreSQL keeps the file and retries). When the
+    /// first repository has it but a later synchronous one fails, throws `.replica`.
     public static func push(path: String, configuration: ArchiveConfiguration, logger: Logger) async throws -> PushOutcome {
         let fileName = FileSystem.lastComponent(path)
         guard let name = WALFileName(fileName) else {
             throw WaybackError(.usage, "'\(fileName)' is not a WAL file name; archive_command must be 'wayback wal-push %p'")
         }
-        let catalog = Catalog(repository: configuration.repository, cluster: configuration.cluster)
-        let binding = try await catalog.requireBinding()
+        let first = configuration.syncRepositories[0]
+        let binding = try await Catalog(repository: first, cluster: configuration.cluster).requireBinding()
 
         // A WAL segment is the unit PostgreSQL hands us; it is read whole (16 MiB by default) so that
         // hashing and compressing its frames can run in parallel.
         let file = try openWAL(path)
         let size = Int(try FileSystem.status(path, followLinks: true)?.size ?? 0)
         if name.kind == .segment || name.kind == .partial {
-            var first = [UInt8](repeating: 0, count: WALSegmentHeader.length)
-            let n = try first.withUnsafeMutableBytes { try file.pread(into: $0, offset: 0) }
-            let header = first.withUnsafeBytes { n == first.count ? WALSegmentHeader.parse($0) : nil }
+            var head = [UInt8](repeating: 0, count: WALSegmentHeader.length)
+            let n = try head.withUnsafeMutableBytes { try file.pread(into: $0, offset: 0) }
+            let header = head.withUnsafeBytes { n == head.count ? WALSegmentHeader.parse($0) : nil }
             guard let header else {
                 throw WaybackError(.corrupt, "\(path) does not start with a WAL page header; it is not a WAL segment")
             }
             guard header.systemIdentifier == binding.systemID else {
-                throw WaybackError(.repository, "\(fileName) belongs to the cluster with system identifier \(header.systemIdentifier), but cluster '\(configuration.cluster)' in \(configuration.repository.description) is bound to \(binding.systemIdentifier); check cluster.name in the configuration")
+                throw WaybackError(.repository, "\(fileName) belongs to the cluster with system identifier \(header.systemIdentifier), but cluster '\(configuration.cluster)' in \(first.description) is bound to \(binding.systemIdentifier); check cluster.name in the configuration")
             }
         }
 
-        let key = catalog.walKey(name)
-        let driver = configuration.repository.driver
-        if try await driver.info(key) != nil {
-            return try await compare(try readWhole(file, size: size), key: key, name: fileName, repository: configuration.repository)
+        var object: [UInt8]?
+        var outcome = PushOutcome.alreadyArchived
+        var failed = [(String, WaybackError)]()
+        for (i, repo) in configuration.syncRepositories.enumerated() {
+            do {
+                let o = try await store(file: file, size: size, name: name, in: repo, cluster: configuration.cluster, object: &object,
+                                        configuration: configuration)
+                if i == 0 { outcome = o }
+            } catch let e as WaybackError where i > 0 && e.code != .conflict {
+                failed.append((repo.name, e))
+            }
         }
-        let frames = try await encodeFrames(fd: file.fd, path: path, size: size, configuration: configuration)
-        let object = WALObject.encode(size: Int64(size), frames: frames)
+        if !configuration.asyncRepositories.isEmpty {
+            AsyncSpool(path: configuration.spoolPath, limitBytes: configuration.spoolLimitBytes)
+                .enqueue(fileName, repositories: configuration.asyncRepositories, segmentSize: Int64(binding.walSegmentSize),
+                         drainCommand: configuration.drainCommand, logger: logger)
+        }
+        if let (repo, e) = failed.first {
+            throw WaybackError(.replica, "WAL file \(fileName) is stored in '\(first.name)' but not in '\(repo)' (\(e.message)); PostgreSQL will push it again, or set wal_push: async for '\(repo)'")
+        }
+        return outcome
+    }
+
+    /// Stores the file in one repository unless it is there (then compares).
+    static func store(file: PosixFile, size: Int, name: WALFileName, in repo: Repository, cluster: String, object: inout [UInt8]?,
+                      configuration: ArchiveConfiguration) async throws -> PushOutcome {
+        let key = RepositoryLayout(cluster: cluster).walKey(name)
+        let fileName = name.description
+        if try await repo.driver.info(key) != nil {
+            return try await compare(try readWhole(file, size: size), key: key, name: fileName, repository: repo)
+        }
+        if object == nil {
+            let frames = try await encodeFrames(fd: file.fd, path: file.path, size: size, configuration: configuration)
+            object = WALObject.encode(size: Int64(size), frames: frames)
+        }
         do {
-            try await driver.writeAll(key, object, options: WriteOptions(ifAbsent: true))
-            logger.debug("archived WAL file", metadata: ["wayback.segment": "\(fileName)", "bytes": "\(object.count)"])
-            return .stored(bytes: Int64(object.count))
+            try await repo.driver.writeAll(key, object!, options: WriteOptions(ifAbsent: true))
+            return .stored(bytes: Int64(object!.count))
         } catch let e as WaybackError where e.code == .conflict {
             // Another push of the same name won the race: compare with what it stored.
-            return try await compare(try readWhole(file, size: size), key: key, name: fileName, repository: configuration.repository)
+            return try await compare(try readWhole(file, size: size), key: key, name: fileName, repository: repo)
         }
     }
 
     /// Compares new content with an archived object byte for byte (only on a repeated push, so the
     /// cost does not matter, and the answer does not depend on compression settings).
     static func compare(_ content: [UInt8], key: String, name: String, repository: Repository) async throws -> PushOutcome {
-        var offset = 0
         var same = true
-        let header = try await WALObject.read(repository.driver, key: key, name: name) { plain in
+        let header = try await WALObject.read(repository.driver, key: key, name: name) { plain, offset in
+            if offset == 0 { same = true }
             guard same else { return }
-            let end = offset + plain.count
+            let end = Int(offset) + plain.count
             if end > content.count {
                 same = false
             } else {
-                same = content.withUnsafeBytes { memcmp($0.baseAddress! + offset, plain.baseAddress!, plain.count) == 0 }
+                same = content.withUnsafeBytes { memcmp($0.baseAddress! + Int(offset), plain.baseAddress!, plain.count) == 0 }
             }
-            offset = end
         }
         if same && header.size == Int64(content.count) { return .alreadyArchived }
         throw WaybackError(.conflict, "WAL file \(name) is already archived in \(repository.description) with different content; refusing to overwrite it. Two clusters may be archiving into the same cluster name: check cluster.name")
@@ -194,9 +238,10 @@ public enum WALArchive {
         try? FileSystem.remove(tmp)
         let file = try PosixFile.create(tmp, mode: 0o600)
         do {
-            let header = try await WALObject.read(configuration.repository.driver, key: key, name: fileName) { plain in
-                try file.write(plain)
+            let header = try await WALObject.read(configuration.repository.driver, key: key, name: fileName) { plain, offset in
+                try file.pwrite(plain, offset: offset)
             }
+            try file.truncate(header.size)
             if durable { try file.fsync() }
             try file.close()
             try FileSystem.rename(tmp, dest)

@@ -58,6 +58,15 @@ public enum FullBackup {
         let binding = try await catalog.requireBinding(systemIdentifier: facts.systemIdentifier)
         try checkCluster(facts, config: config)
         _ = try await catalog.removeIncompleteBackups(logger: logger)
+        // Unfinished uploads and temporary files a crash left more than a day ago.
+        for member in catalog.repository.members {
+            do {
+                let n = try await member.driver.removeLeftovers(olderThan: clock.now.addingTimeInterval(-86400))
+                if n > 0 { logger.info("removed \(n) leftovers of interrupted writes from \(member.description)") }
+            } catch {
+                logger.warning("cannot clean up leftovers in \(member.description): \(error)")
+            }
+        }
 
         let startTime = clock.now
         let id = try await uniqueID(catalog: catalog, start: startTime)

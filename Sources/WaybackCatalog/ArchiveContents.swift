@@ -78,7 +78,10 @@ extension Catalog {
     /// The content of a small archived file (history file) as text, checksum verified.
     public func readWALText(_ name: WALFileName) async throws -> String {
         var bytes = [UInt8]()
-        try await WALObject.read(repository.driver, key: walKey(name), name: name.description) { bytes.append(contentsOf: $0) }
+        try await WALObject.read(repository.driver, key: walKey(name), name: name.description) { plain, offset in
+            bytes.removeSubrange(Int(offset)...)
+            bytes.append(contentsOf: plain)
+        }
         return String(decoding: bytes, as: UTF8.self)
     }
 
@@ -87,7 +90,10 @@ extension Catalog {
     public func readSegment(_ name: WALFileName, size: UInt64) async throws -> [UInt8] {
         var out = [UInt8]()
         out.reserveCapacity(Int(size))
-        try await WALObject.read(repository.driver, key: walKey(name), name: name.description) { out.append(contentsOf: $0) }
+        try await WALObject.read(repository.driver, key: walKey(name), name: name.description) { plain, offset in
+            out.removeSubrange(Int(offset)...)
+            out.append(contentsOf: plain)
+        }
         guard out.count == Int(size) else {
             throw WaybackError(.corrupt, "archived WAL file \(name) has \(out.count) bytes, expected \(size)")
         }

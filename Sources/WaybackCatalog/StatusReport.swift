@@ -44,3 +44,47 @@ public struct StatusReport: Codable, Sendable {
             archive: TimelineRange.summarize(wal, segmentSize: binding.walSegmentSize))
     }
 }
+
+/// One repository's own state, for `status` with several repositories: whether it answers, which
+/// backups are complete there, and its WAL archive.
+public struct RepositoryState: Codable, Sendable {
+    public var name: String
+    public var type: String
+    public var location: String
+    public var reachable: Bool
+    public var error: String?
+    public var backups: [String]
+    /// Backups complete in some other repository but not in this one.
+    public var missingBackups: [String]
+    public var archive: [TimelineRange]
+    public var walPush: String?
+    /// WAL files queued for this repository (asynchronous repositories).
+    public var queuedWAL: Int?
+    public var queueOverflowed: Bool?
+
+    public static func gather(_ catalog: Catalog, type: String, location: String, allBackups: [String]) async -> RepositoryState {
+        var s = RepositoryState(name: catalog.repository.name, type: type, location: location, reachable: false, error: nil,
+                                backups: [], missingBackups: [], archive: [])
+        do {
+            let binding = try await catalog.requireBinding()
+            s.backups = try await catalog.backupIDs().map(\.rawValue)
+            s.archive = TimelineRange.summarize(try await catalog.archivedWAL(), segmentSize: binding.walSegmentSize)
+            s.reachable = true
+        } catch {
+            s.error = (error as? WaybackError)?.message ?? String(describing: error)
+        }
+        s.missingBackups = allBackups.filter { !s.backups.contains($0) }
+        return s
+    }
+
+    public var text: String {
+        guard reachable else { return "\(name) (\(type) \(location)): UNAVAILABLE: \(error ?? "unknown error")" }
+        var parts = ["\(backups.count) backup(s)"]
+        if !missingBackups.isEmpty { parts.append("MISSING backups \(missingBackups.joined(separator: ", "))") }
+        for t in archive { parts.append("WAL TL\(t.timeline) \(t.first)..\(t.last)" + (t.gaps.isEmpty ? "" : " with gaps")) }
+        if let q = queuedWAL, q > 0 || queueOverflowed == true {
+            parts.append("\(q) WAL file(s) queued" + (queueOverflowed == true ? ", queue over its limit (run 'wayback repo sync')" : ""))
+        }
+        return "\(name) (\(type) \(location), wal_push \(walPush ?? "sync")): " + parts.joined(separator: "; ")
+    }
+}

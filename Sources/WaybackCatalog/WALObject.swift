@@ -59,12 +59,14 @@ public enum WALObject {
         return try decodeHeader(try await driver.readRange(key, 0..<Int64(headerLength)), name: name)
     }
 
-    /// Streams the plain content of a stored WAL object to `sink`, verifying the checksum of the
-    /// stored bytes and the plain size. Throws `.notFound` when missing and `.corrupt` (naming the
-    /// file) when it does not verify; `sink` may have received data by then.
+    /// Streams the plain content of a stored WAL object to `sink` with the offset of each piece,
+    /// verifying the checksum of the stored bytes and the plain size. Throws `.notFound` when
+    /// missing and `.corrupt` (naming the file) when it does not verify; `sink` may have received
+    /// data by then. With a `ReplicatedStorage` the read may start over from offset 0 with another
+    /// repository, so sinks write by offset.
     @discardableResult
     public static func read(_ driver: any StorageDriver, key: String, name: String,
-                            sink: (UnsafeRawBufferPointer) throws -> Void) async throws -> Header {
+                            sink: (UnsafeRawBufferPointer, Int64) throws -> Void) async throws -> Header {
         try await driver.withReader(key, range: nil) { raw in
             let reader = HashingReader(raw)
             let frames = FrameReader(reader: reader, name: "archived WAL file \(name)")
@@ -73,7 +75,7 @@ public enum WALObject {
             var done: Int64 = 0
             while done < header.size {
                 done += Int64(try await frames.nextFrame { plain -> Int in
-                    try sink(plain)
+                    try sink(plain, done)
                     return plain.count
                 })
             }

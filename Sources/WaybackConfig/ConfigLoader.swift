@@ -1,15 +1,23 @@
 import Foundation
+import Logging
 import WaybackCore
 import WaybackPostgres
+import WaybackS3
 import WaybackStorage
 import Yams
 
 /// The whole configuration, read once at the edge (file, environment) and passed down as values.
 public struct WaybackConfiguration: Sendable {
-    public struct RepositorySettings: Sendable, Equatable {
+    public struct RepositorySettings: Sendable {
         public var name: String
+        /// `local` or `s3`.
         public var type: String
+        /// The directory of a local repository; the `s3://bucket/prefix` address of an S3 one.
         public var path: String
+        public var s3: S3Settings?
+        /// How `wal-push` feeds this repository when it is not the first: `sync` (before the push
+        /// returns) or `async` (through the spool, drained in the background).
+        public var walPush: String
     }
 
     public var path: String
@@ -25,11 +33,25 @@ public struct WaybackConfiguration: Sendable {
     public var logLevel: String
     /// WAL segments `wal-fetch` fetches ahead during recovery (0: none).
     public var prefetchSegments: Int = 8
+    /// Where `wal-push` queues segments for asynchronous repositories.
+    public var spoolPath: String = ""
+    /// Bytes queued for one asynchronous repository above which `wal-push` warns and stops queueing
+    /// (the drainer then catches up by comparing listings).
+    public var spoolLimitBytes: Int64 = 4 << 30
 
-    /// The first repository (the one every command uses until several are supported).
-    public func primaryRepository() -> Repository {
-        let r = repositories[0]
-        return Repository(name: r.name, driver: LocalStorage(root: r.path))
+    /// The configured repositories (those named in `only`, when given), in priority order, each
+    /// with its own driver.
+    public func repositoryList(logger: Logger, only: Set<String>? = nil) throws -> [Repository] {
+        try repositories.filter { only?.contains($0.name) ?? true }.map { r in
+            if let s3 = r.s3 { return Repository(name: r.name, driver: try S3Storage(settings: s3, logger: logger)) }
+            return Repository(name: r.name, driver: LocalStorage(root: r.path))
+        }
+    }
+
+    /// What commands read and write: the one repository, or all of them as one (`ReplicatedStorage`:
+    /// writes to every repository, reads in priority order with fallback).
+    public func repository(logger: Logger) throws -> Repository {
+        Repository.combined(try repositoryList(logger: logger), logger: logger)
     }
 }
 
@@ -44,12 +66,21 @@ public enum ConfigLoader {
     static let schema: [(String, Kind)] = [
         ("cluster.name", .string), ("cluster.pgdata", .string), ("cluster.connection", .string),
         ("repositories.*.name", .string), ("repositories.*.type", .string), ("repositories.*.path", .string),
+        ("repositories.*.wal_push", .string),
+        ("repositories.*.bucket", .string), ("repositories.*.region", .string), ("repositories.*.endpoint", .string),
+        ("repositories.*.path_style", .bool), ("repositories.*.prefix", .string), ("repositories.*.ca_file", .string),
+        ("repositories.*.access_key_id", .string), ("repositories.*.secret_access_key", .string), ("repositories.*.session_token", .string),
+        ("repositories.*.credentials_file", .string), ("repositories.*.profile", .string),
+        ("repositories.*.sse", .string), ("repositories.*.sse_kms_key_id", .string), ("repositories.*.storage_class", .string),
+        ("repositories.*.part_size_mb", .int), ("repositories.*.upload_concurrency", .int),
+        ("repositories.*.request_timeout_seconds", .number), ("repositories.*.deadline_seconds", .number),
+        ("archive.spool_path", .string), ("archive.spool_limit_mb", .int),
         ("compression.algorithm", .string), ("compression.level", .int),
         ("parallelism", .int), ("lock_path", .string), ("log_level", .string),
         ("backup.archive_wait_seconds", .number), ("backup.fast_checkpoint", .bool),
         ("restore.prefetch_segments", .int),
     ]
-    static let sections: Set<String> = ["cluster", "repositories", "compression", "backup", "restore"]
+    static let sections: Set<String> = ["cluster", "repositories", "compression", "backup", "restore", "archive"]
 
     /// The environment variable that overrides a key: `WAYBACK_` + the path in upper case with
     /// `.` as `_` (`repositories.0.path` -> `WAYBACK_REPOSITORIES_0_PATH`).
@@ -202,17 +233,7 @@ public enum ConfigLoader {
         var repos = [WaybackConfiguration.RepositorySettings]()
         var i = 0
         while values.keys.contains(where: { $0.hasPrefix("repositories.\(i).") }) {
-            let type = str("repositories.\(i).type") ?? "local"
-            let rname = str("repositories.\(i).name") ?? (i == 0 ? "local" : "repo\(i + 1)")
-            guard type == "local" else {
-                throw WaybackError(.config, "\(path): repositories[\(i)].type '\(type)' is not supported by this version; use 'local'")
-            }
-            let rpath = try required("repositories.\(i).path")
-            guard rpath.hasPrefix("/") else { throw WaybackError(.config, "\(path): repositories[\(i)].path must be an absolute path") }
-            if repos.contains(where: { $0.name == rname }) {
-                throw WaybackError(.config, "\(path): two repositories are named '\(rname)'")
-            }
-            repos.append(.init(name: rname, type: type, path: rpath))
+            repos.append(try repositorySettings(i, values: values, path: path, environment: environment, existing: repos))
             i += 1
         }
         guard !repos.isEmpty else {
@@ -243,6 +264,107 @@ public enum ConfigLoader {
                                      lockPath: str("lock_path") ?? "/tmp/wayback", archiveWaitSeconds: wait,
                                      fastCheckpoint: fast, logLevel: logLevel)
         c.prefetchSegments = prefetch
+        c.spoolPath = str("archive.spool_path") ?? pgdata + "/pg_wal/wayback-spool"
+        guard c.spoolPath.hasPrefix("/") else { throw WaybackError(.config, "\(path): archive.spool_path must be an absolute path") }
+        let limit = Int(str("archive.spool_limit_mb") ?? "") ?? 4096
+        guard limit >= 16 else { throw WaybackError(.config, "\(path): archive.spool_limit_mb must be at least 16, not \(limit)") }
+        c.spoolLimitBytes = Int64(limit) << 20
         return c
+    }
+
+    static func repositorySettings(_ i: Int, values: [String: Value], path: String, environment: [String: String],
+                                   existing: [WaybackConfiguration.RepositorySettings]) throws -> WaybackConfiguration.RepositorySettings {
+        func str(_ k: String) -> String? { values["repositories.\(i).\(k)"].flatMap { $0.text.isEmpty ? nil : $0.text } }
+        func flag(_ k: String, _ d: Bool) -> Bool { str(k).map { ["true", "yes", "on"].contains($0.lowercased()) } ?? d }
+        let at = "\(path): repositories[\(i)]"
+        let type = str("type") ?? "local"
+        let name = str("name") ?? (i == 0 ? "local" : "repo\(i + 1)")
+        guard name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
+            throw WaybackError(.config, "\(at).name '\(name)' may use only letters, digits, '-' and '_'")
+        }
+        if existing.contains(where: { $0.name == name }) { throw WaybackError(.config, "\(path): two repositories are named '\(name)'") }
+        let walPush = str("wal_push") ?? (i == 0 ? "sync" : "async")
+        guard ["sync", "async"].contains(walPush) else { throw WaybackError(.config, "\(at).wal_push must be sync or async, not '\(walPush)'") }
+        guard i > 0 || walPush == "sync" else {
+            throw WaybackError(.config, "\(at).wal_push: the first repository is always written before wal-push returns; remove wal_push: async from it")
+        }
+        let s3Keys = ["bucket", "region", "endpoint", "path_style", "prefix", "ca_file", "access_key_id", "secret_access_key", "session_token",
+                      "credentials_file", "profile", "sse", "sse_kms_key_id", "storage_class", "part_size_mb", "upload_concurrency",
+                      "request_timeout_seconds", "deadline_seconds"]
+        switch type {
+        case "local":
+            if let k = s3Keys.first(where: { str($0) != nil }) {
+                throw WaybackError(.config, "\(at).\(k) applies to S3 repositories only; this one has type: local")
+            }
+            guard let p = str("path") else { throw WaybackError(.config, "\(at): required key 'path' is missing (the repository directory)") }
+            guard p.hasPrefix("/") else { throw WaybackError(.config, "\(at).path must be an absolute path") }
+            return .init(name: name, type: type, path: p, s3: nil, walPush: walPush)
+        case "s3":
+            if str("path") != nil { throw WaybackError(.config, "\(at).path is for local repositories; an S3 repository has bucket and prefix") }
+            guard let bucket = str("bucket") else { throw WaybackError(.config, "\(at): required key 'bucket' is missing") }
+            let region = str("region") ?? environment["AWS_REGION"] ?? environment["AWS_DEFAULT_REGION"] ?? "us-east-1"
+            if let e = str("endpoint"), !(e.hasPrefix("https://") || e.hasPrefix("http://")) {
+                throw WaybackError(.config, "\(at).endpoint must start with https:// or http://, not '\(e)'")
+            }
+            let credentials = try s3Credentials(str, at: at, environment: environment)
+            var encryption: S3Settings.Encryption?
+            switch str("sse")?.lowercased() {
+            case nil, "none": encryption = nil
+            case "aes256", "sse-s3": encryption = .s3
+            case "aws:kms", "sse-kms", "kms": encryption = .kms(keyID: str("sse_kms_key_id"))
+            default: throw WaybackError(.config, "\(at).sse must be none, AES256 or aws:kms, not '\(str("sse")!)'")
+            }
+            if str("sse_kms_key_id") != nil, encryption != .kms(keyID: str("sse_kms_key_id")) {
+                throw WaybackError(.config, "\(at).sse_kms_key_id needs sse: aws:kms")
+            }
+            let part = Int(str("part_size_mb") ?? "") ?? 16
+            guard (5...5120).contains(part) else { throw WaybackError(.config, "\(at).part_size_mb must be from 5 to 5120, not \(part)") }
+            let width = Int(str("upload_concurrency") ?? "") ?? 4
+            guard (1...64).contains(width) else { throw WaybackError(.config, "\(at).upload_concurrency must be from 1 to 64, not \(width)") }
+            let timeout = Double(str("request_timeout_seconds") ?? "") ?? 120
+            let deadline = Double(str("deadline_seconds") ?? "") ?? 900
+            guard timeout > 0, deadline >= timeout else {
+                throw WaybackError(.config, "\(at): request_timeout_seconds must be positive and deadline_seconds at least as long")
+            }
+            if let ca = str("ca_file") {
+                guard ca.hasPrefix("/") else { throw WaybackError(.config, "\(at).ca_file must be an absolute path") }
+            }
+            let s3 = S3Settings(endpoint: str("endpoint"), bucket: bucket, region: region, prefix: str("prefix") ?? "",
+                                pathStyle: flag("path_style", false), credentials: credentials, caFile: str("ca_file"),
+                                encryption: encryption, storageClass: str("storage_class"), partSize: part << 20,
+                                uploadConcurrency: width, requestTimeout: timeout, deadline: deadline)
+            return .init(name: name, type: type, path: "s3://\(bucket)/\(s3.prefix)", s3: s3, walPush: walPush)
+        default:
+            throw WaybackError(.config, "\(at).type '\(type)' is unknown; use local or s3")
+        }
+    }
+
+    /// Keys in the configuration, else a credentials file named there, else AWS_ACCESS_KEY_ID /
+    /// AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, else the default shared credentials file.
+    static func s3Credentials(_ str: (String) -> String?, at: String, environment: [String: String]) throws -> S3Credentials {
+        if let id = str("access_key_id") {
+            guard let secret = str("secret_access_key") else { throw WaybackError(.config, "\(at): access_key_id is set but secret_access_key is not") }
+            return S3Credentials(accessKeyID: id, secretAccessKey: secret, sessionToken: str("session_token"), source: "the configuration")
+        }
+        if str("secret_access_key") != nil { throw WaybackError(.config, "\(at): secret_access_key is set but access_key_id is not") }
+        func fromFile(_ file: String, _ profile: String) throws -> S3Credentials {
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+                throw WaybackError(.config, "\(at): cannot read the credentials file \(file); check the path and its permissions")
+            }
+            guard let c = S3Credentials.parseSharedFile(text, profile: profile, source: "profile '\(profile)' of \(file)") else {
+                throw WaybackError(.config, "\(at): the credentials file \(file) has no profile '\(profile)' with aws_access_key_id and aws_secret_access_key")
+            }
+            return c
+        }
+        if let file = str("credentials_file") { return try fromFile(file, str("profile") ?? "default") }
+        if let id = environment["AWS_ACCESS_KEY_ID"], !id.isEmpty, let secret = environment["AWS_SECRET_ACCESS_KEY"], !secret.isEmpty {
+            return S3Credentials(accessKeyID: id, secretAccessKey: secret, sessionToken: environment["AWS_SESSION_TOKEN"].flatMap { $0.isEmpty ? nil : $0 },
+                                 source: "AWS_ACCESS_KEY_ID")
+        }
+        let shared = environment["AWS_SHARED_CREDENTIALS_FILE"] ?? (environment["HOME"].map { $0 + "/.aws/credentials" } ?? "")
+        if !shared.isEmpty, FileManager.default.fileExists(atPath: shared) {
+            return try fromFile(shared, str("profile") ?? environment["AWS_PROFILE"] ?? "default")
+        }
+        throw WaybackError(.config, "\(at) has no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or access_key_id and secret_access_key, or credentials_file (see docs/s3.md)")
     }
 }

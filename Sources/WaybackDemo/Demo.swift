@@ -92,7 +92,7 @@ public enum Demo {
             """
         try config.write(toFile: configPath, atomically: true, encoding: .utf8)
         let c = try ConfigLoader.load(path: configPath, environment: [:])
-        let repo = c.primaryRepository()
+        let repo = try c.repository(logger: o.logger)
         _ = try await ClusterSetup.initialize(repository: repo, cluster: c.clusterName, pgdata: c.pgdata, connection: c.connection,
                                               waybackCommand: waybackCommand, lockDirectory: c.lockPath, logger: o.logger)
         say("  cluster created and repository initialised")

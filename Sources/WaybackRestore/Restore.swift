@@ -258,10 +258,30 @@ public enum Restore {
     static func restoreOne(_ f: BackupManifest.File, manifest m: BackupManifest, layout: Layout, catalog: Catalog, counter: ByteCounter,
                            into destination: String? = nil) async throws {
         let path = destination ?? layout.path(f.path)
+        let driver = catalog.repository.driver
+        do {
+            try await restoreOne(f, manifest: m, to: path, from: driver, keys: catalog.layout, counter: counter)
+        } catch let e as WaybackError where e.code == .corrupt {
+            // A damage that no frame check catches (uncompressed frames) shows only in the file's
+            // SHA-256: read the whole file again from each other repository.
+            guard let replicated = driver as? ReplicatedStorage else { throw e }
+            for r in replicated.replicas.dropFirst() {
+                replicated.logger.warning("file \(f.path) of backup \(m.id) fails its check (\(e.message)); restoring it from \(r.description)")
+                try? FileSystem.remove(path)
+                if (try? await restoreOne(f, manifest: m, to: path, from: r.driver, keys: catalog.layout, counter: counter)) != nil { return }
+            }
+            throw e
+        }
+    }
+
+    /// Restores one file from `driver` and verifies its size and SHA-256. A chunk run that fails
+    /// in one repository of a `ReplicatedStorage` is read again from the next one: each run is
+    /// written at its own offset from a saved hash state, so the body can start over.
+    static func restoreOne(_ f: BackupManifest.File, manifest m: BackupManifest, to path: String, from driver: any StorageDriver,
+                           keys: RepositoryLayout, counter: ByteCounter) async throws {
         let out = try PosixFile.create(path, mode: mode_t(f.mode & 0o777 == 0 ? 0o600 : f.mode & 0o777))
         var hasher = SHA256Hasher()
         var written: Int64 = 0
-        let driver = catalog.repository.driver
         // A file's chunks are contiguous runs in one or more packs: read each run with one request.
         var i = 0
         while i < f.chunks.count {
@@ -269,10 +289,13 @@ public enum Restore {
             while j + 1 < f.chunks.count, f.chunks[j + 1].object == f.chunks[i].object,
                   f.chunks[j + 1].offset == f.chunks[j].offset + Int64(f.chunks[j].length) { j += 1 }
             let object = m.objects[f.chunks[i].object]
-            let key = catalog.layout.objectKey(m.id, object.name)
+            let key = keys.objectKey(m.id, object.name)
             let start = f.chunks[i].offset, end = f.chunks[j].offset + Int64(f.chunks[j].length)
+            let runStart = written, hashAtStart = hasher
             do {
                 try await driver.withReader(key, range: start..<end) { reader in
+                    written = runStart
+                    hasher = hashAtStart
                     let frames = FrameReader(reader: reader, name: "\(object.name) of backup \(m.id)")
                     for k in i...j {
                         let n = try await frames.nextFrame { plain -> Int in
@@ -280,7 +303,7 @@ public enum Restore {
                                 throw WaybackError(.corrupt, "frame size mismatch")
                             }
                             hasher.update(plain)
-                            try out.write(plain)
+                            try out.pwrite(plain, offset: written)
                             return plain.count
                         }
                         // Hand each 8 MiB to the disk as it is written, so the final syncfs
@@ -328,7 +351,10 @@ public enum Restore {
             let dest = layout.staging + "/pg_wal/" + w.name
             let file = try PosixFile.create(dest, mode: 0o600)
             do {
-                _ = try await WALObject.read(catalog.repository.driver, key: catalog.layout.objectKey(m.id, w.object), name: w.name) { try file.write($0) }
+                let h = try await WALObject.read(catalog.repository.driver, key: catalog.layout.objectKey(m.id, w.object), name: w.name) {
+                    try file.pwrite($0, offset: $1)
+                }
+                try file.truncate(h.size)
             } catch let e as WaybackError {
                 throw WaybackError(.corrupt, "backup \(m.id) is damaged: its copy of WAL file \(w.name) cannot be read (\(e.message))")
             }

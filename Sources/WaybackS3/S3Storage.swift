@@ -145,7 +145,8 @@ public struct S3Storage: StorageDriver {
                     queue.finish()
                     try await group.waitForAll()
                     if let f = upload.failure { throw f }
-                    try await completeUpload(key, uploadID: upload.id!, etags: upload.etags(count: writer.partsQueued), ifAbsent: options.ifAbsent)
+                    try await completeUpload(key, uploadID: upload.id!, etags: upload.etags(count: writer.partsQueued), ifAbsent: options.ifAbsent,
+                                             size: writer.bytesWritten)
                 }
                 return result
             } catch {
@@ -183,7 +184,7 @@ public struct S3Storage: StorageDriver {
         return etag
     }
 
-    func completeUpload(_ key: String, uploadID: String, etags: [String], ifAbsent: Bool) async throws {
+    func completeUpload(_ key: String, uploadID: String, etags: [String], ifAbsent: Bool, size: Int64) async throws {
         var xml = "<CompleteMultipartUpload>"
         for (i, etag) in etags.enumerated() { xml += "<Part><PartNumber>\(i + 1)</PartNumber><ETag>\(XMLText.escape(etag))</ETag></Part>" }
         xml += "</CompleteMultipartUpload>"
@@ -194,6 +195,11 @@ public struct S3Storage: StorageDriver {
                                                    body: Array(xml.utf8), what: "complete the upload of \(key)"))
         } catch let e as WaybackError where e.code == .conflict {
             throw WaybackError(.conflict, "object \(key) already exists in \(description)")
+        } catch let e as WaybackError where e.code == .notFound {
+            // NoSuchUpload: a retry after a completion whose answer was lost. The object is there
+            // with the size written, or the upload really failed.
+            if let info = try await info(key), info.size == size { return }
+            throw WaybackError(.io, "the upload of \(key) to \(description) vanished before it completed: \(e.message)")
         }
     }
 

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Foundation
 import WaybackCore
 
 /// A repository in a local (POSIX) directory.
@@ -111,6 +112,24 @@ public struct LocalStorage: StorageDriver {
     public func remove(_ key: String) async throws {
         let p = try path(key)
         try FileSystem.remove(p)
+    }
+
+    /// Removes temporary files (`.NAME.tmp-PID-RANDOM`) that crashed writers left before `date`.
+    public func removeLeftovers(olderThan date: Date) async throws -> Int {
+        var removed = 0
+        let cutoff = Int64(date.timeIntervalSince1970)
+        func walk(_ dir: String) throws {
+            for name in (try? FileSystem.list(dir)) ?? [] {
+                let p = dir + "/" + name
+                guard let st = try FileSystem.status(p) else { continue }
+                if st.isDirectory { try walk(p) } else if Self.isTemporary(name), st.mtime < cutoff {
+                    try FileSystem.remove(p)
+                    removed += 1
+                }
+            }
+        }
+        try walk(root)
+        return removed
     }
 }
 

@@ -75,6 +75,16 @@ public final class PosixFile {
         }
     }
 
+    /// Writes all of `bytes` at `offset` (the file offset is unchanged).
+    public func pwrite(_ bytes: UnsafeRawBufferPointer, offset: Int64) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = Glibc.pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
+            if n < 0 { if errno == EINTR { continue }; throw PosixError.make(errno, "write", path) }
+            done += n
+        }
+    }
+
     public func fsync() throws {
         if Glibc.fsync(fd) != 0 { throw PosixError.make(errno, "fsync", path) }
     }

@@ -1,3 +1,4 @@
+import Logging
 import WaybackCore
 
 /// A named repository as configured: the facade callers use, wrapping one storage driver.
@@ -11,4 +12,13 @@ public struct Repository: Sendable {
     }
 
     public var description: String { "repository '\(name)' (\(driver.description))" }
+
+    /// One repository as it is, several as one `ReplicatedStorage` named `a+b`.
+    public static func combined(_ list: [Repository], logger: Logger) -> Repository {
+        if list.count == 1 { return list[0] }
+        return Repository(name: list.map(\.name).joined(separator: "+"), driver: ReplicatedStorage(list, logger: logger))
+    }
+
+    /// The repositories this one stands for: its replicas, or itself.
+    public var members: [Repository] { (driver as? ReplicatedStorage)?.replicas ?? [self] }
 }

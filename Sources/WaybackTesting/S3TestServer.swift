@@ -12,7 +12,7 @@ public final class S3TestServer: @unchecked Sendable {
     public let buckets: [String]
     public let port: Int
     private let process: Process
-    private let stateDirectory: String
+    let stateDirectory: String
 
     /// The package's root directory (for scripts/).
     public static var packageRoot: String {
@@ -83,5 +83,48 @@ public final class S3TestServer: @unchecked Sendable {
             secret_access_key: \(secretAccessKey)
         \(extra)
         """
+    }
+
+    /// Starts `scripts/s3/fault-proxy.py` in front of this server: a share `faults` of requests get
+    /// a 500/503/SlowDown answer, a delay, or a connection reset (before or in the middle of the
+    /// answer).
+    public func faultProxy(faults: Double, seed: Int = 1) throws -> FaultProxy {
+        try FaultProxy(upstreamPort: port, faults: faults, seed: seed, directory: stateDirectory)
+    }
+}
+
+public final class FaultProxy: @unchecked Sendable {
+    public let endpoint: String
+    private let process: Process
+    private let statsFile: String
+
+    init(upstreamPort: Int, faults: Double, seed: Int, directory: String) throws {
+        let port = Int.random(in: 30000...39999)
+        statsFile = directory + "/proxy-\(port).json"
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["python3", S3TestServer.packageRoot + "/scripts/s3/fault-proxy.py", String(port), String(upstreamPort), statsFile,
+                       "--faults", String(faults), "--seed", String(seed)]
+        p.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+        try p.run()
+        let deadline = monotonicSeconds() + 20
+        while monotonicSeconds() < deadline && p.isRunning && !FileManager.default.fileExists(atPath: statsFile) { usleep(50_000) }
+        guard p.isRunning, FileManager.default.fileExists(atPath: statsFile) else {
+            throw WaybackError(.io, "the fault proxy did not start on port \(port)")
+        }
+        endpoint = "http://127.0.0.1:\(port)"
+        process = p
+    }
+
+    /// What the proxy did so far: requests, forwarded, error, delay, reset_before, reset_during.
+    public var stats: [String: Int] {
+        guard let data = FileManager.default.contents(atPath: statsFile),
+              let json = try? JSONSerialization.jsonObject(with: data) as? [String: Int] else { return [:] }
+        return json
+    }
+
+    public func stop() {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
     }
 }

@@ -60,8 +60,9 @@ public final class TestCluster: @unchecked Sendable {
 
     /// - Parameters:
     ///   - repositoryPath: share a repository between clusters (default: one of its own).
+    ///   - repositories: the `repositories:` entries (YAML list items); default: one local repository.
     public init(name: String = "main", checksums: Bool = true, repositoryPath: String? = nil,
-                settings: [String: String] = [:], extraConfig: String = "") throws {
+                settings: [String: String] = [:], extraConfig: String = "", repositories: String? = nil) throws {
         try TestEnvironment.requirePostgres()
         self.name = name
         root = try TestEnvironment.makeTemporaryDirectory("test")
@@ -75,9 +76,7 @@ public final class TestCluster: @unchecked Sendable {
               pgdata: \(cluster.dataDirectory)
               connection: postgresql://postgres@/postgres?host=\(root)&port=\(port)
             repositories:
-              - name: local
-                type: local
-                path: \(self.repositoryPath)
+            \(repositories ?? "  - name: local\n    type: local\n    path: \(self.repositoryPath)")
             compression:
               algorithm: zstd
               level: 1

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import WaybackArchive
 import WaybackBackup
 import WaybackCatalog
@@ -19,13 +20,15 @@ struct InitCommand: AsyncParsableCommand {
         let config = try global.load()
         let logger = Context.logger(config.logLevel)
         let r = try await ClusterSetup.initialize(
-            repository: config.primaryRepository(), cluster: config.clusterName, pgdata: config.pgdata,
+            repository: config.repository(logger: logger), cluster: config.clusterName, pgdata: config.pgdata,
             connection: config.connection, waybackCommand: Context.waybackCommand(configPath: config.path),
             lockDirectory: config.lockPath, logger: logger)
         print("cluster '\(config.clusterName)': PostgreSQL \(r.facts.versionNumber), system identifier \(r.facts.systemIdentifier)")
         print("  data directory \(r.facts.dataDirectory) (owner \(r.pgdataOwner)), wal_level \(r.facts.walLevel), data checksums \(r.facts.dataChecksums ? "on" : "off")")
-        print(r.alreadyInitialized ? "repository '\(config.repositories[0].name)' was already initialised for this cluster"
-                                   : "repository '\(config.repositories[0].name)' initialised at \(config.repositories[0].path)")
+        for repo in config.repositories {
+            let state = r.initialized.contains(repo.name) ? "initialised" : "already initialised for this cluster"
+            print("repository '\(repo.name)' (\(repo.path)): \(state)")
+        }
         print("")
         print("Set in postgresql.conf:")
         print("  archive_mode = on")
@@ -56,7 +59,7 @@ struct WalPushCommand: AsyncParsableCommand {
     static func push(path: String, configPath: String) async throws {
         let config = try GlobalOptions.load(configPath)
         let logger = Context.logger(config.logLevel)
-        let outcome = try await WALArchive.push(path: path, configuration: archiveConfiguration(config), logger: logger)
+        let outcome = try await WALArchive.push(path: path, configuration: archiveConfiguration(config, logger: logger, forPush: true), logger: logger)
         if case .alreadyArchived = outcome {
             logger.info("WAL file already archived with the same content", metadata: ["wayback.segment": "\(FileSystem.lastComponent(path))"])
         }
@@ -79,7 +82,7 @@ struct WalFetchCommand: AsyncParsableCommand {
     static func fetch(name: String, destination: String, configPath: String) async throws {
         let config = try GlobalOptions.load(configPath)
         let logger = Context.logger(config.logLevel)
-        var archive = archiveConfiguration(config)
+        var archive = try archiveConfiguration(config, logger: logger)
         archive.prefetchCommand = [Context.executablePath, "--config", config.path, "wal-prefetch"]
         try await WALArchive.restore(name: name, destination: destination, configuration: archive, logger: logger)
     }
@@ -100,13 +103,38 @@ struct WalPrefetchCommand: AsyncParsableCommand {
         guard let name = WALFileName(after), name.kind == .segment else { throw ValidationError("'\(after)' is not a WAL segment name") }
         let config = try global.load()
         let logger = Context.logger(config.logLevel)
-        try await Prefetch.run(after: name, count: count, spool: spool, configuration: archiveConfiguration(config), logger: logger)
+        try await Prefetch.run(after: name, count: count, spool: spool, configuration: archiveConfiguration(config, logger: logger), logger: logger)
     }
 }
 
-func archiveConfiguration(_ c: WaybackConfiguration) -> ArchiveConfiguration {
-    ArchiveConfiguration(repository: c.primaryRepository(), cluster: c.clusterName, compression: c.compression, parallelism: c.parallelism,
-                         prefetchSegments: c.prefetchSegments)
+/// The background helper `wal-push` starts for asynchronous repositories (not for direct use).
+struct WalDrainCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "wal-drain",
+        abstract: "Copy the WAL queued for asynchronous repositories (started by wal-push).",
+        shouldDisplay: false)
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        let config = try global.load()
+        let logger = Context.logger(config.logLevel)
+        let archive = try archiveConfiguration(config, logger: logger, forPush: true)
+        let targets = try config.repositoryList(logger: logger, only: Set(archive.asyncRepositories))
+        try await AsyncSpool(path: config.spoolPath, limitBytes: config.spoolLimitBytes)
+            .drain(cluster: config.clusterName, source: archive.repository, targets: targets, parallelism: config.parallelism, logger: logger)
+    }
+}
+
+/// `wal-push` writes the synchronous repositories (and never builds a driver for the others);
+/// `wal-fetch` reads every repository in priority order.
+func archiveConfiguration(_ c: WaybackConfiguration, logger: Logger, forPush: Bool = false) throws -> ArchiveConfiguration {
+    let asyncNames = c.repositories.filter { $0.walPush == "async" }.map(\.name)
+    let sync = try c.repositoryList(logger: logger, only: Set(c.repositories.filter { $0.walPush == "sync" }.map(\.name)))
+    let read = forPush ? Repository.combined(sync, logger: logger) : try c.repository(logger: logger)
+    return ArchiveConfiguration(repository: read, syncRepositories: sync, asyncRepositories: asyncNames, cluster: c.clusterName,
+                                compression: c.compression, parallelism: c.parallelism, prefetchSegments: c.prefetchSegments,
+                                spoolPath: c.spoolPath, spoolLimitBytes: c.spoolLimitBytes,
+                                drainCommand: [Context.executablePath, "--config", c.path, "wal-drain"])
 }
 
 struct BackupCommand: AsyncParsableCommand {
@@ -126,8 +154,9 @@ struct BackupCommand: AsyncParsableCommand {
         let config = try global.load()
         let logger = Context.logger(config.logLevel)
         let started = monotonicSeconds()
+        let repository = try config.repository(logger: logger)
         let m = try await FullBackup.run(
-            BackupConfiguration(repository: config.primaryRepository(), cluster: config.clusterName, pgdata: config.pgdata,
+            BackupConfiguration(repository: repository, cluster: config.clusterName, pgdata: config.pgdata,
                                 connection: config.connection, compression: config.compression, parallelism: config.parallelism,
                                 lockDirectory: config.lockPath, archiveWaitSeconds: config.archiveWaitSeconds,
                                 fastCheckpoint: config.fastCheckpoint),
@@ -138,6 +167,7 @@ struct BackupCommand: AsyncParsableCommand {
         } else {
             print(m.id)
         }
+        try Context.requireEveryRepository(repository, what: "backup \(m.id)")
     }
 }
 
@@ -256,7 +286,7 @@ struct RestoreCommand: AsyncParsableCommand {
         let directory = FileSystem.absolute(targetDir)
         let mode = archiveMode.flatMap(ArchiveMode.init(rawValue:)) ?? (directory == FileSystem.absolute(config.pgdata) ? .preserve : .off)
         var restoreConfig = RestoreConfiguration(
-            repository: config.primaryRepository(), cluster: config.clusterName, targetDirectory: directory,
+            repository: try config.repository(logger: logger), cluster: config.clusterName, targetDirectory: directory,
             request: request, archiveMode: mode, parallelism: config.parallelism,
             restoreCommand: Context.waybackCommand(configPath: config.path) + " wal-fetch %f %p",
             owner: ownerIDs, tablespaceMap: map)
@@ -283,7 +313,7 @@ struct RestoreCommand: AsyncParsableCommand {
             started = try await RestoredCluster.start(directory: directory, plan: report.plan,
                                                       options: .init(port: port ?? 5432, osUser: user, connection: config.connection), logger: logger)
         }
-        await Restore.record(report, started: started, catalog: Catalog(repository: config.primaryRepository(), cluster: config.clusterName), logger: logger)
+        await Restore.record(report, started: started, catalog: Catalog(repository: restoreConfig.repository, cluster: config.clusterName), logger: logger)
         if json {
             try Context.printJSON(RestoreOutput(plan: report.plan, files: report.files, bytes: report.bytes, planSeconds: report.planSeconds,
                                                 filesSeconds: report.seconds - report.planSeconds, archiveMode: mode.rawValue, start: started))
@@ -304,15 +334,18 @@ struct RestoreCommand: AsyncParsableCommand {
     }
 }
 
-/// `status --json`: the report's fields, and the recoverable window per timeline.
+/// `status --json`: the report's fields, the recoverable window per timeline, and the state of
+/// each repository.
 struct StatusOutput: Encodable {
     var report: StatusReport
     var recoverable: [RecoveryWindow]
+    var repositories: [RepositoryState]
     func encode(to encoder: any Encoder) throws {
         try report.encode(to: encoder)
-        enum K: String, CodingKey { case recoverable }
+        enum K: String, CodingKey { case recoverable, repositories }
         var c = encoder.container(keyedBy: K.self)
         try c.encode(recoverable, forKey: .recoverable)
+        try c.encode(repositories, forKey: .repositories)
     }
 }
 
@@ -336,10 +369,21 @@ struct StatusCommand: AsyncParsableCommand {
 
     func run() async throws {
         let config = try global.load()
-        let catalog = Catalog(repository: config.primaryRepository(), cluster: config.clusterName)
+        let logger = Context.logger(config.logLevel)
+        let repository = try config.repository(logger: logger)
+        let catalog = Catalog(repository: repository, cluster: config.clusterName)
         let report = try await StatusReport.gather(catalog)
         let windows = try await RecoveryPlanner.recoverableWindows(catalog: catalog)
-        if json { try Context.printJSON(StatusOutput(report: report, recoverable: windows)); return }
+        let spool = AsyncSpool(path: config.spoolPath, limitBytes: config.spoolLimitBytes)
+        var states = [RepositoryState]()
+        for (member, settings) in zip(repository.members, config.repositories) {
+            var s = await RepositoryState.gather(Catalog(repository: member, cluster: config.clusterName), type: settings.type,
+                                                 location: settings.path, allBackups: report.backups.map(\.id))
+            s.walPush = settings.walPush
+            if settings.walPush == "async" { s.queuedWAL = spool.entries(member.name).count; s.queueOverflowed = spool.overflowed(member.name) }
+            states.append(s)
+        }
+        if json { try Context.printJSON(StatusOutput(report: report, recoverable: windows, repositories: states)); return }
         print("cluster '\(report.cluster)' (system identifier \(report.systemIdentifier), PostgreSQL \(report.pgVersion)) in repository '\(report.repository)'")
         if report.backups.isEmpty { print("no backups") }
         for b in report.backups {
@@ -349,6 +393,10 @@ struct StatusCommand: AsyncParsableCommand {
         for t in report.archive {
             let gaps = t.gaps.isEmpty ? "" : "  MISSING: \(t.gaps.joined(separator: ", "))"
             print("  WAL timeline \(t.timeline): \(t.first) .. \(t.last) (\(t.segments) segments)\(gaps)")
+        }
+        if states.count > 1 || states.contains(where: { $0.error != nil }) {
+            print("repositories:")
+            for s in states { print("  \(s.text)") }
         }
         if !windows.isEmpty { print("recoverable:") }
         for w in windows { print("  \(w.text)") }

@@ -4,6 +4,7 @@ import Logging
 import Synchronization
 import WaybackConfig
 import WaybackCore
+import WaybackStorage
 
 struct GlobalOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Configuration file (also WAYBACK_CONFIG).", valueName: "path"))
@@ -66,6 +67,15 @@ enum Context {
                 if due { logger.info("\(snap.line)") }
             }
         }
+    }
+
+    /// Throws `.replica` when a write to one of several repositories failed during the command
+    /// (the other copies are complete and valid).
+    static func requireEveryRepository(_ repository: Repository, what: String) throws {
+        guard let r = repository.driver as? ReplicatedStorage, !r.failures.isEmpty else { return }
+        let failed = r.failures.map { "'\($0.repository)' (\($0.error.message))" }.joined(separator: ", ")
+        let good = r.replicas.map(\.name).filter { n in !r.failures.contains { $0.repository == n } }.map { "'\($0)'" }.joined(separator: ", ")
+        throw WaybackError(.replica, "\(what) is complete in \(good) but failed in \(failed); the complete copies are valid. When the repository works again, run 'wayback repo sync'")
     }
 
     static func printJSON<T: Encodable>(_ value: T) throws {

@@ -15,8 +15,8 @@ struct Wayback: AsyncParsableCommand {
         abstract: "PostgreSQL backup and point-in-time recovery.",
         discussion: "Exit statuses are listed in docs/exit-codes.md.",
         version: WaybackVersion.string,
-        subcommands: [InitCommand.self, WalPushCommand.self, WalFetchCommand.self, WalPrefetchCommand.self, BackupCommand.self,
-                      RestoreCommand.self, StatusCommand.self, DemoCommand.self])
+        subcommands: [InitCommand.self, WalPushCommand.self, WalFetchCommand.self, WalPrefetchCommand.self, WalDrainCommand.self,
+                      BackupCommand.self, RestoreCommand.self, StatusCommand.self, RepoCommand.self, DemoCommand.self])
 }
 
 enum WaybackVersion {
@@ -39,7 +39,9 @@ enum CLI {
             }
         }
         guard !leading.isEmpty, i < args.count, !args[i].hasPrefix("-") else { return args }
-        return [args[i]] + leading + Array(args[(i + 1)...])
+        // Command groups (`repo sync`): behind the whole command path.
+        let path = args[i] == "repo" && i + 1 < args.count && !args[i + 1].hasPrefix("-") ? 2 : 1
+        return Array(args[i..<(i + path)]) + leading + Array(args[(i + path)...])
     }
 
     /// The two commands PostgreSQL starts once per WAL file, in their plain forms

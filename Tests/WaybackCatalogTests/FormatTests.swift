@@ -53,7 +53,7 @@ import WaybackTesting
         let sha = SHA256Hasher.hex(Array(object[WALObject.headerLength...]))
         try await storage.writeAll("w", object)
         var back = [UInt8]()
-        let h = try await WALObject.read(storage, key: "w", name: "seg") { back += Array($0) }
+        let h = try await WALObject.read(storage, key: "w", name: "seg") { p, _ in back += Array(p) }
         #expect(back == plain && h.sha256 == sha)
         #expect(try await WALObject.storedHeader(storage, key: "w", name: "seg") == h)
 
@@ -65,7 +65,7 @@ import WaybackTesting
             damage(&bad)
             try await storage.writeAll("w", bad)
             do {
-                _ = try await WALObject.read(storage, key: "w", name: "seg") { _ in }
+                _ = try await WALObject.read(storage, key: "w", name: "seg") { _, _ in }
                 Issue.record("corruption must be detected")
             } catch let e as WaybackError {
                 #expect(e.code == .corrupt)
@@ -73,7 +73,7 @@ import WaybackTesting
         }
         object[WALObject.headerLength - 1] ^= 0x01
         try await storage.writeAll("w", object)
-        await #expect(throws: WaybackError.self) { try await WALObject.read(storage, key: "w", name: "seg") { _ in } }
+        await #expect(throws: WaybackError.self) { try await WALObject.read(storage, key: "w", name: "seg") { _, _ in } }
     }
 
     @Test func incompressibleFramesAreStoredPlain() throws {

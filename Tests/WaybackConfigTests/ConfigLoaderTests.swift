@@ -28,7 +28,8 @@ import WaybackCore
         let c = try parse(minimal)
         #expect(c.clusterName == "main")
         #expect(c.connection.host == "localhost" && c.connection.port == 5432 && c.connection.user == "postgres")
-        #expect(c.repositories == [.init(name: "local", type: "local", path: "/var/backups/wayback")])
+        #expect(c.repositories.map(\.name) == ["local"] && c.repositories[0].path == "/var/backups/wayback" && c.repositories[0].s3 == nil)
+        #expect(c.repositories[0].walPush == "sync" && c.spoolPath == "/var/lib/postgresql/15/main/pg_wal/wayback-spool")
         #expect(c.compression == CompressionSettings(algorithm: .zstd, level: 1))
         #expect(c.parallelism == 2 && c.archiveWaitSeconds == 120 && c.fastCheckpoint)
     }
@@ -39,8 +40,8 @@ import WaybackCore
         #expect(e.message.contains("unknown key 'colour'") && e.message.contains("w.yaml:11"))
         let nested = try #require(error(minimal.replacingOccurrences(of: "  name: main", with: "  name: main\n  nmae: x")))
         #expect(nested.message.contains("'cluster.nmae'"))
-        let repoKey = try #require(error(minimal.replacingOccurrences(of: "    type: local", with: "    type: local\n    bucket: b")))
-        #expect(repoKey.message.contains("'repositories.0.bucket'"))
+        let repoKey = try #require(error(minimal.replacingOccurrences(of: "    type: local", with: "    type: local\n    buckett: b")))
+        #expect(repoKey.message.contains("'repositories.0.buckett'"))
     }
 
     @Test func wrongTypesMissingKeysAndBadYAML() throws {
@@ -49,7 +50,7 @@ import WaybackCore
         #expect(error("cluster: [1, 2]\n")?.code == .config)
         #expect(error("cluster:\n  name: [unclosed\n")?.code == .config)
         #expect(error(minimal.replacingOccurrences(of: "level: 1", with: "level: 40"))?.message.contains("compression.level") == true)
-        #expect(error(minimal.replacingOccurrences(of: "type: local", with: "type: ftp"))?.message.contains("not supported") == true)
+        #expect(error(minimal.replacingOccurrences(of: "type: local", with: "type: ftp"))?.message.contains("type 'ftp' is unknown; use local or s3") == true)
     }
 
     @Test func environmentOverridesEveryKey() throws {

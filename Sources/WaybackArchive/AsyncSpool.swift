@@ -1,0 +1,134 @@
+import Foundation
+import Logging
+import WaybackCatalog
+import WaybackCore
+import WaybackPostgres
+import WaybackStorage
+
+/// The queue of WAL files on their way to asynchronous repositories (`wal_push: async`).
+///
+/// The spool holds no WAL data: `wal-push` returns once the file is durable in the synchronous
+/// repositories (the first one at least), and queues only its name here, one empty file per
+/// repository (`<spool>/<repository>/<wal file>`). So an unreachable S3 can never fill pg_wal.
+/// A background `wal-drain` (started by `wal-push`, one at a time under `<spool>/.lock`) copies
+/// each queued file from the synchronous repositories and removes its entry.
+///
+/// The spool is bounded: when the WAL queued for one repository reaches `limitBytes`, `wal-push`
+/// logs a warning on every push and queues no more names for it, but leaves an `.overflow` mark;
+/// the drainer then catches that repository up by comparing listings (as `wayback repo sync` does)
+/// once it can reach it. A warning is also logged when the queue passes half the limit.
+public struct AsyncSpool: Sendable {
+    public let path: String
+    public let limitBytes: Int64
+
+    public init(path: String, limitBytes: Int64) {
+        self.path = path
+        self.limitBytes = limitBytes
+    }
+
+    static let overflowMark = ".overflow"
+
+    func directory(_ repository: String) -> String { path + "/" + repository }
+
+    /// Queued WAL file names for `repository`, oldest name first.
+    public func entries(_ repository: String) -> [String] {
+        ((try? FileSystem.list(directory(repository))) ?? []).filter { !$0.hasPrefix(".") }
+    }
+
+    public func overflowed(_ repository: String) -> Bool {
+        (try? FileSystem.status(directory(repository) + "/" + Self.overflowMark)) != nil
+    }
+
+    /// Queues `fileName` for each repository and starts the drainer if none runs. Never throws:
+    /// the file is already safe in the synchronous repositories, and `repo sync` is the backstop.
+    func enqueue(_ fileName: String, repositories: [String], segmentSize: Int64, drainCommand: [String], logger: Logger) {
+        for repo in repositories {
+            let dir = directory(repo)
+            do {
+                try FileSystem.makeDirectories(dir, mode: 0o700)
+                let queued = Int64(entries(repo).count)
+                let lag = queued * segmentSize
+                if lag >= limitBytes || overflowed(repo) {
+                    if !overflowed(repo) {
+                        let f = try PosixFile.create(dir + "/" + Self.overflowMark, mode: 0o600)
+                        try f.close()
+                    }
+                    logger.warning("repository '\(repo)' is \(Format.bytes(lag)) of WAL behind, over archive.spool_limit_mb (\(Format.bytes(limitBytes))): it is unreachable or too slow. WAL stays safe in the first repository; wal-drain catches '\(repo)' up by comparing listings when it can reach it, or run 'wayback repo sync' now",
+                                   metadata: ["wayback.repository": "\(repo)", "wayback.segment": "\(fileName)"])
+                    continue
+                }
+                if lag * 2 >= limitBytes {
+                    logger.warning("repository '\(repo)' is \(Format.bytes(lag)) of WAL behind (half of archive.spool_limit_mb); check that it is reachable",
+                                   metadata: ["wayback.repository": "\(repo)"])
+                }
+                let entry = dir + "/" + fileName
+                if (try? FileSystem.status(entry)) == nil {
+                    let f = try PosixFile.create(entry, mode: 0o600)
+                    try f.close()
+                    try FileSystem.syncDirectory(dir)
+                }
+            } catch {
+                logger.warning("cannot queue \(fileName) for repository '\(repo)' in \(dir): \(error); run 'wayback repo sync' to copy it")
+            }
+        }
+        if !drainCommand.isEmpty, DirectoryLock.isFree(path) {
+            do { try Command.spawnDetached(drainCommand) } catch { logger.warning("cannot start wal-drain: \(error)") }
+        }
+    }
+
+    /// The drainer: copies every queued file to its repository (from `source`, the synchronous
+    /// repositories with fallback), removes the entry, and repeats until a round makes no
+    /// progress. A repository that fails is left for the next run. Returns at once when another
+    /// drainer holds the lock.
+    public func drain(cluster: String, source: Repository, targets: [Repository], parallelism: Int, logger: Logger) async throws {
+        try FileSystem.makeDirectories(path, mode: 0o700)
+        guard let lock = DirectoryLock.hold(path) else { return }
+        defer { close(lock) }
+        let layout = RepositoryLayout(cluster: cluster)
+        var progress = true
+        while progress {
+            progress = false
+            for target in targets {
+                do {
+                    for name in entries(target.name) {
+                        guard let wal = WALFileName(name) else { try? FileSystem.remove(directory(target.name) + "/" + name); continue }
+                        do {
+                            _ = try await RepositorySync.copy(layout.walKey(wal), from: source.driver, to: target.driver, layout: layout)
+                        } catch let e as WaybackError where e.code == .notFound {
+                            logger.warning("queued WAL file \(name) is in no synchronous repository; dropping it from the queue of '\(target.name)'")
+                        }
+                        try FileSystem.remove(directory(target.name) + "/" + name)
+                        progress = true
+                    }
+                    if overflowed(target.name) {
+                        try await RepositorySync.run(cluster: cluster, from: source, to: target, scope: .wal, parallelism: parallelism, logger: logger)
+                        try FileSystem.remove(directory(target.name) + "/" + Self.overflowMark)
+                        progress = true
+                    }
+                } catch {
+                    logger.warning("cannot copy queued WAL to '\(target.name)' (\(error)); it stays queued for the next wal-drain",
+                                   metadata: ["wayback.repository": "\(target.name)"])
+                }
+            }
+        }
+    }
+}
+
+/// An advisory lock on `<dir>/.lock` (flock), held by one background process at a time.
+enum DirectoryLock {
+    /// True when nobody holds the lock.
+    static func isFree(_ dir: String) -> Bool {
+        guard let fd = hold(dir) else { return false }
+        _ = flock(fd, LOCK_UN)
+        close(fd)
+        return true
+    }
+
+    /// Takes the lock without waiting; the descriptor to close, or nil when it is held.
+    static func hold(_ dir: String) -> Int32? {
+        let fd = open(dir + "/.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return nil }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else { close(fd); return nil }
+        return fd
+    }
+}

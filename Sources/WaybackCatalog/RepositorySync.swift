@@ -1,0 +1,123 @@
+import Foundation
+import Logging
+import WaybackCore
+import WaybackStorage
+
+/// Copies what one repository has of a cluster and another lacks, in an order that keeps the
+/// target consistent at every moment: the binding, WAL files, restore records, then for each
+/// backup its data objects, then its manifest copy, and its manifest last (the backup exists in
+/// the target only once everything it needs is there). Objects stream through (constant memory);
+/// WAL objects are verified against their checksum on the way, so a damaged source is never
+/// copied (with a `ReplicatedStorage` source, the next repository is read instead).
+public enum RepositorySync {
+    public enum Scope: Sendable { case all, wal }
+
+    public struct Result: Sendable, Equatable {
+        public var objects = 0
+        public var bytes: Int64 = 0
+        public var backups = [String]()
+        public init() {}
+    }
+
+    /// The keys to copy, in order (pure): everything of the cluster in `source` but not in
+    /// `target`, for complete backups only (those with a manifest in `source`).
+    public static func plan(layout: RepositoryLayout, source: [ObjectInfo], target: [ObjectInfo], scope: Scope) -> [String] {
+        let have = Set(target.map(\.key))
+        var first = [String](), wal = [String](), records = [String](), data = [String](), manifests = [String]()
+        var complete = Set<String>()
+        for o in source {
+            let rest = o.key.dropFirst(layout.backupsPrefix.count)
+            if o.key.hasPrefix(layout.backupsPrefix), rest.hasSuffix("/manifest.json"), rest.split(separator: "/").count == 2 {
+                complete.insert(String(rest.split(separator: "/")[0]))
+            }
+        }
+        for o in source where !have.contains(o.key) {
+            let k = o.key
+            if k.hasPrefix(layout.walPrefix) { wal.append(k); continue }
+            if scope == .wal { continue }
+            if k == layout.bindingKey || k == layout.bindingCopyKey { first.append(k); continue }
+            if k.hasPrefix(layout.restoresPrefix) { records.append(k); continue }
+            if k.hasPrefix(layout.backupsPrefix) {
+                let parts = k.dropFirst(layout.backupsPrefix.count).split(separator: "/")
+                guard let id = parts.first, complete.contains(String(id)) else { continue }
+                if parts.count == 2, parts[1] == "manifest.json" || parts[1] == "manifest.copy.json" { manifests.append(k) } else { data.append(k) }
+            }
+        }
+        // Per backup: the copy before the primary manifest (sorting puts "manifest.copy" first).
+        manifests.sort()
+        return first.sorted() + wal.sorted() + records.sorted() + data.sorted() + manifests
+    }
+
+    /// Copies what `target` lacks; `parallelism` objects at a time, each in full before its
+    /// manifest. Throws the first failure (what was copied stays: it is complete).
+    @discardableResult
+    public static func run(cluster: String, from source: Repository, to target: Repository, scope: Scope = .all,
+                           parallelism: Int, logger: Logger) async throws -> Result {
+        let layout = RepositoryLayout(cluster: cluster)
+        let prefix = cluster + "/"
+        let keys = plan(layout: layout, source: try await source.driver.list(prefix: prefix),
+                        target: try await target.driver.list(prefix: prefix), scope: scope)
+        var result = Result()
+        let data = keys.filter { !$0.hasSuffix("/manifest.json") && !$0.hasSuffix("/manifest.copy.json") }
+        let manifests = keys.filter { $0.hasSuffix("/manifest.json") || $0.hasSuffix("/manifest.copy.json") }
+        let cursor = WorkCursor(limit: data.count)
+        let counter = ByteCounter()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<max(1, parallelism) {
+                group.addTask {
+                    while let n = cursor.next() {
+                        counter.add(try await copy(data[n], from: source.driver, to: target.driver, layout: layout))
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        for k in manifests {
+            counter.add(try await copy(k, from: source.driver, to: target.driver, layout: layout))
+            if k.hasSuffix("/manifest.json") { result.backups.append(String(k.dropFirst(layout.backupsPrefix.count).split(separator: "/")[0])) }
+        }
+        result.objects = keys.count
+        result.bytes = counter.current
+        if result.objects > 0 {
+            logger.info("copied \(result.objects) objects (\(Format.bytes(result.bytes))) from \(source.description) to \(target.description)")
+        }
+        return result
+    }
+
+    /// Streams one object; WAL objects are verified on the way. Returns its size.
+    public static func copy(_ key: String, from source: any StorageDriver, to target: any StorageDriver, layout: RepositoryLayout) async throws -> Int64 {
+        let isWAL = key.hasPrefix(layout.walPrefix)
+        do {
+            return try await source.withReader(key, range: nil) { reader in
+                try await target.withWriter(key, options: WriteOptions(ifAbsent: isWAL)) { writer in
+                    var hasher = SHA256Hasher()
+                    var header = [UInt8]()
+                    while true {
+                        let chunk = try await reader.read(maxLength: 1 << 20)
+                        if chunk.isEmpty { break }
+                        if isWAL {
+                            var rest = chunk[...]
+                            if header.count < WALObject.headerLength {
+                                let take = min(WALObject.headerLength - header.count, rest.count)
+                                header += rest.prefix(take)
+                                rest = rest.dropFirst(take)
+                            }
+                            if !rest.isEmpty { rest.withUnsafeBytes { hasher.update($0) } }
+                        }
+                        try await writer.write(chunk)
+                    }
+                    if isWAL {
+                        let h = try WALObject.decodeHeader(header, name: key)
+                        guard hasher.finalizeHex() == h.sha256 else {
+                            throw WaybackError(.corrupt, "archived WAL file \(key) in \(source.description) fails its checksum; it is damaged")
+                        }
+                    }
+                    return writer.bytesWritten
+                }
+            }
+        } catch let e as WaybackError where e.code == .conflict && isWAL {
+            // The target got it meanwhile (a wal-push or another sync): keep what is there.
+            return 0
+        }
+    }
+}

@@ -1,0 +1,70 @@
+import ArgumentParser
+import Foundation
+import WaybackCatalog
+import WaybackConfig
+import WaybackCore
+import WaybackStorage
+
+struct RepoCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "repo",
+        abstract: "Work on the configured repositories as a set.",
+        subcommands: [RepoSyncCommand.self])
+}
+
+struct RepoSyncCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sync",
+        abstract: "Copy what one repository has and another lacks (backups, WAL), so every copy is complete.",
+        discussion: """
+            By default every repository is caught up from the others (read in priority order). A backup \
+            appears in a repository only once all its objects are there. Also aborts multipart uploads \
+            and removes temporary files that interrupted writes left more than a day ago.
+            """)
+    @OptionGroup var global: GlobalOptions
+    @Option(help: "Copy only from this repository.") var from: String?
+    @Option(help: "Copy only into this repository.") var to: String?
+    @Flag(help: "Print JSON.") var json = false
+
+    struct Outcome: Encodable {
+        var from: String, to: String, objects: Int, bytes: Int64, backups: [String], error: String?
+    }
+
+    func run() async throws {
+        let config = try global.load()
+        let logger = Context.logger(config.logLevel)
+        let all = try config.repositoryList(logger: logger)
+        for name in [from, to].compactMap({ $0 }) where !all.contains(where: { $0.name == name }) {
+            throw WaybackError(.usage, "no repository is named '\(name)'; the configuration has \(all.map(\.name).joined(separator: ", "))")
+        }
+        guard all.count > 1 else { throw WaybackError(.usage, "the configuration has one repository; repo sync needs two or more") }
+        if let from, from == to { throw WaybackError(.usage, "--from and --to name the same repository") }
+        var outcomes = [Outcome]()
+        for target in all where to == nil || target.name == to {
+            let sources = all.filter { $0.name != target.name && (from == nil || $0.name == from) }
+            guard !sources.isEmpty else { continue }
+            let source = Repository.combined(sources, logger: logger)
+            do {
+                _ = try await target.driver.removeLeftovers(olderThan: Date().addingTimeInterval(-86400))
+                let r = try await RepositorySync.run(cluster: config.clusterName, from: source, to: target, parallelism: config.parallelism, logger: logger)
+                outcomes.append(Outcome(from: source.name, to: target.name, objects: r.objects, bytes: r.bytes, backups: r.backups, error: nil))
+            } catch {
+                let e = WaybackError.wrap(error, as: .io, "sync into \(target.name) failed")
+                outcomes.append(Outcome(from: source.name, to: target.name, objects: 0, bytes: 0, backups: [], error: e.message))
+            }
+        }
+        if json {
+            try Context.printJSON(outcomes)
+        } else {
+            for o in outcomes {
+                if let e = o.error { print("\(o.from) -> \(o.to): FAILED: \(e)"); continue }
+                let b = o.backups.isEmpty ? "" : "; backups now complete there: \(o.backups.joined(separator: ", "))"
+                print("\(o.from) -> \(o.to): copied \(o.objects) object(s), \(Format.bytes(o.bytes))\(b)")
+            }
+        }
+        let failed = outcomes.filter { $0.error != nil }
+        if !failed.isEmpty {
+            throw WaybackError(.replica, "could not bring \(failed.map { "'\($0.to)'" }.joined(separator: ", ")) up to date: \(failed[0].error!)")
+        }
+    }
+}

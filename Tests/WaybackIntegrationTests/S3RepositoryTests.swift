@@ -1,0 +1,182 @@
+import Foundation
+import Testing
+import WaybackCatalog
+import WaybackCore
+import WaybackPostgres
+import WaybackStorage
+import WaybackTesting
+
+/// End-to-end with S3 repositories: a real moto server process (SigV4 checked), real clusters,
+/// the real wayback binary as archive_command.
+@Suite("S3 repositories and 3-2-1 copies against real PostgreSQL and a real S3 server", .serialized, .enabled(if: TestEnvironment.runIntegration))
+struct S3RepositoryTests {
+    static func localYAML(_ path: String, name: String = "local") -> String {
+        "  - name: \(name)\n    type: local\n    path: \(path)\n"
+    }
+
+    /// pgbench data and a marker table, written while a backup runs; returns the digests to expect.
+    static func loadAndBackup(_ t: TestCluster, extraMarkers: Int = 100) async throws -> (backup: String, digests: [String]) {
+        try t.cluster.pgbench(["-i", "-q", "-s", "1"])
+        try t.psql("CREATE TABLE markers (id int PRIMARY KEY); INSERT INTO markers SELECT g FROM generate_series(1, 100) g;")
+        let load = Task.detached { try t.cluster.pgbench(["-n", "-c", "2", "-t", "500"]) }
+        let id = try t.waybackOK(["backup"]).trimmingCharacters(in: .whitespacesAndNewlines)
+        try await load.value
+        try t.psql("INSERT INTO markers SELECT g FROM generate_series(101, \(100 + extraMarkers)) g;")
+        try t.switchAndWaitForArchive()
+        let digests = try ["pgbench_accounts", "pgbench_history", "markers"].map { try TestCluster.tableDigest(t.cluster, $0) }
+        return (id, digests)
+    }
+
+    static func verifyRestored(_ t: TestCluster, _ restored: LocalCluster, digests: [String]) throws {
+        let verify = try restored.run([restored.binDirectory + "/pg_verifybackup", "-n", restored.dataDirectory], check: false)
+        #expect(verify.status == 0, "pg_verifybackup: \(verify.stderr)")
+        try t.startRestored(restored)
+        #expect(try ["pgbench_accounts", "pgbench_history", "markers"].map { try TestCluster.tableDigest(restored, $0) } == digests)
+    }
+
+    static func statusJSON(_ t: TestCluster) throws -> [String: Any] {
+        try JSONSerialization.jsonObject(with: Data(try t.waybackOK(["status", "--json"]).utf8)) as! [String: Any]
+    }
+
+    /// Waits until the asynchronous repositories have every queued WAL file.
+    static func waitForDrain(_ t: TestCluster, timeout: Double = 90) throws {
+        let deadline = monotonicSeconds() + timeout
+        while monotonicSeconds() < deadline {
+            let repos = try statusJSON(t)["repositories"] as? [[String: Any]] ?? []
+            let lastOf = { (r: [String: Any]) in ((r["archive"] as? [[String: Any]])?.last?["last"] as? String) ?? "" }
+            if repos.count > 1, repos.dropFirst().allSatisfy({ ($0["queuedWAL"] as? Int ?? 1) == 0 && lastOf($0) == lastOf(repos[0]) }) { return }
+            usleep(300_000)
+        }
+        throw WaybackError(.archiveTimeout, "the asynchronous repositories did not catch up within \(timeout) s")
+    }
+
+    @Test("S3-only repository: backup under load, WAL archive, restore and verify")
+    func s3Only() async throws {
+        let s3 = try S3TestServer()
+        defer { s3.stop() }
+        let t = try TestCluster(repositories: s3.repositoryYAML(name: "s3", prefix: "team/prod"))
+        let restored = t.restoredCluster(at: t.root + "/restored")
+        defer { t.cleanup(extra: [restored]) }
+        try t.waybackOK(["init"])
+        let (id, digests) = try await Self.loadAndBackup(t)
+        try t.waybackOK(["restore", "--target-dir", restored.dataDirectory])
+        try Self.verifyRestored(t, restored, digests: digests)
+        let status = try Self.statusJSON(t)
+        #expect((status["backups"] as? [[String: Any]])?.first?["id"] as? String == id)
+        #expect(((status["archive"] as? [[String: Any]])?.first?["segments"] as? Int ?? 0) >= 2)
+    }
+
+    @Test("local + S3 (asynchronous WAL): both get every backup and segment; recovery from the offsite copy after the local repository is deleted")
+    func localPlusS3RecoveryFromOffsite() async throws {
+        let s3 = try S3TestServer()
+        defer { s3.stop() }
+        let repoDir = try TestEnvironment.makeTemporaryDirectory("repo")
+        defer { try? FileSystem.removeTree(repoDir) }
+        let t = try TestCluster(repositoryPath: repoDir, repositories: Self.localYAML(repoDir) + s3.repositoryYAML(prefix: "prod/"))
+        let restored = t.restoredCluster(at: t.root + "/restored")
+        defer { t.cleanup(extra: [restored]) }
+        let initOut = try t.waybackOK(["init"])
+        #expect(initOut.contains("repository 'offsite'"))
+        let (id, digests) = try await Self.loadAndBackup(t)
+        try Self.waitForDrain(t)
+        let repos = try Self.statusJSON(t)["repositories"] as! [[String: Any]]
+        #expect(repos.map { $0["name"] as? String } == ["local", "offsite"])
+        #expect(repos.allSatisfy { ($0["backups"] as? [String]) == [id] && ($0["reachable"] as? Bool) == true })
+
+        // The local repository is lost: restore from S3 alone, with the same configuration.
+        try FileSystem.removeTree(repoDir)
+        let r = try t.wayback(["restore", "--target-dir", restored.dataDirectory])
+        #expect(r.status == 0, "restore: \(r.stderr)")
+        #expect(r.stderr.contains("reading it from repository 'offsite'") || r.stderr.contains("cannot list"))
+        try Self.verifyRestored(t, restored, digests: digests)
+    }
+
+    @Test("fallback: objects deleted or corrupted in the local repository are read from S3 with a warning")
+    func fallbackToOffsite() async throws {
+        let s3 = try S3TestServer()
+        defer { s3.stop() }
+        let repoDir = try TestEnvironment.makeTemporaryDirectory("repo")
+        defer { try? FileSystem.removeTree(repoDir) }
+        let t = try TestCluster(repositoryPath: repoDir,
+                                repositories: Self.localYAML(repoDir) + s3.repositoryYAML(prefix: "p", extra: "    wal_push: sync"))
+        let restored = t.restoredCluster(at: t.root + "/restored")
+        defer { t.cleanup(extra: [restored]) }
+        try t.waybackOK(["init"])
+        let (id, digests) = try await Self.loadAndBackup(t)
+        // Damage the local copy: flip bytes in the middle of every pack, delete an archived segment.
+        let packs = try FileManager.default.subpathsOfDirectory(atPath: repoDir).filter { $0.contains("/backups/\(id)/pack/") }
+        #expect(!packs.isEmpty)
+        for p in packs {
+            let f = try PosixFile.openForWriting(repoDir + "/" + p)
+            let size = try #require(try FileSystem.status(repoDir + "/" + p)?.size)
+            try [UInt8](repeating: 0x5A, count: 64).withUnsafeBytes { try f.pwrite($0, offset: size / 2) }
+            try f.close()
+        }
+        let segments = try FileManager.default.subpathsOfDirectory(atPath: repoDir + "/main/wal").filter { $0.count == 41 && !$0.contains(".") }.sorted()
+        try FileSystem.remove(repoDir + "/main/wal/" + segments.last!)
+        let r = try t.wayback(["restore", "--target-dir", restored.dataDirectory])
+        #expect(r.status == 0, "restore: \(r.stderr)")
+        #expect(r.stderr.contains("reading it from repository 'offsite'"), "no fallback warning: \(r.stderr)")
+        try Self.verifyRestored(t, restored, digests: digests)
+    }
+
+    @Test("one repository failing: the backup completes in the other, exits 15, and repo sync catches the failed one up")
+    func failedRepositoryAndRepoSync() async throws {
+        let s3 = try S3TestServer()
+        defer { s3.stop() }
+        let repoDir = try TestEnvironment.makeTemporaryDirectory("repo")
+        defer { try? FileSystem.removeTree(repoDir) }
+        let deadPort = 1  // nothing listens there
+        let good = s3.repositoryYAML(prefix: "late/", extra: "    request_timeout_seconds: 2\n    deadline_seconds: 3")
+        let t = try TestCluster(repositoryPath: repoDir, repositories: Self.localYAML(repoDir) + good)
+        let restored = t.restoredCluster(at: t.root + "/restored")
+        defer { t.cleanup(extra: [restored]) }
+        try t.waybackOK(["init"])
+        // The offsite repository becomes unreachable.
+        let config = try String(contentsOfFile: t.configPath, encoding: .utf8)
+        try config.replacingOccurrences(of: s3.endpoint, with: "http://127.0.0.1:\(deadPort)").write(toFile: t.configPath, atomically: true, encoding: .utf8)
+        try t.cluster.pgbench(["-i", "-q", "-s", "1"])
+        let b = try t.wayback(["backup"])
+        #expect(b.status == WaybackError.Code.replica.rawValue, "backup: \(b.stderr)")
+        #expect(b.stderr.contains("complete in 'local' but failed in 'offsite'"))
+        let id = b.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(BackupID(id) != nil)
+        try t.switchAndWaitForArchive()  // wal-push still succeeds: the offsite copy is queued
+        let status = try Self.statusJSON(t)
+        let offsite = (status["repositories"] as! [[String: Any]])[1]
+        #expect(offsite["reachable"] as? Bool == false && (offsite["queuedWAL"] as? Int ?? 0) > 0)
+        let digests = try ["pgbench_accounts"].map { try TestCluster.tableDigest(t.cluster, $0) }
+
+        // It is back: repo sync copies the backup and the WAL.
+        try config.write(toFile: t.configPath, atomically: true, encoding: .utf8)
+        let sync = try t.waybackOK(["repo", "sync"])
+        #expect(sync.contains("local -> offsite: copied") && sync.contains(id), "\(sync)")
+        #expect(try t.waybackOK(["repo", "sync"]).contains("local -> offsite: copied 0 object(s)"))
+        // Restore from the offsite copy alone.
+        try FileSystem.removeTree(repoDir)
+        try t.waybackOK(["restore", "--target-dir", restored.dataDirectory])
+        try t.startRestored(restored)
+        #expect(try TestCluster.tableDigest(restored, "pgbench_accounts") == digests[0])
+    }
+
+    @Test("fault injection: 500/503/SlowDown, delays and connection resets; backup, WAL and restore still complete and verify")
+    func faultInjection() async throws {
+        let s3 = try S3TestServer()
+        defer { s3.stop() }
+        let proxy = try s3.faultProxy(faults: 0.2, seed: 7)
+        defer { proxy.stop() }
+        let yaml = s3.repositoryYAML(name: "s3", prefix: "faulty/", extra: "    request_timeout_seconds: 2\n    deadline_seconds: 120\n    part_size_mb: 5")
+            .replacingOccurrences(of: s3.endpoint, with: proxy.endpoint)
+        let t = try TestCluster(repositories: yaml)
+        let restored = t.restoredCluster(at: t.root + "/restored")
+        defer { t.cleanup(extra: [restored]) }
+        try t.waybackOK(["init"])
+        let (_, digests) = try await Self.loadAndBackup(t)
+        try t.waybackOK(["restore", "--target-dir", restored.dataDirectory])
+        try Self.verifyRestored(t, restored, digests: digests)
+        let stats = proxy.stats
+        for kind in ["error", "delay", "reset_before", "reset_during"] {
+            #expect((stats[kind] ?? 0) > 0, "the proxy injected no \(kind): \(stats)")
+        }
+    }
+}

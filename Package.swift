@@ -86,7 +86,7 @@ let package = Package(
 
         .testTarget(name: "WaybackCoreTests", dependencies: ["WaybackCore"], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackStorageTests", dependencies: ["WaybackStorage", "WaybackTesting"], swiftSettings: swiftSettings),
-        .testTarget(name: "WaybackS3Tests", dependencies: ["WaybackS3", "WaybackStorage", "WaybackCore", "WaybackTesting"], swiftSettings: swiftSettings),
+        .testTarget(name: "WaybackS3Tests", dependencies: ["WaybackS3", "WaybackStorage", "WaybackCore", "WaybackPostgres", "WaybackTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackCatalogTests", dependencies: ["WaybackCatalog", "WaybackTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackConfigTests", dependencies: ["WaybackConfig"], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackPostgresTests", dependencies: ["WaybackPostgres"], swiftSettings: swiftSettings),

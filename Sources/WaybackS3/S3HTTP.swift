@@ -161,6 +161,10 @@ struct S3Transport: Sendable {
             } catch {
                 if Task.isCancelled { throw CancellationError() }
                 failure = Self.describe(error)
+                if error is NIOSSLError || failure.contains("handshake") || failure.contains("certificate") {
+                    // Retrying does not make a certificate trusted.
+                    throw WaybackError(.io, "TLS with \(settings.endpoint) failed (\(failure)); if the server's certificate comes from a private CA, set ca_file of the repository")
+                }
                 if n >= settings.maxAttempts || monotonicSeconds() - started > settings.deadline {
                     throw WaybackError(.io, "cannot \(r.what) in \(settings.description) after \(n) attempts: \(failure); check the endpoint and the network")
                 }

@@ -26,7 +26,8 @@ public final class S3TestServer: @unchecked Sendable {
 
     /// Starts the server. Without moto this throws, so a missing S3 server fails the test (in CI
     /// and everywhere else) instead of skipping it.
-    public init(buckets: [String] = ["wayback-test"], auth: Bool = true) throws {
+    /// - Parameter tls: a server certificate and key (PEM) to serve HTTPS with.
+    public init(buckets: [String] = ["wayback-test"], auth: Bool = true, tls: (certificate: String, key: String)? = nil) throws {
         stateDirectory = try TestEnvironment.makeTemporaryDirectory("s3")
         let stateFile = stateDirectory + "/state.json"
         var lastError = ""
@@ -36,6 +37,7 @@ public final class S3TestServer: @unchecked Sendable {
             p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
             var args = ["python3", Self.packageRoot + "/scripts/s3/moto-server.py", String(port), stateFile]
             if auth { args.append("--auth") }
+            if let tls { args += ["--cert", tls.certificate, "--key", tls.key] }
             for b in buckets { args += ["--bucket", b] }
             p.arguments = args
             let log = FileHandle(forWritingAtPath: "/dev/null")

@@ -64,6 +64,12 @@ struct S3RepositoryTests {
         let status = try Self.statusJSON(t)
         #expect((status["backups"] as? [[String: Any]])?.first?["id"] as? String == id)
         #expect(((status["archive"] as? [[String: Any]])?.first?["segments"] as? Int ?? 0) >= 2)
+        // A wrong secret key: exit 14, the problem named, no secret printed.
+        let wrong = try t.wayback(["status"], environment: ["WAYBACK_REPOSITORIES_0_SECRET_ACCESS_KEY": "wrong-secret-123"])
+        #expect(wrong.status == WaybackError.Code.access.rawValue, "status: \(wrong.stderr)")
+        #expect(wrong.stderr.contains("SignatureDoesNotMatch") && wrong.stderr.contains("secret key"))
+        #expect(!wrong.stderr.contains("wrong-secret-123") && !wrong.stderr.contains(s3.secretAccessKey))
+        #expect(wrong.stderr.split(separator: "\n").filter { $0.contains("error:") }.count == 1)
     }
 
     @Test("local + S3 (asynchronous WAL): both get every backup and segment; recovery from the offsite copy after the local repository is deleted")

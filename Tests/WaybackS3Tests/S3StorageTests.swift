@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import WaybackCore
 import WaybackS3
+import WaybackPostgres
 import WaybackStorage
 import WaybackTesting
 
@@ -101,5 +102,32 @@ import WaybackTesting
         let missing = try S3Storage(settings: S3Settings(endpoint: server.endpoint, bucket: "no-such-bucket", region: "us-east-1", pathStyle: true,
             credentials: S3Credentials(accessKeyID: server.accessKeyID, secretAccessKey: server.secretAccessKey, source: "the test")))
         await #expect(throws: WaybackError.self) { _ = try await missing.list(prefix: "") }
+    }
+
+    @Test func httpsWithAPrivateCAFile() async throws {
+        let dir = try TestEnvironment.makeTemporaryDirectory("tls")
+        defer { try? FileSystem.removeTree(dir) }
+        func openssl(_ args: String) throws {
+            let r = try Command.run(["/bin/sh", "-c", "cd \(dir) && openssl \(args)"], check: false)
+            if r.status != 0 { throw WaybackError(.io, "openssl \(args): \(r.stderr)") }
+        }
+        try openssl("req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=wayback-test-ca")
+        try openssl("req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1")
+        try "subjectAltName=IP:127.0.0.1\n".write(toFile: dir + "/ext", atomically: true, encoding: .utf8)
+        try openssl("x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile ext")
+        let server = try S3TestServer(tls: (dir + "/server.pem", dir + "/server.key"))
+        defer { server.stop() }
+        #expect(server.endpoint.hasPrefix("https://"))
+        let trusted = try Self.driver(server, prefix: "tls/") { $0.caFile = dir + "/ca.pem" }
+        try await trusted.writeAll("a", [1, 2, 3])
+        #expect(try await trusted.readAll("a") == [1, 2, 3])
+        // Without the CA file the server's certificate is not trusted: a clear failure, no retry loop forever.
+        let untrusted = try Self.driver(server, prefix: "tls/") { $0.deadline = 5 }
+        do {
+            _ = try await untrusted.list(prefix: "")
+            Issue.record("a certificate from an unknown CA was accepted")
+        } catch let e as WaybackError {
+            #expect(e.code == .io && e.message.contains("set ca_file"), "\(e.message)")
+        }
     }
 }

@@ -68,7 +68,7 @@ def main():
     endpoint = f"{scheme}://127.0.0.1:{port}"
 
     session = dict(endpoint_url=endpoint, region_name="us-east-1",
-                   aws_access_key_id="setup", aws_secret_access_key="setup", verify=cert or True)
+                   aws_access_key_id="setup", aws_secret_access_key="setup", verify=False if cert else True)
     iam = boto3.client("iam", **session)
     iam.create_user(UserName="wayback")
     iam.put_user_policy(UserName="wayback", PolicyName="all", PolicyDocument=json.dumps(

@@ -1,0 +1,89 @@
+import Foundation
+import Logging
+import Testing
+import WaybackCore
+import WaybackStorage
+import WaybackTesting
+
+/// The 3-2-1 facade's rules, on in-memory replicas (the end-to-end tests use local + S3).
+@Suite struct ReplicatedStorageTests {
+    /// Fails every write after `failAfter` bytes, or every read of `badKey` as corrupt.
+    final class Flaky: StorageDriver, @unchecked Sendable {
+        let inner = MemoryStorage()
+        var failWrites = false
+        var badKey: String?
+        var description: String { "flaky" }
+        var capabilities: StorageCapabilities { [.atomicCreate] }
+        func info(_ key: String) async throws -> ObjectInfo? { try await inner.info(key) }
+        func list(prefix: String) async throws -> [ObjectInfo] { try await inner.list(prefix: prefix) }
+        func withReader<R>(_ key: String, range: Range<Int64>?, _ body: (any ObjectReader) async throws -> R) async throws -> R {
+            if key == badKey { throw WaybackError(.corrupt, "damaged") }
+            return try await inner.withReader(key, range: range, body)
+        }
+        func withWriter<R>(_ key: String, options: WriteOptions, _ body: (any ObjectWriter) async throws -> R) async throws -> R {
+            try await inner.withWriter(key, options: options) { w in
+                try await body(FailingWriter(inner: w, fail: failWrites))
+            }
+        }
+        func remove(_ key: String) async throws { try await inner.remove(key) }
+    }
+
+    final class FailingWriter: ObjectWriter {
+        let inner: any ObjectWriter
+        let fail: Bool
+        init(inner: any ObjectWriter, fail: Bool) { self.inner = inner; self.fail = fail }
+        var bytesWritten: Int64 { inner.bytesWritten }
+        func write(_ bytes: [UInt8]) async throws {
+            if fail { throw WaybackError(.io, "disk on fire") }
+            try await inner.write(bytes)
+        }
+    }
+
+    let logger = Logger(label: "test")
+
+    @Test func passesConformance() async throws {
+        let r = ReplicatedStorage([Repository(name: "a", driver: MemoryStorage()), Repository(name: "b", driver: MemoryStorage())], logger: logger)
+        try await StorageConformance.run(r)
+    }
+
+    @Test func aFailingReplicaIsDroppedAndTheOthersKeepEverything() async throws {
+        let a = MemoryStorage(), b = Flaky()
+        let r = ReplicatedStorage([Repository(name: "a", driver: a), Repository(name: "b", driver: b)], logger: logger)
+        try await r.writeAll("k1", [1, 2, 3])
+        b.failWrites = true
+        try await r.writeAll("k2", [4])        // b fails: dropped, a keeps it
+        b.failWrites = false
+        try await r.writeAll("k3", [5])        // b gets nothing more in this run
+        #expect(try await a.list(prefix: "").map(\.key) == ["k1", "k2", "k3"])
+        #expect(try await b.list(prefix: "").map(\.key) == ["k1"], "no partial object, nothing after the failure")
+        #expect(r.failures.map(\.repository) == ["b"])
+        // A body that throws leaves nothing anywhere.
+        struct Boom: Error {}
+        await #expect(throws: Boom.self) { try await r.withWriter("k4", options: WriteOptions()) { _ in throw Boom() } }
+        #expect(try await a.info("k4") == nil)
+    }
+
+    @Test func readsFallBackOnMissingOrDamagedObjects() async throws {
+        let a = Flaky(), b = MemoryStorage()
+        let r = ReplicatedStorage([Repository(name: "a", driver: a), Repository(name: "b", driver: b)], logger: logger)
+        try await r.writeAll("x", [7, 7])
+        try await a.remove("x")
+        #expect(try await r.readAll("x") == [7, 7], "missing in a: read from b")
+        try await r.writeAll("y", [8])
+        a.badKey = "y"
+        #expect(try await r.readAll("y") == [8], "damaged in a: read from b")
+        // A body that finds the data bad starts over with the next replica.
+        try await a.inner.writeAll("z", [0])
+        try await b.writeAll("z", [1])
+        var calls = 0
+        let got: [UInt8] = try await r.withReader("z", range: nil) { reader in
+            calls += 1
+            let bytes = try await reader.read(maxLength: 10)
+            if bytes == [0] { throw WaybackError(.corrupt, "checksum") }
+            return bytes
+        }
+        #expect(got == [1] && calls == 2)
+        await #expect(throws: WaybackError.self) { _ = try await r.readAll("none") }
+        #expect(try await r.list(prefix: "").map(\.key) == ["x", "y", "z"])
+    }
+}

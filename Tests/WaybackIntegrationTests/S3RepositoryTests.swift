@@ -126,15 +126,16 @@ struct S3RepositoryTests {
         try Self.verifyRestored(t, restored, digests: digests)
     }
 
-    @Test("one repository failing: the backup completes in the other, exits 15, and repo sync catches the failed one up")
+    @Test("one repository failing: the backup completes in the other, exits 15; the WAL queue overflows with a warning; the drainer and repo sync catch the repository up")
     func failedRepositoryAndRepoSync() async throws {
         let s3 = try S3TestServer()
         defer { s3.stop() }
         let repoDir = try TestEnvironment.makeTemporaryDirectory("repo")
         defer { try? FileSystem.removeTree(repoDir) }
         let deadPort = 1  // nothing listens there
-        let good = s3.repositoryYAML(prefix: "late/", extra: "    request_timeout_seconds: 2\n    deadline_seconds: 3")
-        let t = try TestCluster(repositoryPath: repoDir, repositories: Self.localYAML(repoDir) + good)
+        let good = s3.repositoryYAML(prefix: "late/", extra: "    request_timeout_seconds: 1\n    deadline_seconds: 1")
+        let t = try TestCluster(repositoryPath: repoDir, extraConfig: "archive:\n  spool_limit_mb: 32",
+                                repositories: Self.localYAML(repoDir) + good)
         let restored = t.restoredCluster(at: t.root + "/restored")
         defer { t.cleanup(extra: [restored]) }
         try t.waybackOK(["init"])
@@ -147,14 +148,24 @@ struct S3RepositoryTests {
         #expect(b.stderr.contains("complete in 'local' but failed in 'offsite'"))
         let id = b.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(BackupID(id) != nil)
-        try t.switchAndWaitForArchive()  // wal-push still succeeds: the offsite copy is queued
+        // wal-push still succeeds: the offsite copy is queued, up to the limit (32 MiB: two
+        // segments), then no more names are queued, with a warning.
+        for _ in 0..<4 { try t.switchAndWaitForArchive() }
         let status = try Self.statusJSON(t)
         let offsite = (status["repositories"] as! [[String: Any]])[1]
-        #expect(offsite["reachable"] as? Bool == false && (offsite["queuedWAL"] as? Int ?? 0) > 0)
+        #expect(offsite["reachable"] as? Bool == false && offsite["queuedWAL"] as? Int == 2 && offsite["queueOverflowed"] as? Bool == true,
+                "\(offsite)")
+        let pgLog = (try? String(contentsOfFile: t.cluster.dataDirectory + ".log", encoding: .utf8)) ?? ""
+        #expect(pgLog.contains("over archive.spool_limit_mb"), "no overflow warning in the server log")
         let digests = try ["pgbench_accounts"].map { try TestCluster.tableDigest(t.cluster, $0) }
 
-        // It is back: repo sync copies the backup and the WAL.
+        // It is back: the next push starts the drainer, which copies the queue and, for the
+        // overflow, every segment the offsite repository lacks; then repo sync copies the backup.
         try config.write(toFile: t.configPath, atomically: true, encoding: .utf8)
+        try t.switchAndWaitForArchive()
+        try Self.waitForDrain(t)
+        let offsiteNow = (try Self.statusJSON(t)["repositories"] as! [[String: Any]])[1]
+        #expect(offsiteNow["queueOverflowed"] as? Bool == false && ((offsiteNow["archive"] as? [[String: Any]])?.first?["gaps"] as? [String])?.isEmpty == true)
         let sync = try t.waybackOK(["repo", "sync"])
         #expect(sync.contains("local -> offsite: copied") && sync.contains(id), "\(sync)")
         #expect(try t.waybackOK(["repo", "sync"]).contains("local -> offsite: copied 0 object(s)"))

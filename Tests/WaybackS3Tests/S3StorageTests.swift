@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 import WaybackCore
-import WaybackS3
+@testable import WaybackS3
 import WaybackPostgres
 import WaybackStorage
 import WaybackTesting
@@ -37,6 +37,13 @@ import WaybackTesting
             while o < big.count { let n = min(1 << 20, big.count - o); try await w.write(Array(big[o..<o + n])); o += n }
         }
         #expect(try await d.info("big.bin")?.size == Int64(big.count))
+        // Server-side encryption and the storage class reach the store (single PUT and multipart).
+        try await d.writeAll("small.bin", [1, 2, 3])
+        for key in ["big.bin", "small.bin"] {
+            let head = try await d.transport.send(S3Request(method: .HEAD, key: key, what: "look up \(key)"), limit: 0)
+            #expect(head.headers.first(name: "x-amz-server-side-encryption") == "AES256", "\(key): \(head.headers)")
+            #expect(head.headers.first(name: "x-amz-storage-class") == "STANDARD_IA", "\(key): \(head.headers)")
+        }
         #expect(try await d.readAll("big.bin", limit: 64 << 20) == big)
         #expect(try await d.readRange("big.bin", 5 << 20 - 3..<10 << 20 + 7) == Array(big[5 << 20 - 3..<10 << 20 + 7]))
         // ifAbsent on a multipart object.

@@ -9,7 +9,7 @@
 # Needs root and a release build of wayback (built if missing). env: REPS (3), BENCH_ROOT
 # (/var/tmp/wayback-s3-bench), PORT (5434), S3PORT (19999).
 set -euo pipefail
-SCALE=${1:-20}
+SCALE=${1:-50}
 REPS=${REPS:-3}
 ROOT=${BENCH_ROOT:-/var/tmp/wayback-s3-bench}
 PORT=${PORT:-5434}
@@ -58,9 +58,8 @@ YAML
   } > "$1"
   chown postgres: "$1"; chmod 600 "$1"
 }
-LOCAL="  - name: local
-    type: local
-    path: $ROOT/repo-local"
+local_repo() { printf '  - name: local\n    type: local\n    path: %s\n' "$ROOT/repo-$1"; }
+LOCAL="$(local_repo archive)"
 config "$ROOT/archive.yaml" "$LOCAL
 $(s3repo offsite archive/)"
 
@@ -71,11 +70,14 @@ unix_socket_directories = '$ROOT'
 listen_addresses = ''
 wal_level = replica
 archive_mode = on
-archive_command = '$WB --config $ROOT/archive.yaml wal-push %p'
+archive_command = '$WB --config $ROOT/current.yaml wal-push %p'
 CONF
+cp "$ROOT/archive.yaml" "$ROOT/current.yaml"; chown postgres: "$ROOT/current.yaml"
 as_pg $PGBIN/pg_ctl -D "$ROOT/pgdata" -l "$ROOT/pg.log" -w start >/dev/null
 as_pg $WB --config "$ROOT/archive.yaml" init >/dev/null
 as_pg $PGBIN/pgbench -h "$ROOT" -p $PORT -i -q -s "$SCALE" postgres >/dev/null 2>&1
+# pgbench data compresses about 20x; add incompressible rows so that packs are large (multipart).
+as_pg $PGBIN/psql -h "$ROOT" -p $PORT -qAtc "CREATE EXTENSION IF NOT EXISTS pgcrypto; CREATE TABLE blob AS SELECT gen_random_bytes(1000) b FROM generate_series(1, ${BLOB_ROWS:-300000})" postgres >/dev/null
 DBSIZE=$(as_pg $PGBIN/psql -h "$ROOT" -p $PORT -Atc "SELECT pg_size_pretty(sum(pg_database_size(datname))) FROM pg_database" postgres)
 
 requests() { grep -c '" [0-9][0-9][0-9] ' "$ROOT/moto.log" || true; }
@@ -87,18 +89,18 @@ RES=$ROOT/results.txt; : > "$RES"
 for r in $(seq "$REPS"); do
   for target in local both s3; do
     case $target in
-      local) repos="$LOCAL" ;;
-      both)  repos="$LOCAL
+      local) repos="$(local_repo r$r-local)" ;;
+      both)  repos="$(local_repo r$r-both)
 $(s3repo offsite r$r-both/)" ;;
       s3)    repos="$(s3repo offsite r$r-s3/)" ;;
     esac
     config "$ROOT/$target.yaml" "$repos"
-    rm -rf "$ROOT/repo-local"
-    as_pg $WB --config "$ROOT/$target.yaml" init >/dev/null
+    cp "$ROOT/$target.yaml" "$ROOT/current.yaml"
+    as_pg $WB --config "$ROOT/current.yaml" init >/dev/null
     before=$(wc -l < "$ROOT/moto.log")
     cold
     t0=$(date +%s.%N)
-    as_pg $WB --config "$ROOT/$target.yaml" backup >/dev/null
+    as_pg $WB --config "$ROOT/current.yaml" backup >/dev/null 2>>"$ROOT/commands.log"
     t1=$(date +%s.%N)
     echo "$target $(echo "$t1 - $t0" | bc) $(( $(wc -l < "$ROOT/moto.log") - before ))" >> "$RES"
     [ "$r" = 1 ] && [ "$target" = s3 ] && echo "requests of one backup to S3 by kind: $(by_kind "$before")" > "$ROOT/kinds.txt"
@@ -109,23 +111,29 @@ L=$(awk '$1=="local"{print $2}' "$RES" | median); B=$(awk '$1=="both"{print $2}'
 Q=$(awk '$1=="s3"{print $3}' "$RES" | median)
 
 # WAL: requests per pushed segment (local + sync S3), over 10 segment switches.
+cp "$ROOT/archive.yaml" "$ROOT/current.yaml"
+as_pg $WB --config "$ROOT/current.yaml" init >/dev/null
 before=$(wc -l < "$ROOT/moto.log")
 for _ in $(seq 10); do as_pg $PGBIN/psql -h "$ROOT" -p $PORT -Atc "CREATE TABLE IF NOT EXISTS t(x int); INSERT INTO t VALUES (1); SELECT pg_switch_wal()" postgres >/dev/null; done
 sleep 5
 WALREQ=$(( $(wc -l < "$ROOT/moto.log") - before ))
 
-# Restore from S3 alone.
-cold
-t0=$(date +%s.%N)
-as_pg $WB --config "$ROOT/s3.yaml" restore --target-dir "$ROOT/restored" --to-backup-end >/dev/null
-t1=$(date +%s.%N)
-RESTORE=$(echo "$t1 - $t0" | bc)
+# Restore from the local repository, then from S3 alone.
+restore() {  # config dir
+  cold
+  local t0 t1; t0=$(date +%s.%N)
+  as_pg $WB --config "$1" restore --target-dir "$2" --to-backup-end >/dev/null 2>>"$ROOT/commands.log"
+  t1=$(date +%s.%N); echo "$t1 - $t0" | bc
+}
+RESTORE_LOCAL=$(restore "$ROOT/local.yaml" "$ROOT/restored-local")
+RESTORE=$(restore "$ROOT/s3.yaml" "$ROOT/restored-s3")
+STORED=$(du -sm "$ROOT/repo-r1-local" | cut -f1)
 
-echo "pgbench scale $SCALE ($DBSIZE), $REPS rounds, medians, moto on loopback:"
+echo "pgbench scale $SCALE + incompressible rows ($DBSIZE, ${STORED} MiB stored), $REPS rounds, medians, moto on loopback:"
 echo "  full backup to local alone:   ${L} s"
 echo "  full backup to local + S3:    ${B} s ($(echo "scale=2; $B / $L" | bc)x local alone)"
 echo "  full backup to S3 alone:      ${S} s; $Q requests"
 cat "$ROOT/kinds.txt" | sed 's/^/  /'
 echo "  WAL: $WALREQ S3 requests for 10 segments pushed to local + S3 (sync)"
-echo "  restore from S3 alone (to backup end): $RESTORE s"
+echo "  restore to backup end: from local ${RESTORE_LOCAL} s, from S3 alone ${RESTORE} s"
 echo "  S3 settings: part size 16 MiB (objects up to 20 MiB go in one PUT), 4 parts in parallel per object, 2 workers"

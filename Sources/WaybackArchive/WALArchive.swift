@@ -109,9 +109,8 @@ public enum WALArchive {
                       configuration: ArchiveConfiguration) async throws -> PushOutcome {
         let key = RepositoryLayout(cluster: cluster).walKey(name)
         let fileName = name.description
-        if try await repo.driver.info(key) != nil {
-            return try await compare(try readWhole(file, size: size), key: key, name: fileName, repository: repo)
-        }
+        // No look-up first: create-if-absent answers whether it is there (one request less on
+        // S3), and a repeated push (the rare case) pays the compression it did not need.
         if object == nil {
             let frames = try await encodeFrames(fd: file.fd, path: file.path, size: size, configuration: configuration)
             object = WALObject.encode(size: Int64(size), frames: frames)

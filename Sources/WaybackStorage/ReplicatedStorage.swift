@@ -107,16 +107,24 @@ public struct ReplicatedStorage: StorageDriver {
 
     public func withReader<R>(_ key: String, range: Range<Int64>?, _ body: (any ObjectReader) async throws -> R) async throws -> R {
         var firstError: WaybackError?
+        var missingIn = [Repository]()
         let order = readOrder
         for (i, r) in order.enumerated() {
             do {
-                return try await r.driver.withReader(key, range: range, body)
+                let result = try await r.driver.withReader(key, range: range, body)
+                // A missing object is worth a warning only when another repository has it (the
+                // end of recovery asks every repository for a segment that does not exist yet).
+                for m in missingIn {
+                    logger.warning("\(key) is missing in \(m.description); reading it from \(r.description)", metadata: ["wayback.repository": "\(m.name)"])
+                }
+                return result
             } catch {
                 guard let w = Self.shouldFallBack(error) else { throw error }
                 firstError = firstError ?? w
-                if i + 1 < order.count {
-                    let what = w.code == .notFound ? "is missing" : "cannot be read (\(w.message))"
-                    logger.warning("\(key) \(what) in \(r.description); reading it from \(order[i + 1].description)",
+                if w.code == .notFound {
+                    missingIn.append(r)
+                } else if i + 1 < order.count {
+                    logger.warning("\(key) cannot be read from \(r.description) (\(w.message)); reading it from \(order[i + 1].description)",
                                    metadata: ["wayback.repository": "\(r.name)"])
                 }
             }

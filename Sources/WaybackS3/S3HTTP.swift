@@ -165,7 +165,9 @@ struct S3Transport: Sendable {
                     // Retrying does not make a certificate trusted.
                     throw WaybackError(.io, "TLS with \(settings.endpoint) failed (\(failure)); if the server's certificate comes from a private CA, set ca_file of the repository")
                 }
-                if n >= settings.maxAttempts || monotonicSeconds() - started > settings.deadline {
+                // Nobody listening is not a hiccup: three tries, not the whole budget.
+                let refused = failure.contains("Connection refused") || failure.contains("No route to host") || failure.contains("Network is unreachable")
+                if n >= (refused ? min(3, settings.maxAttempts) : settings.maxAttempts) || monotonicSeconds() - started > settings.deadline {
                     throw WaybackError(.io, "cannot \(r.what) in \(settings.description) after \(n) attempts: \(failure); check the endpoint and the network")
                 }
             }

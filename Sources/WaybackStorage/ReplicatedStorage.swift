@@ -45,10 +45,18 @@ public struct ReplicatedStorage: StorageDriver {
         return replicas.filter { failed[$0.name] == nil }
     }
 
-    /// Replicas to read from: those that work first, those that failed in this run last.
-    var readOrder: [Repository] {
+    /// Replicas to read from, and how many of them come first as working: those that failed a
+    /// write or could not be reached in this run go last, so an unreachable repository costs its
+    /// retry budget once per command, not once per object.
+    var readOrder: (order: [Repository], working: Int) {
         let failed = state.failures
-        return replicas.filter { failed[$0.name] == nil } + replicas.filter { failed[$0.name] != nil }
+        let unreachable = state.unreachable
+        let good = replicas.filter { failed[$0.name] == nil && !unreachable.contains($0.name) }
+        return (good + replicas.filter { failed[$0.name] != nil || unreachable.contains($0.name) }, good.count)
+    }
+
+    func noteReadFailure(_ r: Repository, _ error: any Error) {
+        if let w = error as? WaybackError, w.code == .io || w.code == .access { state.markUnreachable(r.name) }
     }
 
     func fail(_ r: Repository, _ error: any Error) {
@@ -70,14 +78,15 @@ public struct ReplicatedStorage: StorageDriver {
     public func info(_ key: String) async throws -> ObjectInfo? {
         var firstError: (any Error)?
         var answered = false
-        let working = live.count
-        for (i, r) in readOrder.enumerated() {
+        let (order, working) = readOrder
+        for (i, r) in order.enumerated() {
             // Replicas that failed in this run are asked only when no working one answered.
             if answered && i >= working { break }
             do {
                 if let i = try await r.driver.info(key) { return i }
                 answered = true
             } catch {
+                noteReadFailure(r, error)
                 firstError = firstError ?? error
                 logger.warning("cannot look up \(key) in \(r.description): \(error)")
             }
@@ -90,13 +99,14 @@ public struct ReplicatedStorage: StorageDriver {
         var byKey = [String: ObjectInfo]()
         var listed = 0
         var firstError: (any Error)?
-        let working = live.count
-        for (i, r) in readOrder.enumerated() {
+        let (order, working) = readOrder
+        for (i, r) in order.enumerated() {
             if listed > 0 && i >= working { break }
             do {
                 for o in try await r.driver.list(prefix: prefix) where byKey[o.key] == nil { byKey[o.key] = o }
                 listed += 1
             } catch {
+                noteReadFailure(r, error)
                 firstError = firstError ?? error
                 logger.warning("cannot list \(r.description), using the other repositories: \(error)")
             }
@@ -108,7 +118,7 @@ public struct ReplicatedStorage: StorageDriver {
     public func withReader<R>(_ key: String, range: Range<Int64>?, _ body: (any ObjectReader) async throws -> R) async throws -> R {
         var firstError: WaybackError?
         var missingIn = [Repository]()
-        let order = readOrder
+        let order = readOrder.order
         for (i, r) in order.enumerated() {
             do {
                 let result = try await r.driver.withReader(key, range: range, body)
@@ -120,6 +130,7 @@ public struct ReplicatedStorage: StorageDriver {
                 return result
             } catch {
                 guard let w = Self.shouldFallBack(error) else { throw error }
+                noteReadFailure(r, w)
                 firstError = firstError ?? w
                 if w.code == .notFound {
                     missingIn.append(r)
@@ -203,7 +214,10 @@ private struct BodyFailed: Error { var error: any Error }
 /// Failures per replica name, shared by every copy of one `ReplicatedStorage`.
 final class FailureLog: Sendable {
     private let map = Mutex([String: WaybackError]())
+    private let unreachableNames = Mutex(Set<String>())
     var failures: [String: WaybackError] { map.withLock { $0 } }
+    var unreachable: Set<String> { unreachableNames.withLock { $0 } }
+    func markUnreachable(_ name: String) { _ = unreachableNames.withLock { $0.insert(name) } }
     /// Records the first failure of `name`; true when it is new.
     func record(_ name: String, _ e: WaybackError) -> Bool {
         map.withLock { m in

@@ -12,11 +12,23 @@ import WaybackTesting
         let inner = MemoryStorage()
         var failWrites = false
         var badKey: String?
+        var down = false
+        var reads = 0
         var description: String { "flaky" }
         var capabilities: StorageCapabilities { [.atomicCreate] }
-        func info(_ key: String) async throws -> ObjectInfo? { try await inner.info(key) }
-        func list(prefix: String) async throws -> [ObjectInfo] { try await inner.list(prefix: prefix) }
+        func info(_ key: String) async throws -> ObjectInfo? {
+            reads += 1
+            if down { throw WaybackError(.io, "connection refused") }
+            return try await inner.info(key)
+        }
+        func list(prefix: String) async throws -> [ObjectInfo] {
+            reads += 1
+            if down { throw WaybackError(.io, "connection refused") }
+            return try await inner.list(prefix: prefix)
+        }
         func withReader<R>(_ key: String, range: Range<Int64>?, _ body: (any ObjectReader) async throws -> R) async throws -> R {
+            reads += 1
+            if down { throw WaybackError(.io, "connection refused") }
             if key == badKey { throw WaybackError(.corrupt, "damaged") }
             return try await inner.withReader(key, range: range, body)
         }
@@ -85,5 +97,18 @@ import WaybackTesting
         #expect(got == [1] && calls == 2)
         await #expect(throws: WaybackError.self) { _ = try await r.readAll("none") }
         #expect(try await r.list(prefix: "").map(\.key) == ["x", "y", "z"])
+    }
+
+    @Test func anUnreachableReplicaIsAskedOncePerRunWhileAnotherAnswers() async throws {
+        let a = Flaky(), b = MemoryStorage()
+        let r = ReplicatedStorage([Repository(name: "a", driver: a), Repository(name: "b", driver: b)], logger: logger)
+        try await r.writeAll("k", [1])
+        a.down = true
+        a.reads = 0
+        #expect(try await r.readAll("k") == [1])
+        #expect(try await r.readAll("k") == [1])
+        #expect(try await r.info("missing") == nil)
+        #expect(try await r.list(prefix: "").map(\.key) == ["k"])
+        #expect(a.reads == 1, "the unreachable replica was asked \(a.reads) times")
     }
 }

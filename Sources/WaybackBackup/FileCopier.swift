@@ -3,12 +3,22 @@ import Logging
 import Synchronization
 import WaybackCatalog
 import WaybackCore
+import WaybackPostgres
 import WaybackStorage
 
 struct CopyResult: Sendable {
     var objects: [BackupManifest.StoredObject]
     var files: [BackupManifest.File]
     var directories: [BackupManifest.Directory]
+    var pageFailures: [BackupManifest.PageFailure]
+}
+
+/// Data checksum verification during the copy: pages whose LSN is at or after the backup start
+/// are being written concurrently (and are restored from WAL by recovery), so only older pages
+/// can be reported; a page that fails is read again once before it is reported, in case the first
+/// read saw a write in progress.
+struct PageVerification: Sendable {
+    var startLSN: LSN
 }
 
 /// Hands out files to workers, largest first, so the big relation segments start early and the
@@ -37,6 +47,7 @@ struct WorkerOutput: Sendable {
     var worker: Int
     var packs: [BackupManifest.StoredObject] = []
     var files: [BackupManifest.File] = []
+    var pageFailures: [BackupManifest.PageFailure] = []
 }
 
 extension FullBackup {
@@ -44,7 +55,7 @@ extension FullBackup {
     /// compresses and appends them to its current pack object, which it closes after
     /// `packTargetBytes` at a file boundary. Memory: one frame buffer and one compressor per worker.
     static func copyFiles(_ scan: DataDirectoryScan, id: BackupID, config: BackupConfiguration, catalog: Catalog,
-                          logger: Logger, progress: ProgressHandler?) async throws -> CopyResult {
+                          verification: PageVerification?, logger: Logger, progress: ProgressHandler?) async throws -> CopyResult {
         let queue = WorkQueue(scan.files)
         let counter = ByteCounter()
         let total = scan.files.reduce(Int64(0)) { $0 + $1.size }
@@ -52,7 +63,7 @@ extension FullBackup {
             try await withThrowingTaskGroup(of: WorkerOutput.self) { group in
                 for w in 0..<config.parallelism {
                     group.addTask {
-                        try await runWorker(w, queue: queue, id: id, config: config, catalog: catalog, counter: counter)
+                        try await runWorker(w, queue: queue, id: id, config: config, catalog: catalog, verification: verification, counter: counter)
                     }
                 }
                 var all = [WorkerOutput]()
@@ -63,6 +74,7 @@ extension FullBackup {
         // Merge: number the packs globally and rewrite chunk object indices.
         var objects = [BackupManifest.StoredObject]()
         var files = [BackupManifest.File]()
+        let failures = outputs.flatMap(\.pageFailures).sorted { $0.path < $1.path }
         for o in outputs {
             let base = objects.count
             objects += o.packs
@@ -74,11 +86,11 @@ extension FullBackup {
         files.sort { $0.path < $1.path }
         let dirs = scan.directories.map { BackupManifest.Directory(path: $0.path, mode: $0.mode) }
         logger.info("files copied", metadata: ["files": "\(files.count)", "packs": "\(objects.count)"])
-        return CopyResult(objects: objects, files: files, directories: dirs)
+        return CopyResult(objects: objects, files: files, directories: dirs, pageFailures: failures)
     }
 
     static func runWorker(_ worker: Int, queue: WorkQueue, id: BackupID, config: BackupConfiguration, catalog: Catalog,
-                          counter: ByteCounter) async throws -> WorkerOutput {
+                          verification: PageVerification?, counter: ByteCounter) async throws -> WorkerOutput {
         var out = WorkerOutput(worker: worker)
         let compressor = Compressor(config.compression)
         var buffer = [UInt8].scratch(count: FrameFormat.rawChunk)
@@ -93,8 +105,10 @@ extension FullBackup {
                 let frames = FrameWriter(writer: writer)
                 var item: DataDirectoryScan.FileItem? = first
                 while let file = item {
-                    if let entry = try await copyOne(file, into: frames, packIndex: packIndex, compressor: compressor, buffer: &buffer, counter: counter) {
+                    if let (entry, failure) = try await copyOne(file, into: frames, packIndex: packIndex, compressor: compressor, buffer: &buffer,
+                                                                 verification: verification, counter: counter) {
                         filesInPack.append(entry)
+                        if let failure { out.pageFailures.append(failure) }
                     }
                     item = nil
                     if frames.offset < config.packTargetBytes { item = queue.next() }
@@ -109,9 +123,11 @@ extension FullBackup {
         return out
     }
 
-    /// Copies one file; nil when it vanished before it could be opened (dropped meanwhile).
+    /// Copies one file (verifying the data checksums of a relation file's pages with
+    /// `verification`); nil when it vanished before it could be opened (dropped meanwhile).
     static func copyOne(_ file: DataDirectoryScan.FileItem, into frames: FrameWriter, packIndex: Int, compressor: Compressor,
-                        buffer: inout [UInt8], counter: ByteCounter) async throws -> BackupManifest.File? {
+                        buffer: inout [UInt8], verification: PageVerification?,
+                        counter: ByteCounter) async throws -> (BackupManifest.File, BackupManifest.PageFailure?)? {
         let handle: PosixFile
         do { handle = try PosixFile.openForReading(file.absolutePath) } catch let e as WaybackError where e.code == .notFound {
             return nil
@@ -120,9 +136,17 @@ extension FullBackup {
         var hasher = SHA256Hasher()
         var chunks = [BackupManifest.Chunk]()
         var size: Int64 = 0
+        let relation = verification != nil ? PageChecksum.relationFile(file.path) : nil
+        var badBlocks = [UInt32]()
         while true {
             let n = try buffer.withUnsafeMutableBytes { try handle.readFully(into: $0) }
             if n == 0 { break }
+            if let relation, let verification {
+                try buffer.withUnsafeBytes { all in
+                    try verifyPages(UnsafeRawBufferPointer(rebasing: all[0..<n]), fileOffset: size, relation: relation,
+                                    startLSN: verification.startLSN, file: handle, into: &badBlocks)
+                }
+            }
             let frame = try buffer.withUnsafeBytes { all -> [UInt8] in
                 let plain = UnsafeRawBufferPointer(rebasing: all[0..<n])
                 hasher.update(plain)
@@ -134,7 +158,31 @@ extension FullBackup {
             counter.add(Int64(n))
             if n < buffer.count { break }
         }
-        return BackupManifest.File(path: file.path, size: size, mode: file.mode, mtime: file.mtime,
-                                   sha256: hasher.finalizeHex(), chunks: chunks)
+        let entry = BackupManifest.File(path: file.path, size: size, mode: file.mode, mtime: file.mtime,
+                                        sha256: hasher.finalizeHex(), chunks: chunks)
+        guard let relation, !badBlocks.isEmpty else { return (entry, nil) }
+        return (entry, BackupManifest.PageFailure(path: file.path, fileNode: relation.fileNode, fork: relation.fork, blocks: badBlocks))
+    }
+
+    /// Checks every whole page of `data` (read at `fileOffset`); a page that fails and was last
+    /// written before the backup started is read again from the file, and reported if it still fails.
+    static func verifyPages(_ data: UnsafeRawBufferPointer, fileOffset: Int64, relation: PageChecksum.RelationFile, startLSN: LSN,
+                            file: PosixFile, into bad: inout [UInt32]) throws {
+        let size = PageChecksum.pageSize
+        var offset = 0
+        while offset + size <= data.count {
+            let page = UnsafeRawBufferPointer(rebasing: data[offset..<(offset + size)])
+            let block = relation.firstBlock &+ UInt32((fileOffset + Int64(offset)) / Int64(size))
+            if !PageChecksum.verifies(page, block: block), PageChecksum.lsn(page) < startLSN {
+                var again = [UInt8].scratch(count: size)
+                let got = try again.withUnsafeMutableBytes { try file.pread(into: $0, offset: fileOffset + Int64(offset)) }
+                let stillBad = try again.withUnsafeBytes { p -> Bool in
+                    guard got == size else { return false }  // truncated meanwhile: not a corruption
+                    return !PageChecksum.verifies(p, block: block) && PageChecksum.lsn(p) < startLSN
+                }
+                if stillBad { bad.append(block) }
+            }
+            offset += size
+        }
     }
 }

@@ -20,10 +20,14 @@ public struct BackupConfiguration: Sendable {
     public var fastCheckpoint: Bool
     /// Close a pack object after this many stored bytes (at a file boundary).
     public var packTargetBytes: Int64
+    /// Pages that fail their data checksum make the backup fail (instead of a warning).
+    public var failOnPageChecksum = false
 
     public init(repository: Repository, cluster: String, pgdata: String, connection: ConnectionSettings,
                 compression: CompressionSettings, parallelism: Int, lockDirectory: String,
-                archiveWaitSeconds: Double = 120, fastCheckpoint: Bool = true, packTargetBytes: Int64 = 256 << 20) {
+                archiveWaitSeconds: Double = 120, fastCheckpoint: Bool = true, packTargetBytes: Int64 = 256 << 20,
+                failOnPageChecksum: Bool = false) {
+        self.failOnPageChecksum = failOnPageChecksum
         self.repository = repository; self.cluster = cluster; self.pgdata = pgdata; self.connection = connection
         self.compression = compression; self.parallelism = max(1, parallelism); self.lockDirectory = lockDirectory
         self.archiveWaitSeconds = archiveWaitSeconds; self.fastCheckpoint = fastCheckpoint; self.packTargetBytes = packTargetBytes
@@ -82,7 +86,16 @@ public enum FullBackup {
         let copied: CopyResult
         do {
             let scan = try DataDirectoryScan.scan(pgdata: config.pgdata)
-            copied = try await copyFiles(scan, id: id, config: config, catalog: catalog, logger: log, progress: progress)
+            // Data checksums are verified when the cluster has them (8 KiB pages, the only size
+            // PostgreSQL is normally built with).
+            let verify = facts.dataChecksums && binding.blockSize == PageChecksum.pageSize ? PageVerification(startLSN: startLSN) : nil
+            copied = try await copyFiles(scan, id: id, config: config, catalog: catalog, verification: verify, logger: log, progress: progress)
+            if !copied.pageFailures.isEmpty {
+                log.warning("\(PageFailureReport.summary(copied.pageFailures))")
+                if config.failOnPageChecksum {
+                    throw WaybackError(.pageChecksum, "\(PageFailureReport.summary(copied.pageFailures)); the backup was not kept (backup.page_checksum_failures: fail). Restore the damaged relations from an earlier backup or rebuild them (REINDEX for an index), then back up again")
+                }
+            }
         } catch {
             _ = try? await session.backupStop()
             throw error
@@ -118,9 +131,11 @@ public enum FullBackup {
             tablespaces: tablespaces.map { .init(oid: $0.oid, name: $0.name, location: $0.location) },
             compression: config.compression, objects: copied.objects + walCopies.map { .init(name: $0.object, size: $0.size, sha256: $0.sha256) },
             directories: copied.directories, files: copied.files, wal: walCopies, copySeconds: copySeconds)
-        try await catalog.writeManifest(manifest)
+        var final = manifest
+        final.pageChecksumFailures = copied.pageFailures.isEmpty ? nil : copied.pageFailures
+        try await catalog.writeManifest(final)
         log.info("backup complete", metadata: ["bytes": "\(manifest.sizes.database)", "stored": "\(manifest.sizes.repository)"])
-        return manifest
+        return final
     }
 
     static func checkCluster(_ facts: ClusterFacts, config: BackupConfiguration) throws {
@@ -176,5 +191,17 @@ public enum FullBackup {
                 return (writer.bytesWritten, h.finalizeHex())
             }
         }
+    }
+}
+
+/// How page checksum failures are told: one line naming each file's fork, relation and blocks.
+public enum PageFailureReport {
+    public static func summary(_ failures: [BackupManifest.PageFailure]) -> String {
+        let pages = failures.reduce(0) { $0 + $1.blocks.count }
+        let list = failures.prefix(10).map { f in
+            let blocks = f.blocks.prefix(20).map(String.init).joined(separator: ", ") + (f.blocks.count > 20 ? ", ..." : "")
+            return "\(f.path) (relation file node \(f.fileNode), \(f.fork) fork) block\(f.blocks.count == 1 ? "" : "s") \(blocks)"
+        }.joined(separator: "; ")
+        return "\(pages) page\(pages == 1 ? "" : "s") failed \(pages == 1 ? "its" : "their") data checksum: \(list)\(failures.count > 10 ? "; ..." : "")"
     }
 }

@@ -87,6 +87,20 @@ public struct BackupManifest: Codable, Sendable {
         public init(md5: String, sha256: String) { self.md5 = md5; self.sha256 = sha256 }
     }
 
+    /// Pages of one relation file that failed their data checksum during the backup.
+    public struct PageFailure: Codable, Sendable, Equatable {
+        /// The file, relative to the data directory (`base/5/16384.1`).
+        public var path: String
+        public var fileNode: UInt32
+        /// main, fsm, vm or init.
+        public var fork: String
+        /// Block numbers in the relation fork (counting across its 1 GiB segment files).
+        public var blocks: [UInt32]
+        public init(path: String, fileNode: UInt32, fork: String, blocks: [UInt32]) {
+            self.path = path; self.fileNode = fileNode; self.fork = fork; self.blocks = blocks
+        }
+    }
+
     public var id: BackupID
     public var type: BackupType
     /// The backup this one depends on (diff/incr), nil for a full backup.
@@ -118,6 +132,8 @@ public struct BackupManifest: Codable, Sendable {
     public var wal: [WALCopy]
     /// Seconds the copy phase took (for throughput estimates of later restores).
     public var copySeconds: Double
+    /// Pages that failed their data checksum (nil: none, or the cluster has no data checksums).
+    public var pageChecksumFailures: [PageFailure]?
 
     public init(id: BackupID, type: BackupType, reference: BackupID?, cluster: String, systemIdentifier: String,
                 pgVersionNumber: Int, walSegmentSize: UInt64, dataChecksums: Bool, startTime: Date, stopTime: Date,

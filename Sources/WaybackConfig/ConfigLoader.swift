@@ -33,6 +33,8 @@ public struct WaybackConfiguration: Sendable {
     public var logLevel: String
     /// WAL segments `wal-fetch` fetches ahead during recovery (0: none).
     public var prefetchSegments: Int = 8
+    /// Pages failing their data checksum during a backup fail it (`fail`) instead of a warning.
+    public var failOnPageChecksum = false
     /// Where `wal-push` queues segments for asynchronous repositories.
     public var spoolPath: String = ""
     /// Bytes queued for one asynchronous repository above which `wal-push` warns and stops queueing
@@ -77,7 +79,7 @@ public enum ConfigLoader {
         ("archive.spool_path", .string), ("archive.spool_limit_mb", .int),
         ("compression.algorithm", .string), ("compression.level", .int),
         ("parallelism", .int), ("lock_path", .string), ("log_level", .string),
-        ("backup.archive_wait_seconds", .number), ("backup.fast_checkpoint", .bool),
+        ("backup.archive_wait_seconds", .number), ("backup.fast_checkpoint", .bool), ("backup.page_checksum_failures", .string),
         ("restore.prefetch_segments", .int),
     ]
     static let sections: Set<String> = ["cluster", "repositories", "compression", "backup", "restore", "archive"]
@@ -264,6 +266,11 @@ public enum ConfigLoader {
                                      lockPath: str("lock_path") ?? "/tmp/wayback", archiveWaitSeconds: wait,
                                      fastCheckpoint: fast, logLevel: logLevel)
         c.prefetchSegments = prefetch
+        let pageFailures = str("backup.page_checksum_failures") ?? "warn"
+        guard ["warn", "fail"].contains(pageFailures) else {
+            throw WaybackError(.config, "\(path): backup.page_checksum_failures must be warn or fail, not '\(pageFailures)'")
+        }
+        c.failOnPageChecksum = pageFailures == "fail"
         c.spoolPath = str("archive.spool_path") ?? pgdata + "/pg_wal/wayback-spool"
         guard c.spoolPath.hasPrefix("/") else { throw WaybackError(.config, "\(path): archive.spool_path must be an absolute path") }
         let limit = Int(str("archive.spool_limit_mb") ?? "") ?? 4096

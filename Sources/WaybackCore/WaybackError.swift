@@ -42,6 +42,9 @@ public struct WaybackError: Error, CustomStringConvertible, Sendable {
         /// The operation completed in some repositories but failed in at least one other; the
         /// copies that completed are valid (`wayback repo sync` catches the others up).
         case replica = 15
+        /// Data pages failed their checksum while being backed up: the source cluster has
+        /// corruption. The backup is complete (unless configured to fail) and lists the pages.
+        case pageChecksum = 16
         /// A bug: an invariant did not hold.
         case `internal` = 70
     }

@@ -159,13 +159,19 @@ struct BackupCommand: AsyncParsableCommand {
             BackupConfiguration(repository: repository, cluster: config.clusterName, pgdata: config.pgdata,
                                 connection: config.connection, compression: config.compression, parallelism: config.parallelism,
                                 lockDirectory: config.lockPath, archiveWaitSeconds: config.archiveWaitSeconds,
-                                fastCheckpoint: config.fastCheckpoint),
+                                fastCheckpoint: config.fastCheckpoint, failOnPageChecksum: config.failOnPageChecksum),
             logger: logger, progress: json ? nil : Context.progressHandler(logger: logger))
         let seconds = monotonicSeconds() - started
         if json {
             try Context.printJSON(BackupSummary(m, seconds: seconds))
         } else {
             print(m.id)
+        }
+        if let failures = m.pageChecksumFailures, !failures.isEmpty {
+            if let replicated = repository.driver as? ReplicatedStorage, !replicated.failures.isEmpty {
+                logger.error("backup \(m.id) also failed in \(replicated.failures.map(\.repository).joined(separator: ", ")); run 'wayback repo sync' when it works again")
+            }
+            throw WaybackError(.pageChecksum, "backup \(m.id) is complete, but the cluster has damaged pages: \(PageFailureReport.summary(failures)). Find the relations with pg_filenode_relation(), restore them from an earlier backup or rebuild them (REINDEX, or dump and reload the rows that read), and see docs/backup-procedures.md")
         }
         try Context.requireEveryRepository(repository, what: "backup \(m.id)")
     }
@@ -176,7 +182,9 @@ struct BackupSummary: Encodable {
     var id: String, type: String, startTime: Date, stopTime: Date, startLSN: String, stopLSN: String, timeline: UInt32
     var startWAL: String, stopWAL: String, databaseBytes: Int64, repositoryBytes: Int64, files: Int, compressionRatio: Double
     var sha256: String, md5: String, seconds: Double
+    var pageChecksumFailures: [BackupManifest.PageFailure]
     init(_ m: BackupManifest, seconds: Double) {
+        pageChecksumFailures = m.pageChecksumFailures ?? []
         id = m.id.rawValue; type = m.type.rawValue; startTime = m.startTime; stopTime = m.stopTime
         startLSN = m.startLSN.description; stopLSN = m.stopLSN.description; timeline = m.timeline
         startWAL = m.startWAL; stopWAL = m.stopWAL; databaseBytes = m.sizes.database; repositoryBytes = m.sizes.repository

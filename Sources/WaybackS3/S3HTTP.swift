@@ -201,7 +201,7 @@ struct S3Transport: Sendable {
         case (301, _), (_, "PermanentRedirect"), (_, "AuthorizationHeaderMalformed"):
             return WaybackError(.config, "\(settings.description) answered \(detail); check the region and endpoint of the repository")
         default:
-            return WaybackError(.io, "cannot \(r.what) in \(settings.description): HTTP \(f.status) \(detail)")
+            return WaybackError(.io, "cannot \(r.what) in \(settings.description): HTTP \(f.status) \(detail); check the repository's settings against docs/s3.md and run the command again")
         }
     }
 }

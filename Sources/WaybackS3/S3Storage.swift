@@ -172,7 +172,7 @@ public struct S3Storage: StorageDriver {
     func createUpload(_ key: String) async throws -> String {
         let r = try await transport.send(S3Request(method: .POST, key: key, query: [("uploads", "")], headers: objectHeaders, what: "start the upload of \(key)"))
         guard let id = XMLText.value("UploadId", in: r.text), !id.isEmpty else {
-            throw WaybackError(.io, "\(description) did not return an upload id for \(key)")
+            throw WaybackError(.io, "\(description) did not return an upload id for \(key); check that the endpoint is an S3-compatible store with multipart uploads")
         }
         return id
     }
@@ -180,7 +180,7 @@ public struct S3Storage: StorageDriver {
     func uploadPart(_ key: String, uploadID: String, part: Part) async throws -> String {
         let r = try await transport.send(S3Request(method: .PUT, key: key, query: [("partNumber", String(part.number)), ("uploadId", uploadID)],
                                                    body: part.bytes, what: "upload part \(part.number) of \(key)"))
-        guard let etag = r.headers.first(name: "etag") else { throw WaybackError(.io, "\(description) returned no ETag for part \(part.number) of \(key)") }
+        guard let etag = r.headers.first(name: "etag") else { throw WaybackError(.io, "\(description) returned no ETag for part \(part.number) of \(key); check that the endpoint is an S3-compatible store with multipart uploads") }
         return etag
     }
 
@@ -199,7 +199,7 @@ public struct S3Storage: StorageDriver {
             // NoSuchUpload: a retry after a completion whose answer was lost. The object is there
             // with the size written, or the upload really failed.
             if let info = try await info(key), info.size == size { return }
-            throw WaybackError(.io, "the upload of \(key) to \(description) vanished before it completed: \(e.message)")
+            throw WaybackError(.io, "the upload of \(key) to \(description) vanished before it completed (\(e.message)); run the command again")
         }
     }
 
@@ -230,7 +230,7 @@ public struct S3Storage: StorageDriver {
                                                        body: body, what: "remove \(batch.count) objects"))
             let errors = XMLText.elements("Error", in: r.text)
             if let first = errors.first {
-                throw WaybackError(.io, "\(description) did not remove \(errors.count) of \(batch.count) objects, e.g. \(XMLText.value("Key", in: first) ?? "?"): \(XMLText.value("Code", in: first) ?? "?")")
+                throw WaybackError(.io, "\(description) did not remove \(errors.count) of \(batch.count) objects, e.g. \(XMLText.value("Key", in: first) ?? "?"): \(XMLText.value("Code", in: first) ?? "?"); check the s3:DeleteObject permission and run the command again")
             }
             start += batch.count
         }
@@ -404,7 +404,7 @@ final class S3Reader: ObjectReader {
         iterator = it
         etag = etag ?? tag
         if end < 0 {
-            guard length >= 0 else { throw WaybackError(.io, "\(storage.description) sent \(key) without a length") }
+            guard length >= 0 else { throw WaybackError(.io, "\(storage.description) sent \(key) without a length; check that the endpoint is an S3-compatible store") }
             end = offset + length
         } else if length >= 0, offset + length < end {
             throw storage.shortObject(key, size: total ?? (offset + length), wanted: wantedEnd ?? end)
@@ -428,7 +428,7 @@ final class S3Reader: ObjectReader {
                 iterator = nil
                 resumes += 1
                 if resumes > storage.settings.maxAttempts || Task.isCancelled {
-                    throw WaybackError(.io, "cannot read \(key) from \(storage.description): the connection failed \(resumes) times (\(S3Transport.describe(error)))")
+                    throw WaybackError(.io, "cannot read \(key) from \(storage.description): the connection failed \(resumes) times (\(S3Transport.describe(error))); check the endpoint and the network")
                 }
                 try await Task.sleep(nanoseconds: UInt64(S3Transport.backoff(after: resumes) * 1e9))
             }

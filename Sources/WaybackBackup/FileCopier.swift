@@ -21,6 +21,33 @@ struct PageVerification: Sendable {
     var startLSN: LSN
 }
 
+/// The backup a diff/incr builds on. A relation file's page whose LSN is below the reference's
+/// start LSN has not been written since that backup started, so the reference's copy of it (plus
+/// the WAL replay the reference would do) is the page; every page written since carries a newer
+/// LSN, provided hint-bit changes are WAL-logged too (`pageLevel`: data checksums or
+/// wal_log_hints, now and when the reference was taken). Other files are compared by size and
+/// SHA-256, and stored whole when they differ.
+struct IncrementalReference: Sendable {
+    var id: BackupID
+    var startLSN: LSN
+    var files: [String: BackupManifest.File]
+    var pageLevel: Bool
+    init(_ m: BackupManifest, pageLevel: Bool) {
+        id = m.id
+        startLSN = m.startLSN
+        files = Dictionary(m.files.map { ($0.path, $0) }, uniquingKeysWith: { a, _ in a })
+        self.pageLevel = pageLevel
+    }
+
+    /// Relation forks stored at page level: main and init. The free space map is not WAL-logged,
+    /// and the visibility map's bits are cleared without a new page LSN (replay clears them from
+    /// the heap record), so both are compared whole like other files.
+    func isPageLevel(_ relation: PageChecksum.RelationFile?) -> Bool {
+        guard pageLevel, let relation else { return false }
+        return relation.fork == "main" || relation.fork == "init"
+    }
+}
+
 /// Hands out files to workers, largest first, so the big relation segments start early and the
 /// small files fill the gaps; `global/pg_control` last, as pg_basebackup does.
 final class WorkQueue: Sendable {
@@ -50,12 +77,13 @@ struct WorkerOutput: Sendable {
     var pageFailures: [BackupManifest.PageFailure] = []
 }
 
-extension FullBackup {
+extension PhysicalBackup {
     /// Copies every file through `parallelism` workers; each reads a file in 1 MiB frames, hashes,
     /// compresses and appends them to its current pack object, which it closes after
     /// `packTargetBytes` at a file boundary. Memory: one frame buffer and one compressor per worker.
     static func copyFiles(_ scan: DataDirectoryScan, id: BackupID, config: BackupConfiguration, catalog: Catalog,
-                          verification: PageVerification?, logger: Logger, progress: ProgressHandler?) async throws -> CopyResult {
+                          verification: PageVerification?, incremental: IncrementalReference?, logger: Logger,
+                          progress: ProgressHandler?) async throws -> CopyResult {
         let queue = WorkQueue(scan.files)
         let counter = ByteCounter()
         let total = scan.files.reduce(Int64(0)) { $0 + $1.size }
@@ -63,7 +91,8 @@ extension FullBackup {
             try await withThrowingTaskGroup(of: WorkerOutput.self) { group in
                 for w in 0..<config.parallelism {
                     group.addTask {
-                        try await runWorker(w, queue: queue, id: id, config: config, catalog: catalog, verification: verification, counter: counter)
+                        try await runWorker(w, queue: queue, id: id, config: config, catalog: catalog, verification: verification,
+                                            incremental: incremental, counter: counter)
                     }
                 }
                 var all = [WorkerOutput]()
@@ -90,7 +119,7 @@ extension FullBackup {
     }
 
     static func runWorker(_ worker: Int, queue: WorkQueue, id: BackupID, config: BackupConfiguration, catalog: Catalog,
-                          verification: PageVerification?, counter: ByteCounter) async throws -> WorkerOutput {
+                          verification: PageVerification?, incremental: IncrementalReference?, counter: ByteCounter) async throws -> WorkerOutput {
         var out = WorkerOutput(worker: worker)
         let compressor = Compressor(config.compression)
         var buffer = [UInt8].scratch(count: FrameFormat.rawChunk)
@@ -106,7 +135,7 @@ extension FullBackup {
                 var item: DataDirectoryScan.FileItem? = first
                 while let file = item {
                     if let (entry, failure) = try await copyOne(file, into: frames, packIndex: packIndex, compressor: compressor, buffer: &buffer,
-                                                                 verification: verification, counter: counter) {
+                                                                 verification: verification, incremental: incremental, counter: counter) {
                         filesInPack.append(entry)
                         if let failure { out.pageFailures.append(failure) }
                     }
@@ -124,22 +153,47 @@ extension FullBackup {
     }
 
     /// Copies one file (verifying the data checksums of a relation file's pages with
-    /// `verification`); nil when it vanished before it could be opened (dropped meanwhile).
+    /// `verification`); nil when it vanished before it could be opened (dropped meanwhile). With
+    /// `incremental`, a file the reference has is stored at page level (relation files) or not at
+    /// all when unchanged (other files).
     static func copyOne(_ file: DataDirectoryScan.FileItem, into frames: FrameWriter, packIndex: Int, compressor: Compressor,
-                        buffer: inout [UInt8], verification: PageVerification?,
+                        buffer: inout [UInt8], verification: PageVerification?, incremental: IncrementalReference?,
                         counter: ByteCounter) async throws -> (BackupManifest.File, BackupManifest.PageFailure?)? {
         let handle: PosixFile
         do { handle = try PosixFile.openForReading(file.absolutePath) } catch let e as WaybackError where e.code == .notFound {
             return nil
         }
         defer { try? handle.close() }
+        let relation = PageChecksum.relationFile(file.path)
+        let verified = verification != nil ? relation : nil
+        if let incremental, let old = incremental.files[file.path] {
+            if incremental.isPageLevel(relation) {
+                return try await copyPages(file, handle: handle, reference: old, incremental: incremental, into: frames, packIndex: packIndex,
+                                           compressor: compressor, buffer: &buffer, verification: verification, relation: verified,
+                                           counter: counter)
+            }
+            if file.size == old.size {
+                let (size, sha) = try handle.sha256()
+                if size == old.size && sha == old.sha256 {
+                    counter.add(size)
+                    return (BackupManifest.File(path: file.path, size: size, mode: file.mode, mtime: file.mtime, sha256: sha,
+                                                chunks: [], base: incremental.id), nil)
+                }
+            }
+        }
+        return try await copyWhole(file, handle: handle, into: frames, packIndex: packIndex, compressor: compressor, buffer: &buffer,
+                                   verification: verification, relation: verified, counter: counter)
+    }
+
+    static func copyWhole(_ file: DataDirectoryScan.FileItem, handle: PosixFile, into frames: FrameWriter, packIndex: Int, compressor: Compressor,
+                          buffer: inout [UInt8], verification: PageVerification?, relation: PageChecksum.RelationFile?,
+                          counter: ByteCounter) async throws -> (BackupManifest.File, BackupManifest.PageFailure?)? {
         var hasher = SHA256Hasher()
         var chunks = [BackupManifest.Chunk]()
         var size: Int64 = 0
-        let relation = verification != nil ? PageChecksum.relationFile(file.path) : nil
         var badBlocks = [UInt32]()
         while true {
-            let n = try buffer.withUnsafeMutableBytes { try handle.readFully(into: $0) }
+            let n = try buffer.withUnsafeMutableBytes { try handle.pread(into: $0, offset: size) }
             if n == 0 { break }
             if let relation, let verification {
                 try buffer.withUnsafeBytes { all in
@@ -162,6 +216,81 @@ extension FullBackup {
                                         sha256: hasher.finalizeHex(), chunks: chunks)
         guard let relation, !badBlocks.isEmpty else { return (entry, nil) }
         return (entry, BackupManifest.PageFailure(path: file.path, fileNode: relation.fileNode, fork: relation.fork, blocks: badBlocks))
+    }
+
+    /// A relation file at page level: every page whose LSN is at or after the reference's start
+    /// (written since), new pages (LSN 0: all-zero or never WAL-logged; a zero page may stand
+    /// where the reference had data before a truncation), and every block from the reference's
+    /// length on; the rest comes from the reference. The file's SHA-256 covers every page.
+    static func copyPages(_ file: DataDirectoryScan.FileItem, handle: PosixFile, reference old: BackupManifest.File,
+                          incremental: IncrementalReference, into frames: FrameWriter, packIndex: Int, compressor: Compressor,
+                          buffer: inout [UInt8], verification: PageVerification?, relation: PageChecksum.RelationFile?,
+                          counter: ByteCounter) async throws -> (BackupManifest.File, BackupManifest.PageFailure?)? {
+        let pageSize = PageChecksum.pageSize
+        let oldBlocks = old.size / Int64(pageSize)
+        var hasher = SHA256Hasher()
+        var chunks = [BackupManifest.Chunk]()
+        var runs = [BackupManifest.BlockRun]()
+        var pending = [UInt8]()
+        pending.reserveCapacity(FrameFormat.rawChunk)
+        var size: Int64 = 0
+        var badBlocks = [UInt32]()
+        func flush() async throws {
+            guard !pending.isEmpty else { return }
+            let frame = try pending.withUnsafeBytes { try FrameFormat.encode($0, compressor: compressor) }
+            let loc = try await frames.append(frame: frame)
+            chunks.append(.init(object: packIndex, offset: loc.offset, length: loc.length, raw: pending.count))
+            pending.removeAll(keepingCapacity: true)
+        }
+        while true {
+            let n = try buffer.withUnsafeMutableBytes { try handle.pread(into: $0, offset: size) }
+            if n == 0 { break }
+            if let relation, let verification {
+                try buffer.withUnsafeBytes { all in
+                    try verifyPages(UnsafeRawBufferPointer(rebasing: all[0..<n]), fileOffset: size, relation: relation,
+                                    startLSN: verification.startLSN, file: handle, into: &badBlocks)
+                }
+            }
+            var offset = 0
+            while offset < n {
+                let length = min(pageSize, n - offset)
+                let block = (size + Int64(offset)) / Int64(pageSize)
+                let changed = buffer.withUnsafeBytes { all -> Bool in
+                    let page = UnsafeRawBufferPointer(rebasing: all[offset..<(offset + length)])
+                    hasher.update(page)
+                    if length < pageSize || block >= oldBlocks { return true }
+                    let lsn = PageChecksum.lsn(page)
+                    return lsn.value == 0 || lsn >= incremental.startLSN
+                }
+                if changed {
+                    if let last = runs.last, Int64(last.start) + Int64(last.count) == block {
+                        runs[runs.count - 1].count += 1
+                    } else {
+                        runs.append(.init(start: UInt32(block), count: 1))
+                    }
+                    buffer.withUnsafeBytes { pending.append(contentsOf: $0[offset..<(offset + length)]) }
+                    if pending.count >= FrameFormat.rawChunk { try await flush() }
+                }
+                offset += length
+            }
+            size += Int64(n)
+            counter.add(Int64(n))
+            if n < buffer.count { break }
+        }
+        try await flush()
+        let failure = relation.flatMap { r in badBlocks.isEmpty ? nil : BackupManifest.PageFailure(path: file.path, fileNode: r.fileNode, fork: r.fork, blocks: badBlocks) }
+        let sha = hasher.finalizeHex()
+        if runs.isEmpty && size == old.size {
+            if sha == old.sha256 {
+                return (BackupManifest.File(path: file.path, size: size, mode: file.mode, mtime: file.mtime, sha256: sha, chunks: [], base: incremental.id), failure)
+            }
+            // No page has a newer LSN, yet the content differs (a change that was not WAL-logged):
+            // store the file whole rather than trust the reference's copy.
+            return try await copyWhole(file, handle: handle, into: frames, packIndex: packIndex, compressor: compressor, buffer: &buffer,
+                                       verification: verification, relation: relation, counter: counter)
+        }
+        return (BackupManifest.File(path: file.path, size: size, mode: file.mode, mtime: file.mtime, sha256: sha, chunks: chunks,
+                                    base: incremental.id, blocks: runs), failure)
     }
 
     /// Checks every whole page of `data` (read at `fileOffset`); a page that fails and was last

@@ -35,6 +35,27 @@ public struct BackupManifest: Codable, Sendable {
         }
     }
 
+    /// A run of blocks (8 KiB pages) of a file: `[start, count]` in JSON.
+    public struct BlockRun: Codable, Sendable, Equatable {
+        public var start: UInt32
+        public var count: UInt32
+        public init(start: UInt32, count: UInt32) { self.start = start; self.count = count }
+        public init(from decoder: any Decoder) throws {
+            var c = try decoder.unkeyedContainer()
+            start = try c.decode(UInt32.self); count = try c.decode(UInt32.self)
+        }
+        public func encode(to encoder: any Encoder) throws {
+            var c = encoder.unkeyedContainer()
+            try c.encode(start); try c.encode(count)
+        }
+    }
+
+    /// One file of the backup. Three shapes:
+    /// - stored whole: `chunks` hold the whole content, `base` and `blocks` are nil;
+    /// - unchanged since the reference backup: `base` names it, `chunks` is empty, `blocks` nil;
+    /// - page level: `base` names the reference, `blocks` lists the blocks this backup stored (in
+    ///   order, their pages back to back in `chunks`); every other block comes from `base`'s version.
+    /// `size` and `sha256` are always those of the whole file as it is restored.
     public struct File: Codable, Sendable, Equatable {
         /// Path relative to the data directory, `/` separated; tablespace files under `pg_tblspc/<oid>/`.
         public var path: String
@@ -44,9 +65,17 @@ public struct BackupManifest: Codable, Sendable {
         /// SHA-256 of the plain content.
         public var sha256: String
         public var chunks: [Chunk]
-        public init(path: String, size: Int64, mode: UInt32, mtime: Int64, sha256: String, chunks: [Chunk]) {
+        /// The backup whose version of this file holds what this entry does not (diff/incr only).
+        public var base: BackupID?
+        /// Page level: the blocks stored in `chunks`.
+        public var blocks: [BlockRun]?
+        public init(path: String, size: Int64, mode: UInt32, mtime: Int64, sha256: String, chunks: [Chunk],
+                    base: BackupID? = nil, blocks: [BlockRun]? = nil) {
             self.path = path; self.size = size; self.mode = mode; self.mtime = mtime; self.sha256 = sha256; self.chunks = chunks
+            self.base = base; self.blocks = blocks
         }
+        /// Plain bytes this entry itself stores.
+        public var storedPlainBytes: Int64 { chunks.reduce(Int64(0)) { $0 + Int64($1.raw) } }
     }
 
     public struct Directory: Codable, Sendable, Equatable {
@@ -74,8 +103,11 @@ public struct BackupManifest: Codable, Sendable {
         public var repository: Int64
         public var files: Int
         public var wal: Int64
-        public init(database: Int64, repository: Int64, files: Int, wal: Int64) {
-            self.database = database; self.repository = repository; self.files = files; self.wal = wal
+        /// Plain bytes this backup stored itself (less than `database` for diff/incr; nil in
+        /// manifests written before diff/incr existed, where it equals `database`).
+        public var copied: Int64?
+        public init(database: Int64, repository: Int64, files: Int, wal: Int64, copied: Int64? = nil) {
+            self.database = database; self.repository = repository; self.files = files; self.wal = wal; self.copied = copied
         }
     }
 
@@ -134,6 +166,12 @@ public struct BackupManifest: Codable, Sendable {
     public var copySeconds: Double
     /// Pages that failed their data checksum (nil: none, or the cluster has no data checksums).
     public var pageChecksumFailures: [PageFailure]?
+    /// Why the backup has another type than the one asked for (a diff/incr that became a full).
+    public var note: String?
+    /// Whether every page change gave the page a new LSN while this backup ran (data checksums or
+    /// wal_log_hints on). A later diff/incr stores relation files at page level only when its
+    /// reference has this and the cluster still has it.
+    public var hintsLogged: Bool?
 
     public init(id: BackupID, type: BackupType, reference: BackupID?, cluster: String, systemIdentifier: String,
                 pgVersionNumber: Int, walSegmentSize: UInt64, dataChecksums: Bool, startTime: Date, stopTime: Date,
@@ -150,7 +188,8 @@ public struct BackupManifest: Codable, Sendable {
         let database = files.reduce(Int64(0)) { $0 + $1.size }
         let repository = objects.reduce(Int64(0)) { $0 + $1.size }
         let walStored = wal.reduce(Int64(0)) { $0 + $1.size }
-        self.sizes = Sizes(database: database, repository: repository, files: files.count, wal: walStored)
+        let copied = files.reduce(Int64(0)) { $0 + $1.storedPlainBytes }
+        self.sizes = Sizes(database: database, repository: repository, files: files.count, wal: walStored, copied: copied)
         self.digests = Digests(md5: "", sha256: "")
         self.digests = Self.digests(files: files, wal: wal, backupLabel: backupLabel, tablespaceMap: tablespaceMap)
     }
@@ -172,7 +211,18 @@ public struct BackupManifest: Codable, Sendable {
         return Digests(md5: md5.finalizeHex(), sha256: SHA256Hasher.hex(bytes))
     }
 
+    /// The entry for `path`, nil when the backup has no such file.
+    public func file(_ path: String) -> File? {
+        var lo = 0, hi = files.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if files[mid].path < path { lo = mid + 1 } else { hi = mid }
+        }
+        return lo < files.count && files[lo].path == path ? files[lo] : nil
+    }
+
+    /// Plain bytes this backup stored per byte stored in the repository.
     public var compressionRatio: Double {
-        sizes.repository > 0 ? Double(sizes.database) / Double(sizes.repository) : 0
+        sizes.repository > 0 ? Double(sizes.copied ?? sizes.database) / Double(sizes.repository) : 0
     }
 }

@@ -15,6 +15,8 @@ public struct StatusReport: Codable, Sendable {
         public var timeline: UInt32
         public var databaseBytes: Int64
         public var repositoryBytes: Int64
+        /// Plain bytes the backup stored itself (less than `databaseBytes` for diff/incr).
+        public var copiedBytes: Int64
         public var files: Int
         public var compressionRatio: Double
         public var sha256: String
@@ -38,7 +40,8 @@ public struct StatusReport: Codable, Sendable {
             backups: manifests.map { m in
                 Backup(id: m.id.rawValue, type: m.type.rawValue, reference: m.reference?.rawValue, startTime: m.startTime,
                        stopTime: m.stopTime, startLSN: m.startLSN.description, stopLSN: m.stopLSN.description, timeline: m.timeline,
-                       databaseBytes: m.sizes.database, repositoryBytes: m.sizes.repository, files: m.sizes.files,
+                       databaseBytes: m.sizes.database, repositoryBytes: m.sizes.repository, copiedBytes: m.sizes.copied ?? m.sizes.database,
+                       files: m.sizes.files,
                        compressionRatio: (m.compressionRatio * 100).rounded() / 100, sha256: m.digests.sha256, md5: m.digests.md5)
             },
             archive: TimelineRange.summarize(wal, segmentSize: binding.walSegmentSize))

@@ -35,6 +35,8 @@ public struct WaybackConfiguration: Sendable {
     public var prefetchSegments: Int = 8
     /// Pages failing their data checksum during a backup fail it (`fail`) instead of a warning.
     public var failOnPageChecksum = false
+    /// backup.max_chain_length: the most backups one restore chain may hold.
+    public var maxChainLength = 30
     /// Where `wal-push` queues segments for asynchronous repositories.
     public var spoolPath: String = ""
     /// Bytes queued for one asynchronous repository above which `wal-push` warns and stops queueing
@@ -80,6 +82,7 @@ public enum ConfigLoader {
         ("compression.algorithm", .string), ("compression.level", .int),
         ("parallelism", .int), ("lock_path", .string), ("log_level", .string),
         ("backup.archive_wait_seconds", .number), ("backup.fast_checkpoint", .bool), ("backup.page_checksum_failures", .string),
+        ("backup.max_chain_length", .int),
         ("restore.prefetch_segments", .int),
     ]
     static let sections: Set<String> = ["cluster", "repositories", "compression", "backup", "restore", "archive"]
@@ -271,6 +274,9 @@ public enum ConfigLoader {
             throw WaybackError(.config, "\(path): backup.page_checksum_failures must be warn or fail, not '\(pageFailures)'")
         }
         c.failOnPageChecksum = pageFailures == "fail"
+        let chain = Int(str("backup.max_chain_length") ?? "") ?? 30
+        guard chain >= 1 else { throw WaybackError(.config, "\(path): backup.max_chain_length must be at least 1 (1: every backup is a full), not \(chain)") }
+        c.maxChainLength = chain
         c.spoolPath = str("archive.spool_path") ?? pgdata + "/pg_wal/wayback-spool"
         guard c.spoolPath.hasPrefix("/") else { throw WaybackError(.config, "\(path): archive.spool_path must be an absolute path") }
         let limit = Int(str("archive.spool_limit_mb") ?? "") ?? 4096

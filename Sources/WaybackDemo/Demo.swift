@@ -102,7 +102,7 @@ public enum Demo {
             try source.psql("CREATE TABLE demo_markers (id serial PRIMARY KEY, note text, at timestamptz DEFAULT clock_timestamp()); INSERT INTO demo_markers (note) VALUES ('before backup');")
         }
         let manifest = try await timed("full backup") {
-            try await FullBackup.run(BackupConfiguration(repository: repo, cluster: c.clusterName, pgdata: c.pgdata, connection: c.connection,
+            try await PhysicalBackup.run(BackupConfiguration(repository: repo, cluster: c.clusterName, pgdata: c.pgdata, connection: c.connection,
                                                          compression: c.compression, parallelism: c.parallelism, lockDirectory: c.lockPath),
                                      logger: o.logger)
         }

@@ -15,6 +15,11 @@ public struct ClusterFacts: Sendable {
     public var blockSize: Int
     public var timeline: UInt32
     public var isInRecovery: Bool
+    public var walLogHints: Bool
+
+    /// Every change to a page gives it a new LSN, hint bits included (data checksums or
+    /// wal_log_hints make the first hint-bit change after a checkpoint write a full page image).
+    public var hintsLogged: Bool { dataChecksums || walLogHints }
 
     public var majorVersion: Int { versionNumber / 10000 }
 }
@@ -156,14 +161,15 @@ public final class PostgresSession: @unchecked Sendable {
                    current_setting('archive_mode'), current_setting('archive_command'),
                    (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'),
                    current_setting('block_size'),
-                   (SELECT timeline_id::text FROM pg_control_checkpoint()), pg_is_in_recovery()::text
+                   (SELECT timeline_id::text FROM pg_control_checkpoint()), pg_is_in_recovery()::text,
+                   current_setting('wal_log_hints')
             """)
-        guard let c = r.first, c.count == 11 else { throw WaybackError(.postgres, "unexpected answer reading cluster settings") }
+        guard let c = r.first, c.count == 12 else { throw WaybackError(.postgres, "unexpected answer reading cluster settings") }
         func v(_ i: Int) -> String { c[i] ?? "" }
         return ClusterFacts(versionNumber: Int(v(0)) ?? 0, systemIdentifier: UInt64(v(1)) ?? 0, dataDirectory: v(2),
                             walLevel: v(3), dataChecksums: v(4) == "on", archiveMode: v(5), archiveCommand: v(6),
                             walSegmentSize: UInt64(v(7)) ?? WALFileName.defaultSegmentSize, blockSize: Int(v(8)) ?? 8192,
-                            timeline: UInt32(v(9)) ?? 1, isInRecovery: v(10) == "true")
+                            timeline: UInt32(v(9)) ?? 1, isInRecovery: v(10) == "true", walLogHints: v(11) == "on")
     }
 
     public func tablespaces() async throws -> [TablespaceInfo] {

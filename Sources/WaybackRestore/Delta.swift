@@ -15,7 +15,7 @@ final class DeltaState: Sendable {
     let removed: Int
     init(removed: Int) { self.removed = removed }
 
-    func restore(_ f: BackupManifest.File, manifest m: BackupManifest, layout: Restore.Layout, catalog: Catalog,
+    func restore(_ f: BackupManifest.File, chain: [BackupManifest], layout: Restore.Layout, catalog: Catalog,
                  counter: ByteCounter) async throws {
         let path = layout.path(f.path)
         if f.path == Restore.controlFile { return }
@@ -28,7 +28,7 @@ final class DeltaState: Sendable {
         }
         let tmp = path + ".wayback-delta"
         try? FileSystem.remove(tmp)
-        try await Restore.restoreOne(f, manifest: m, layout: layout, catalog: catalog, counter: counter, into: tmp)
+        try await Restore.restoreOne(f, chain: chain, layout: layout, catalog: catalog, counter: counter, into: tmp)
         if let st = try FileSystem.status(path), st.isDirectory { try FileSystem.removeTree(path) }
         try FileSystem.rename(tmp, path)
         rewritten.wrappingAdd(1, ordering: .relaxed)
@@ -37,16 +37,7 @@ final class DeltaState: Sendable {
     static func sha256(_ path: String) throws -> String {
         let file = try PosixFile.openForReading(path)
         defer { try? file.close() }
-        var hasher = SHA256Hasher()
-        var buffer = [UInt8].scratch(count: 1 << 20)
-        var offset: Int64 = 0
-        while true {
-            let n = try buffer.withUnsafeMutableBytes { try file.pread(into: $0, offset: offset) }
-            if n == 0 { break }
-            buffer.withUnsafeBytes { hasher.update(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
-            offset += Int64(n)
-        }
-        return hasher.finalizeHex()
+        return try file.sha256().sha256
     }
 }
 
@@ -60,9 +51,10 @@ extension Restore {
         }
     }
 
-    static func runDelta(_ m: BackupManifest, plan: RecoveryPlan, tablespaces: [UInt32: String], owner: (uid: UInt32, gid: UInt32)?,
+    static func runDelta(_ chain: [BackupManifest], plan: RecoveryPlan, tablespaces: [UInt32: String], owner: (uid: UInt32, gid: UInt32)?,
                          config: RestoreConfiguration, catalog: Catalog, progress: ProgressHandler?,
                          logger: Logger) async throws -> (Int64, DeltaState) {
+        let m = chain[0]
         let target = config.targetDirectory
         let layout = Layout(staging: target, tablespaces: tablespaces, finalTablespaces: tablespaces)
         // 1. Not startable from here on.
@@ -94,7 +86,7 @@ extension Restore {
         for loc in tablespaces.values { try FileSystem.makeDirectories(loc, mode: 0o700) }
         try createDirectories(m, layout: layout)
         let state = DeltaState(removed: removed)
-        let bytes = try await restoreFiles(m, layout: layout, config: config, catalog: catalog, progress: progress, delta: state)
+        let bytes = try await restoreFiles(chain, layout: layout, config: config, catalog: catalog, progress: progress, delta: state)
         try await writeExtras(m, plan: plan, layout: layout, config: config, catalog: catalog)
         let all = [target] + tablespaces.values.sorted()
         if let owner, getuid() == 0 { for dir in all { try chownTree(dir, uid: owner.uid, gid: owner.gid) } }
@@ -106,7 +98,7 @@ extension Restore {
         }
         let tmp = layout.path(controlFile) + ".wayback-delta"
         try? FileSystem.remove(tmp)
-        try await restoreOne(control, manifest: m, layout: layout, catalog: catalog, counter: ByteCounter(), into: tmp)
+        try await restoreOne(control, chain: chain, layout: layout, catalog: catalog, counter: ByteCounter(), into: tmp)
         if let owner, getuid() == 0 { try FileSystem.chown(tmp, uid: owner.uid, gid: owner.gid) }
         let f = try PosixFile.openForWriting(tmp)
         try f.fsync()

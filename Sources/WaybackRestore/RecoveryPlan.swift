@@ -200,6 +200,8 @@ public struct RecoveryPlan: Sendable, Codable {
     public var windows: [RecoveryWindow]
     public var estimate: Estimate
     public var problems: [String]
+    /// The backups read, oldest (the full) first, when the backup is a diff or incr.
+    public var chain: [BackupID] = []
 
     public var ok: Bool { problems.isEmpty }
 }

@@ -13,15 +13,21 @@ public enum RecoveryPlanner {
     public struct Result: Sendable {
         public var plan: RecoveryPlan
         public var manifest: BackupManifest
+        /// The backups the restore reads: `manifest` first, then its reference, ... to the full.
+        public var chain: [BackupManifest]
     }
 
     public static func plan(_ request: RecoveryRequest, catalog: Catalog, parallelism: Int, logger: Logger) async throws -> Result {
         _ = try await catalog.requireBinding()
-        let manifests = try await catalog.manifests()
-        guard let newest = manifests.last else {
+        let all = try await catalog.manifests()
+        guard let newest = all.last else {
             throw WaybackError(.notFound, "\(catalog.repository.description) has no backup of cluster '\(catalog.layout.cluster)'; take one with 'wayback backup'")
         }
         let segSize = newest.walSegmentSize
+        // A diff/incr whose chain is broken (a backup it builds on is gone) cannot be restored.
+        let byID = Dictionary(all.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        if let id = request.backupID, byID[id] != nil { _ = try BackupChains.chain(id, in: byID) }
+        let manifests = all.filter { (try? BackupChains.chain($0.id, in: byID)) != nil }
         let facts = manifests.map(BackupFacts.init)
         var requested: BackupFacts?
         if let id = request.backupID {
@@ -148,6 +154,7 @@ public enum RecoveryPlanner {
         let histories = timeline > 1 ? [WALFileName.history(timeline: timeline).description] : []
         let inBackup = needed.filter { !archive.has($0.timeline, $0.number) && backup.walCopies.contains($0.number) }.count
         let manifest = manifests.first { $0.id == backup.id }!
+        let chain = try BackupChains.chain(manifest.id, in: byID)
         let records = (try? await catalog.restoreRecords()) ?? []
         let walBytes = Int64(needed.count) * Int64(segSize)
         let plan = RecoveryPlan(
@@ -161,9 +168,9 @@ public enum RecoveryPlanner {
                        damaged: scanned.problems.filter { $0.segment <= endSeg && $0.damaged }.map(\.name), bytes: walBytes),
             stop: stop, windows: windows,
             estimate: RecoverySelection.estimate(bytes: backup.bytes, walBytes: walBytes, history: records, backups: facts),
-            problems: problems)
+            problems: problems, chain: chain.reversed().map(\.id))
         logger.debug("recovery plan", metadata: ["wayback.backup": "\(backup.id)", "segments": "\(needed.count)"])
-        return Result(plan: plan, manifest: manifest)
+        return Result(plan: plan, manifest: manifest, chain: chain)
     }
 
     struct ScanOutcome {

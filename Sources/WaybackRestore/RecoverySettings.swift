@@ -74,6 +74,7 @@ extension RecoveryPlan {
         l.append("target:    \(target)\(exclusive ? ", exclusive (stop just before it)" : "")")
         l.append("timeline:  \(timeline) (path \(timelinePath.map(String.init).joined(separator: " -> ")))")
         l.append("backup:    \(backup), ended \(Format.timestamp(backupStop)): \(backupReason)")
+        if chain.count > 1 { l.append("chain:     \(chain.map(\.rawValue).joined(separator: " <- ")) (each file rebuilt from these in one pass)") }
         l.append("files:     \(files) files, \(Format.bytes(bytes))")
         var walLine = "WAL:       "
         if let first = wal.first, let last = wal.last {

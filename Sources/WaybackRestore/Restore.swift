@@ -61,6 +61,7 @@ public enum Restore {
         let planSeconds = monotonicSeconds() - started
         try planned.plan.requireFeasible()
         let manifest = planned.manifest
+        let chain = planned.chain
         var log = logger
         log[metadataKey: "wayback.backup"] = "\(manifest.id)"
 
@@ -74,7 +75,7 @@ public enum Restore {
         }
         let owner = try config.owner ?? ownerFor(target)
         if delta {
-            let (bytes, state) = try await runDelta(manifest, plan: planned.plan, tablespaces: tablespaceTargets, owner: owner,
+            let (bytes, state) = try await runDelta(chain, plan: planned.plan, tablespaces: tablespaceTargets, owner: owner,
                                                     config: config, catalog: catalog, progress: progress, logger: log)
             return RestoreReport(plan: planned.plan, backup: manifest, targetDirectory: target, files: manifest.files.count, bytes: bytes,
                                  seconds: monotonicSeconds() - started, planSeconds: planSeconds, rewritten: state.rewritten.load(ordering: .relaxed),
@@ -96,7 +97,7 @@ public enum Restore {
             }
             let layout = Layout(staging: staging, tablespaces: stagedTablespaces, finalTablespaces: tablespaceTargets)
             try createDirectories(manifest, layout: layout)
-            let bytes = try await restoreFiles(manifest, layout: layout, config: config, catalog: catalog, progress: progress)
+            let bytes = try await restoreFiles(chain, layout: layout, config: config, catalog: catalog, progress: progress)
             try await writeExtras(manifest, plan: planned.plan, layout: layout, config: config, catalog: catalog)
             if let owner, getuid() == 0 {
                 for dir in allStaging { try chownTree(dir, uid: owner.uid, gid: owner.gid) }
@@ -226,8 +227,9 @@ public enum Restore {
     }
 
     /// Restores every file with `parallelism` workers, verifying each file's SHA-256.
-    static func restoreFiles(_ m: BackupManifest, layout: Layout, config: RestoreConfiguration, catalog: Catalog,
+    static func restoreFiles(_ chain: [BackupManifest], layout: Layout, config: RestoreConfiguration, catalog: Catalog,
                              progress: ProgressHandler?, delta: DeltaState? = nil) async throws -> Int64 {
+        let m = chain[0]
         let order = m.files.indices.sorted { m.files[$0].size > m.files[$1].size }
         let cursor = WorkCursor(limit: order.count)
         let counter = ByteCounter()
@@ -240,9 +242,9 @@ public enum Restore {
                             guard let n = cursor.next() else { return }
                             let i = order[n]
                             if let delta {
-                                try await delta.restore(m.files[i], manifest: m, layout: layout, catalog: catalog, counter: counter)
+                                try await delta.restore(m.files[i], chain: chain, layout: layout, catalog: catalog, counter: counter)
                             } else {
-                                try await restoreOne(m.files[i], manifest: m, layout: layout, catalog: catalog, counter: counter)
+                                try await restoreOne(m.files[i], chain: chain, layout: layout, catalog: catalog, counter: counter)
                             }
                         }
                     }
@@ -255,20 +257,35 @@ public enum Restore {
 
     static let writebackStep: Int64 = 8 << 20
 
-    static func restoreOne(_ f: BackupManifest.File, manifest m: BackupManifest, layout: Layout, catalog: Catalog, counter: ByteCounter,
+    /// Restores one file of `chain[0]` (rebuilt through the chain of a diff/incr), verifying it.
+    static func restoreOne(_ f: BackupManifest.File, chain: [BackupManifest], layout: Layout, catalog: Catalog, counter: ByteCounter,
                            into destination: String? = nil) async throws {
         let path = destination ?? layout.path(f.path)
         let driver = catalog.repository.driver
+        let source = try BackupChains.source(of: f, chain: chain)
+        func attempt(_ driver: any StorageDriver) async throws {
+            switch source {
+            case .whole(var stored, let m):
+                guard stored.size == f.size, stored.sha256 == f.sha256 else {
+                    throw WaybackError(.corrupt, "backup \(chain[0].id) is damaged: file \(f.path) is recorded as unchanged since backup \(m.id), but with another checksum; restore another backup (--backup ID)")
+                }
+                // An unchanged file keeps this backup's mode and time.
+                stored.mode = f.mode; stored.mtime = f.mtime
+                try await restoreOne(stored, manifest: m, to: path, from: driver, keys: catalog.layout, counter: counter)
+            case .pages(let versions):
+                try await restorePages(f, versions: versions, to: path, from: driver, keys: catalog.layout, counter: counter)
+            }
+        }
         do {
-            try await restoreOne(f, manifest: m, to: path, from: driver, keys: catalog.layout, counter: counter)
+            try await attempt(driver)
         } catch let e as WaybackError where e.code == .corrupt {
             // A damage that no frame check catches (uncompressed frames) shows only in the file's
             // SHA-256: read the whole file again from each other repository.
             guard let replicated = driver as? ReplicatedStorage else { throw e }
             for r in replicated.replicas.dropFirst() {
-                replicated.logger.warning("file \(f.path) of backup \(m.id) fails its check (\(e.message)); restoring it from \(r.description)")
+                replicated.logger.warning("file \(f.path) of backup \(chain[0].id) fails its check (\(e.message)); restoring it from \(r.description)")
                 try? FileSystem.remove(path)
-                if (try? await restoreOne(f, manifest: m, to: path, from: r.driver, keys: catalog.layout, counter: counter)) != nil { return }
+                if (try? await attempt(r.driver)) != nil { return }
             }
             throw e
         }

@@ -21,8 +21,9 @@ public final class PosixFile {
     }
 
     /// Creates a new file; fails if it exists.
-    public static func create(_ path: String, mode: mode_t = 0o640) throws -> PosixFile {
-        let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
+    /// Creates a new file (it must not exist), write-only or, with `readable`, read-write.
+    public static func create(_ path: String, mode: mode_t = 0o640, readable: Bool = false) throws -> PosixFile {
+        let fd = Glibc.open(path, (readable ? O_RDWR : O_WRONLY) | O_CREAT | O_EXCL | O_CLOEXEC, mode)
         guard fd >= 0 else { throw PosixError.make(errno, "create", path) }
         return PosixFile(path: path, fd: fd)
     }
@@ -64,6 +65,20 @@ public final class PosixFile {
             done += n
         }
         return done
+    }
+
+    /// Size and SHA-256 (hex) of the whole content, read from the start.
+    public func sha256() throws -> (size: Int64, sha256: String) {
+        var hasher = SHA256Hasher()
+        var buffer = [UInt8].scratch(count: 1 << 20)
+        var offset: Int64 = 0
+        while true {
+            let n = try buffer.withUnsafeMutableBytes { try pread(into: $0, offset: offset) }
+            if n == 0 { break }
+            buffer.withUnsafeBytes { hasher.update(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+            offset += Int64(n)
+        }
+        return (offset, hasher.finalizeHex())
     }
 
     public func write(_ bytes: UnsafeRawBufferPointer) throws {

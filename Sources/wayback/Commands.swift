@@ -143,11 +143,12 @@ struct BackupCommand: AsyncParsableCommand {
         abstract: "Take an online base backup of the cluster.",
         discussion: "Run as the PostgreSQL OS user. Prints the backup id (or a JSON summary with --json).")
     @OptionGroup var global: GlobalOptions
-    @Option(help: "Backup type (full).") var type: String = "full"
+    @Option(help: "Backup type: full; diff (the pages changed since the newest full); incr (changed since the newest backup).")
+    var type: String = "full"
     @Flag(help: "Print a JSON summary.") var json = false
 
     func validate() throws {
-        guard type == "full" else { throw ValidationError("--type \(type) is not supported yet; use --type full") }
+        guard BackupType(rawValue: type) != nil else { throw ValidationError("--type must be full, diff or incr, not '\(type)'") }
     }
 
     func run() async throws {
@@ -155,11 +156,12 @@ struct BackupCommand: AsyncParsableCommand {
         let logger = Context.logger(config.logLevel)
         let started = monotonicSeconds()
         let repository = try config.repository(logger: logger)
-        let m = try await FullBackup.run(
+        let m = try await PhysicalBackup.run(
             BackupConfiguration(repository: repository, cluster: config.clusterName, pgdata: config.pgdata,
                                 connection: config.connection, compression: config.compression, parallelism: config.parallelism,
                                 lockDirectory: config.lockPath, archiveWaitSeconds: config.archiveWaitSeconds,
-                                fastCheckpoint: config.fastCheckpoint, failOnPageChecksum: config.failOnPageChecksum),
+                                fastCheckpoint: config.fastCheckpoint, failOnPageChecksum: config.failOnPageChecksum,
+                                type: BackupType(rawValue: type)!, maxChainLength: config.maxChainLength),
             logger: logger, progress: json ? nil : Context.progressHandler(logger: logger))
         let seconds = monotonicSeconds() - started
         if json {
@@ -179,13 +181,14 @@ struct BackupCommand: AsyncParsableCommand {
 
 /// The stable `--json` output of `backup`.
 struct BackupSummary: Encodable {
-    var id: String, type: String, startTime: Date, stopTime: Date, startLSN: String, stopLSN: String, timeline: UInt32
+    var id: String, type: String, reference: String?, note: String?, copiedBytes: Int64, startTime: Date, stopTime: Date, startLSN: String, stopLSN: String, timeline: UInt32
     var startWAL: String, stopWAL: String, databaseBytes: Int64, repositoryBytes: Int64, files: Int, compressionRatio: Double
     var sha256: String, md5: String, seconds: Double
     var pageChecksumFailures: [BackupManifest.PageFailure]
     init(_ m: BackupManifest, seconds: Double) {
         pageChecksumFailures = m.pageChecksumFailures ?? []
-        id = m.id.rawValue; type = m.type.rawValue; startTime = m.startTime; stopTime = m.stopTime
+        id = m.id.rawValue; type = m.type.rawValue; reference = m.reference?.rawValue; note = m.note
+        copiedBytes = m.sizes.copied ?? m.sizes.database; startTime = m.startTime; stopTime = m.stopTime
         startLSN = m.startLSN.description; stopLSN = m.stopLSN.description; timeline = m.timeline
         startWAL = m.startWAL; stopWAL = m.stopWAL; databaseBytes = m.sizes.database; repositoryBytes = m.sizes.repository
         files = m.sizes.files; compressionRatio = (m.compressionRatio * 100).rounded() / 100
@@ -395,7 +398,8 @@ struct StatusCommand: AsyncParsableCommand {
         print("cluster '\(report.cluster)' (system identifier \(report.systemIdentifier), PostgreSQL \(report.pgVersion)) in repository '\(report.repository)'")
         if report.backups.isEmpty { print("no backups") }
         for b in report.backups {
-            print("  \(b.id)  \(b.type)  \(Format.timestamp(b.startTime)) .. \(Format.timestamp(b.stopTime))  LSN \(b.startLSN)..\(b.stopLSN)  TL \(b.timeline)  \(Format.bytes(b.databaseBytes)) -> \(Format.bytes(b.repositoryBytes)) (\(b.compressionRatio)x)")
+            let kind = b.reference.map { "\(b.type) on \($0), \(Format.bytes(b.copiedBytes)) changed" } ?? b.type
+            print("  \(b.id)  \(kind)  \(Format.timestamp(b.startTime)) .. \(Format.timestamp(b.stopTime))  LSN \(b.startLSN)..\(b.stopLSN)  TL \(b.timeline)  \(Format.bytes(b.databaseBytes)) -> \(Format.bytes(b.repositoryBytes)) (\(b.compressionRatio)x)")
         }
         if report.archive.isEmpty { print("WAL archive: empty") }
         for t in report.archive {

@@ -22,20 +22,25 @@ public struct BackupConfiguration: Sendable {
     public var packTargetBytes: Int64
     /// Pages that fail their data checksum make the backup fail (instead of a warning).
     public var failOnPageChecksum = false
+    /// full, diff (on the newest full) or incr (on the newest backup).
+    public var type: BackupType = .full
+    /// The most backups a restore chain may hold (full + diff/incr); a longer one makes the next
+    /// backup a diff or full.
+    public var maxChainLength = 30
 
     public init(repository: Repository, cluster: String, pgdata: String, connection: ConnectionSettings,
                 compression: CompressionSettings, parallelism: Int, lockDirectory: String,
                 archiveWaitSeconds: Double = 120, fastCheckpoint: Bool = true, packTargetBytes: Int64 = 256 << 20,
-                failOnPageChecksum: Bool = false) {
-        self.failOnPageChecksum = failOnPageChecksum
+                failOnPageChecksum: Bool = false, type: BackupType = .full, maxChainLength: Int = 30) {
+        self.failOnPageChecksum = failOnPageChecksum; self.type = type; self.maxChainLength = max(1, maxChainLength)
         self.repository = repository; self.cluster = cluster; self.pgdata = pgdata; self.connection = connection
         self.compression = compression; self.parallelism = max(1, parallelism); self.lockDirectory = lockDirectory
         self.archiveWaitSeconds = archiveWaitSeconds; self.fastCheckpoint = fastCheckpoint; self.packTargetBytes = packTargetBytes
     }
 }
 
-/// An online, non-exclusive full base backup.
-public enum FullBackup {
+/// An online, non-exclusive base backup: full, or diff/incr at page level on an earlier backup.
+public enum PhysicalBackup {
     public static func run(_ config: BackupConfiguration, clock: any WaybackClock = SystemClock(),
                            logger: Logger, progress: ProgressHandler? = nil) async throws -> BackupManifest {
         if getuid() == 0 {
@@ -72,11 +77,17 @@ public enum FullBackup {
             }
         }
 
+        let decision = try await decideType(config, facts: facts, catalog: catalog)
+        var reference: BackupManifest?
+        if let r = decision.reference { reference = try await catalog.manifest(r) }
+        if let note = decision.note { logger.warning("\(note)") }
+
         let startTime = clock.now
-        let id = try await uniqueID(catalog: catalog, start: startTime)
+        let id = try await uniqueID(catalog: catalog, start: startTime, type: decision.type)
         var log = logger
         log[metadataKey: "wayback.backup"] = "\(id)"
-        log.info("backup starting", metadata: ["wayback.cluster": "\(config.cluster)"])
+        log.info("backup starting", metadata: ["wayback.cluster": "\(config.cluster)", "type": "\(decision.type)",
+                                               "reference": "\(decision.reference.map(\.rawValue) ?? "none")"])
 
         let tablespaces = try await session.tablespaces()
         let startLSN = try await session.backupStart(label: "wayback \(id)", fast: config.fastCheckpoint)
@@ -89,7 +100,9 @@ public enum FullBackup {
             // Data checksums are verified when the cluster has them (8 KiB pages, the only size
             // PostgreSQL is normally built with).
             let verify = facts.dataChecksums && binding.blockSize == PageChecksum.pageSize ? PageVerification(startLSN: startLSN) : nil
-            copied = try await copyFiles(scan, id: id, config: config, catalog: catalog, verification: verify, logger: log, progress: progress)
+            let incremental = reference.map { IncrementalReference($0, pageLevel: facts.hintsLogged && $0.hintsLogged == true) }
+            copied = try await copyFiles(scan, id: id, config: config, catalog: catalog, verification: verify, incremental: incremental,
+                                         logger: log, progress: progress)
             if !copied.pageFailures.isEmpty {
                 log.warning("\(PageFailureReport.summary(copied.pageFailures))")
                 if config.failOnPageChecksum {
@@ -123,7 +136,7 @@ public enum FullBackup {
         }
 
         let manifest = BackupManifest(
-            id: id, type: .full, reference: nil, cluster: config.cluster, systemIdentifier: binding.systemIdentifier,
+            id: id, type: decision.type, reference: decision.reference, cluster: config.cluster, systemIdentifier: binding.systemIdentifier,
             pgVersionNumber: facts.versionNumber, walSegmentSize: segSize, dataChecksums: facts.dataChecksums,
             startTime: startTime, stopTime: stopTime, startLSN: startLSN, stopLSN: stop.stopLSN, timeline: label.timeline,
             startWAL: needed.first!.description, stopWAL: needed.last!.description, backupLabel: stop.backupLabel,
@@ -132,6 +145,8 @@ public enum FullBackup {
             compression: config.compression, objects: copied.objects + walCopies.map { .init(name: $0.object, size: $0.size, sha256: $0.sha256) },
             directories: copied.directories, files: copied.files, wal: walCopies, copySeconds: copySeconds)
         var final = manifest
+        final.note = decision.note
+        final.hintsLogged = facts.hintsLogged
         final.pageChecksumFailures = copied.pageFailures.isEmpty ? nil : copied.pageFailures
         try await catalog.writeManifest(final)
         log.info("backup complete", metadata: ["bytes": "\(manifest.sizes.database)", "stored": "\(manifest.sizes.repository)"])
@@ -155,11 +170,25 @@ public enum FullBackup {
         }
     }
 
-    static func uniqueID(catalog: Catalog, start: Date) async throws -> BackupID {
+    static func uniqueID(catalog: Catalog, start: Date, type: BackupType) async throws -> BackupID {
         var t = start
         let existing = Set(try await catalog.backupIDs())
-        while existing.contains(BackupID(startTime: t, type: .full)) { t += 1 }
-        return BackupID(startTime: t, type: .full)
+        // Unique by time alone, whatever the type letter.
+        while BackupType.allCases.contains(where: { existing.contains(BackupID(startTime: t, type: $0)) }) { t += 1 }
+        return BackupID(startTime: t, type: type)
+    }
+
+    /// The type and reference of the backup about to start (see `BackupChains.decide`).
+    static func decideType(_ config: BackupConfiguration, facts: ClusterFacts, catalog: Catalog) async throws -> BackupChains.Decision {
+        guard config.type != .full else { return .init(type: .full, reference: nil, note: nil) }
+        let manifests = try await catalog.manifests()
+        var history: TimelineHistory?
+        if facts.timeline > 1 {
+            history = try await catalog.archiveContents(segmentSize: facts.walSegmentSize).history(of: facts.timeline)
+        }
+        let current = BackupChains.Current(timeline: facts.timeline, history: history, dataChecksums: facts.dataChecksums,
+                                           pgVersionNumber: facts.versionNumber)
+        return BackupChains.decide(config.type, backups: manifests, current: current, maxChainLength: config.maxChainLength)
     }
 
     static func waitForArchive(_ names: [WALFileName], catalog: Catalog, session: PostgresSession, timeout: Double, logger: Logger) async throws {

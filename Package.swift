@@ -23,12 +23,13 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     ],
     targets: [
-        // C library: Debian's libzstd-dev (scripts/setup installs it).
+        // C libraries: Debian's libzstd-dev, liblz4-dev and zlib1g-dev (scripts/setup installs them).
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CCodecs", providers: [.apt(["liblz4-dev", "zlib1g-dev"])]),
 
         // Layer 0: vocabulary, no I/O.
         .target(name: "WaybackCore", dependencies: [
-            "CZstd",
+            "CZstd", "CCodecs",
             .product(name: "Crypto", package: "swift-crypto"),
         ], swiftSettings: swiftSettings),
 

@@ -247,11 +247,11 @@ public enum ConfigLoader {
 
         let algName = str("compression.algorithm") ?? "zstd"
         guard let alg = CompressionAlgorithm(name: algName) else {
-            throw WaybackError(.config, "\(path): compression.algorithm '\(algName)' is unknown; use zstd or none")
+            throw WaybackError(.config, "\(path): compression.algorithm '\(algName)' is unknown; use zstd, lz4, gzip or none")
         }
-        let level = Int(str("compression.level") ?? "") ?? 1
-        guard alg == .none || (1...19).contains(level) else {
-            throw WaybackError(.config, "\(path): compression.level must be from 1 to 19 for zstd, not \(level)")
+        let level = Int(str("compression.level") ?? "") ?? (alg == .gzip ? 6 : 1)
+        guard alg == .none || alg.levels.contains(level) else {
+            throw WaybackError(.config, "\(path): compression.level must be from \(alg.levels.lowerBound) to \(alg.levels.upperBound) for \(alg), not \(level)")
         }
         let parallelism = Int(str("parallelism") ?? "") ?? 2
         guard (1...64).contains(parallelism) else { throw WaybackError(.config, "\(path): parallelism must be from 1 to 64, not \(parallelism)") }

@@ -1,3 +1,4 @@
+import CCodecs
 import CZstd
 
 /// Compression algorithms a frame can use. The raw value is stored in every frame header and must
@@ -5,17 +6,26 @@ import CZstd
 public enum CompressionAlgorithm: UInt8, Sendable, Codable, CaseIterable, CustomStringConvertible {
     case none = 0
     case zstd = 1
+    case lz4 = 2
+    case gzip = 3
 
     public init?(name: String) {
         switch name.lowercased() {
         case "none": self = .none
         case "zstd": self = .zstd
+        case "lz4": self = .lz4
+        case "gzip", "gz": self = .gzip
         default: return nil
         }
     }
 
     public var description: String {
-        switch self { case .none: "none"; case .zstd: "zstd" }
+        switch self { case .none: "none"; case .zstd: "zstd"; case .lz4: "lz4"; case .gzip: "gzip" }
+    }
+
+    /// The levels the algorithm accepts (lz4: 1-2 fast, 3-12 LZ4HC).
+    public var levels: ClosedRange<Int> {
+        switch self { case .none: 0...0; case .zstd: 1...19; case .lz4: 1...12; case .gzip: 1...9 }
     }
 }
 
@@ -66,14 +76,34 @@ public final class Compressor {
     /// Compresses `input` into one independent frame; calls `body` with the compressed bytes (valid
     /// only during the call). With `.none` the input itself is passed.
     public func compress<R>(_ input: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
-        guard let cctx else { return try body(input) }
-        let bound = ZSTD_compressBound(input.count)
-        if out.count < bound { out = .scratch(count: bound) }
-        let n = out.withUnsafeMutableBytes { dst in
-            ZSTD_compress2(cctx, dst.baseAddress, bound, input.baseAddress, input.count)
-        }
-        if ZSTD_isError(n) != 0 {
-            throw WaybackError(.internal, "zstd compression failed", cause: String(cString: ZSTD_getErrorName(n)))
+        let n: Int
+        switch settings.algorithm {
+        case .none:
+            return try body(input)
+        case .zstd:
+            let bound = ZSTD_compressBound(input.count)
+            if out.count < bound { out = .scratch(count: bound) }
+            let r = out.withUnsafeMutableBytes { dst in ZSTD_compress2(cctx, dst.baseAddress, bound, input.baseAddress, input.count) }
+            if ZSTD_isError(r) != 0 {
+                throw WaybackError(.internal, "zstd compression failed", cause: String(cString: ZSTD_getErrorName(r)))
+            }
+            n = r
+        case .lz4:
+            let bound = Int(LZ4_compressBound(Int32(input.count)))
+            if out.count < bound { out = .scratch(count: bound) }
+            let src = input.baseAddress?.assumingMemoryBound(to: CChar.self)
+            let level = Int32(settings.level)
+            n = Int(out.withUnsafeMutableBytes { dst in
+                let d = dst.baseAddress!.assumingMemoryBound(to: CChar.self)
+                return level >= 3 ? LZ4_compress_HC(src, d, Int32(input.count), Int32(bound), level)
+                                  : LZ4_compress_default(src, d, Int32(input.count), Int32(bound))
+            })
+            guard n > 0 || input.isEmpty else { throw WaybackError(.internal, "lz4 compression failed") }
+        case .gzip:
+            let bound = wb_gzip_bound(input.count)
+            if out.count < bound { out = .scratch(count: bound) }
+            n = out.withUnsafeMutableBytes { dst in wb_gzip_compress(input.baseAddress, input.count, dst.baseAddress, bound, Int32(settings.level)) }
+            guard n >= 0 else { throw WaybackError(.internal, "gzip compression failed") }
         }
         return try out.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
     }
@@ -103,6 +133,17 @@ public final class Decompressor {
             if ZSTD_isError(n) != 0 || n != rawLength {
                 let why = ZSTD_isError(n) != 0 ? String(cString: ZSTD_getErrorName(n)) : "decoded \(n) bytes, expected \(rawLength)"
                 throw WaybackError(.corrupt, "a compressed frame does not decode", cause: why)
+            }
+            return try out.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+        case .lz4, .gzip:
+            if out.count < rawLength { out = .scratch(count: max(rawLength, 1)) }
+            let n = out.withUnsafeMutableBytes { dst -> Int in
+                if algorithm == .gzip { return wb_gzip_decompress(input.baseAddress, input.count, dst.baseAddress, rawLength) }
+                return Int(LZ4_decompress_safe(input.baseAddress?.assumingMemoryBound(to: CChar.self),
+                                               dst.baseAddress!.assumingMemoryBound(to: CChar.self), Int32(input.count), Int32(rawLength)))
+            }
+            guard n == rawLength else {
+                throw WaybackError(.corrupt, "a \(algorithm) frame does not decode to its \(rawLength) bytes")
             }
             return try out.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
         }

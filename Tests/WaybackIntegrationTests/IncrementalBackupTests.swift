@@ -24,7 +24,7 @@ struct IncrementalBackupTests {
         return out
     }
 
-    @Test("full + incr + incr + diff + incr after churn and DDL: same content as a full taken at the end")
+    @Test("full + incr (lz4) + incr (gzip) + diff (none) + incr after churn and DDL: same content as a full taken at the end")
     func chainRestoresLikeAFull() async throws {
         let t = try TestCluster()
         let chainDir = t.root + "/from-chain", fullDir = t.root + "/from-full"
@@ -57,7 +57,8 @@ struct IncrementalBackupTests {
             INSERT INTO grows (pad) SELECT repeat('h', 400) FROM generate_series(1, 20000);
             INSERT INTO scratch SELECT g FROM generate_series(1, 5000) g;
             """)
-        let incr1 = try Self.backup(t, "incr")
+        // Each backup of the chain with another compression: a mixed chain restores.
+        let incr1 = try Self.backup(t, "incr", environment: ["WAYBACK_COMPRESSION_ALGORITHM": "lz4"])
         #expect(incr1["type"] as? String == "incr")
         #expect(incr1["reference"] as? String == fullID)
         let incr1ID = try #require(incr1["id"] as? String)
@@ -74,14 +75,14 @@ struct IncrementalBackupTests {
             CREATE INDEX created_h ON created (h);
             INSERT INTO to_truncate SELECT g, 'again' FROM generate_series(1, 500) g;
             """)
-        let incr2 = try Self.backup(t, "incr")
+        let incr2 = try Self.backup(t, "incr", environment: ["WAYBACK_COMPRESSION_ALGORITHM": "gzip", "WAYBACK_COMPRESSION_LEVEL": "6"])
         #expect(incr2["reference"] as? String == incr1ID)
         let incr2ID = try #require(incr2["id"] as? String)
 
         // A chain limit of 3 turns the next incr (a chain of 4) into a diff on the full.
         try t.cluster.pgbench(["-n", "-c", "2", "-t", "300"])
         try t.psql("UPDATE to_rewrite SET pad = 'changed' WHERE id % 50 = 0; INSERT INTO grows (pad) SELECT 'late' FROM generate_series(1, 3000);")
-        let diff = try Self.backup(t, "incr", environment: ["WAYBACK_BACKUP_MAX_CHAIN_LENGTH": "3"])
+        let diff = try Self.backup(t, "incr", environment: ["WAYBACK_BACKUP_MAX_CHAIN_LENGTH": "3", "WAYBACK_COMPRESSION_ALGORITHM": "none"])
         #expect(diff["type"] as? String == "diff")
         #expect(diff["reference"] as? String == fullID)
         #expect((diff["note"] as? String)?.contains("max_chain_length") == true)
@@ -98,6 +99,11 @@ struct IncrementalBackupTests {
         let target = try t.psql("SELECT pg_current_wal_lsn()")
         try t.switchAndWaitForArchive()
         let expected = try Self.digests(t.cluster)
+
+        let catalog = Catalog(repository: Repository(name: "local", driver: LocalStorage(root: t.repositoryPath)), cluster: "main")
+        #expect(try await catalog.manifest(BackupID(incr1ID)!).compression.algorithm == .lz4)
+        #expect(try await catalog.manifest(BackupID(incr2ID)!).compression.algorithm == .gzip)
+        #expect(try await catalog.manifest(BackupID(diffID)!).compression.algorithm == CompressionAlgorithm.none)
 
         // The plan names the chain.
         let plan = try t.waybackOK(["restore", "--dry-run", "--backup", incr3ID, "--to-lsn", target, "--target-dir", chainDir])

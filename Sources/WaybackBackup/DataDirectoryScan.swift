@@ -10,6 +10,8 @@ public struct DataDirectoryScan: Sendable {
         public var size: Int64
         public var mode: UInt32
         public var mtime: Int64
+        /// Nanoseconds: a resumed backup reuses a file copied before only if this is unchanged.
+        public var mtimeNanoseconds: Int64 = 0
     }
 
     public var files: [FileItem] = []
@@ -65,7 +67,8 @@ public struct DataDirectoryScan: Sendable {
                 }
                 try walk(absolute: abs, relative: rel, top: false)
             } else if st.isRegular {
-                files.append(FileItem(path: rel, absolutePath: abs, size: st.size, mode: st.mode, mtime: st.mtime))
+                files.append(FileItem(path: rel, absolutePath: abs, size: st.size, mode: st.mode, mtime: st.mtime,
+                                      mtimeNanoseconds: st.mtimeNanoseconds))
             }
         }
     }

@@ -11,6 +11,15 @@ struct CopyResult: Sendable {
     var files: [BackupManifest.File]
     var directories: [BackupManifest.Directory]
     var pageFailures: [BackupManifest.PageFailure]
+
+    /// With the files a resumed backup reused (their chunks name `packs` by index), which come first.
+    func adding(_ reused: [PackIndex.Entry], packs: [BackupManifest.StoredObject]) -> CopyResult {
+        let shift = packs.count
+        let moved = files.map { f in var f = f; f.chunks = f.chunks.map { var c = $0; c.object += shift; return c }; return f }
+        return CopyResult(objects: packs + objects, files: (reused.map(\.file) + moved).sorted { $0.path < $1.path },
+                          directories: directories,
+                          pageFailures: (reused.compactMap(\.pageFailure) + pageFailures).sorted { $0.path < $1.path })
+    }
 }
 
 /// Data checksum verification during the copy: pages whose LSN is at or after the backup start
@@ -68,6 +77,14 @@ final class WorkQueue: Sendable {
     }
 }
 
+/// What the packs of this backup are part of, for their indexes (see `PackIndex`).
+struct PackContext: Sendable {
+    var type: BackupType
+    var reference: BackupID?
+    /// The run number in pack names (0, or more for a resumed backup).
+    var run: Int
+}
+
 /// One worker's output: its packs and the files it stored in them (chunks name the pack by index
 /// into `packs`).
 struct WorkerOutput: Sendable {
@@ -82,7 +99,7 @@ extension PhysicalBackup {
     /// compresses and appends them to its current pack object, which it closes after
     /// `packTargetBytes` at a file boundary. Memory: one frame buffer and one compressor per worker.
     static func copyFiles(_ scan: DataDirectoryScan, id: BackupID, config: BackupConfiguration, catalog: Catalog,
-                          verification: PageVerification?, incremental: IncrementalReference?, logger: Logger,
+                          verification: PageVerification?, incremental: IncrementalReference?, packs: PackContext, logger: Logger,
                           progress: ProgressHandler?) async throws -> CopyResult {
         let queue = WorkQueue(scan.files)
         let counter = ByteCounter()
@@ -92,7 +109,7 @@ extension PhysicalBackup {
                 for w in 0..<config.parallelism {
                     group.addTask {
                         try await runWorker(w, queue: queue, id: id, config: config, catalog: catalog, verification: verification,
-                                            incremental: incremental, counter: counter)
+                                            incremental: incremental, packs: packs, counter: counter)
                     }
                 }
                 var all = [WorkerOutput]()
@@ -119,25 +136,31 @@ extension PhysicalBackup {
     }
 
     static func runWorker(_ worker: Int, queue: WorkQueue, id: BackupID, config: BackupConfiguration, catalog: Catalog,
-                          verification: PageVerification?, incremental: IncrementalReference?, counter: ByteCounter) async throws -> WorkerOutput {
+                          verification: PageVerification?, incremental: IncrementalReference?, packs context: PackContext,
+                          counter: ByteCounter) async throws -> WorkerOutput {
         var out = WorkerOutput(worker: worker)
         let compressor = Compressor(config.compression)
         var buffer = [UInt8].scratch(count: FrameFormat.rawChunk)
         var pending = queue.next()
         var sequence = 0
         while let first = pending {
-            let name = RepositoryLayout.packName(worker: worker, sequence: sequence)
+            let name = RepositoryLayout.packName(worker: worker, sequence: sequence, run: context.run)
             let packIndex = out.packs.count
             sequence += 1
             var filesInPack = [BackupManifest.File]()
+            var indexEntries = [PackIndex.Entry]()
             let (size, sha): (Int64, String) = try await config.repository.driver.withWriter(catalog.layout.objectKey(id, name), options: WriteOptions()) { writer in
                 let frames = FrameWriter(writer: writer)
                 var item: DataDirectoryScan.FileItem? = first
                 while let file = item {
+                    let readAt = Date().timeIntervalSince1970
                     if let (entry, failure) = try await copyOne(file, into: frames, packIndex: packIndex, compressor: compressor, buffer: &buffer,
                                                                  verification: verification, incremental: incremental, counter: counter) {
                         filesInPack.append(entry)
                         if let failure { out.pageFailures.append(failure) }
+                        var local = entry
+                        local.chunks = entry.chunks.map { var c = $0; c.object = 0; return c }
+                        indexEntries.append(.init(file: local, mtimeNanoseconds: file.mtimeNanoseconds, readAt: readAt, pageFailure: failure))
                     }
                     item = nil
                     if frames.offset < config.packTargetBytes { item = queue.next() }
@@ -145,7 +168,10 @@ extension PhysicalBackup {
                 }
                 return (frames.offset, frames.finalizeSHA256())
             }
-            out.packs.append(.init(name: name, size: size, sha256: sha))
+            let pack = BackupManifest.StoredObject(name: name, size: size, sha256: sha)
+            // The pack's index, so that a backup interrupted from here on can reuse it.
+            try await catalog.writePackIndex(PackIndex(backup: id, type: context.type, reference: context.reference, pack: pack, entries: indexEntries))
+            out.packs.append(pack)
             out.files += filesInPack
             pending = queue.next()
         }

@@ -24,6 +24,8 @@ public struct BackupConfiguration: Sendable {
     public var failOnPageChecksum = false
     /// full, diff (on the newest full) or incr (on the newest backup).
     public var type: BackupType = .full
+    /// Continue an interrupted backup of the same type (false: `--no-resume`, start over).
+    public var resume = true
     /// The most backups a restore chain may hold (full + diff/incr); a longer one makes the next
     /// backup a diff or full.
     public var maxChainLength = 30
@@ -31,8 +33,8 @@ public struct BackupConfiguration: Sendable {
     public init(repository: Repository, cluster: String, pgdata: String, connection: ConnectionSettings,
                 compression: CompressionSettings, parallelism: Int, lockDirectory: String,
                 archiveWaitSeconds: Double = 120, fastCheckpoint: Bool = true, packTargetBytes: Int64 = 256 << 20,
-                failOnPageChecksum: Bool = false, type: BackupType = .full, maxChainLength: Int = 30) {
-        self.failOnPageChecksum = failOnPageChecksum; self.type = type; self.maxChainLength = max(1, maxChainLength)
+                failOnPageChecksum: Bool = false, type: BackupType = .full, maxChainLength: Int = 30, resume: Bool = true) {
+        self.failOnPageChecksum = failOnPageChecksum; self.type = type; self.maxChainLength = max(1, maxChainLength); self.resume = resume
         self.repository = repository; self.cluster = cluster; self.pgdata = pgdata; self.connection = connection
         self.compression = compression; self.parallelism = max(1, parallelism); self.lockDirectory = lockDirectory
         self.archiveWaitSeconds = archiveWaitSeconds; self.fastCheckpoint = fastCheckpoint; self.packTargetBytes = packTargetBytes
@@ -66,7 +68,6 @@ public enum PhysicalBackup {
         let facts = try await session.facts()
         let binding = try await catalog.requireBinding(systemIdentifier: facts.systemIdentifier)
         try checkCluster(facts, config: config)
-        _ = try await catalog.removeIncompleteBackups(logger: logger)
         // Unfinished uploads and temporary files a crash left more than a day ago.
         for member in catalog.repository.members {
             do {
@@ -81,9 +82,16 @@ public enum PhysicalBackup {
         var reference: BackupManifest?
         if let r = decision.reference { reference = try await catalog.manifest(r) }
         if let note = decision.note { logger.warning("\(note)") }
+        // An interrupted backup of the same kind is continued (its folder and id kept); every
+        // other leftover folder is removed.
+        let resume = config.resume ? try await ResumePoint.find(catalog: catalog, decision: decision, logger: logger) : nil
+        // Unfinished writes in backup folders are the killed backup's (the lock keeps others out).
+        _ = try? await catalog.repository.driver.removeLeftovers(olderThan: clock.now, prefix: catalog.layout.backupsPrefix)
+        _ = try await catalog.removeIncompleteBackups(except: resume?.id, logger: logger)
 
         let startTime = clock.now
-        let id = try await uniqueID(catalog: catalog, start: startTime, type: decision.type)
+        var id = try await uniqueID(catalog: catalog, start: startTime, type: decision.type)
+        if let resume { id = resume.id }
         var log = logger
         log[metadataKey: "wayback.backup"] = "\(id)"
         log.info("backup starting", metadata: ["wayback.cluster": "\(config.cluster)", "type": "\(decision.type)",
@@ -94,15 +102,22 @@ public enum PhysicalBackup {
         log.info("pg_backup_start done", metadata: ["lsn": "\(startLSN)"])
 
         let copyStart = monotonicSeconds()
-        let copied: CopyResult
+        var copied: CopyResult
+        var reused = [PackIndex.Entry]()
         do {
-            let scan = try DataDirectoryScan.scan(pgdata: config.pgdata)
+            var scan = try DataDirectoryScan.scan(pgdata: config.pgdata)
+            if let resume {
+                (reused, scan.files) = resume.split(scan.files)
+                log.info("resuming interrupted backup", metadata: ["reused": "\(reused.count)", "to copy": "\(scan.files.count)"])
+            }
             // Data checksums are verified when the cluster has them (8 KiB pages, the only size
             // PostgreSQL is normally built with).
             let verify = facts.dataChecksums && binding.blockSize == PageChecksum.pageSize ? PageVerification(startLSN: startLSN) : nil
             let incremental = reference.map { IncrementalReference($0, pageLevel: facts.hintsLogged && $0.hintsLogged == true) }
             copied = try await copyFiles(scan, id: id, config: config, catalog: catalog, verification: verify, incremental: incremental,
+                                         packs: PackContext(type: decision.type, reference: decision.reference, run: resume?.run ?? 0),
                                          logger: log, progress: progress)
+            if let resume { copied = copied.adding(reused, packs: resume.packs) }
             if !copied.pageFailures.isEmpty {
                 log.warning("\(PageFailureReport.summary(copied.pageFailures))")
                 if config.failOnPageChecksum {
@@ -147,8 +162,15 @@ public enum PhysicalBackup {
         var final = manifest
         final.note = decision.note
         final.hintsLogged = facts.hintsLogged
+        if resume != nil { final.resumed = .init(files: reused.count, bytes: reused.reduce(Int64(0)) { $0 + $1.file.size }) }
         final.pageChecksumFailures = copied.pageFailures.isEmpty ? nil : copied.pageFailures
         try await catalog.writeManifest(final)
+        // Pack indexes (and packs a resumed backup did not use) are not needed any more.
+        do {
+            _ = try await catalog.removeUnlisted(id, keep: Set(final.objects.map(\.name)))
+        } catch {
+            log.warning("could not remove the pack indexes of backup \(id): \(error)")
+        }
         log.info("backup complete", metadata: ["bytes": "\(manifest.sizes.database)", "stored": "\(manifest.sizes.repository)"])
         return final
     }

@@ -172,6 +172,14 @@ public struct BackupManifest: Codable, Sendable {
     /// wal_log_hints on). A later diff/incr stores relation files at page level only when its
     /// reference has this and the cluster still has it.
     public var hintsLogged: Bool?
+    /// Set when the backup continued an interrupted one: the files it reused from there.
+    public var resumed: Resumed?
+
+    public struct Resumed: Codable, Sendable, Equatable {
+        public var files: Int
+        public var bytes: Int64
+        public init(files: Int, bytes: Int64) { self.files = files; self.bytes = bytes }
+    }
 
     public init(id: BackupID, type: BackupType, reference: BackupID?, cluster: String, systemIdentifier: String,
                 pgVersionNumber: Int, walSegmentSize: UInt64, dataChecksums: Bool, startTime: Date, stopTime: Date,

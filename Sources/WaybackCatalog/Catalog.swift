@@ -102,13 +102,13 @@ public struct Catalog: Sendable {
     }
 
     /// Removes every object of a backup folder that has no manifest (left by an interrupted
-    /// backup); returns how many objects it removed.
-    public func removeIncompleteBackups(logger: Logger) async throws -> Int {
+    /// backup), but for the folder `except` (being resumed); returns how many objects it removed.
+    public func removeIncompleteBackups(except: BackupID? = nil, logger: Logger) async throws -> Int {
         let complete = Set(try await backupIDs())
         var removed = 0
         for obj in try await driver.list(prefix: layout.backupsPrefix) {
             let rest = obj.key.dropFirst(layout.backupsPrefix.count)
-            guard let first = rest.split(separator: "/").first, let id = BackupID(String(first)), !complete.contains(id) else { continue }
+            guard let first = rest.split(separator: "/").first, let id = BackupID(String(first)), !complete.contains(id), id != except else { continue }
             try await driver.remove(obj.key)
             removed += 1
         }

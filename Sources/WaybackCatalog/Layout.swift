@@ -8,6 +8,7 @@ import Foundation
 /// <cluster>/wal/<timeline><log>/<segment>           WAL segments and .backup files (WAL objects)
 /// <cluster>/wal/history/<timeline>.history          timeline history files (WAL objects)
 /// <cluster>/backups/<id>/pack/<worker>-<seq>.pack   backup data: frames of many files
+/// <cluster>/backups/<id>/pack/<...>.index           what a pack holds, until the manifest exists (resume)
 /// <cluster>/backups/<id>/wal/<segment>              copies of the WAL the backup needs
 /// <cluster>/backups/<id>/manifest.json, .copy.json  written last: the backup exists once it is there
 /// <cluster>/restores/<time>-<pid>.json               what each restore measured (for estimates)
@@ -38,8 +39,13 @@ public struct RepositoryLayout: Sendable {
     public func manifestCopyKey(_ id: BackupID) -> String { "\(cluster)/backups/\(id)/manifest.copy.json" }
     /// Pack keys are stored relative to the backup folder in the manifest.
     public func objectKey(_ id: BackupID, _ relative: String) -> String { "\(cluster)/backups/\(id)/\(relative)" }
-    public static func packName(worker: Int, sequence: Int) -> String {
-        "pack/" + pad(worker, 2) + "-" + pad(sequence, 4) + ".pack"
+    /// `pack/00-0000.pack`; a resumed backup's packs carry the run: `pack/r1-00-0000.pack`.
+    public static func packName(worker: Int, sequence: Int, run: Int = 0) -> String {
+        "pack/" + (run > 0 ? "r\(run)-" : "") + pad(worker, 2) + "-" + pad(sequence, 4) + ".pack"
+    }
+    /// The index of a pack (see `PackIndex`).
+    public static func packIndexName(_ pack: String) -> String {
+        (pack.hasSuffix(".pack") ? String(pack.dropLast(5)) : pack) + ".index"
     }
     public static func backupWALName(_ name: WALFileName) -> String { "wal/\(name)" }
 

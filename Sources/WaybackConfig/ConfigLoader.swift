@@ -37,6 +37,8 @@ public struct WaybackConfiguration: Sendable {
     public var failOnPageChecksum = false
     /// backup.max_chain_length: the most backups one restore chain may hold.
     public var maxChainLength = 30
+    /// backup.pack_size_mb: a backup worker starts a new pack object after this many bytes.
+    public var packSizeBytes: Int64 = 256 << 20
     /// Where `wal-push` queues segments for asynchronous repositories.
     public var spoolPath: String = ""
     /// Bytes queued for one asynchronous repository above which `wal-push` warns and stops queueing
@@ -82,7 +84,7 @@ public enum ConfigLoader {
         ("compression.algorithm", .string), ("compression.level", .int),
         ("parallelism", .int), ("lock_path", .string), ("log_level", .string),
         ("backup.archive_wait_seconds", .number), ("backup.fast_checkpoint", .bool), ("backup.page_checksum_failures", .string),
-        ("backup.max_chain_length", .int),
+        ("backup.max_chain_length", .int), ("backup.pack_size_mb", .int),
         ("restore.prefetch_segments", .int),
     ]
     static let sections: Set<String> = ["cluster", "repositories", "compression", "backup", "restore", "archive"]
@@ -277,6 +279,9 @@ public enum ConfigLoader {
         let chain = Int(str("backup.max_chain_length") ?? "") ?? 30
         guard chain >= 1 else { throw WaybackError(.config, "\(path): backup.max_chain_length must be at least 1 (1: every backup is a full), not \(chain)") }
         c.maxChainLength = chain
+        let pack = Int(str("backup.pack_size_mb") ?? "") ?? 256
+        guard (1...4096).contains(pack) else { throw WaybackError(.config, "\(path): backup.pack_size_mb must be from 1 to 4096, not \(pack)") }
+        c.packSizeBytes = Int64(pack) << 20
         c.spoolPath = str("archive.spool_path") ?? pgdata + "/pg_wal/wayback-spool"
         guard c.spoolPath.hasPrefix("/") else { throw WaybackError(.config, "\(path): archive.spool_path must be an absolute path") }
         let limit = Int(str("archive.spool_limit_mb") ?? "") ?? 4096

@@ -5,7 +5,7 @@ import Foundation
 public enum BackupType: String, Codable, Sendable, CaseIterable {
     case full, diff, incr
 
-    var letter: Character {
+    public var letter: Character {
         switch self { case .full: "F"; case .diff: "D"; case .incr: "I" }
     }
 }

@@ -238,11 +238,11 @@ public struct S3Storage: StorageDriver {
 
     /// Aborts multipart uploads under the prefix started before `date` (left by a crash: they are
     /// invisible but billed). Returns how many it aborted.
-    public func removeLeftovers(olderThan date: Date) async throws -> Int {
+    public func removeLeftovers(olderThan date: Date, prefix: String) async throws -> Int {
         var aborted = 0
         var keyMarker: String?, idMarker: String?
         repeat {
-            var query = [("uploads", ""), ("prefix", settings.prefix)]
+            var query = [("uploads", ""), ("prefix", settings.prefix + prefix)]
             if let keyMarker { query.append(("key-marker", keyMarker)) }
             if let idMarker { query.append(("upload-id-marker", idMarker)) }
             let r = try await transport.send(S3Request(method: .GET, key: nil, query: query, what: "list unfinished uploads"))

@@ -83,7 +83,14 @@ public struct LocalStorage: StorageDriver {
             throw WaybackError(.conflict, "object \(key) already exists in \(description)")
         }
         let tmp = dir + "/." + FileSystem.lastComponent(final) + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        let file = try PosixFile.create(tmp, mode: mode_t(fileMode))
+        let file: PosixFile
+        do {
+            file = try PosixFile.create(tmp, mode: mode_t(fileMode))
+        } catch let e as WaybackError where e.code == .notFound {
+            // A concurrent remove pruned the (then empty) directory: create it again.
+            try FileSystem.makeDirectories(dir, mode: mode_t(directoryMode))
+            file = try PosixFile.create(tmp, mode: mode_t(fileMode))
+        }
         let writer = LocalWriter(file: file)
         do {
             let result = try await body(writer)
@@ -109,26 +116,34 @@ public struct LocalStorage: StorageDriver {
         }
     }
 
+    /// Removes the object, then the directories it leaves empty (up to the root).
     public func remove(_ key: String) async throws {
-        let p = try path(key)
+        try removeFile(try path(key))
+    }
+
+    func removeFile(_ p: String) throws {
         try FileSystem.remove(p)
+        var dir = FileSystem.parentPath(p)
+        while dir.count > root.count, dir.hasPrefix(root + "/"), rmdir(dir) == 0 { dir = FileSystem.parentPath(dir) }
     }
 
     /// Removes temporary files (`.NAME.tmp-PID-RANDOM`) that crashed writers left before `date`.
-    public func removeLeftovers(olderThan date: Date) async throws -> Int {
+    public func removeLeftovers(olderThan date: Date, prefix: String) async throws -> Int {
         var removed = 0
         let cutoff = Int64(date.timeIntervalSince1970)
-        func walk(_ dir: String) throws {
+        func walk(_ dir: String, _ rel: String) throws {
             for name in (try? FileSystem.list(dir)) ?? [] {
                 let p = dir + "/" + name
+                let key = rel.isEmpty ? name : rel + "/" + name
+                guard key.hasPrefix(prefix) || prefix.hasPrefix(key + "/") else { continue }
                 guard let st = try FileSystem.status(p) else { continue }
-                if st.isDirectory { try walk(p) } else if Self.isTemporary(name), st.mtime < cutoff {
-                    try FileSystem.remove(p)
+                if st.isDirectory { try walk(p, key) } else if Self.isTemporary(name), st.mtime <= cutoff {
+                    try removeFile(p)
                     removed += 1
                 }
             }
         }
-        try walk(root)
+        try walk(root, "")
         return removed
     }
 }

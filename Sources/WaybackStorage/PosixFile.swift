@@ -153,6 +153,8 @@ public enum FileSystem {
         public var mtime: Int64
         public var uid: UInt32
         public var gid: UInt32
+        /// The modification time in nanoseconds since 1970.
+        public var mtimeNanoseconds: Int64 = 0
     }
 
     /// lstat(2); nil when the path does not exist.
@@ -166,7 +168,8 @@ public enum FileSystem {
         let fmt = st.st_mode & S_IFMT
         return Status(isDirectory: fmt == S_IFDIR, isRegular: fmt == S_IFREG, isSymlink: fmt == S_IFLNK,
                       size: Int64(st.st_size), mode: UInt32(st.st_mode & 0o7777), mtime: Int64(st.st_mtim.tv_sec),
-                      uid: st.st_uid, gid: st.st_gid)
+                      uid: st.st_uid, gid: st.st_gid,
+                      mtimeNanoseconds: Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec))
     }
 
     /// Names in a directory (without `.` and `..`), sorted.

@@ -189,9 +189,9 @@ public struct ReplicatedStorage: StorageDriver {
         try await eachLive { try await $0.driver.remove(keys: keys) }
     }
 
-    public func removeLeftovers(olderThan date: Date) async throws -> Int {
+    public func removeLeftovers(olderThan date: Date, prefix: String) async throws -> Int {
         var n = 0
-        try await eachLive { n += try await $0.driver.removeLeftovers(olderThan: date) }
+        try await eachLive { n += try await $0.driver.removeLeftovers(olderThan: date, prefix: prefix) }
         return n
     }
 

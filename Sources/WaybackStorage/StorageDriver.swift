@@ -72,8 +72,9 @@ public protocol StorageDriver: Sendable {
     func remove(keys: [String]) async throws
 
     /// Removes what interrupted writes left behind before `date` (temporary files, unfinished
-    /// multipart uploads); never touches complete objects. Returns how many it removed.
-    func removeLeftovers(olderThan date: Date) async throws -> Int
+    /// multipart uploads) under `prefix` ("" for everything); never touches complete objects.
+    /// Returns how many it removed.
+    func removeLeftovers(olderThan date: Date, prefix: String) async throws -> Int
 }
 
 extension StorageDriver {
@@ -81,7 +82,9 @@ extension StorageDriver {
         for k in keys { try await remove(k) }
     }
 
-    public func removeLeftovers(olderThan date: Date) async throws -> Int { 0 }
+    public func removeLeftovers(olderThan date: Date, prefix: String) async throws -> Int { 0 }
+
+    public func removeLeftovers(olderThan date: Date) async throws -> Int { try await removeLeftovers(olderThan: date, prefix: "") }
 }
 
 extension StorageDriver {

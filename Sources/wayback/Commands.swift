@@ -145,6 +145,7 @@ struct BackupCommand: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Option(help: "Backup type: full; diff (the pages changed since the newest full); incr (changed since the newest backup).")
     var type: String = "full"
+    @Flag(help: "Start over instead of continuing an interrupted backup (whose leftover is then removed).") var noResume = false
     @Flag(help: "Print a JSON summary.") var json = false
 
     func validate() throws {
@@ -160,8 +161,9 @@ struct BackupCommand: AsyncParsableCommand {
             BackupConfiguration(repository: repository, cluster: config.clusterName, pgdata: config.pgdata,
                                 connection: config.connection, compression: config.compression, parallelism: config.parallelism,
                                 lockDirectory: config.lockPath, archiveWaitSeconds: config.archiveWaitSeconds,
-                                fastCheckpoint: config.fastCheckpoint, failOnPageChecksum: config.failOnPageChecksum,
-                                type: BackupType(rawValue: type)!, maxChainLength: config.maxChainLength),
+                                fastCheckpoint: config.fastCheckpoint, packTargetBytes: config.packSizeBytes,
+                                failOnPageChecksum: config.failOnPageChecksum, type: BackupType(rawValue: type)!,
+                                maxChainLength: config.maxChainLength, resume: !noResume),
             logger: logger, progress: json ? nil : Context.progressHandler(logger: logger))
         let seconds = monotonicSeconds() - started
         if json {
@@ -185,7 +187,9 @@ struct BackupSummary: Encodable {
     var startWAL: String, stopWAL: String, databaseBytes: Int64, repositoryBytes: Int64, files: Int, compressionRatio: Double
     var sha256: String, md5: String, seconds: Double
     var pageChecksumFailures: [BackupManifest.PageFailure]
+    var resumed: BackupManifest.Resumed?
     init(_ m: BackupManifest, seconds: Double) {
+        resumed = m.resumed
         pageChecksumFailures = m.pageChecksumFailures ?? []
         id = m.id.rawValue; type = m.type.rawValue; reference = m.reference?.rawValue; note = m.note
         copiedBytes = m.sizes.copied ?? m.sizes.database; startTime = m.startTime; stopTime = m.stopTime

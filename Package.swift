@@ -36,6 +36,8 @@ let package = Package(
         // Layer 1: storage drivers and PostgreSQL access.
         .target(name: "WaybackStorage", dependencies: [
             "WaybackCore",
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "CryptoExtras", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
         // The S3 driver: its own target, so that only what needs HTTP links it.

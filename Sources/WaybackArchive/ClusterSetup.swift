@@ -53,6 +53,13 @@ public enum ClusterSetup {
             dataChecksums: facts.dataChecksums, created: clock.now)
         var initialized = [String]()
         for member in repository.members {
+            // Encryption is settled when a repository is created: an encrypted one gets its
+            // settings now (or has its key checked); a plain one must not be an encrypted one.
+            if let encrypted = member.driver as? EncryptedStorage {
+                try await encrypted.initialize()
+            } else {
+                try await EncryptedStorage.requirePlain(member.driver, name: member.name)
+            }
             let catalog = Catalog(repository: member, cluster: cluster)
             if let existing = try await catalog.binding() {
                 guard existing.systemID == facts.systemIdentifier else {

@@ -102,7 +102,7 @@ extension PhysicalBackup {
                           verification: PageVerification?, incremental: IncrementalReference?, packs: PackContext, logger: Logger,
                           progress: ProgressHandler?) async throws -> CopyResult {
         let queue = WorkQueue(scan.files)
-        let counter = ByteCounter()
+        let counter = ByteCounter(bytesPerSecond: config.maxRateBytes)
         let total = scan.files.reduce(Int64(0)) { $0 + $1.size }
         let outputs = try await withProgress(phase: "backup \(id)", total: total, counter: counter, interval: 2, handler: progress) {
             try await withThrowingTaskGroup(of: WorkerOutput.self) { group in
@@ -235,7 +235,7 @@ extension PhysicalBackup {
             let loc = try await frames.append(frame: frame)
             chunks.append(.init(object: packIndex, offset: loc.offset, length: loc.length, raw: n))
             size += Int64(n)
-            counter.add(Int64(n))
+            await counter.consume(Int64(n))
             if n < buffer.count { break }
         }
         let entry = BackupManifest.File(path: file.path, size: size, mode: file.mode, mtime: file.mtime,
@@ -300,7 +300,7 @@ extension PhysicalBackup {
                 offset += length
             }
             size += Int64(n)
-            counter.add(Int64(n))
+            await counter.consume(Int64(n))
             if n < buffer.count { break }
         }
         try await flush()

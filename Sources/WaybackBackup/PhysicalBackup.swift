@@ -26,6 +26,8 @@ public struct BackupConfiguration: Sendable {
     public var type: BackupType = .full
     /// Continue an interrupted backup of the same type (false: `--no-resume`, start over).
     public var resume = true
+    /// Read at most this many bytes per second from the data directory (nil: as fast as it goes).
+    public var maxRateBytes: Int64?
     /// The most backups a restore chain may hold (full + diff/incr); a longer one makes the next
     /// backup a diff or full.
     public var maxChainLength = 30

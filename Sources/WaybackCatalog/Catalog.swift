@@ -20,7 +20,15 @@ public struct Catalog: Sendable {
     /// The binding, from `cluster.json` or (if that is damaged or missing) its copy; nil when the
     /// cluster folder was never initialised.
     public func binding() async throws -> ClusterBinding? {
-        try await readSealed(ClusterBinding.self, kind: ClusterBinding.kind, keys: [layout.bindingKey, layout.bindingCopyKey], limit: 1 << 20)
+        do {
+            return try await readSealed(ClusterBinding.self, kind: ClusterBinding.kind, keys: [layout.bindingKey, layout.bindingCopyKey], limit: 1 << 20)
+        } catch let e as WaybackError where e.code == .corrupt {
+            // Unreadable because it is encrypted and this configuration has no key for it?
+            for member in repository.members where !(member.driver is EncryptedStorage) {
+                try await EncryptedStorage.requirePlain(member.driver, name: member.name)
+            }
+            throw e
+        }
     }
 
     /// Reads the first of `keys` that exists and verifies (a metadata file and its twin); nil when

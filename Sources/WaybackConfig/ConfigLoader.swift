@@ -18,6 +18,8 @@ public struct WaybackConfiguration: Sendable {
         /// How `wal-push` feeds this repository when it is not the first: `sync` (before the push
         /// returns) or `async` (through the spool, drained in the background).
         public var walPush: String
+        /// Client-side encryption of everything stored in this repository (nil: none).
+        public var encryption: EncryptionKeySource? = nil
     }
 
     public var path: String
@@ -39,6 +41,8 @@ public struct WaybackConfiguration: Sendable {
     public var maxChainLength = 30
     /// backup.pack_size_mb: a backup worker starts a new pack object after this many bytes.
     public var packSizeBytes: Int64 = 256 << 20
+    /// backup.max_rate_mb: read the data directory at most this fast (MB/s; nil: no limit).
+    public var maxRateBytes: Int64?
     /// Where `wal-push` queues segments for asynchronous repositories.
     public var spoolPath: String = ""
     /// Bytes queued for one asynchronous repository above which `wal-push` warns and stops queueing
@@ -49,8 +53,9 @@ public struct WaybackConfiguration: Sendable {
     /// with its own driver.
     public func repositoryList(logger: Logger, only: Set<String>? = nil) throws -> [Repository] {
         try repositories.filter { only?.contains($0.name) ?? true }.map { r in
-            if let s3 = r.s3 { return Repository(name: r.name, driver: try S3Storage(settings: s3, logger: logger)) }
-            return Repository(name: r.name, driver: LocalStorage(root: r.path))
+            let driver: any StorageDriver = try r.s3.map { try S3Storage(settings: $0, logger: logger) } ?? LocalStorage(root: r.path)
+            guard let key = r.encryption else { return Repository(name: r.name, driver: driver) }
+            return Repository(name: r.name, driver: EncryptedStorage(inner: driver, source: key, repositoryName: r.name))
         }
     }
 
@@ -65,6 +70,7 @@ public struct WaybackConfiguration: Sendable {
 /// validates every key. Errors are `.config` and name the key (and the line, where there is one).
 public enum ConfigLoader {
     public static let defaultPath = "/etc/wayback/wayback.yaml"
+    public static let defaultPassphraseVariable = "WAYBACK_ENCRYPTION_PASSPHRASE"
 
     enum Kind { case string, int, bool, number }
 
@@ -73,6 +79,7 @@ public enum ConfigLoader {
         ("cluster.name", .string), ("cluster.pgdata", .string), ("cluster.connection", .string),
         ("repositories.*.name", .string), ("repositories.*.type", .string), ("repositories.*.path", .string),
         ("repositories.*.wal_push", .string),
+        ("repositories.*.encryption.key_file", .string), ("repositories.*.encryption.passphrase_env", .string),
         ("repositories.*.bucket", .string), ("repositories.*.region", .string), ("repositories.*.endpoint", .string),
         ("repositories.*.path_style", .bool), ("repositories.*.prefix", .string), ("repositories.*.ca_file", .string),
         ("repositories.*.access_key_id", .string), ("repositories.*.secret_access_key", .string), ("repositories.*.session_token", .string),
@@ -84,7 +91,7 @@ public enum ConfigLoader {
         ("compression.algorithm", .string), ("compression.level", .int),
         ("parallelism", .int), ("lock_path", .string), ("log_level", .string),
         ("backup.archive_wait_seconds", .number), ("backup.fast_checkpoint", .bool), ("backup.page_checksum_failures", .string),
-        ("backup.max_chain_length", .int), ("backup.pack_size_mb", .int),
+        ("backup.max_chain_length", .int), ("backup.pack_size_mb", .int), ("backup.max_rate_mb", .int),
         ("restore.prefetch_segments", .int),
     ]
     static let sections: Set<String> = ["cluster", "repositories", "compression", "backup", "restore", "archive"]
@@ -127,7 +134,9 @@ public enum ConfigLoader {
             try check(v, kind: kind, key: key, file: path)
         }
         // Environment overrides.
-        let reserved: Set<String> = ["WAYBACK_CONFIG", "WAYBACK_PG_BIN", "WAYBACK_BIN", "WAYBACK_TEST_KEEP"]
+        // Passphrase variables are not configuration keys.
+        let passphraseVariables = values.filter { $0.key.hasSuffix(".encryption.passphrase_env") }.map(\.value.text)
+        let reserved = Set(["WAYBACK_CONFIG", "WAYBACK_PG_BIN", "WAYBACK_BIN", "WAYBACK_TEST_KEEP", defaultPassphraseVariable] + passphraseVariables)
         let knownRepoCount = max(1, (values.keys.compactMap { k -> Int? in
             let p = k.split(separator: "."); return p.first == "repositories" && p.count > 1 ? Int(p[1]) : nil
         }.max() ?? 0) + 1)
@@ -282,6 +291,9 @@ public enum ConfigLoader {
         let pack = Int(str("backup.pack_size_mb") ?? "") ?? 256
         guard (1...4096).contains(pack) else { throw WaybackError(.config, "\(path): backup.pack_size_mb must be from 1 to 4096, not \(pack)") }
         c.packSizeBytes = Int64(pack) << 20
+        let rate = Int(str("backup.max_rate_mb") ?? "") ?? 0
+        guard rate >= 0 else { throw WaybackError(.config, "\(path): backup.max_rate_mb must be 0 (no limit) or more, not \(rate)") }
+        c.maxRateBytes = rate > 0 ? Int64(rate) << 20 : nil
         c.spoolPath = str("archive.spool_path") ?? pgdata + "/pg_wal/wayback-spool"
         guard c.spoolPath.hasPrefix("/") else { throw WaybackError(.config, "\(path): archive.spool_path must be an absolute path") }
         let limit = Int(str("archive.spool_limit_mb") ?? "") ?? 4096
@@ -316,7 +328,8 @@ public enum ConfigLoader {
             }
             guard let p = str("path") else { throw WaybackError(.config, "\(at): required key 'path' is missing (the repository directory)") }
             guard p.hasPrefix("/") else { throw WaybackError(.config, "\(at).path must be an absolute path") }
-            return .init(name: name, type: type, path: p, s3: nil, walPush: walPush)
+            return .init(name: name, type: type, path: p, s3: nil, walPush: walPush,
+                         encryption: try encryptionKey(str, at: at, environment: environment))
         case "s3":
             if str("path") != nil { throw WaybackError(.config, "\(at).path is for local repositories; an S3 repository has bucket and prefix") }
             guard let bucket = str("bucket") else { throw WaybackError(.config, "\(at): required key 'bucket' is missing") }
@@ -351,10 +364,43 @@ public enum ConfigLoader {
                                 pathStyle: flag("path_style", false), credentials: credentials, caFile: str("ca_file"),
                                 encryption: encryption, storageClass: str("storage_class"), partSize: part << 20,
                                 uploadConcurrency: width, requestTimeout: timeout, deadline: deadline)
-            return .init(name: name, type: type, path: "s3://\(bucket)/\(s3.prefix)", s3: s3, walPush: walPush)
+            return .init(name: name, type: type, path: "s3://\(bucket)/\(s3.prefix)", s3: s3, walPush: walPush,
+                         encryption: try encryptionKey(str, at: at, environment: environment))
         default:
             throw WaybackError(.config, "\(at).type '\(type)' is unknown; use local or s3")
         }
+    }
+
+    /// `encryption.key_file` (32 bytes: raw, 64 hex digits or base64; readable by its owner only)
+    /// or `encryption.passphrase_env` (the environment variable holding a passphrase).
+    static func encryptionKey(_ str: (String) -> String?, at: String, environment: [String: String]) throws -> EncryptionKeySource? {
+        let file = str("encryption.key_file"), variable = str("encryption.passphrase_env")
+        if file != nil && variable != nil {
+            throw WaybackError(.config, "\(at).encryption has both key_file and passphrase_env; keep one")
+        }
+        if let variable {
+            guard let text = environment[variable], !text.isEmpty else {
+                throw WaybackError(.config, "\(at).encryption.passphrase_env names \(variable), which is not set; export the repository's passphrase in it")
+            }
+            guard text.count >= 12 else { throw WaybackError(.config, "the passphrase in \(variable) is shorter than 12 characters; use a longer one") }
+            return .passphrase(text, variable: variable)
+        }
+        guard let file else { return nil }
+        guard file.hasPrefix("/") else { throw WaybackError(.config, "\(at).encryption.key_file must be an absolute path") }
+        guard let st = try? FileSystem.status(file, followLinks: true), st.isRegular else {
+            throw WaybackError(.config, "\(at).encryption.key_file \(file) does not exist or is not a file; create it with 'head -c 32 /dev/urandom > \(file) && chmod 600 \(file)'")
+        }
+        guard st.mode & 0o077 == 0 else {
+            throw WaybackError(.config, "\(at).encryption.key_file \(file) can be read by others (mode \(String(st.mode & 0o777, radix: 8))); run 'chmod 600 \(file)'")
+        }
+        guard let bytes = FileManager.default.contents(atPath: file).map({ [UInt8]($0) }) else {
+            throw WaybackError(.config, "\(at).encryption.key_file \(file) cannot be read; check that this OS user owns it")
+        }
+        if bytes.count == 32 { return .keyFile(path: file, key: bytes) }
+        let text = String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        if text.count == 64, let hex = bytesFromHex(text) { return .keyFile(path: file, key: hex) }
+        if let b64 = Data(base64Encoded: text), b64.count == 32 { return .keyFile(path: file, key: [UInt8](b64)) }
+        throw WaybackError(.config, "\(at).encryption.key_file \(file) does not hold a 32-byte key (32 raw bytes, 64 hex digits or base64); create one with 'head -c 32 /dev/urandom > \(file)'")
     }
 
     /// Keys in the configuration, else a credentials file named there, else AWS_ACCESS_KEY_ID /

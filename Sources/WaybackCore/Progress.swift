@@ -28,9 +28,20 @@ public typealias ProgressHandler = @Sendable (ProgressSnapshot) -> Void
 /// A thread-safe byte counter shared by the workers of one copy.
 public final class ByteCounter: Sendable {
     private let value = Atomic<Int64>(0)
-    public init() {}
+    private let bytesPerSecond: Double?
+    private let start = monotonicSeconds()
+    /// - Parameter bytesPerSecond: the average rate `consume` holds the callers to (nil: no limit).
+    public init(bytesPerSecond: Int64? = nil) { self.bytesPerSecond = bytesPerSecond.map(Double.init) }
     public func add(_ n: Int64) { value.add(n, ordering: .relaxed) }
     public var current: Int64 { value.load(ordering: .relaxed) }
+
+    /// Counts `n` bytes and, with a rate limit, waits until they are within it.
+    public func consume(_ n: Int64) async {
+        let total = value.add(n, ordering: .relaxed).newValue
+        guard let rate = bytesPerSecond else { return }
+        let ahead = Double(total) / rate - (monotonicSeconds() - start)
+        if ahead > 0.001 { try? await Task.sleep(nanoseconds: UInt64(ahead * 1e9)) }
+    }
 }
 
 /// Calls `handler` about once per `interval` seconds while `body` runs.

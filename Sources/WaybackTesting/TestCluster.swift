@@ -62,7 +62,8 @@ public final class TestCluster: @unchecked Sendable {
     ///   - repositoryPath: share a repository between clusters (default: one of its own).
     ///   - repositories: the `repositories:` entries (YAML list items); default: one local repository.
     public init(name: String = "main", checksums: Bool = true, repositoryPath: String? = nil,
-                settings: [String: String] = [:], extraConfig: String = "", repositories: String? = nil) throws {
+                settings: [String: String] = [:], extraConfig: String = "", repositories: String? = nil,
+                compression: String = "zstd") throws {
         try TestEnvironment.requirePostgres()
         self.name = name
         root = try TestEnvironment.makeTemporaryDirectory("test")
@@ -78,7 +79,7 @@ public final class TestCluster: @unchecked Sendable {
             repositories:
             \(repositories ?? "  - name: local\n    type: local\n    path: \(self.repositoryPath)")
             compression:
-              algorithm: zstd
+              algorithm: \(compression)
               level: 1
             parallelism: 2
             lock_path: \(root)/locks

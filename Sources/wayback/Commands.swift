@@ -157,13 +157,14 @@ struct BackupCommand: AsyncParsableCommand {
         let logger = Context.logger(config.logLevel)
         let started = monotonicSeconds()
         let repository = try config.repository(logger: logger)
-        let m = try await PhysicalBackup.run(
-            BackupConfiguration(repository: repository, cluster: config.clusterName, pgdata: config.pgdata,
+        var backup = BackupConfiguration(repository: repository, cluster: config.clusterName, pgdata: config.pgdata,
                                 connection: config.connection, compression: config.compression, parallelism: config.parallelism,
                                 lockDirectory: config.lockPath, archiveWaitSeconds: config.archiveWaitSeconds,
                                 fastCheckpoint: config.fastCheckpoint, packTargetBytes: config.packSizeBytes,
                                 failOnPageChecksum: config.failOnPageChecksum, type: BackupType(rawValue: type)!,
-                                maxChainLength: config.maxChainLength, resume: !noResume),
+                                maxChainLength: config.maxChainLength, resume: !noResume)
+        backup.maxRateBytes = config.maxRateBytes
+        let m = try await PhysicalBackup.run(backup,
             logger: logger, progress: json ? nil : Context.progressHandler(logger: logger))
         let seconds = monotonicSeconds() - started
         if json {

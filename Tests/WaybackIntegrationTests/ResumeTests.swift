@@ -9,10 +9,10 @@ import WaybackTesting
 /// A backup killed with SIGKILL half-way is continued by the next one, which restores correctly.
 @Suite("resuming interrupted backups", .serialized, .enabled(if: TestEnvironment.runIntegration))
 struct ResumeTests {
-    /// Starts `backup` (slowed down by zstd level 19, small packs), waits until `packs` pack
-    /// indexes are in the repository, and kills it with SIGKILL. Returns the folder it left.
+    /// Starts `backup` (held to 8 MB/s, small packs), waits until `packs` pack indexes are in
+    /// the repository, and kills it with SIGKILL. Returns the folder it left.
     static func killMidway(_ t: TestCluster, type: String, packs: Int) async throws -> String {
-        let env = ["WAYBACK_COMPRESSION_LEVEL": "19", "WAYBACK_BACKUP_PACK_SIZE_MB": "2"]
+        let env = ["WAYBACK_BACKUP_MAX_RATE_MB": "8", "WAYBACK_BACKUP_PACK_SIZE_MB": "1"]
         let run = Task.detached { try t.wayback(["backup", "--type", type], environment: env) }
         let backups = t.repositoryPath + "/main/backups"
         let deadline = monotonicSeconds() + 120

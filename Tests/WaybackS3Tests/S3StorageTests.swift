@@ -73,7 +73,8 @@ import WaybackTesting
                 try await Task.sleep(nanoseconds: 30_000_000_000)
             }
         }
-        try await Task.sleep(nanoseconds: 1_500_000_000)
+        // (Long enough for the first part to be under way even on a busy machine.)
+        try await Task.sleep(nanoseconds: 3_000_000_000)
         task.cancel()
         _ = await task.result
         // The cancelled task could not abort its upload: it is left as a crash leaves it, invisible.

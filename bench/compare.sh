@@ -23,23 +23,11 @@ SEGMENTS=${SEGMENTS:-30}
 ROOT=${BENCH_ROOT:-/var/tmp/wayback-bench}
 PORT=${PORT:-5433}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+. "$HERE/bench/lib.sh"
 [ "$(id -u)" = 0 ] || { echo "bench/compare.sh: run as root (drop_caches, runuser)" >&2; exit 1; }
 command -v pgbackrest >/dev/null || { apt-get update -qq && apt-get install -y -qq pgbackrest >/dev/null; }
-WB_BUILT=$HERE/.build/release/wayback
-if [ ! -x "$WB_BUILT" ]; then (cd "$HERE" && swift build -c release --static-swift-stdlib >/dev/null); fi
+WB_BUILT=$(wayback_release "$HERE")
 WB=$ROOT/bin/wayback       # installed stripped, as in production (README: install -s)
-
-as_pg() { runuser -u postgres -- "$@"; }
-cold() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-# timed LABEL -- cmd...: appends "LABEL seconds maxrss_kb" to $RES
-timed() {
-    local label=$1; shift; [ "$1" = -- ] && shift
-    local tf; tf=$(mktemp)
-    /usr/bin/time -f "%e %M" -o "$tf" "$@" >>"$ROOT/log/commands.log" 2>&1 || { echo "FAILED: $label (see $ROOT/log/commands.log)" >&2; cat "$tf" >&2; exit 1; }
-    echo "$label $(tail -1 "$tf")" >> "$RES"
-    rm -f "$tf"
-}
 
 echo "== setup: pgbench scale $SCALE in $ROOT"
 if [ -f "$ROOT/pgdata/postmaster.pid" ]; then as_pg "$PGBIN/pg_ctl" -D "$ROOT/pgdata" -m immediate stop || true; fi
@@ -47,57 +35,15 @@ rm -rf "$ROOT"; mkdir -p "$ROOT"/{run,log,pbr-repo,pbr-push-repo,wb-repo,wb-push
 mkdir -p "$ROOT/bin"; install -s -m 755 "$WB_BUILT" "$WB"
 chown -R postgres: "$ROOT"
 RES=$ROOT/log/results.txt; : > "$RES"
-cat > "$ROOT/pgbackrest.conf" <<CONF
-[global]
-repo1-path=$ROOT/pbr-repo
-repo1-retention-full=99
-process-max=2
-compress-type=zst
-compress-level=1
-archive-async=n
-start-fast=y
-lock-path=$ROOT/lock
-log-path=$ROOT/log
-log-level-console=warn
-[bench]
-pg1-path=$ROOT/pgdata
-pg1-port=$PORT
-pg1-socket-path=$ROOT/run
+pgbackrest_conf "$ROOT/pgbackrest.conf" "$ROOT/pbr-repo"
+cat >> "$ROOT/pgbackrest.conf" <<CONF
 [push]
 pg1-path=$ROOT/fake
 CONF
 sed "s|repo1-path=$ROOT/pbr-repo|repo1-path=$ROOT/pbr-push-repo|" "$ROOT/pgbackrest.conf" > "$ROOT/pgbackrest-push.conf"
-wbconf() { # FILE REPO
-cat > "$1" <<CONF
-cluster:
-  name: bench
-  pgdata: $ROOT/pgdata
-  connection: postgresql://postgres@/postgres?host=$ROOT/run&port=$PORT
-repositories:
-  - name: local
-    type: local
-    path: $2
-compression: { algorithm: zstd, level: 1 }
-parallelism: 2
-lock_path: $ROOT/lock
-log_level: warning
-CONF
-}
 wbconf "$ROOT/wayback.yaml" "$ROOT/wb-repo"; wbconf "$ROOT/wayback-push.yaml" "$ROOT/wb-push-repo"
 chown postgres: "$ROOT"/*.conf "$ROOT"/*.yaml
-as_pg "$PGBIN/initdb" -k -D "$ROOT/pgdata" -U postgres -A trust --no-instructions >/dev/null
-cat >> "$ROOT/pgdata/postgresql.conf" <<CONF
-listen_addresses = ''
-unix_socket_directories = '$ROOT/run'
-port = $PORT
-shared_buffers = 1GB
-max_wal_size = 4GB
-checkpoint_timeout = 15min
-wal_level = replica
-archive_mode = on
-archive_command = 'pgbackrest --config=$ROOT/pgbackrest.conf --stanza=bench archive-push %p && $WB --config $ROOT/wayback.yaml wal-push %p'
-CONF
-as_pg "$PGBIN/pg_ctl" -D "$ROOT/pgdata" -l "$ROOT/log/postgres.log" -w start >/dev/null
+start_bench_cluster "pgbackrest --config=$ROOT/pgbackrest.conf --stanza=bench archive-push %p && $WB --config $ROOT/wayback.yaml wal-push %p"
 PSQL=("$PGBIN/psql" -X -q -A -t -h "$ROOT/run" -p "$PORT" -U postgres)
 as_pg pgbackrest --config="$ROOT/pgbackrest.conf" --stanza=bench stanza-create
 as_pg "$WB" --config "$ROOT/wayback.yaml" init >/dev/null

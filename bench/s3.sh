@@ -15,12 +15,9 @@ ROOT=${BENCH_ROOT:-/var/tmp/wayback-s3-bench}
 PORT=${PORT:-5434}
 S3PORT=${S3PORT:-19999}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+. "$HERE/bench/lib.sh"
 [ "$(id -u)" = 0 ] || { echo "bench/s3.sh: run as root" >&2; exit 1; }
-WB=$HERE/.build/release/wayback
-[ -x "$WB" ] || (cd "$HERE" && swift build -c release --static-swift-stdlib --product wayback >/dev/null)
-as_pg() { runuser -u postgres -- "$@"; }
-cold() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+WB=$(wayback_release "$HERE")
 
 rm -rf "$ROOT"; mkdir -p "$ROOT"; chown postgres: "$ROOT"
 python3 "$HERE/scripts/s3/moto-server.py" "$S3PORT" "$ROOT/s3.json" --bucket wayback-bench 2>"$ROOT/moto.log" &

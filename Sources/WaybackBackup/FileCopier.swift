@@ -218,19 +218,14 @@ extension PhysicalBackup {
         var chunks = [BackupManifest.Chunk]()
         var size: Int64 = 0
         var badBlocks = [UInt32]()
+        let isRelation = PageChecksum.relationFile(file.path) != nil
         while true {
-            let n = try buffer.withUnsafeMutableBytes { try handle.pread(into: $0, offset: size) }
+            let n = try readVerified(handle, at: size, into: &buffer, verification: verification, relation: relation, badBlocks: &badBlocks)
             if n == 0 { break }
-            if let relation, let verification {
-                try buffer.withUnsafeBytes { all in
-                    try verifyPages(UnsafeRawBufferPointer(rebasing: all[0..<n]), fileOffset: size, relation: relation,
-                                    startLSN: verification.startLSN, file: handle, into: &badBlocks)
-                }
-            }
             let frame = try buffer.withUnsafeBytes { all -> [UInt8] in
                 let plain = UnsafeRawBufferPointer(rebasing: all[0..<n])
                 hasher.update(plain)
-                return try FrameFormat.encode(plain, compressor: compressor)
+                return try FrameFormat.encode(plain, compressor: compressor, pages: isRelation)
             }
             let loc = try await frames.append(frame: frame)
             chunks.append(.init(object: packIndex, offset: loc.offset, length: loc.length, raw: n))
@@ -243,6 +238,9 @@ extension PhysicalBackup {
         guard let relation, !badBlocks.isEmpty else { return (entry, nil) }
         return (entry, BackupManifest.PageFailure(path: file.path, fileNode: relation.fileNode, fork: relation.fork, blocks: badBlocks))
     }
+
+    /// Plain bytes per frame of changed pages (a restore reads these frames whole anyway).
+    static let pageFrameBytes = FrameFormat.rawChunk
 
     /// A relation file at page level: every page whose LSN is at or after the reference's start
     /// (written since), new pages (LSN 0: all-zero or never WAL-logged; a zero page may stand
@@ -258,25 +256,19 @@ extension PhysicalBackup {
         var chunks = [BackupManifest.Chunk]()
         var runs = [BackupManifest.BlockRun]()
         var pending = [UInt8]()
-        pending.reserveCapacity(FrameFormat.rawChunk)
+        pending.reserveCapacity(Self.pageFrameBytes)
         var size: Int64 = 0
         var badBlocks = [UInt32]()
         func flush() async throws {
             guard !pending.isEmpty else { return }
-            let frame = try pending.withUnsafeBytes { try FrameFormat.encode($0, compressor: compressor) }
+            let frame = try pending.withUnsafeBytes { try FrameFormat.encode($0, compressor: compressor, pages: true) }
             let loc = try await frames.append(frame: frame)
             chunks.append(.init(object: packIndex, offset: loc.offset, length: loc.length, raw: pending.count))
             pending.removeAll(keepingCapacity: true)
         }
         while true {
-            let n = try buffer.withUnsafeMutableBytes { try handle.pread(into: $0, offset: size) }
+            let n = try readVerified(handle, at: size, into: &buffer, verification: verification, relation: relation, badBlocks: &badBlocks)
             if n == 0 { break }
-            if let relation, let verification {
-                try buffer.withUnsafeBytes { all in
-                    try verifyPages(UnsafeRawBufferPointer(rebasing: all[0..<n]), fileOffset: size, relation: relation,
-                                    startLSN: verification.startLSN, file: handle, into: &badBlocks)
-                }
-            }
             var offset = 0
             while offset < n {
                 let length = min(pageSize, n - offset)
@@ -295,7 +287,7 @@ extension PhysicalBackup {
                         runs.append(.init(start: UInt32(block), count: 1))
                     }
                     buffer.withUnsafeBytes { pending.append(contentsOf: $0[offset..<(offset + length)]) }
-                    if pending.count >= FrameFormat.rawChunk { try await flush() }
+                    if pending.count >= Self.pageFrameBytes { try await flush() }
                 }
                 offset += length
             }
@@ -317,6 +309,19 @@ extension PhysicalBackup {
         }
         return (BackupManifest.File(path: file.path, size: size, mode: file.mode, mtime: file.mtime, sha256: sha, chunks: chunks,
                                     base: incremental.id, blocks: runs), failure)
+    }
+
+    /// Reads the next buffer of a file at `offset`, verifying its pages' data checksums when asked.
+    static func readVerified(_ handle: PosixFile, at offset: Int64, into buffer: inout [UInt8], verification: PageVerification?,
+                             relation: PageChecksum.RelationFile?, badBlocks: inout [UInt32]) throws -> Int {
+        let n = try buffer.withUnsafeMutableBytes { try handle.pread(into: $0, offset: offset) }
+        if n > 0, let relation, let verification {
+            try buffer.withUnsafeBytes { all in
+                try verifyPages(UnsafeRawBufferPointer(rebasing: all[0..<n]), fileOffset: offset, relation: relation,
+                                startLSN: verification.startLSN, file: handle, into: &badBlocks)
+            }
+        }
+        return n
     }
 
     /// Checks every whole page of `data` (read at `fileOffset`); a page that fails and was last

@@ -7,8 +7,8 @@ import WaybackStorage
 /// offset size  field
 ///  0     4     magic "WBF1"
 ///  4     1     compression (CompressionAlgorithm raw value: 0 none, 1 zstd)
-///  5     1     encryption (0 none; reserved for AES-256-GCM)
-///  6     2     flags (0; reserved)
+///  5     1     encryption (0; encryption is a layer under whole objects)
+///  6     2     flags, little endian: bit 0 = page delta filter (see `PageDelta`); others reserved
 ///  8     4     raw (plain) length, little endian
 /// 12     4     stored (payload) length, little endian
 /// 16     ...   payload
@@ -21,18 +21,22 @@ public enum FrameFormat {
     public static let maxRawLength = 8 << 20
     static let magic: [UInt8] = Array("WBF1".utf8)
 
+    /// Flag: the plain bytes were passed through `PageDelta` before compression.
+    public static let pageDeltaFlag: UInt16 = 1
+
     public struct Header: Sendable, Equatable {
         public var compression: CompressionAlgorithm
         public var encryption: UInt8
         public var rawLength: Int
         public var storedLength: Int
+        public var flags: UInt16 = 0
     }
 
     public static func encodeHeader(_ h: Header) -> [UInt8] {
         var b = magic
         b.append(h.compression.rawValue)
         b.append(h.encryption)
-        b += [0, 0]
+        b += [UInt8(truncatingIfNeeded: h.flags), UInt8(truncatingIfNeeded: h.flags >> 8)]
         b += le32(UInt32(h.rawLength)) + le32(UInt32(h.storedLength))
         return b
     }
@@ -44,18 +48,37 @@ public enum FrameFormat {
         guard let alg = CompressionAlgorithm(rawValue: b[4]) else {
             throw WaybackError(.corrupt, "\(object) uses compression \(b[4]), unknown to this wayback")
         }
-        guard b[5] == 0 else { throw WaybackError(.repository, "\(object) is encrypted; this wayback does not support encryption yet") }
+        guard b[5] == 0 else { throw WaybackError(.repository, "\(object) uses frame encryption \(b[5]), unknown to this wayback; upgrade wayback") }
+        let flags = UInt16(b[6]) | UInt16(b[7]) << 8
+        guard flags & ~pageDeltaFlag == 0 else {
+            throw WaybackError(.repository, "\(object) uses frame features (flags \(flags)) unknown to this wayback; upgrade wayback")
+        }
         let raw = Int(readLE32(b, 8)), stored = Int(readLE32(b, 12))
         guard raw <= maxRawLength, stored <= maxRawLength + 65536 else {
             throw WaybackError(.corrupt, "\(object) is damaged: a frame claims \(raw) bytes")
         }
-        return Header(compression: alg, encryption: b[5], rawLength: raw, storedLength: stored)
+        return Header(compression: alg, encryption: b[5], rawLength: raw, storedLength: stored, flags: flags)
     }
 
     /// Compresses `plain` into one frame (header + payload). Data that does not compress is stored
-    /// plain, so a frame is never much larger than its input.
-    public static func encode(_ plain: UnsafeRawBufferPointer, compressor: Compressor) throws -> [UInt8] {
-        try compressor.compress(plain) { out in
+    /// plain, so a frame is never much larger than its input. With `pages` (relation file data),
+    /// index pages go through `PageDelta` first.
+    public static func encode(_ plain: UnsafeRawBufferPointer, compressor: Compressor, pages: Bool = false) throws -> [UInt8] {
+        if pages, compressor.settings.algorithm != .none, PageDelta.suits(plain) {
+            var filtered = [UInt8].scratch(count: plain.count)
+            filtered.withUnsafeMutableBytes { PageDelta.encode(plain, into: $0) }
+            let frame = try filtered.withUnsafeBytes { f in
+                try compressor.compress(f) { out -> [UInt8]? in
+                    guard out.count < plain.count else { return nil }
+                    var frame = encodeHeader(.init(compression: compressor.settings.algorithm, encryption: 0, rawLength: plain.count,
+                                                   storedLength: out.count, flags: pageDeltaFlag))
+                    frame.append(contentsOf: out)
+                    return frame
+                }
+            }
+            if let frame { return frame }
+        }
+        return try compressor.compress(plain) { out in
             let alg: CompressionAlgorithm = (compressor.settings.algorithm != .none && out.count < plain.count) ? compressor.settings.algorithm : .none
             let payload = alg == .none ? plain : out
             var frame = encodeHeader(.init(compression: alg, encryption: 0, rawLength: plain.count, storedLength: payload.count))
@@ -68,6 +91,50 @@ public enum FrameFormat {
     static func le64(_ v: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
     static func readLE32(_ b: UnsafeRawBufferPointer, _ o: Int) -> UInt32 { (0..<4).reduce(0) { $0 | UInt32(b[o + $1]) << (8 * $1) } }
     static func readLE64(_ b: UnsafeRawBufferPointer, _ o: Int) -> UInt64 { (0..<8).reduce(0) { $0 | UInt64(b[o + $1]) << (8 * $1) } }
+}
+
+/// A reversible filter for frames of relation pages: within each 8 KiB page, every byte from the
+/// 16th on becomes its difference to the byte 16 before it. B-tree (and hash, GiST) index pages are
+/// arrays of 16-byte items whose keys and heap pointers grow steadily, which an LZ compressor sees
+/// only after this filter: measured on pgbench's primary key, zstd -1 makes 8 KiB pages 5x smaller
+/// plain and 100x smaller filtered. Heap pages compress worse filtered, so it is used only for
+/// frames whose pages are mostly index pages (a 16-byte special space: `pd_special` = 8176).
+public enum PageDelta {
+    static let page = 8192, distance = 16
+
+    public static func suits(_ data: UnsafeRawBufferPointer) -> Bool {
+        let pages = data.count / page
+        guard pages > 0 else { return false }
+        var index = 0
+        for p in 0..<pages where data.loadUnaligned(fromByteOffset: p * page + 16, as: UInt16.self) == UInt16(page - 16) { index += 1 }
+        return index * 2 >= pages
+    }
+
+    public static func encode(_ src: UnsafeRawBufferPointer, into dst: UnsafeMutableRawBufferPointer) {
+        let s = src.bindMemory(to: UInt8.self), d = dst.bindMemory(to: UInt8.self)
+        var start = 0
+        while start < s.count {
+            let end = min(start + page, s.count)
+            for i in start..<min(start + distance, end) { d[i] = s[i] }
+            if start + distance < end {
+                for i in (start + distance)..<end { d[i] = s[i] &- s[i - distance] }
+            }
+            start = end
+        }
+    }
+
+    public static func decode(_ src: UnsafeRawBufferPointer, into dst: UnsafeMutableRawBufferPointer) {
+        let s = src.bindMemory(to: UInt8.self), d = dst.bindMemory(to: UInt8.self)
+        var start = 0
+        while start < s.count {
+            let end = min(start + page, s.count)
+            for i in start..<min(start + distance, end) { d[i] = s[i] }
+            if start + distance < end {
+                for i in (start + distance)..<end { d[i] = s[i] &+ d[i - distance] }
+            }
+            start = end
+        }
+    }
 }
 
 /// Appends frames to one object and keeps the SHA-256 of everything stored, for the manifest.
@@ -103,6 +170,7 @@ public final class FrameReader {
     let reader: any ObjectReader
     let name: String
     let decompressor = Decompressor()
+    private var unfiltered: [UInt8] = []
     private var buffer: [UInt8] = []
     private var position = 0
 
@@ -139,7 +207,14 @@ public final class FrameReader {
         let payload = try await readExactly(h.storedLength)
         return try payload.withUnsafeBytes { p in
             do {
-                return try decompressor.decompress(p, algorithm: h.compression, rawLength: h.rawLength, body)
+                guard h.flags & FrameFormat.pageDeltaFlag != 0 else {
+                    return try decompressor.decompress(p, algorithm: h.compression, rawLength: h.rawLength, body)
+                }
+                if unfiltered.count < h.rawLength { unfiltered = .scratch(count: h.rawLength) }
+                try decompressor.decompress(p, algorithm: h.compression, rawLength: h.rawLength) { filtered in
+                    unfiltered.withUnsafeMutableBytes { PageDelta.decode(filtered, into: $0) }
+                }
+                return try unfiltered.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[0..<h.rawLength])) }
             } catch let e as WaybackError where e.code == .corrupt {
                 throw WaybackError(.corrupt, "\(name) is damaged: \(e.message)")
             }

@@ -1,6 +1,7 @@
 import Crypto
 import CryptoExtras
 import Foundation
+import Synchronization
 import WaybackCore
 
 /// Where the key of an encrypted repository comes from. Read at the edge (configuration); never
@@ -42,6 +43,9 @@ public final class EncryptedStorage: StorageDriver, @unchecked Sendable {
     let source: EncryptionKeySource
     let repositoryName: String
     private let keys = KeyCache()
+    /// Stored size and header of objects read by range (packs are read a file at a time): one
+    /// HEAD and one small GET per object and process instead of per read.
+    private let headers = Mutex<[String: (stored: Int64, header: [UInt8])]>([:])
 
     public init(inner: any StorageDriver, source: EncryptionKeySource, repositoryName: String) {
         self.inner = inner; self.source = source; self.repositoryName = repositoryName
@@ -231,16 +235,15 @@ public final class EncryptedStorage: StorageDriver, @unchecked Sendable {
                 try await body(DecryptingReader(inner: r, key: key, keys: k, firstChunk: 0, lastChunk: nil, skip: 0, limit: nil, owner: self))
             }
         }
-        guard let stored = try await inner.info(key) else { throw WaybackError(.notFound, "object \(key) is not in \(description)") }
-        guard let size = Self.plainSize(stored: stored.size, chunkSize: k.chunkSize) else { throw damaged(key, "it is \(stored.size) bytes long") }
+        let (storedSize, header) = try await storedHeader(key)
+        guard let size = Self.plainSize(stored: storedSize, chunkSize: k.chunkSize) else { throw damaged(key, "it is \(storedSize) bytes long") }
         guard range.lowerBound >= 0, range.upperBound <= size else {
             throw WaybackError(.corrupt, "object \(key) in \(description) has \(size) bytes, fewer than the \(range.upperBound) expected")
         }
-        let header = try await inner.readRange(key, 0..<Int64(Self.headerLength))
         let first = range.lowerBound / Int64(k.chunkSize), last = (range.upperBound - 1) / Int64(k.chunkSize)
         let lastOfObject = size == 0 ? 0 : (size - 1) / Int64(k.chunkSize)
         let start = Int64(Self.headerLength) + first * unit
-        let end = min(stored.size, Int64(Self.headerLength) + (last + 1) * unit)
+        let end = min(storedSize, Int64(Self.headerLength) + (last + 1) * unit)
         return try await inner.withReader(key, range: start..<end) { r in
             let reader = DecryptingReader(inner: r, key: key, keys: k, firstChunk: UInt64(first), lastChunk: UInt64(lastOfObject),
                                           skip: Int(range.lowerBound - first * Int64(k.chunkSize)), limit: range.count, owner: self)
@@ -249,8 +252,21 @@ public final class EncryptedStorage: StorageDriver, @unchecked Sendable {
         }
     }
 
+    func storedHeader(_ key: String) async throws -> (Int64, [UInt8]) {
+        if let hit = headers.withLock({ $0[key] }) { return hit }
+        guard let stored = try await inner.info(key) else { throw WaybackError(.notFound, "object \(key) is not in \(description)") }
+        guard stored.size >= Int64(Self.headerLength) else { throw damaged(key, "it is \(stored.size) bytes long") }
+        let header = try await inner.readRange(key, 0..<Int64(Self.headerLength))
+        headers.withLock { h in
+            if h.count >= 4096 { h.removeAll() }
+            h[key] = (stored.size, header)
+        }
+        return (stored.size, header)
+    }
+
     public func withWriter<R>(_ key: String, options: WriteOptions, _ body: (any ObjectWriter) async throws -> R) async throws -> R {
         guard key != Self.settingsKey else { throw WaybackError(.usage, "\(key) is reserved in an encrypted repository") }
+        _ = headers.withLock { $0.removeValue(forKey: key) }
         let k = try await loadKeys()
         return try await inner.withWriter(key, options: options) { w in
             let writer = try await EncryptingWriter(inner: w, key: key, keys: k)
@@ -262,10 +278,12 @@ public final class EncryptedStorage: StorageDriver, @unchecked Sendable {
 
     public func remove(_ key: String) async throws {
         guard key != Self.settingsKey else { return }
+        _ = headers.withLock { $0.removeValue(forKey: key) }
         try await inner.remove(key)
     }
 
     public func remove(keys list: [String]) async throws {
+        headers.withLock { h in for k in list { h.removeValue(forKey: k) } }
         try await inner.remove(keys: list.filter { $0 != Self.settingsKey })
     }
 

@@ -107,6 +107,56 @@ import WaybackTesting
         }
     }
 
+    /// Pages that look like B-tree leaves (16-byte items with growing keys, a 16-byte special space).
+    static func indexPages(_ count: Int) -> [UInt8] {
+        var out = [UInt8]()
+        var key: UInt32 = 1000
+        for _ in 0..<count {
+            var page = [UInt8](repeating: 0, count: 8192)
+            page[16] = UInt8((8192 - 16) & 0xFF); page[17] = UInt8((8192 - 16) >> 8)
+            for item in stride(from: 1024, to: 8176, by: 16) {
+                key &+= 1
+                for k in 0..<4 { page[item + 8 + k] = UInt8(truncatingIfNeeded: key >> (8 * k)) }
+                page[item + 2] = UInt8(truncatingIfNeeded: key / 61); page[item + 4] = UInt8(truncatingIfNeeded: key % 61); page[item + 6] = 16
+            }
+            out += page
+        }
+        return out
+    }
+
+    @Test func pageDeltaRoundTripsAndShrinksIndexPages() async throws {
+        // Any bytes round-trip, including a short last page.
+        let random = (0..<(3 * 8192 + 100)).map { _ in UInt8.random(in: 0...255) }
+        var filtered = [UInt8](repeating: 0, count: random.count), back = filtered
+        random.withUnsafeBytes { r in filtered.withUnsafeMutableBytes { PageDelta.encode(r, into: $0) } }
+        filtered.withUnsafeBytes { f in back.withUnsafeMutableBytes { PageDelta.decode(f, into: $0) } }
+        #expect(back == random && filtered != random)
+        // Index pages: filtered frames are far smaller, flagged, and read back exactly.
+        let index = Self.indexPages(128)
+        let c = Compressor(CompressionSettings())
+        let plainFrame = try index.withUnsafeBytes { try FrameFormat.encode($0, compressor: c) }
+        let pageFrame = try index.withUnsafeBytes { try FrameFormat.encode($0, compressor: c, pages: true) }
+        #expect(pageFrame[6] == 1 && plainFrame[6] == 0)
+        #expect(pageFrame.count * 3 < plainFrame.count, "\(pageFrame.count) vs \(plainFrame.count)")
+        let storage = MemoryStorage()
+        try await storage.writeAll("f", pageFrame)
+        let decoded = try await storage.withReader("f", range: nil) { r in try await FrameReader(reader: r, name: "f").nextFrame { Array($0) } }
+        #expect(decoded == index)
+        // Heap-like data is left alone.
+        let heap = [UInt8](repeating: 0x20, count: 1 << 20)
+        #expect(try heap.withUnsafeBytes { try FrameFormat.encode($0, compressor: c, pages: true) }[6] == 0)
+        // A flag this version does not know is refused with "upgrade", not misread.
+        var future = pageFrame
+        future[6] = 3
+        try await storage.writeAll("f", future)
+        do {
+            _ = try await storage.withReader("f", range: nil) { r in try await FrameReader(reader: r, name: "f").nextFrame { Array($0) } }
+            Issue.record("an unknown flag must be refused")
+        } catch let e as WaybackError {
+            #expect(e.code == .repository && e.message.contains("upgrade"))
+        }
+    }
+
     @Test func incompressibleFramesAreStoredPlain() throws {
         var random = SystemRandomNumberGenerator()
         let plain = (0..<100_000).map { _ in UInt8.random(in: 0...255, using: &random) }

@@ -127,10 +127,11 @@ public enum Demo {
         let switched = try source.psql("SELECT pg_walfile_name(pg_switch_wal())")
         try await waitForArchive(switched, catalog: Catalog(repository: repo, cluster: c.clusterName))
 
-        let restoreConfig = RestoreConfiguration(
+        var restoreConfig = RestoreConfiguration(
             repository: repo, cluster: c.clusterName, targetDirectory: restored.dataDirectory,
             request: RecoveryRequest(target: .time(Format.parseInstant(pointInTime)!), action: .promote), archiveMode: .off,
             parallelism: c.parallelism, restoreCommand: "\(waybackCommand) wal-fetch %f %p")
+        restoreConfig.promoteAfterCheck = true
         let plan = try await Restore.plan(restoreConfig, logger: o.logger)
         say("")
         say("Restore plan (wayback restore --to-time \(pointInTime) --dry-run):")
@@ -142,7 +143,8 @@ public enum Demo {
         say("  restored \(report.files) files into \(restored.dataDirectory)")
         let started = try await timed("start restored copy, replay WAL, promote") {
             try await RestoredCluster.start(directory: restored.dataDirectory, plan: report.plan,
-                                            options: .init(port: restored.port, osUser: currentUser(), connection: restored.connection),
+                                            options: .init(port: restored.port, osUser: currentUser(), connection: restored.connection,
+                                                           promoteAfterCheck: true),
                                             logger: o.logger)
         }
         say("  \(started.stopMessage ?? "recovery ended")")

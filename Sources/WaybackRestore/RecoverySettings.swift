@@ -30,7 +30,11 @@ public enum RecoverySettings {
 
     static func quote(_ s: String) -> String { "'" + s.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "''") + "'" }
 
-    public static func text(plan: RecoveryPlan, request: RecoveryRequest, restoreCommand: String, archiveMode: ArchiveMode) -> String {
+    /// - Parameter promoteAfterCheck: `restore --start` with a promote action: recovery pauses at the
+    ///   target instead, and `RestoredCluster` promotes once it has checked where recovery stopped
+    ///   (a fast promotion, without the end-of-recovery checkpoint).
+    public static func text(plan: RecoveryPlan, request: RecoveryRequest, restoreCommand: String, archiveMode: ArchiveMode,
+                            promoteAfterCheck: Bool = false) -> String {
         var lines = [header + "\(plan.backup): \(request.target)"]
         lines.append("restore_command = \(quote(restoreCommand))")
         // The timeline the plan follows, as a number: recovery does exactly what was planned.
@@ -47,7 +51,12 @@ public enum RecoverySettings {
             lines.append("recovery_target_inclusive = 'off'")
         }
         if request.target != .latest {
-            lines.append("recovery_target_action = \(quote(request.effectiveAction.rawValue))")
+            if promoteAfterCheck && request.effectiveAction == .promote {
+                lines.append("# paused at the target: wayback restore --start promotes once it has checked where recovery stopped")
+                lines.append("recovery_target_action = 'pause'")
+            } else {
+                lines.append("recovery_target_action = \(quote(request.effectiveAction.rawValue))")
+            }
         }
         if archiveMode == .off {
             lines.append(archiveComment + " into the production archive (wayback restore --archive-mode preserve keeps archiving)")

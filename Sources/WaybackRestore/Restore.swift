@@ -14,6 +14,9 @@ public struct RestoreConfiguration: Sendable {
     public var archiveMode: ArchiveMode
     /// Restore onto an existing stopped data directory, rewriting only what differs.
     public var delta = false
+    /// The restore is started by `RestoredCluster` with `promoteAfterCheck`: a promote target
+    /// pauses, to be checked and promoted by it.
+    public var promoteAfterCheck = false
     public var parallelism: Int
     /// The `restore_command` line PostgreSQL will run (`/path/wayback --config F wal-fetch %f %p`).
     public var restoreCommand: String
@@ -384,7 +387,8 @@ public enum Restore {
             .filter { !RecoverySettings.owns($0) }
             .joined(separator: "\n")
         if !auto.isEmpty && !auto.hasSuffix("\n") { auto += "\n" }
-        auto += RecoverySettings.text(plan: plan, request: config.request, restoreCommand: config.restoreCommand, archiveMode: config.archiveMode)
+        auto += RecoverySettings.text(plan: plan, request: config.request, restoreCommand: config.restoreCommand, archiveMode: config.archiveMode,
+                                      promoteAfterCheck: config.promoteAfterCheck)
         try? FileSystem.remove(autoPath)
         try writeText("postgresql.auto.conf", auto, manifestEntry: false)
         try writeText("recovery.signal", "", manifestEntry: false)

@@ -17,10 +17,13 @@ public enum RestoredCluster {
         public var timeoutSeconds: Double
         /// User, password and database for the checks (host and port are replaced by the private socket).
         public var connection: ConnectionSettings
+        /// The restore was written with `RestoreConfiguration.promoteAfterCheck`: for a promote
+        /// action, recovery pauses at the target; it is promoted here once the stop is checked.
+        public var promoteAfterCheck: Bool
         public init(port: Int = 5432, osUser: String, binDirectory: String = LocalCluster.defaultBinDirectory(),
-                    timeoutSeconds: Double = 6 * 3600, connection: ConnectionSettings = ConnectionSettings()) {
+                    timeoutSeconds: Double = 6 * 3600, connection: ConnectionSettings = ConnectionSettings(), promoteAfterCheck: Bool = false) {
             self.port = port; self.osUser = osUser; self.binDirectory = binDirectory; self.timeoutSeconds = timeoutSeconds
-            self.connection = connection
+            self.connection = connection; self.promoteAfterCheck = promoteAfterCheck
         }
     }
 
@@ -56,9 +59,19 @@ public enum RestoredCluster {
         var connection = options.connection
         connection.host = socketDir; connection.port = options.port; connection.sslMode = .disable
         var session: PostgresSession?
+        // A promote target written as a pause (see `Options.promoteAfterCheck`).
+        let pauseFirst = options.promoteAfterCheck && plan.action == .promote && plan.targetKind != .latest
         do {
-            try await waitForTarget(directory: directory, plan: plan, options: options, connection: connection, began: began,
-                                    session: &session, report: &report, logger: logger)
+            try await waitForTarget(directory: directory, plan: plan, action: pauseFirst ? .pause : plan.action, options: options,
+                                    connection: connection, began: began, session: &session, report: &report, logger: logger)
+            if pauseFirst {
+                // Check where recovery stopped before anything irreversible, then promote.
+                let log = stopMessage(logFile, into: &report)
+                try verify(report, plan: plan, log: log)
+                try await promote(directory: directory, cluster: cluster, session: session, logger: logger)
+                try await waitForTarget(directory: directory, plan: plan, action: .promote, options: options, connection: connection,
+                                        began: began, session: &session, report: &report, logger: logger)
+            }
         } catch {
             await session?.close()
             throw error
@@ -69,10 +82,7 @@ public enum RestoredCluster {
             report.replayLSN = row[1]
         }
         await session?.close()
-        let log = (try? String(contentsOfFile: logFile, encoding: .utf8)) ?? ""
-        report.stopMessage = log.split(separator: "\n").first { $0.contains("recovery stopping") }.map { line in
-            String(line[(line.range(of: "recovery stopping")?.lowerBound ?? line.startIndex)...])
-        }
+        let log = stopMessage(logFile, into: &report)
         try verify(report, plan: plan, log: log)
         // Recovery is over: the prefetch spool is of no further use (a paused cluster keeps it for --advance).
         if report.state != "paused" { try? FileSystem.removeTree(PrefetchSpool.path(dataDirectory: directory)) }
@@ -80,11 +90,37 @@ public enum RestoredCluster {
         return report
     }
 
+    /// Reads the server log; records its "recovery stopping ..." line in the report.
+    static func stopMessage(_ logFile: String, into report: inout Report) -> String {
+        let log = (try? String(contentsOfFile: logFile, encoding: .utf8)) ?? ""
+        report.stopMessage = log.split(separator: "\n").first { $0.contains("recovery stopping") }.map { line in
+            String(line[(line.range(of: "recovery stopping")?.lowerBound ?? line.startIndex)...])
+        }
+        return log
+    }
+
+    /// Promotes a cluster paused at its target. PostgreSQL 15 then takes the fast path (an
+    /// end-of-recovery record, the checkpoint later and in the background) instead of the
+    /// checkpoint it waits for after `recovery_target_action = promote`. The startup process
+    /// notices the promotion request only when its pause loop wakes, once a second; SIGUSR1 (which
+    /// only sets its latch) wakes it at once.
+    static func promote(directory: String, cluster: LocalCluster, session: PostgresSession?, logger: Logger) async throws {
+        if let s = session, (try? await s.execute("SELECT pg_promote(false)::text")) != nil {
+            if let pid = (try? await s.execute("SELECT pid::text FROM pg_stat_activity WHERE backend_type = 'startup'"))?.first?[0].flatMap({ Int32($0) }) {
+                _ = kill(pid, SIGUSR1)
+            }
+            return
+        }
+        let r = try cluster.run([cluster.binDirectory + "/pg_ctl", "-D", directory, "promote", "-W"], check: false)
+        guard r.status == 0 else {
+            throw WaybackError(.cluster, "the restored cluster in \(directory) reached its target but could not be promoted: \(r.stderr.trimmingCharacters(in: .whitespacesAndNewlines)); it is paused, promote it with 'pg_ctl promote'")
+        }
+    }
+
     /// Polls the server (and its log) until the target is reached or the server exits.
-    static func waitForTarget(directory: String, plan: RecoveryPlan, options: Options, connection: ConnectionSettings, began: Double,
-                              session: inout PostgresSession?, report: inout Report, logger: Logger) async throws {
+    static func waitForTarget(directory: String, plan: RecoveryPlan, action: TargetAction, options: Options, connection: ConnectionSettings,
+                              began: Double, session: inout PostgresSession?, report: inout Report, logger: Logger) async throws {
         let logFile = report.logFile
-        let action = plan.action
         let isLatest = plan.targetKind == .latest
         // Poll until the target is reached (or the server exits).
         while true {

@@ -307,6 +307,7 @@ struct RestoreCommand: AsyncParsableCommand {
             restoreCommand: Context.waybackCommand(configPath: config.path) + " wal-fetch %f %p",
             owner: ownerIDs, tablespaceMap: map)
         restoreConfig.delta = delta
+        restoreConfig.promoteAfterCheck = start
 
         if advance {
             let r = try await Advance.run(restoreConfig, port: port, connection: config.connection, logger: logger)
@@ -327,7 +328,8 @@ struct RestoreCommand: AsyncParsableCommand {
         if start {
             let user = try Restore.osUserName(for: directory)
             started = try await RestoredCluster.start(directory: directory, plan: report.plan,
-                                                      options: .init(port: port ?? 5432, osUser: user, connection: config.connection), logger: logger)
+                                                      options: .init(port: port ?? 5432, osUser: user, connection: config.connection,
+                                                                     promoteAfterCheck: true), logger: logger)
         }
         await Restore.record(report, started: started, catalog: Catalog(repository: restoreConfig.repository, cluster: config.clusterName), logger: logger)
         if json {

@@ -15,7 +15,8 @@ struct ResumeTests {
         let env = ["WAYBACK_BACKUP_MAX_RATE_MB": "8", "WAYBACK_BACKUP_PACK_SIZE_MB": "1"]
         let run = Task.detached { try t.wayback(["backup", "--type", type], environment: env) }
         let backups = t.repositoryPath + "/main/backups"
-        let deadline = monotonicSeconds() + 120
+        let began = monotonicSeconds()
+        let deadline = began + 120
         var folder: String?
         while monotonicSeconds() < deadline {
             for id in (try? FileSystem.list(backups)) ?? [] where FileManager.default.fileExists(atPath: "\(backups)/\(id)/pack")
@@ -28,8 +29,9 @@ struct ResumeTests {
         }
         _ = try Command.run(["/usr/bin/pkill", "-KILL", "-f", "\(t.configPath) backup"], check: false)
         let result = try await run.value
-        #expect(result.status != 0, "the backup was to be killed before it finished")
-        return try #require(folder, "no pack index appeared")
+        let seen = ((try? FileSystem.list(backups)) ?? []).map { id in "\(id): \((try? FileSystem.list("\(backups)/\(id)/pack")) ?? [])" }
+        #expect(result.status != 0, "the \(type) backup was to be killed before it finished (\(Int(monotonicSeconds() - began)) s; \(seen); \(result.stderr))")
+        return try #require(folder, "no pack index of the \(type) backup appeared: \(seen)")
     }
 
     @Test("kill -9 during a full and an incr backup: the next backup resumes, reuses the stored files, and restores")

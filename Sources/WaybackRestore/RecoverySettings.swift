@@ -6,8 +6,10 @@ public enum RecoverySettings {
     public static func owns(_ line: Substring) -> Bool {
         let t = line.drop { $0 == " " || $0 == "\t" }
         return t.hasPrefix("restore_command") || t.hasPrefix("recovery_target") || t.hasPrefix(header)
-            || t.hasPrefix(archiveComment) || t.hasSuffix(marker)
+            || t.hasPrefix(archiveComment) || t.hasSuffix(marker) || t.hasPrefix(promoteComment)
     }
+
+    static let promoteComment = "# paused at the target: wayback restore --start promotes"
 
     static let header = "# Recovery settings written by wayback restore of backup "
     static let archiveComment = "# A restored copy must not archive"
@@ -52,7 +54,7 @@ public enum RecoverySettings {
         }
         if request.target != .latest {
             if promoteAfterCheck && request.effectiveAction == .promote {
-                lines.append("# paused at the target: wayback restore --start promotes once it has checked where recovery stopped")
+                lines.append(promoteComment + " once it has checked where recovery stopped")
                 lines.append("recovery_target_action = 'pause'")
             } else {
                 lines.append("recovery_target_action = \(quote(request.effectiveAction.rawValue))")

@@ -24,6 +24,11 @@ import WaybackTesting
         let d = try Self.driver(server, prefix: "team a/prod+1=x/")
         try await StorageConformance.run(d)
         try await StorageConformance.run(d, prefix: "keys with spaces+plus=eq/")
+        // Client-side encryption over S3 (multipart objects and ranged reads included).
+        let encrypted = EncryptedStorage(inner: try Self.driver(server, prefix: "encrypted/"),
+                                         source: .keyFile(path: "/k", key: Array(repeating: 9, count: 32)), repositoryName: "s3")
+        try await encrypted.initialize()
+        try await StorageConformance.run(encrypted)
     }
 
     @Test func largeObjectsGoUpInParallelPartsAndReadBackInRanges() async throws {

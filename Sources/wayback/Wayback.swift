@@ -106,7 +106,13 @@ enum CLI {
             }
             exit(0)
         } catch let e as WaybackError {
-            FileHandle.standardError.write(Data("wayback: error: \(e.message)\n".utf8))
+            // PostgreSQL asks restore_command for files that may not exist (the next segment at
+            // the end of the archive, history files of timelines not yet made): a plain notice.
+            if case .fetch = archiveCall, e.code == .notFound {
+                FileHandle.standardError.write(Data("wayback wal-fetch: \(e.message) (exit 1 tells PostgreSQL so)\n".utf8))
+            } else {
+                FileHandle.standardError.write(Data("wayback: error: \(e.message)\n".utf8))
+            }
             exit(e.exitStatus)
         } catch let e as ExitCode {
             exit(e.rawValue)

@@ -103,3 +103,18 @@ import WaybackPostgres
         #expect(throws: WaybackError.self) { try BlockOwnership.plan(size: Int64(6 * page), versions: [i2, i1, full]) }
     }
 }
+
+@Suite struct PackIndexTests {
+    @Test func aCopyStandsForTheFileOnlyWhileTheFileIsUnchangedAndWasQuiet() {
+        let file = BackupManifest.File(path: "base/1/2", size: 8192, mode: 0o600, mtime: 100, sha256: "", chunks: [])
+        let readAt = 1_800_000_000.0
+        let quiet = Int64((readAt - 5) * 1e9)
+        let e = PackIndex.Entry(file: file, mtimeNanoseconds: quiet, readAt: readAt, pageFailure: nil)
+        #expect(e.stillValid(size: 8192, mtimeNanoseconds: quiet))
+        #expect(!e.stillValid(size: 16384, mtimeNanoseconds: quiet), "grown")
+        #expect(!e.stillValid(size: 8192, mtimeNanoseconds: quiet + 1), "written since (even 1 ns later)")
+        // Written within the second before it was read: a later write could keep the same time.
+        let busy = Int64((readAt - 0.5) * 1e9)
+        #expect(!PackIndex.Entry(file: file, mtimeNanoseconds: busy, readAt: readAt, pageFailure: nil).stillValid(size: 8192, mtimeNanoseconds: busy))
+    }
+}

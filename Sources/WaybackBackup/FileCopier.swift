@@ -239,9 +239,6 @@ extension PhysicalBackup {
         return (entry, BackupManifest.PageFailure(path: file.path, fileNode: relation.fileNode, fork: relation.fork, blocks: badBlocks))
     }
 
-    /// Plain bytes per frame of changed pages (a restore reads these frames whole anyway).
-    static let pageFrameBytes = FrameFormat.rawChunk
-
     /// A relation file at page level: every page whose LSN is at or after the reference's start
     /// (written since), new pages (LSN 0: all-zero or never WAL-logged; a zero page may stand
     /// where the reference had data before a truncation), and every block from the reference's
@@ -256,7 +253,7 @@ extension PhysicalBackup {
         var chunks = [BackupManifest.Chunk]()
         var runs = [BackupManifest.BlockRun]()
         var pending = [UInt8]()
-        pending.reserveCapacity(Self.pageFrameBytes)
+        pending.reserveCapacity(FrameFormat.rawChunk)
         var size: Int64 = 0
         var badBlocks = [UInt32]()
         func flush() async throws {
@@ -287,7 +284,7 @@ extension PhysicalBackup {
                         runs.append(.init(start: UInt32(block), count: 1))
                     }
                     buffer.withUnsafeBytes { pending.append(contentsOf: $0[offset..<(offset + length)]) }
-                    if pending.count >= Self.pageFrameBytes { try await flush() }
+                    if pending.count >= FrameFormat.rawChunk { try await flush() }
                 }
                 offset += length
             }

@@ -203,8 +203,10 @@ public final class EncryptedStorage: StorageDriver, @unchecked Sendable {
         return full * Int64(chunkSize) + rest - Int64(tagLength)
     }
 
-    func damaged(_ key: String, _ why: String) -> WaybackError {
-        WaybackError(.corrupt, "object \(key) in \(description) fails decryption (\(why)): it was damaged or tampered with")
+    func damaged(_ key: String, _ why: String) -> WaybackError { Self.damaged(key, why, in: description) }
+
+    static func damaged(_ key: String, _ why: String, in repository: String) -> WaybackError {
+        WaybackError(.corrupt, "object \(key) in \(repository) fails decryption (\(why)): it was damaged or tampered with; restore from another repository that has it, or another backup")
     }
 
     // MARK: StorageDriver
@@ -372,7 +374,7 @@ final class DecryptingReader: ObjectReader {
     }
 
     func damage(_ why: String) -> WaybackError {
-        WaybackError(.corrupt, "object \(key) in \(owner?.description ?? "the repository") fails decryption (\(why)): it was damaged or tampered with")
+        EncryptedStorage.damaged(key, why, in: owner?.description ?? "the repository")
     }
 
     /// Fills `buffer` to at least `n` bytes unless the stream ends first.

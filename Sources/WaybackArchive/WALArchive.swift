@@ -192,10 +192,21 @@ public enum WALArchive {
         return buf
     }
 
+    /// Where `restore` put the file PostgreSQL asked for.
+    public enum Delivery: Sendable {
+        /// At the destination (`%p`).
+        case destination
+        /// In `pg_wal` under its own name, linked there by the prefetcher (see `Prefetch`):
+        /// PostgreSQL must be told the file was not restored (exit 1), and then reads it from `pg_wal`.
+        case pgWAL
+    }
+
     /// `restore_command`: a segment comes from the prefetch spool when it is there, otherwise from
     /// the archive; then the prefetcher is started for the next segments. When the archive does not
     /// have a segment (the end of recovery) the spool is removed and `.notFound` thrown.
-    public static func restore(name fileName: String, destination: String, configuration: ArchiveConfiguration, logger: Logger) async throws {
+    @discardableResult
+    public static func restore(name fileName: String, destination: String, configuration: ArchiveConfiguration,
+                               logger: Logger) async throws -> Delivery {
         guard let name = WALFileName(fileName) else {
             throw WaybackError(.usage, "'\(fileName)' is not a WAL file name; restore_command must be 'wayback wal-fetch %f %p'")
         }
@@ -204,8 +215,14 @@ public enum WALArchive {
         // (a script copying segments out) must not leave a spool next to its file.
         let inPGWAL = FileSystem.lastComponent(FileSystem.parentPath(FileSystem.absolute(destination))) == "pg_wal"
         let prefetching = configuration.prefetchSegments > 0 && name.kind == .segment && !configuration.prefetchCommand.isEmpty && inPGWAL
-        if prefetching, Prefetch.take(name, spool: spool, destination: destination) {
-            logger.debug("WAL file from the prefetch spool", metadata: ["wayback.segment": "\(fileName)"])
+        var delivery = Delivery.destination
+        if prefetching {
+            Prefetch.record(position: name, spool: spool)
+            Prefetch.awaitInFlight(name, spool: spool)
+        }
+        if prefetching, let taken = Prefetch.take(name, spool: spool, destination: destination) {
+            logger.debug("WAL file from the prefetch spool", metadata: ["wayback.segment": "\(fileName)", "in": "\(taken)"])
+            delivery = taken
         } else {
             do {
                 _ = try await fetch(name: fileName, destination: destination, configuration: configuration, logger: logger)
@@ -220,6 +237,7 @@ public enum WALArchive {
                 try? Command.spawnDetached(configuration.prefetchCommand + [fileName, String(configuration.prefetchSegments), spool])
             }
         }
+        return delivery
     }
 
     /// Fetches one WAL file into `destination` (written to a temporary name, then renamed), verifying
@@ -239,6 +257,8 @@ public enum WALArchive {
         do {
             let header = try await WALObject.read(configuration.repository.driver, key: key, name: fileName) { plain, offset in
                 try file.pwrite(plain, offset: offset)
+                // Durable: hand each piece to the disk at once, so the fsync has little left to wait for.
+                if durable { file.startWriteback(offset: offset, length: Int64(plain.count)) }
             }
             try file.truncate(header.size)
             if durable { try file.fsync() }

@@ -144,7 +144,7 @@ public enum Demo {
         let started = try await timed("start restored copy, replay WAL, promote") {
             try await RestoredCluster.start(directory: restored.dataDirectory, plan: report.plan,
                                             options: .init(port: restored.port, osUser: currentUser(), connection: restored.connection,
-                                                           promoteAfterCheck: true),
+                                                           promoteAfterCheck: true, earlyPromotion: true),
                                             logger: o.logger)
         }
         say("  \(started.stopMessage ?? "recovery ended")")

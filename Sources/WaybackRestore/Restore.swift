@@ -101,6 +101,7 @@ public enum Restore {
             let layout = Layout(staging: staging, tablespaces: stagedTablespaces, finalTablespaces: tablespaceTargets)
             try createDirectories(manifest, layout: layout)
             let bytes = try await restoreFiles(chain, layout: layout, config: config, catalog: catalog, progress: progress)
+            log.debug("files written", metadata: ["seconds": "\(monotonicSeconds() - started)"])
             try await writeExtras(manifest, plan: planned.plan, layout: layout, config: config, catalog: catalog)
             if let owner, getuid() == 0 {
                 for dir in allStaging { try chownTree(dir, uid: owner.uid, gid: owner.gid) }
@@ -110,6 +111,7 @@ public enum Restore {
             for dir in allStaging { try FileSystem.syncFileSystem(dir) }
             try syncTree(staging)
             for dir in stagedTablespaces.values { try syncTree(dir) }
+            log.debug("files synced", metadata: ["seconds": "\(monotonicSeconds() - started)"])
             // Publish: tablespaces first, the data directory last.
             for (oid, dir) in stagedTablespaces { try publish(dir, to: tablespaceTargets[oid]!) }
             try publish(staging, to: target)

@@ -20,10 +20,15 @@ public enum RestoredCluster {
         /// The restore was written with `RestoreConfiguration.promoteAfterCheck`: for a promote
         /// action, recovery pauses at the target; it is promoted here once the stop is checked.
         public var promoteAfterCheck: Bool
+        /// With `promoteAfterCheck`: request the promotion while recovery still replays, so that
+        /// PostgreSQL promotes the moment it reaches the target; the stop is checked right after.
+        /// For copies that do not archive (nothing of theirs leaves them before the check).
+        public var earlyPromotion: Bool
         public init(port: Int = 5432, osUser: String, binDirectory: String = LocalCluster.defaultBinDirectory(),
-                    timeoutSeconds: Double = 6 * 3600, connection: ConnectionSettings = ConnectionSettings(), promoteAfterCheck: Bool = false) {
+                    timeoutSeconds: Double = 6 * 3600, connection: ConnectionSettings = ConnectionSettings(), promoteAfterCheck: Bool = false,
+                    earlyPromotion: Bool = false) {
             self.port = port; self.osUser = osUser; self.binDirectory = binDirectory; self.timeoutSeconds = timeoutSeconds
-            self.connection = connection; self.promoteAfterCheck = promoteAfterCheck
+            self.connection = connection; self.promoteAfterCheck = promoteAfterCheck; self.earlyPromotion = earlyPromotion
         }
     }
 
@@ -62,9 +67,10 @@ public enum RestoredCluster {
         // A promote target written as a pause (see `Options.promoteAfterCheck`).
         let pauseFirst = options.promoteAfterCheck && plan.action == .promote && plan.targetKind != .latest
         do {
-            try await waitForTarget(directory: directory, plan: plan, action: pauseFirst ? .pause : plan.action, options: options,
+            try await waitForTarget(directory: directory, plan: plan, action: pauseFirst ? .pause : plan.action,
+                                    promoteOnArrival: pauseFirst && options.earlyPromotion, options: options,
                                     connection: connection, began: began, session: &session, report: &report, logger: logger)
-            if pauseFirst {
+            if report.state == "paused" && pauseFirst {
                 // Check where recovery stopped before anything irreversible, then promote.
                 let log = stopMessage(logFile, into: &report)
                 try verify(report, plan: plan, log: log)
@@ -99,53 +105,30 @@ public enum RestoredCluster {
         return log
     }
 
-    /// Promotes a cluster paused at its target so that PostgreSQL 15 takes its fast path (an
-    /// end-of-recovery record; the checkpoint follows in the background) instead of the full
-    /// checkpoint it waits for after `recovery_target_action = promote`.
-    ///
-    /// The paused startup process looks for a promotion request only when its pause loop wakes:
-    /// once a second, or when the pause ends, and an ended pause leaves the loop without looking.
-    /// So: request the promotion, then end the pause and request it again in one statement; the
-    /// loop wakes, finds itself paused again, and sees the promotion. For our backend to win that
-    /// race, the startup process (which exits at the promotion anyway) is first put on our
-    /// backend's CPU at the lowest priority, so that it cannot preempt the statement. If it wins
-    /// all the same, it ends recovery the slow way (a checkpoint), which is just as correct.
+    /// Promotes a cluster paused at its target. Requested from the pause, PostgreSQL 15 takes its
+    /// fast path (an end-of-recovery record; the checkpoint follows in the background) instead of
+    /// the full checkpoint it waits for after `recovery_target_action = promote`; a paused server
+    /// notices the request when its pause wait ends (at most a second).
     static func promote(directory: String, cluster: LocalCluster, session: PostgresSession?, logger: Logger) async throws {
-        if let s = session, (try? await s.execute("SELECT pg_promote(false)::text")) != nil {
-            if let row = (try? await s.execute("SELECT (SELECT pid FROM pg_stat_activity WHERE backend_type = 'startup')::text, pg_backend_pid()::text"))?.first,
-               let startup = row[0].flatMap({ Int32($0) }), let backend = row[1].flatMap({ Int32($0) }) {
-                yieldTo(backend: backend, startup: startup)
-            }
-            try await Task.sleep(nanoseconds: 20_000_000)
-            _ = try? await s.execute("SELECT pg_wal_replay_resume()::text, pg_wal_replay_pause()::text")
-            return
-        }
+        if let s = session, (try? await s.execute("SELECT pg_promote(false)::text")) != nil { return }
         let r = try cluster.run([cluster.binDirectory + "/pg_ctl", "-D", directory, "promote", "-W"], check: false)
         guard r.status == 0 else {
             throw WaybackError(.cluster, "the restored cluster in \(directory) reached its target but could not be promoted: \(r.stderr.trimmingCharacters(in: .whitespacesAndNewlines)); it is paused, promote it with 'pg_ctl promote'")
         }
     }
 
-    /// Both processes on CPU 0, the startup process at nice 19 (best effort: errors are ignored).
-    /// `sched_setaffinity` is a GNU extension the Glibc module does not import: looked up by name.
-    static func yieldTo(backend: Int32, startup: Int32) {
-        typealias SetAffinity = @convention(c) (pid_t, Int, UnsafeRawPointer) -> Int32
-        if let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "sched_setaffinity") {
-            let setAffinity = unsafeBitCast(sym, to: SetAffinity.self)
-            var mask = [UInt64](repeating: 0, count: 16)  // cpu_set_t: 1024 bits
-            mask[0] = 1
-            mask.withUnsafeBytes { m in
-                _ = setAffinity(backend, m.count, m.baseAddress!)
-                _ = setAffinity(startup, m.count, m.baseAddress!)
-            }
-        }
-        _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), id_t(startup), 19)
-    }
-
     /// Polls the server (and its log) until the target is reached or the server exits.
-    static func waitForTarget(directory: String, plan: RecoveryPlan, action: TargetAction, options: Options, connection: ConnectionSettings,
-                              began: Double, session: inout PostgresSession?, report: inout Report, logger: Logger) async throws {
+    ///
+    /// `promoteOnArrival` (with a `pause` action): as soon as a connection is possible, while
+    /// recovery still replays, request the promotion; PostgreSQL then promotes on reaching the
+    /// target instead of pausing ("if the recovery target is reached while a promotion is ongoing,
+    /// a setting of pause will act the same as promote"), and from its pause loop, so by the fast
+    /// path. If the target is reached before the request, the server pauses as written.
+    static func waitForTarget(directory: String, plan: RecoveryPlan, action: TargetAction, promoteOnArrival: Bool = false, options: Options,
+                              connection: ConnectionSettings, began: Double, session: inout PostgresSession?, report: inout Report,
+                              logger: Logger) async throws {
         let logFile = report.logFile
+        var action = action
         let isLatest = plan.targetKind == .latest
         // Poll until the target is reached (or the server exits).
         while true {
@@ -166,13 +149,17 @@ public enum RestoredCluster {
             let log = (try? String(contentsOfFile: logFile, encoding: .utf8)) ?? ""
             if session == nil {
                 session = try? await PostgresSession.connect(connection, logger: logger)
-                if session != nil { report.readySeconds = monotonicSeconds() - began }
+                if session != nil && report.readySeconds == nil { report.readySeconds = monotonicSeconds() - began }
             }
             if let s = session {
-                let row = (try? await s.execute("SELECT pg_is_in_recovery()::text, pg_get_wal_replay_pause_state()::text"))?.first
+                let row = (try? await s.execute("SELECT pg_is_in_recovery()::text, CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() END"))?.first
                 let inRecovery = row?[0] == "true"
                 if row != nil && !inRecovery && (action == .promote || isLatest) { report.state = "promoted"; return }
                 if inRecovery && action == .pause && !isLatest && row?[1] == "paused" { report.state = "paused"; return }
+                if inRecovery && action == .pause && promoteOnArrival && row?[1] == "not paused",
+                   (try? await s.execute("SELECT pg_promote(false)::text")) != nil {
+                    action = .promote
+                }
                 if row == nil { await s.close(); session = nil }
             }
             // Without a connection (authentication the checks cannot pass), the log tells.

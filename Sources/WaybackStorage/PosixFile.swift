@@ -155,6 +155,9 @@ public enum FileSystem {
         public var gid: UInt32
         /// The modification time in nanoseconds since 1970.
         public var mtimeNanoseconds: Int64 = 0
+        /// Device and inode: the file's identity (two names of one file share them).
+        public var device: UInt64 = 0
+        public var inode: UInt64 = 0
     }
 
     /// lstat(2); nil when the path does not exist.
@@ -169,7 +172,8 @@ public enum FileSystem {
         return Status(isDirectory: fmt == S_IFDIR, isRegular: fmt == S_IFREG, isSymlink: fmt == S_IFLNK,
                       size: Int64(st.st_size), mode: UInt32(st.st_mode & 0o7777), mtime: Int64(st.st_mtim.tv_sec),
                       uid: st.st_uid, gid: st.st_gid,
-                      mtimeNanoseconds: Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec))
+                      mtimeNanoseconds: Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec),
+                      device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
     }
 
     /// Names in a directory (without `.` and `..`), sorted.

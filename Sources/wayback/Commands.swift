@@ -70,7 +70,7 @@ struct WalFetchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "wal-fetch",
         abstract: "Fetch one WAL file from the archive (restore_command = 'wayback wal-fetch %f %p').",
-        discussion: "Exit 1 when the file is not in the archive (the normal end of recovery); other non-zero statuses are real errors.")
+        discussion: "Exit 1 when the file is not in the archive (the normal end of recovery), or when a prefetched segment was placed in pg_wal under its own name for PostgreSQL to read there; other non-zero statuses are real errors.")
     @OptionGroup var global: GlobalOptions
     @Argument(help: "WAL file name (%f).") var name: String
     @Argument(help: "Destination path (%p).") var destination: String
@@ -84,7 +84,10 @@ struct WalFetchCommand: AsyncParsableCommand {
         let logger = Context.logger(config.logLevel)
         var archive = try archiveConfiguration(config, logger: logger)
         archive.prefetchCommand = [Context.executablePath, "--config", config.path, "wal-prefetch"]
-        try await WALArchive.restore(name: name, destination: destination, configuration: archive, logger: logger)
+        // A segment handed over in pg_wal: exit 1 (quietly) makes PostgreSQL read it from there.
+        if try await WALArchive.restore(name: name, destination: destination, configuration: archive, logger: logger) == .pgWAL {
+            throw ExitCode(1)
+        }
     }
 }
 
@@ -329,7 +332,7 @@ struct RestoreCommand: AsyncParsableCommand {
             let user = try Restore.osUserName(for: directory)
             started = try await RestoredCluster.start(directory: directory, plan: report.plan,
                                                       options: .init(port: port ?? 5432, osUser: user, connection: config.connection,
-                                                                     promoteAfterCheck: true), logger: logger)
+                                                                     promoteAfterCheck: true, earlyPromotion: mode == .off), logger: logger)
         }
         await Restore.record(report, started: started, catalog: Catalog(repository: restoreConfig.repository, cluster: config.clusterName), logger: logger)
         if json {

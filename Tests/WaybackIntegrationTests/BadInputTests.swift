@@ -115,6 +115,46 @@ struct BadInputTests {
         #expect(!FileManager.default.fileExists(atPath: stash + "/none"))
     }
 
+    @Test("wal-fetch prefetch: segments are synced, linked into pg_wal and marked archived; a hit exits 1 for PostgreSQL to read pg_wal")
+    func prefetchHandsOverInPGWAL() throws {
+        let t = try TestCluster()
+        defer { t.cleanup() }
+        try t.waybackOK(["init"])
+        var names = [String]()
+        for _ in 0..<3 {
+            _ = try t.psql("CREATE TABLE IF NOT EXISTS noise(x int); INSERT INTO noise SELECT generate_series(1, 1000)")
+            try t.switchAndWaitForArchive()
+            names.append(try t.psql("SELECT last_archived_wal FROM pg_stat_archiver"))
+        }
+        // A pg_wal as a restore leaves it, owned by the cluster's user.
+        let pgWAL = t.root + "/restored/pg_wal", spool = pgWAL + "/" + PrefetchSpool.directoryName
+        try FileManager.default.createDirectory(atPath: pgWAL + "/archive_status", withIntermediateDirectories: true)
+        if getuid() == 0, let pw = getpwnam(t.cluster.osUser) {
+            for d in [t.root + "/restored", pgWAL, pgWAL + "/archive_status"] { chown(d, pw.pointee.pw_uid, pw.pointee.pw_gid) }
+        }
+        // The prefetcher after the first segment: it fetches the two others, then meets the end of the archive.
+        try t.waybackOK(["wal-prefetch", names[0], "8", spool])
+        for name in names.dropFirst() {
+            let inSpool = try #require(try FileSystem.status(spool + "/" + name))
+            let inPGWAL = try #require(try FileSystem.status(pgWAL + "/" + name), "\(name) was not offered in pg_wal")
+            #expect(inSpool.inode == inPGWAL.inode && inSpool.size == 16 << 20)
+            #expect(FileManager.default.fileExists(atPath: pgWAL + "/archive_status/\(name).done"))
+        }
+        // A hit: exit 1 and nothing on stderr; the segment stays in pg_wal with the archived content.
+        try t.waybackOK(["wal-fetch", names[1], t.root + "/expected"])
+        let hit = try t.wayback(["wal-fetch", names[1], pgWAL + "/RECOVERYXLOG"])
+        #expect(hit.status == 1 && hit.stderr.isEmpty, "\(hit.status) \(hit.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: pgWAL + "/RECOVERYXLOG"))
+        #expect(!FileManager.default.fileExists(atPath: spool + "/" + names[1]))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: pgWAL + "/" + names[1])) == Data(contentsOf: URL(fileURLWithPath: t.root + "/expected")))
+        // Another file under the segment's name in pg_wal (not the spool's): delivered through %p.
+        try FileSystem.remove(pgWAL + "/" + names[2])
+        try Data("stale".utf8).write(to: URL(fileURLWithPath: pgWAL + "/" + names[2]))
+        try t.waybackOK(["wal-fetch", names[2], pgWAL + "/RECOVERYXLOG"])
+        try t.waybackOK(["wal-fetch", names[2], t.root + "/expected2"])
+        #expect(try Data(contentsOf: URL(fileURLWithPath: pgWAL + "/RECOVERYXLOG")) == Data(contentsOf: URL(fileURLWithPath: t.root + "/expected2")))
+    }
+
     @Test("corrupt object: restore refuses naming the file and leaves no target; non-empty target is refused")
     func corruptObjectAndNonEmptyTarget() async throws {
         let t = try TestCluster()

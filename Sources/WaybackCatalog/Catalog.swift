@@ -97,9 +97,24 @@ public struct Catalog: Sendable {
     }
 
     public func manifests() async throws -> [BackupManifest] {
-        var out = [BackupManifest]()
-        for id in try await backupIDs() { out.append(try await manifest(id)) }
-        return out
+        // Read and decoded four at a time (a manifest lists every file: decoding one is
+        // milliseconds, and on S3 each is a request), returned in order.
+        let ids = try await backupIDs()
+        return try await withThrowingTaskGroup(of: (Int, BackupManifest).self) { group in
+            var out = [BackupManifest?](repeating: nil, count: ids.count)
+            var next = 0
+            func start() {
+                let i = next
+                next += 1
+                group.addTask { (i, try await self.manifest(ids[i])) }
+            }
+            while next < min(4, ids.count) { start() }
+            while let (i, m) = try await group.next() {
+                out[i] = m
+                if next < ids.count { start() }
+            }
+            return out.compactMap { $0 }
+        }
     }
 
     /// Writes the manifest: the copy first, then the primary, which makes the backup exist.

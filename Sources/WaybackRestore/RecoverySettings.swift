@@ -32,9 +32,10 @@ public enum RecoverySettings {
 
     static func quote(_ s: String) -> String { "'" + s.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "''") + "'" }
 
-    /// - Parameter promoteAfterCheck: `restore --start` with a promote action: recovery pauses at the
-    ///   target instead, and `RestoredCluster` promotes once it has checked where recovery stopped
-    ///   (a fast promotion, without the end-of-recovery checkpoint).
+    /// - Parameter promoteAfterCheck: `restore --start` with a promote action: the settings say
+    ///   `pause`, and `RestoredCluster` requests the promotion (during replay, or once it has checked
+    ///   where recovery stopped), which PostgreSQL 15 carries out without the end-of-recovery
+    ///   checkpoint.
     public static func text(plan: RecoveryPlan, request: RecoveryRequest, restoreCommand: String, archiveMode: ArchiveMode,
                             promoteAfterCheck: Bool = false) -> String {
         var lines = [header + "\(plan.backup): \(request.target)"]
@@ -54,7 +55,7 @@ public enum RecoverySettings {
         }
         if request.target != .latest {
             if promoteAfterCheck && request.effectiveAction == .promote {
-                lines.append(promoteComment + " once it has checked where recovery stopped")
+                lines.append(promoteComment + " (its fast path: requested during replay, or once the stop is checked)")
                 lines.append("recovery_target_action = 'pause'")
             } else {
                 lines.append("recovery_target_action = \(quote(request.effectiveAction.rawValue))")

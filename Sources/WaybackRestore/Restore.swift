@@ -14,8 +14,8 @@ public struct RestoreConfiguration: Sendable {
     public var archiveMode: ArchiveMode
     /// Restore onto an existing stopped data directory, rewriting only what differs.
     public var delta = false
-    /// The restore is started by `RestoredCluster` with `promoteAfterCheck`: a promote target
-    /// pauses, to be checked and promoted by it.
+    /// The restore is started by `RestoredCluster` with `promoteAfterCheck`: a promote target is
+    /// written as a pause, and promoted by it (see `RestoredCluster.Options`).
     public var promoteAfterCheck = false
     public var parallelism: Int
     /// The `restore_command` line PostgreSQL will run (`/path/wayback --config F wal-fetch %f %p`).

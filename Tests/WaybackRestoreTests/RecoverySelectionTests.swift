@@ -102,15 +102,15 @@ import WaybackPostgres
         #expect(!l.contains("recovery_target_action") && !l.contains("archive_mode") && latest.effectiveAction == .promote)
         #expect(RecoveryRequest(target: .name("x")).effectiveAction == .pause)
         #expect(!RecoverySettings.owns("shared_buffers = '1GB'") && !RecoverySettings.owns("archive_mode = 'on'"))
-        // restore --start with a promote target: paused at the target, promoted after the check.
+        // restore --start with a promote target: written as a pause, promoted by RestoredCluster.
         let promote = RecoveryRequest(target: .lsn(LSN(0x3000000)), action: .promote)
         let checked = RecoverySettings.text(plan: plan(promote.target), request: promote, restoreCommand: "wb", archiveMode: .off, promoteAfterCheck: true)
-        #expect(checked.contains("recovery_target_action = 'pause'") && checked.contains("promotes once it has checked"))
+        #expect(checked.contains("recovery_target_action = 'pause'") && checked.contains("wayback restore --start promotes"))
         #expect(checked.split(separator: "\n").allSatisfy { RecoverySettings.owns($0) })
         let plainPromote = RecoverySettings.text(plan: plan(promote.target), request: promote, restoreCommand: "wb", archiveMode: .off)
         #expect(plainPromote.contains("recovery_target_action = 'promote'"))
         // A pause asked for stays a pause, with no comment.
         let paused = RecoverySettings.text(plan: plan(time.target), request: time, restoreCommand: "wb", archiveMode: .off, promoteAfterCheck: true)
-        #expect(!paused.contains("promotes once"))
+        #expect(!paused.contains("wayback restore --start promotes"))
     }
 }

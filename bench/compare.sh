@@ -104,12 +104,14 @@ for r in $(seq 1 "$REPS"); do
     as_pg "$PGBIN/pg_ctl" -D "$ROOT/r-pbr" -m immediate stop >/dev/null
     cold; timed wayback.pitr -- runuser -u postgres -- "$WB" --config "$ROOT/wayback.yaml" restore --target-dir "$ROOT/r-wb" --to-time "$TARGET" --target-action promote --start --port "$P2"
     as_pg "$PGBIN/pg_ctl" -D "$ROOT/r-wb" -m immediate stop >/dev/null
-    rm -rf "$ROOT/r-pbr" "$ROOT/r-wb"
+    # The disk's speed in this minute: the files phase of a restore cannot beat it.
+    cold; timed ref.disk_write -- python3 "$HERE/bench/disk-write.py" "$DATA_BYTES" "$ROOT/disk-write.bin"
+    rm -rf "$ROOT/r-pbr" "$ROOT/r-wb" "$ROOT/disk-write.bin"
 done
 
 as_pg "$PGBIN/pg_ctl" -D "$ROOT/pgdata" -m fast stop >/dev/null
-python3 - "$RES" "$DATA_BYTES" "$NSEG" <<'PY'
-import sys, statistics as st
+python3 - "$RES" "$DATA_BYTES" "$NSEG" "$ROOT/log/commands.log" <<'PY'
+import re, sys, statistics as st
 rows = {}
 for line in open(sys.argv[1]):
     k, s, rss = line.split()
@@ -132,6 +134,13 @@ ratio("wayback.restore", "ref.untar", "the physical reference")
 ratio("pgbackrest.restore", "ref.untar", "pgBackRest, for comparison")
 ratio("wayback.push", "pgbackrest.push", "<= 0.6x")
 ratio("wayback.pitr", "pgbackrest.pitr", "<= 0.7x")
+ratio("ref.disk_write", "pgbackrest.pitr", "writing the data's size + fsync, the floor of any restore")
+# Wayback's PITR phases, as `restore --start` prints them.
+phases = [re.search(r"plan ([\d.]+)s, files ([\d.]+)s, .*target reached after ([\d.]+)s", l) for l in open(sys.argv[4]) if l.startswith("timings:")]
+phases = [tuple(float(x) for x in m.groups()) for m in phases if m]
+if phases:
+    cols = list(zip(*phases))
+    print("- wayback PITR phases (median, min-max): " + ", ".join(f"{n} {st.median(c):.2f} s ({min(c):.2f}-{max(c):.2f})" for n, c in zip(("plan", "files", "start to promoted"), cols)))
 if "wayback.push" in med:
     print(f"- wayback wal-push per segment: {1000 * med['wayback.push'] / nseg:.1f} ms; pgBackRest: {1000 * med['pgbackrest.push'] / nseg:.1f} ms")
 PY

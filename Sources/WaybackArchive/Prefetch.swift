@@ -73,6 +73,8 @@ public enum Prefetch {
     /// it to enter the spool rather than fetching it a second time.
     static func awaitInFlight(_ name: WALFileName, spool: String, seconds: Double = 2) {
         let tmp = spool + "/.tmp-" + name.description, done = spool + "/" + name.description
+        // A temporary file with no prefetcher running is a leftover of a killed one.
+        guard FileManager.default.fileExists(atPath: tmp), !idle(spool) else { return }
         let until = monotonicSeconds() + seconds
         while FileManager.default.fileExists(atPath: tmp) && !FileManager.default.fileExists(atPath: done) && monotonicSeconds() < until {
             usleep(2000)
@@ -92,7 +94,9 @@ public enum Prefetch {
         let segSize = WALFileName.defaultSegmentSize
         var at = after
         var moved = monotonicSeconds()
-        while FileManager.default.fileExists(atPath: spool) {
+        // This spool, not one made after it was removed (that one has its own prefetcher).
+        let mine = try FileSystem.status(spool)?.inode
+        while let current = try? FileSystem.status(spool), current.inode == mine {
             if let p = position(spool), p.kind == .segment, p != at,
                p.timeline != at.timeline || p.segmentNumber(segmentSize: segSize) > at.segmentNumber(segmentSize: segSize) {
                 at = p

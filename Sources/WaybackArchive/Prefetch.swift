@@ -7,8 +7,8 @@ import WaybackStorage
 
 /// `wal-fetch` prefetch: while PostgreSQL replays segment N, a background `wal-prefetch` process
 /// fetches, verifies and decompresses the next segments, alongside replay, into a spool inside the data
-/// directory (`pg_wal/wayback-prefetch/`), so that the next `wal-fetch` only renames a file. The
-/// spool holds at most `count` segments; it is removed when recovery asks for a segment the
+/// directory (`pg_wal/wayback-prefetch/`), so that the next `wal-fetch` has nothing left to fetch.
+/// The spool holds at most `count` segments; it is removed when recovery asks for a segment the
 /// archive does not have (the end of recovery) and when `restore --start` sees the server promoted.
 ///
 /// Each prefetched segment is also linked into `pg_wal` under its own name (with an
@@ -82,14 +82,16 @@ public enum Prefetch {
     }
 
     /// The prefetcher: keeps the `count` segments after recovery's position (`after`, then what
-    /// `wal-fetch` records) in the spool, two fetches at a time, each written to a temporary name,
+    /// `wal-fetch` records) in the spool, three fetches at a time, each written to a temporary name,
     /// synced, offered in `pg_wal` and renamed into the spool. It exits at the end of the archive,
     /// when the spool is removed (the end of recovery), or when recovery has not moved for
-    /// `idleSeconds` (paused, or stopped). Exits at once if another prefetcher runs.
+    /// `idleSeconds` (paused, or stopped). Exits at once if another prefetcher runs, or if the spool
+    /// is gone.
     public static func run(after: WALFileName, count: Int, spool: String, configuration: ArchiveConfiguration, logger: Logger,
                            idleSeconds: Double = 5) async throws {
-        try FileSystem.makeDirectories(spool, mode: 0o700)
-        guard let fd = DirectoryLock.hold(spool) else { return }
+        // `wal-fetch` makes the spool before it starts a prefetcher; a missing spool was removed
+        // since (recovery ended), and must not be made again.
+        guard (try? FileSystem.status(spool))?.isDirectory == true, let fd = DirectoryLock.hold(spool) else { return }
         defer { close(fd) }
         let segSize = WALFileName.defaultSegmentSize
         var at = after

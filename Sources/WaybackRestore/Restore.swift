@@ -261,6 +261,8 @@ public enum Restore {
     }
 
     static let writebackStep: Int64 = 8 << 20
+    /// Files from this size on are hashed by a `BackgroundHasher`.
+    static let backgroundHashBytes: Int64 = 8 << 20
 
     /// Restores one file of `chain[0]` (rebuilt through the chain of a diff/incr), verifying it.
     static func restoreOne(_ f: BackupManifest.File, chain: [BackupManifest], layout: Layout, catalog: Catalog, counter: ByteCounter,
@@ -303,6 +305,10 @@ public enum Restore {
                            keys: RepositoryLayout, counter: ByteCounter) async throws {
         let out = try PosixFile.create(path, mode: mode_t(f.mode & 0o777 == 0 ? 0o600 : f.mode & 0o777))
         var hasher = SHA256Hasher()
+        // A large file is hashed on a thread of its own, so the other workers' files and this
+        // one's decompression share the cores, rather than this worker hashing it alone.
+        let background = f.size >= backgroundHashBytes ? BackgroundHasher() : nil
+        defer { _ = background?.finalizeHex() }
         var written: Int64 = 0
         // A file's chunks are contiguous runs in one or more packs: read each run with one request.
         var i = 0
@@ -313,18 +319,19 @@ public enum Restore {
             let object = m.objects[f.chunks[i].object]
             let key = keys.objectKey(m.id, object.name)
             let start = f.chunks[i].offset, end = f.chunks[j].offset + Int64(f.chunks[j].length)
-            let runStart = written, hashAtStart = hasher
+            let runStart = written, hashAtStart = hasher, mark = background?.snapshot()
             do {
                 try await driver.withReader(key, range: start..<end) { reader in
                     written = runStart
                     hasher = hashAtStart
+                    if let background, let mark { background.restore(mark) }
                     let frames = FrameReader(reader: reader, name: "\(object.name) of backup \(m.id)")
                     for k in i...j {
                         let n = try await frames.nextFrame { plain -> Int in
                             guard plain.count == f.chunks[k].raw else {
                                 throw WaybackError(.corrupt, "frame size mismatch")
                             }
-                            hasher.update(plain)
+                            if let background { background.update(plain) } else { hasher.update(plain) }
                             try out.pwrite(plain, offset: written)
                             return plain.count
                         }
@@ -343,7 +350,7 @@ public enum Restore {
             }
             i = j + 1
         }
-        guard written == f.size, hasher.finalizeHex() == f.sha256 else {
+        guard written == f.size, (background?.finalizeHex() ?? hasher.finalizeHex()) == f.sha256 else {
             try? out.close()
             throw WaybackError(.corrupt, "backup \(m.id) is damaged: file \(f.path) fails its SHA-256 check; nothing was restored. Restore another backup (--backup ID) or run a new backup")
         }

@@ -128,9 +128,12 @@ struct BadInputTests {
         }
         // A pg_wal as a restore leaves it, owned by the cluster's user.
         let pgWAL = t.root + "/restored/pg_wal", spool = pgWAL + "/" + PrefetchSpool.directoryName
-        try FileManager.default.createDirectory(atPath: pgWAL + "/archive_status", withIntermediateDirectories: true)
+        // No spool, no prefetcher: it was removed at the end of recovery, and is not made again.
+        try t.waybackOK(["wal-prefetch", names[0], "8", spool])
+        #expect(!FileManager.default.fileExists(atPath: spool))
+        for d in [pgWAL + "/archive_status", spool] { try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true) }
         if getuid() == 0, let pw = getpwnam(t.cluster.osUser) {
-            for d in [t.root + "/restored", pgWAL, pgWAL + "/archive_status"] { chown(d, pw.pointee.pw_uid, pw.pointee.pw_gid) }
+            for d in [t.root + "/restored", pgWAL, pgWAL + "/archive_status", spool] { chown(d, pw.pointee.pw_uid, pw.pointee.pw_gid) }
         }
         // The prefetcher after the first segment: it fetches the two others, then meets the end of the archive.
         try t.waybackOK(["wal-prefetch", names[0], "8", spool])

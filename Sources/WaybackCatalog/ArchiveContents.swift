@@ -116,7 +116,7 @@ extension Catalog {
             var ready = [Int: Result<[UInt8], WaybackError>]()
             var current = 0
             while current < segments.count {
-                while next < segments.count && next < current + width + 1 {
+                while next < segments.count && next < current + width {
                     let i = next, name = segments[i].name(segmentSize: segmentSize)
                     next += 1
                     group.addTask {

@@ -18,7 +18,8 @@ public enum RestoredCluster {
         /// User, password and database for the checks (host and port are replaced by the private socket).
         public var connection: ConnectionSettings
         /// The restore was written with `RestoreConfiguration.promoteAfterCheck`: for a promote
-        /// action, recovery pauses at the target; it is promoted here once the stop is checked.
+        /// action, recovery pauses at the target; it is promoted here once the stop is checked
+        /// (or, with `earlyPromotion`, on arrival).
         public var promoteAfterCheck: Bool
         /// With `promoteAfterCheck`: request the promotion while recovery still replays, so that
         /// PostgreSQL promotes the moment it reaches the target; the stop is checked right after.

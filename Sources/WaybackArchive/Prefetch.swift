@@ -26,11 +26,11 @@ public enum Prefetch {
     }
 
     /// Hands `name` over from the spool: when the prefetcher linked it into `pgWAL` (the same
-    /// file under the segment's own name) the spool's name is dropped and `.pgWAL` returned;
-    /// otherwise the spool's file is renamed to `destination`. Nil when the spool lacks it.
+    /// file under the segment's own name) in this boot, `.pgWAL` is returned (the spool's name is
+    /// dropped); otherwise the spool's file is renamed to `destination`. Nil when the spool lacks it.
     static func take(_ name: WALFileName, spool: String, destination: String) -> WALArchive.Delivery? {
         let path = spool + "/" + name.description
-        guard let st = try? FileSystem.status(path), !st.isDirectory else { return nil }
+        guard let st = try? FileSystem.status(path), !st.isDirectory, ofThisBoot(spool) else { return nil }
         let pgWAL = FileSystem.parentPath(FileSystem.absolute(destination))
         if let linked = try? FileSystem.status(pgWAL + "/" + name.description), linked.inode == st.inode, linked.device == st.device {
             try? FileSystem.remove(path)
@@ -39,13 +39,47 @@ public enum Prefetch {
         return rename(path, FileSystem.absolute(destination)) == 0 ? .destination : nil
     }
 
-    /// Links a fetched (and synced) segment into `pgWAL` under its own name, marked as archived,
-    /// and syncs the directory; skipped when `pgWAL` has a file of that name already (then the
-    /// segment is delivered through `%p`).
-    static func offer(_ file: String, as name: String, pgWAL: String) throws {
+    /// Links a fetched segment into `pgWAL` under its own name, marked as archived; skipped when
+    /// `pgWAL` has a file of that name already (then the segment is delivered through `%p`). Not
+    /// synced here: `syncPGWAL` does that before the cluster leaves recovery.
+    static func offer(_ file: String, as name: String, pgWAL: String) {
         guard link(file, pgWAL + "/" + name) == 0 else { return }
         let done = open(pgWAL + "/archive_status/" + name + ".done", O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
         if done >= 0 { close(done) }
+    }
+
+    /// True when the spool's files were written in this boot.
+    static func ofThisBoot(_ spool: String) -> Bool {
+        let recorded = (try? String(contentsOfFile: spool + "/" + PrefetchSpool.bootFile, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+        return recorded != nil && recorded == PrefetchSpool.bootID()
+    }
+
+    /// Before recovery uses the spool: a spool of an earlier boot is removed (its unsynced files
+    /// may have been lost with the page cache; those segments are fetched again); with `create`,
+    /// the spool is made, recording this boot.
+    static func prepare(_ spool: String, create: Bool) {
+        if FileManager.default.fileExists(atPath: spool) && !ofThisBoot(spool) { remove(spool) }
+        guard create, !FileManager.default.fileExists(atPath: spool) else { return }
+        try? FileSystem.makeDirectories(spool, mode: 0o700)
+        let tmp = spool + "/.boot.tmp-\(getpid())"
+        if (try? Data((PrefetchSpool.bootID() + "\n").utf8).write(to: URL(fileURLWithPath: tmp))) != nil {
+            try? FileSystem.rename(tmp, spool + "/" + PrefetchSpool.bootFile)
+        }
+    }
+
+    /// Makes every segment in `pgWAL` durable, with the directory entries and archive-status marks.
+    /// PostgreSQL asks `restore_command` for timeline history files before it picks the new
+    /// timeline, at every end of archive recovery, before it writes anything that crash recovery
+    /// could need these segments for: `wal-fetch` calls this then. Segments already synced cost a
+    /// flush each.
+    public static func syncPGWAL(_ pgWAL: String) throws {
+        for name in try FileSystem.list(pgWAL) where WALFileName(name)?.kind == .segment {
+            let fd = open(pgWAL + "/" + name, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { continue }  // recycled or removed meanwhile
+            defer { close(fd) }
+            guard fdatasync(fd) == 0 else { throw PosixError.make(errno, "sync", pgWAL + "/" + name) }
+        }
+        try FileSystem.syncDirectory(pgWAL + "/archive_status")
         try FileSystem.syncDirectory(pgWAL)
     }
 
@@ -69,65 +103,102 @@ public enum Prefetch {
         (try? String(contentsOfFile: spool + "/.position", encoding: .utf8)).flatMap { WALFileName(String($0.prefix(24))) }
     }
 
-    /// When a segment recovery asks for is being fetched right now, waits (up to `seconds`) for
-    /// it to enter the spool rather than fetching it a second time.
-    static func awaitInFlight(_ name: WALFileName, spool: String, seconds: Double = 2) {
-        let tmp = spool + "/.tmp-" + name.description, done = spool + "/" + name.description
-        // A temporary file with no prefetcher running is a leftover of a killed one.
-        guard FileManager.default.fileExists(atPath: tmp), !idle(spool) else { return }
-        let until = monotonicSeconds() + seconds
-        while FileManager.default.fileExists(atPath: tmp) && !FileManager.default.fileExists(atPath: done) && monotonicSeconds() < until {
-            usleep(2000)
-        }
+    static func limit(_ spool: String) -> WALFileName? {
+        (try? String(contentsOfFile: spool + "/" + PrefetchSpool.lastFile, encoding: .utf8)).flatMap { WALFileName(String($0.prefix(24))) }
     }
 
-    /// The prefetcher: keeps the `count` segments after recovery's position (`after`, then what
-    /// `wal-fetch` records) in the spool, three fetches at a time, each written to a temporary name,
-    /// synced, offered in `pg_wal` and renamed into the spool. It exits at the end of the archive,
-    /// when the spool is removed (the end of recovery), or when recovery has not moved for
-    /// `idleSeconds` (paused, or stopped). Exits at once if another prefetcher runs, or if the spool
-    /// is gone.
-    public static func run(after: WALFileName, count: Int, spool: String, configuration: ArchiveConfiguration, logger: Logger,
+    /// Waits (up to `seconds`) for `name` to enter the spool while a prefetcher fetches it. The
+    /// prefetcher fetches its window in order from recovery's position, which the caller has just
+    /// set to `name`: a segment neither in the spool nor in flight within `grace` is not coming
+    /// (the prefetcher is busy elsewhere, or ends). False when it does not arrive: the caller
+    /// fetches it itself.
+    static func await(_ name: WALFileName, spool: String, seconds: Double = 30, grace: Double = 0.2) -> Bool {
+        let done = spool + "/" + name.description, tmp = spool + "/.tmp-" + name.description
+        func arrived() -> Bool { FileManager.default.fileExists(atPath: done) }
+        let began = monotonicSeconds()
+        while monotonicSeconds() - began < seconds {
+            if arrived() { return true }
+            if idle(spool) || (!FileManager.default.fileExists(atPath: tmp) && monotonicSeconds() - began > grace) { return arrived() }
+            usleep(1000)
+        }
+        return arrived()
+    }
+
+    /// Starts a prefetcher for `spool` from `name` unless one runs, and waits (briefly) until it
+    /// holds the spool's lock, so that `await` can tell a starting prefetcher from none.
+    static func start(_ command: [String], from name: WALFileName, count: Int, spool: String) {
+        guard idle(spool), (try? Command.spawnDetached(command + [name.description, String(count), spool])) != nil else { return }
+        let until = monotonicSeconds() + 0.5
+        while idle(spool) && monotonicSeconds() < until { usleep(500) }
+    }
+
+    /// The prefetcher: keeps recovery's position and the `count` segments after it (`from`, then what
+    /// `wal-fetch` and the `restore_command` fast path record) in the spool, up to three fetches in
+    /// flight, each started as soon as one ends; each segment is written to a temporary name,
+    /// offered in `pg_wal`, renamed into the spool, and synced in the background (`SegmentSyncer`).
+    /// Nothing beyond the target's last segment (`.last`, written by the restore). It exits at the
+    /// end of the archive, once it holds that last segment, when the spool is removed (the end of
+    /// recovery), or when recovery has not moved for `idleSeconds` (paused, or stopped), once its
+    /// syncs are done. Exits at once if another prefetcher runs, or if the spool is gone.
+    public static func run(from: WALFileName, count: Int, spool: String, configuration: ArchiveConfiguration, logger: Logger,
                            idleSeconds: Double = 5) async throws {
         // `wal-fetch` makes the spool before it starts a prefetcher; a missing spool was removed
         // since (recovery ended), and must not be made again.
         guard (try? FileSystem.status(spool))?.isDirectory == true, let fd = DirectoryLock.hold(spool) else { return }
         defer { close(fd) }
         let segSize = WALFileName.defaultSegmentSize
-        var at = after
+        var at = from
         var moved = monotonicSeconds()
         // This spool, not one made after it was removed (that one has its own prefetcher).
         let mine = try FileSystem.status(spool)?.inode
-        while let current = try? FileSystem.status(spool), current.inode == mine {
-            if let p = position(spool), p.kind == .segment, p != at,
-               p.timeline != at.timeline || p.segmentNumber(segmentSize: segSize) > at.segmentNumber(segmentSize: segSize) {
-                at = p
-                moved = monotonicSeconds()
-            }
-            let first = at.segmentNumber(segmentSize: segSize) + 1
-            let wanted = (first..<(first + UInt64(count))).map { WALFileName(timeline: at.timeline, segmentNumber: $0, segmentSize: segSize) }
-            let wantedNames = Set(wanted.map(\.description))
-            // Drop what recovery has passed (or another timeline's files).
-            let listed = (try? FileSystem.list(spool)) ?? []
-            for f in listed where !f.hasPrefix(".") && !wantedNames.contains(f) {
-                try? FileSystem.remove(spool + "/" + f)
-            }
-            let present = Set(listed)
-            // Three at a time, in order: each segment is synced before it enters the spool, and
-            // the waits for the disk overlap; decompressing takes a fraction of a core.
-            let next = wanted.filter { !present.contains($0.description) }.prefix(3)
-            if next.isEmpty {
-                if monotonicSeconds() - moved > idleSeconds { return }
-                try await Task.sleep(nanoseconds: 5_000_000)
-                continue
-            }
-            let ended = try await withThrowingTaskGroup(of: Bool.self) { group in
-                for name in next {
-                    group.addTask { try await fetchIntoSpool(name.description, spool: spool, configuration: configuration, logger: logger) }
+        let syncer = SegmentSyncer(), pgWAL = FileSystem.parentPath(spool)
+        defer { syncer.drain() }
+        try await withThrowingTaskGroup(of: (name: String, ended: Bool)?.self) { group in
+            var inFlight = Set<String>(), ticking = false, ended = false
+            while let current = try? FileSystem.status(spool), current.inode == mine {
+                if let p = position(spool), p.kind == .segment, p != at,
+                   p.timeline != at.timeline || p.segmentNumber(segmentSize: segSize) > at.segmentNumber(segmentSize: segSize) {
+                    at = p
+                    moved = monotonicSeconds()
                 }
-                return try await group.reduce(false) { $0 || $1 }
+                // Nothing beyond the last segment the target needs (`.last`, on its timeline).
+                let first = at.segmentNumber(segmentSize: segSize)
+                var upTo = first + UInt64(count), capped = false
+                if let last = limit(spool), last.timeline == at.timeline, last.segmentNumber(segmentSize: segSize) <= upTo {
+                    upTo = last.segmentNumber(segmentSize: segSize)
+                    capped = true
+                }
+                let wanted = first > upTo ? [] : (first...upTo).map { WALFileName(timeline: at.timeline, segmentNumber: $0, segmentSize: segSize).description }
+                // Drop what recovery has passed (or another timeline's files).
+                let listed = (try? FileSystem.list(spool)) ?? []
+                for f in listed where !f.hasPrefix(".") && !wanted.contains(f) {
+                    try? FileSystem.remove(spool + "/" + f)
+                }
+                // Up to three in flight, in order: each segment is synced before it enters the
+                // spool, and the waits for the disk overlap; decompressing takes a fraction of a core.
+                let present = Set(listed)
+                for name in wanted where !ended && inFlight.count < 3 && !present.contains(name) && !inFlight.contains(name) {
+                    inFlight.insert(name)
+                    group.addTask { (name, try await fetchIntoSpool(name, spool: spool, configuration: configuration, logger: logger)) }
+                }
+                // Done: the archive ends, everything up to the target's last segment is here, or
+                // recovery does not move.
+                if inFlight.isEmpty && (ended || capped || monotonicSeconds() - moved > idleSeconds) { return }
+                // Wake on a finished fetch, or after 5 ms to look at recovery's position again.
+                if !ticking {
+                    ticking = true
+                    group.addTask { try await Task.sleep(nanoseconds: 5_000_000); return nil }
+                }
+                guard let next = try await group.next() else { return }
+                if let finished = next {
+                    inFlight.remove(finished.name)
+                    if !finished.ended { syncer.enqueue(pgWAL + "/" + finished.name) }
+                    ended = ended || finished.ended
+                } else {
+                    ticking = false
+                }
             }
-            if ended { return }
+            group.cancelAll()
         }
     }
 
@@ -135,13 +206,55 @@ public enum Prefetch {
     static func fetchIntoSpool(_ name: String, spool: String, configuration: ArchiveConfiguration, logger: Logger) async throws -> Bool {
         let tmp = spool + "/.tmp-" + name
         do {
-            _ = try await WALArchive.fetch(name: name, destination: tmp, configuration: configuration, logger: logger, durable: true)
-            try offer(tmp, as: name, pgWAL: FileSystem.parentPath(spool))
+            _ = try await WALArchive.fetch(name: name, destination: tmp, configuration: configuration, logger: logger, startWriteback: true)
+            offer(tmp, as: name, pgWAL: FileSystem.parentPath(spool))
             try FileSystem.rename(tmp, spool + "/" + name)
             return false
         } catch let e as WaybackError where e.code == .notFound {
             try? FileSystem.remove(tmp)
             return true
+        }
+    }
+}
+
+/// Syncs the segments the prefetcher has handed over, in order, on a thread of its own, while
+/// replay goes on: by the time recovery ends (and `wal-fetch` syncs all of `pg_wal` before the
+/// new timeline), little is left to wait for.
+final class SegmentSyncer: @unchecked Sendable {
+    private let condition = NSCondition()
+    // Guarded by `condition`.
+    private var queue: [String] = []
+    private var busy = false
+
+    init() { Thread.detachNewThread { [self] in run() } }
+
+    func enqueue(_ path: String) {
+        condition.lock()
+        queue.append(path)
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Waits until every enqueued segment is synced.
+    func drain() {
+        condition.lock()
+        while !queue.isEmpty || busy { condition.wait() }
+        condition.unlock()
+    }
+
+    private func run() {
+        while true {
+            condition.lock()
+            while queue.isEmpty { condition.wait() }
+            let path = queue.removeFirst()
+            busy = true
+            condition.unlock()
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            if fd >= 0 { _ = fdatasync(fd); close(fd) }  // gone: recovery passed it, and PostgreSQL recycled it
+            condition.lock()
+            busy = false
+            condition.broadcast()
+            condition.unlock()
         }
     }
 }

@@ -17,7 +17,7 @@ public struct ArchiveConfiguration: Sendable {
     public var compression: CompressionSettings
     public var parallelism: Int
     /// Segments `wal-fetch` fetches ahead (0: none), and how to start the background prefetcher:
-    /// the argument vector before `<after> <count> <spool>` (`[wayback, --config, F, wal-prefetch]`).
+    /// the argument vector before `<from> <count> <spool>` (`[wayback, --config, F, wal-prefetch]`).
     public var prefetchSegments: Int
     public var prefetchCommand: [String]
     /// The spool of asynchronous repositories, its limit, and how to start the drainer.
@@ -201,9 +201,11 @@ public enum WALArchive {
         case pgWAL
     }
 
-    /// `restore_command`: a segment comes from the prefetch spool when it is there, otherwise from
-    /// the archive; then the prefetcher is started for the next segments. When the archive does not
-    /// have a segment (the end of recovery) the spool is removed and `.notFound` thrown.
+    /// `restore_command`: a segment comes from the prefetch spool when it is there; otherwise,
+    /// during recovery, the prefetcher is started (unless one runs) from this segment and the
+    /// segment taken from it, since it is the first the prefetcher fetches; otherwise, or when no
+    /// prefetcher delivers it, from the archive. When the archive does not have a segment (the end
+    /// of recovery) the spool is removed and `.notFound` thrown.
     @discardableResult
     public static func restore(name fileName: String, destination: String, configuration: ArchiveConfiguration,
                                logger: Logger) async throws -> Delivery {
@@ -213,38 +215,43 @@ public enum WALArchive {
         let spool = Prefetch.spool(forDestination: destination)
         // Only for recovery, where PostgreSQL passes pg_wal/RECOVERYXLOG: a fetch to anywhere else
         // (a script copying segments out) must not leave a spool next to its file.
-        let inPGWAL = FileSystem.lastComponent(FileSystem.parentPath(FileSystem.absolute(destination))) == "pg_wal"
-        let prefetching = configuration.prefetchSegments > 0 && name.kind == .segment && !configuration.prefetchCommand.isEmpty && inPGWAL
-        var delivery = Delivery.destination
-        if prefetching {
-            Prefetch.record(position: name, spool: spool)
-            Prefetch.awaitInFlight(name, spool: spool)
+        let inPGWAL = FileSystem.lastComponent(FileSystem.parentPath(FileSystem.absolute(destination))) == "pg_wal" && name.kind == .segment
+        let prefetching = inPGWAL && configuration.prefetchSegments > 0 && !configuration.prefetchCommand.isEmpty
+        // Recovery is about to leave archive recovery, or to pick a timeline: what it replayed from
+        // the spool must be durable first.
+        if name.kind == .history && FileSystem.lastComponent(FileSystem.parentPath(FileSystem.absolute(destination))) == "pg_wal" {
+            try Prefetch.syncPGWAL(FileSystem.parentPath(FileSystem.absolute(destination)))
         }
-        if prefetching, let taken = Prefetch.take(name, spool: spool, destination: destination) {
+        if inPGWAL { Prefetch.prepare(spool, create: prefetching) }
+        if prefetching { Prefetch.record(position: name, spool: spool) }
+        // A segment in the spool is handed over even with prefetching off: the restore offers the
+        // backup's own WAL there.
+        var taken = inPGWAL ? Prefetch.take(name, spool: spool, destination: destination) : nil
+        if prefetching {
+            Prefetch.start(configuration.prefetchCommand, from: name, count: configuration.prefetchSegments, spool: spool)
+            let beyond = Prefetch.limit(spool).map { $0.timeline == name.timeline && name > $0 } ?? false
+            if taken == nil, !beyond, Prefetch.await(name, spool: spool) {
+                taken = Prefetch.take(name, spool: spool, destination: destination)
+            }
+        }
+        if let taken {
             logger.debug("WAL file from the prefetch spool", metadata: ["wayback.segment": "\(fileName)", "in": "\(taken)"])
-            delivery = taken
-        } else {
-            do {
-                _ = try await fetch(name: fileName, destination: destination, configuration: configuration, logger: logger)
-            } catch let e as WaybackError where e.code == .notFound && prefetching {
-                Prefetch.remove(spool)  // the end of recovery: nothing further to fetch
-                throw e
-            }
+            return taken
         }
-        if prefetching {
-            try? FileSystem.makeDirectories(spool, mode: 0o700)
-            if Prefetch.idle(spool) {
-                try? Command.spawnDetached(configuration.prefetchCommand + [fileName, String(configuration.prefetchSegments), spool])
-            }
+        do {
+            _ = try await fetch(name: fileName, destination: destination, configuration: configuration, logger: logger)
+        } catch let e as WaybackError where e.code == .notFound && inPGWAL {
+            Prefetch.remove(spool)  // the end of recovery: nothing further to fetch
+            throw e
         }
-        return delivery
+        return .destination
     }
 
     /// Fetches one WAL file into `destination` (written to a temporary name, then renamed), verifying
-    /// its checksum; `durable` syncs it before the rename. Throws `.notFound` when the archive does
+    /// its checksum; `startWriteback` hands each piece to the disk as it is written, without waiting. Throws `.notFound` when the archive does
     /// not have it: the normal end of recovery.
     public static func fetch(name fileName: String, destination: String, configuration: ArchiveConfiguration, logger: Logger,
-                             durable: Bool = false) async throws -> Int64 {
+                             startWriteback: Bool = false) async throws -> Int64 {
         guard let name = WALFileName(fileName) else {
             throw WaybackError(.usage, "'\(fileName)' is not a WAL file name; restore_command must be 'wayback wal-fetch %f %p'")
         }
@@ -258,10 +265,9 @@ public enum WALArchive {
             let header = try await WALObject.read(configuration.repository.driver, key: key, name: fileName) { plain, offset in
                 try file.pwrite(plain, offset: offset)
                 // Durable: hand each piece to the disk at once, so the fsync has little left to wait for.
-                if durable { file.startWriteback(offset: offset, length: Int64(plain.count)) }
+                if startWriteback { file.startWriteback(offset: offset, length: Int64(plain.count)) }
             }
             try file.truncate(header.size)
-            if durable { try file.fsync() }
             try file.close()
             try FileSystem.rename(tmp, dest)
             logger.debug("fetched WAL file", metadata: ["wayback.segment": "\(fileName)"])

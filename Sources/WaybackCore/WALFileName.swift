@@ -1,3 +1,5 @@
+import Foundation
+
 /// The name of a file PostgreSQL archives: a WAL segment (`000000010000000A000000FF`), a partial
 /// segment (`...FF.partial`), a timeline history file (`00000002.history`) or a backup history file
 /// (`000000010000000A000000FF.00000028.backup`).
@@ -94,4 +96,33 @@ public struct WALFileName: Hashable, Sendable, CustomStringConvertible, Comparab
 public enum PrefetchSpool {
     public static let directoryName = "wayback-prefetch"
     public static func path(dataDirectory: String) -> String { dataDirectory + "/pg_wal/" + directoryName }
+
+    /// The spool's record of the boot its files were written in (`/proc/sys/kernel/random/boot_id`).
+    /// Prefetched segments are handed over without being synced first (see `Prefetch` in
+    /// WaybackArchive); after a reboot they may not be whole, and are not used.
+    public static let bootFile = ".boot"
+    public static let bootIDPath = "/proc/sys/kernel/random/boot_id"
+    /// The last segment recovery needs for its target (none for `--to-latest`), written by the
+    /// restore: the prefetcher fetches nothing beyond it.
+    public static let lastFile = ".last"
+
+    public static func bootID() -> String {
+        guard let f = fopen(bootIDPath, "r") else { return "" }
+        defer { fclose(f) }
+        var buf = [CChar](repeating: 0, count: 64)
+        guard fgets(&buf, 64, f) != nil else { return "" }
+        return String(decoding: buf.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// The `restore_command` of a restored cluster: `fetch` (`wayback ... wal-fetch %f %p`), with a
+    /// shell fast path in front for a segment the prefetcher has already placed in `pg_wal`: the
+    /// spool and `pg_wal` hold one file under its name, written in this boot. The shell records
+    /// recovery's position for the prefetcher and exits 1 ("not restored"), and PostgreSQL reads the
+    /// segment from `pg_wal`, as it does whenever `restore_command` has nothing; no process is
+    /// started. Everything else goes to `fetch`. PostgreSQL runs the command in the data directory.
+    public static func restoreCommand(fetch: String) -> String {
+        let s = "pg_wal/" + directoryName
+        return "if [ \"\(s)/%f\" -ef \"pg_wal/%f\" ] && read b < \(bootIDPath) && read o < \(s)/\(bootFile) && [ \"$b\" = \"$o\" ]; "
+            + "then echo %f > \(s)/.position; exit 1; fi; exec \(fetch)"
+    }
 }

@@ -130,7 +130,7 @@ public enum Demo {
         var restoreConfig = RestoreConfiguration(
             repository: repo, cluster: c.clusterName, targetDirectory: restored.dataDirectory,
             request: RecoveryRequest(target: .time(Format.parseInstant(pointInTime)!), action: .promote), archiveMode: .off,
-            parallelism: c.parallelism, restoreCommand: "\(waybackCommand) wal-fetch %f %p")
+            parallelism: c.parallelism, restoreCommand: PrefetchSpool.restoreCommand(fetch: "\(waybackCommand) wal-fetch %f %p"))
         restoreConfig.promoteAfterCheck = true
         let plan = try await Restore.plan(restoreConfig, logger: o.logger)
         say("")

@@ -101,6 +101,17 @@ public enum DataDirectory {
         return nil
     }
 
+    /// The server's state from the last line of postmaster.pid (`starting`, `standby`, `ready`,
+    /// `stopping`), as `pg_ctl -w` reads it; nil when there is no such line. Reading it costs the
+    /// server nothing, unlike a connection attempt (a backend forked, only to be refused).
+    public static func postmasterStatus(_ path: String) -> String? {
+        guard let text = try? String(contentsOfFile: path + "/postmaster.pid", encoding: .utf8) else { return nil }
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        guard lines.count > 7 else { return nil }
+        let status = lines[7].trimmingCharacters(in: .whitespaces)
+        return status.isEmpty ? nil : status
+    }
+
     /// The major version from PG_VERSION (e.g. "15"); nil when absent.
     public static func majorVersion(_ path: String) -> String? {
         (try? String(contentsOfFile: path + "/PG_VERSION", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)

@@ -44,6 +44,7 @@ public enum Advance {
         if !auto.isEmpty && !auto.hasSuffix("\n") { auto += "\n" }
         auto += RecoverySettings.text(plan: plan, request: request, restoreCommand: config.restoreCommand, archiveMode: archiveMode)
         try rewrite(autoPath, auto)
+        Restore.limitPrefetch(dir, plan: plan)
         let report = try await RestoredCluster.start(directory: dir, plan: plan,
                                                      options: .init(port: runningPort ?? port ?? 5432, osUser: osUser, connection: connection),
                                                      logger: logger)

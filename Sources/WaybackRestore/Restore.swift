@@ -388,7 +388,9 @@ public enum Restore {
                 throw WaybackError(.corrupt, "backup \(m.id) is damaged: its copy of WAL file \(w.name) cannot be read (\(e.message))")
             }
             try file.close()
+            if WALFileName(w.name)?.kind == .segment { try seedSpool(layout.staging, segment: w.name) }
         }
+        limitPrefetch(layout.staging, plan: plan)
         // Recovery settings.
         let autoPath = layout.staging + "/postgresql.auto.conf"
         var auto = (try? String(contentsOfFile: autoPath, encoding: .utf8)) ?? ""
@@ -403,6 +405,34 @@ public enum Restore {
         try writeText("recovery.signal", "", manifestEntry: false)
         let pgManifest = PGBackupManifest.render(files: entries, timeline: m.timeline, startLSN: m.startLSN, endLSN: m.stopLSN)
         try writeText("backup_manifest", String(decoding: pgManifest, as: UTF8.self), manifestEntry: false)
+    }
+
+    /// Offers a segment of the backup's own WAL, written into `pg_wal`, as if prefetched (see
+    /// `Prefetch` in WaybackArchive): the spool gets a second name of the same file and
+    /// `archive_status` a `.done`. The first `wal-fetch` of recovery then hands it over in place and
+    /// PostgreSQL reads it from `pg_wal`, rather than a second copy through `%p` that PostgreSQL
+    /// would rename and sync before replay starts. The directories are synced with the rest.
+    static func seedSpool(_ dataDirectory: String, segment name: String) throws {
+        let spool = PrefetchSpool.path(dataDirectory: dataDirectory), pgWAL = dataDirectory + "/pg_wal"
+        try FileSystem.makeDirectories(spool, mode: 0o700)
+        try? FileSystem.remove(spool + "/" + name)
+        guard link(pgWAL + "/" + name, spool + "/" + name) == 0 else { throw PosixError.make(errno, "link \(name) into the prefetch spool", spool) }
+        let done = open(pgWAL + "/archive_status/" + name + ".done", O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
+        guard done >= 0 else { throw PosixError.make(errno, "mark \(name) as archived", pgWAL + "/archive_status") }
+        close(done)
+        let boot = try PosixFile.create(spool + "/" + PrefetchSpool.bootFile, mode: 0o600)
+        try Array((PrefetchSpool.bootID() + "\n").utf8).withUnsafeBytes { try boot.write($0) }
+        try boot.close()
+    }
+
+    /// Tells the prefetcher the last segment the plan needs (`.last` in the spool), so that it
+    /// fetches nothing beyond the target: segments there are only written to be recycled, each
+    /// synced, by PostgreSQL at promotion. No limit for `--to-latest`.
+    static func limitPrefetch(_ dataDirectory: String, plan: RecoveryPlan) {
+        let spool = PrefetchSpool.path(dataDirectory: dataDirectory), path = spool + "/" + PrefetchSpool.lastFile
+        try? FileSystem.remove(path)
+        guard plan.targetKind != .latest, let last = plan.wal.last, FileManager.default.fileExists(atPath: spool) else { return }
+        try? Data((last + "\n").utf8).write(to: URL(fileURLWithPath: path))
     }
 
     static func chownTree(_ path: String, uid: UInt32, gid: UInt32) throws {

@@ -148,7 +148,9 @@ public enum RestoredCluster {
                 throw WaybackError(.cluster, "the restored cluster in \(directory) stopped during recovery: \(tail.isEmpty ? "see \(logFile)" : tail.joined(separator: " | "))")
             }
             let log = (try? String(contentsOfFile: logFile, encoding: .utf8)) ?? ""
-            if session == nil {
+            // Connect once the server says it accepts connections (postmaster.pid), not before:
+            // each refused attempt forks a backend on the cores recovery needs.
+            if session == nil, DataDirectory.postmasterStatus(directory).map({ $0 == "standby" || $0 == "ready" }) ?? (elapsed > 0.5) {
                 session = try? await PostgresSession.connect(connection, logger: logger)
                 if session != nil && report.readySeconds == nil { report.readySeconds = monotonicSeconds() - began }
             }

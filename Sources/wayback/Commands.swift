@@ -95,18 +95,18 @@ struct WalFetchCommand: AsyncParsableCommand {
 struct WalPrefetchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "wal-prefetch",
-        abstract: "Fetch the WAL segments after one into the prefetch spool (started by wal-fetch).",
+        abstract: "Fetch the WAL segments from one on into the prefetch spool (started by wal-fetch).",
         shouldDisplay: false)
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "The segment just fetched.") var after: String
+    @Argument(help: "The segment recovery asks for: the window starts there.") var from: String
     @Argument(help: "How many segments to fetch ahead.") var count: Int
     @Argument(help: "The spool directory.") var spool: String
 
     func run() async throws {
-        guard let name = WALFileName(after), name.kind == .segment else { throw ValidationError("'\(after)' is not a WAL segment name") }
+        guard let name = WALFileName(from), name.kind == .segment else { throw ValidationError("'\(from)' is not a WAL segment name") }
         let config = try global.load()
         let logger = Context.logger(config.logLevel)
-        try await Prefetch.run(after: name, count: count, spool: spool, configuration: archiveConfiguration(config, logger: logger), logger: logger)
+        try await Prefetch.run(from: name, count: count, spool: spool, configuration: archiveConfiguration(config, logger: logger), logger: logger)
     }
 }
 
@@ -307,7 +307,7 @@ struct RestoreCommand: AsyncParsableCommand {
         var restoreConfig = RestoreConfiguration(
             repository: try config.repository(logger: logger), cluster: config.clusterName, targetDirectory: directory,
             request: request, archiveMode: mode, parallelism: config.parallelism,
-            restoreCommand: Context.waybackCommand(configPath: config.path) + " wal-fetch %f %p",
+            restoreCommand: PrefetchSpool.restoreCommand(fetch: Context.waybackCommand(configPath: config.path) + " wal-fetch %f %p"),
             owner: ownerIDs, tablespaceMap: map)
         restoreConfig.delta = delta
         restoreConfig.promoteAfterCheck = start

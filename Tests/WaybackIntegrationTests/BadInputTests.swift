@@ -115,7 +115,7 @@ struct BadInputTests {
         #expect(!FileManager.default.fileExists(atPath: stash + "/none"))
     }
 
-    @Test("wal-fetch prefetch: segments are synced, linked into pg_wal and marked archived; a hit exits 1 for PostgreSQL to read pg_wal")
+    @Test("wal-fetch prefetch: segments are linked into pg_wal and marked archived up to the target's last; a hit (shell fast path or wal-fetch) exits 1 for PostgreSQL to read pg_wal; a spool of another boot is not used")
     func prefetchHandsOverInPGWAL() throws {
         let t = try TestCluster()
         defer { t.cleanup() }
@@ -127,35 +127,70 @@ struct BadInputTests {
             names.append(try t.psql("SELECT last_archived_wal FROM pg_stat_archiver"))
         }
         // A pg_wal as a restore leaves it, owned by the cluster's user.
-        let pgWAL = t.root + "/restored/pg_wal", spool = pgWAL + "/" + PrefetchSpool.directoryName
+        let dataDir = t.root + "/restored", pgWAL = dataDir + "/pg_wal", spool = pgWAL + "/" + PrefetchSpool.directoryName
+        let user = t.cluster.osUser
+        func own(_ paths: [String]) {
+            if getuid() == 0, let pw = getpwnam(user) { for p in paths { chown(p, pw.pointee.pw_uid, pw.pointee.pw_gid) } }
+        }
+        func write(_ text: String, _ path: String) throws { try Data(text.utf8).write(to: URL(fileURLWithPath: path)); own([path]) }
         // No spool, no prefetcher: it was removed at the end of recovery, and is not made again.
         try t.waybackOK(["wal-prefetch", names[0], "8", spool])
         #expect(!FileManager.default.fileExists(atPath: spool))
         for d in [pgWAL + "/archive_status", spool] { try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true) }
-        if getuid() == 0, let pw = getpwnam(t.cluster.osUser) {
-            for d in [t.root + "/restored", pgWAL, pgWAL + "/archive_status", spool] { chown(d, pw.pointee.pw_uid, pw.pointee.pw_gid) }
-        }
-        // The prefetcher after the first segment: it fetches the two others, then meets the end of the archive.
+        own([dataDir, pgWAL, pgWAL + "/archive_status", spool])
+        // The spool as wal-fetch makes it (this boot), with the target's last segment as a restore writes it.
+        try write(PrefetchSpool.bootID() + "\n", spool + "/" + PrefetchSpool.bootFile)
+        try write(names[1] + "\n", spool + "/" + PrefetchSpool.lastFile)
+        // The prefetcher from the first segment: it fetches up to the last one the target needs, and stops there.
         try t.waybackOK(["wal-prefetch", names[0], "8", spool])
-        for name in names.dropFirst() {
+        for name in names.prefix(2) {
             let inSpool = try #require(try FileSystem.status(spool + "/" + name))
             let inPGWAL = try #require(try FileSystem.status(pgWAL + "/" + name), "\(name) was not offered in pg_wal")
             #expect(inSpool.inode == inPGWAL.inode && inSpool.size == 16 << 20)
             #expect(FileManager.default.fileExists(atPath: pgWAL + "/archive_status/\(name).done"))
         }
-        // A hit: exit 1 and nothing on stderr; the segment stays in pg_wal with the archived content.
+        #expect(!FileManager.default.fileExists(atPath: spool + "/" + names[2]), "fetched beyond the target's last segment")
         try t.waybackOK(["wal-fetch", names[1], t.root + "/expected"])
-        let hit = try t.wayback(["wal-fetch", names[1], pgWAL + "/RECOVERYXLOG"])
+        #expect(try Data(contentsOf: URL(fileURLWithPath: pgWAL + "/" + names[1])) == Data(contentsOf: URL(fileURLWithPath: t.root + "/expected")))
+
+        // restore_command as a restore writes it, run by the shell in the data directory as PostgreSQL does.
+        let fetch = "\(TestEnvironment.waybackBinary) --config \(t.configPath) wal-fetch %f %p"
+        func restoreCommand(_ name: String) throws -> Command.Result {
+            let command = PrefetchSpool.restoreCommand(fetch: fetch).replacingOccurrences(of: "%f", with: name)
+                .replacingOccurrences(of: "%p", with: "pg_wal/RECOVERYXLOG")
+            return try Command.run(["/bin/sh", "-c", "cd '\(dataDir)' && { \(command); }"], asUser: user, check: false)
+        }
+        // The fast path: no process; exit 1, recovery's position recorded, the segment left in pg_wal.
+        let fast = try restoreCommand(names[1])
+        #expect(fast.status == 1 && fast.stderr.isEmpty, "\(fast.status) \(fast.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: pgWAL + "/RECOVERYXLOG"))
+        #expect(try String(contentsOfFile: spool + "/.position", encoding: .utf8).hasPrefix(names[1]))
+        // wal-fetch's own hand-over: exit 1, nothing on stderr, the spool's name dropped.
+        let hit = try t.wayback(["wal-fetch", names[0], pgWAL + "/RECOVERYXLOG"])
         #expect(hit.status == 1 && hit.stderr.isEmpty, "\(hit.status) \(hit.stderr)")
         #expect(!FileManager.default.fileExists(atPath: pgWAL + "/RECOVERYXLOG"))
-        #expect(!FileManager.default.fileExists(atPath: spool + "/" + names[1]))
-        #expect(try Data(contentsOf: URL(fileURLWithPath: pgWAL + "/" + names[1])) == Data(contentsOf: URL(fileURLWithPath: t.root + "/expected")))
+        #expect(!FileManager.default.fileExists(atPath: spool + "/" + names[0]))
+
+        // A spool of another boot: its files may not be whole; neither path uses it, the segment comes through %p.
+        try write("another-boot\n", spool + "/" + PrefetchSpool.bootFile)
+        let other = try restoreCommand(names[1])
+        #expect(other.status == 0, "\(other.status) \(other.stderr)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: pgWAL + "/RECOVERYXLOG")) == Data(contentsOf: URL(fileURLWithPath: t.root + "/expected")))
+        #expect(try String(contentsOfFile: spool + "/" + PrefetchSpool.bootFile, encoding: .utf8).hasPrefix(PrefetchSpool.bootID()), "the old spool was not replaced")
+        try FileSystem.remove(pgWAL + "/RECOVERYXLOG")
+
         // Another file under the segment's name in pg_wal (not the spool's): delivered through %p.
+        // (wal-fetch started a prefetcher on the new spool; wait until it has finished.)
+        let lock = open(spool + "/.lock", O_RDWR | O_CLOEXEC)
+        if lock >= 0 { flock(lock, LOCK_EX); close(lock) }
         try FileSystem.remove(pgWAL + "/" + names[2])
-        try Data("stale".utf8).write(to: URL(fileURLWithPath: pgWAL + "/" + names[2]))
+        try write("stale", pgWAL + "/" + names[2])
         try t.waybackOK(["wal-fetch", names[2], pgWAL + "/RECOVERYXLOG"])
         try t.waybackOK(["wal-fetch", names[2], t.root + "/expected2"])
         #expect(try Data(contentsOf: URL(fileURLWithPath: pgWAL + "/RECOVERYXLOG")) == Data(contentsOf: URL(fileURLWithPath: t.root + "/expected2")))
+        // A timeline history file asked for into pg_wal (the end of recovery): pg_wal is synced, and a missing one is reported as such.
+        let history = try t.wayback(["wal-fetch", "00000009.history", pgWAL + "/RECOVERYHISTORY"])
+        #expect(history.status == Code.notFound.rawValue, "\(history.status) \(history.stderr)")
     }
 
     @Test("corrupt object: restore refuses naming the file and leaves no target; non-empty target is refused")

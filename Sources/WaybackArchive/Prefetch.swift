@@ -169,9 +169,12 @@ public enum Prefetch {
                     capped = true
                 }
                 let wanted = first > upTo ? [] : (first...upTo).map { WALFileName(timeline: at.timeline, segmentNumber: $0, segmentSize: segSize).description }
-                // Drop what recovery has passed (or another timeline's files).
+                // Drop what recovery has passed (or another timeline's files), but the segment just
+                // before its position: PostgreSQL reads the last segment of recovery once more at the
+                // end, after its read-ahead has asked for the next.
                 let listed = (try? FileSystem.list(spool)) ?? []
-                for f in listed where !f.hasPrefix(".") && !wanted.contains(f) {
+                let previous = first > 0 ? WALFileName(timeline: at.timeline, segmentNumber: first - 1, segmentSize: segSize).description : ""
+                for f in listed where !f.hasPrefix(".") && !wanted.contains(f) && f != previous {
                     try? FileSystem.remove(spool + "/" + f)
                 }
                 // Up to three in flight, in order: each segment is synced before it enters the

@@ -100,15 +100,19 @@ public enum Restore {
             }
             let layout = Layout(staging: staging, tablespaces: stagedTablespaces, finalTablespaces: tablespaceTargets)
             try createDirectories(manifest, layout: layout)
+            // Flushed as it is written (see `FileSystemFlusher`), once more at the end.
+            let flusher = try FileSystemFlusher(allStaging)
+            flusher.start()
+            defer { flusher.stop() }
             let bytes = try await restoreFiles(chain, layout: layout, config: config, catalog: catalog, progress: progress)
             log.debug("files written", metadata: ["seconds": "\(monotonicSeconds() - started)"])
             try await writeExtras(manifest, plan: planned.plan, layout: layout, config: config, catalog: catalog)
             if let owner, getuid() == 0 {
                 for dir in allStaging { try chownTree(dir, uid: owner.uid, gid: owner.gid) }
             }
-            // One syncfs(2) per file system instead of an fsync per file (a data directory has
-            // about a thousand files; each fsync is a disk round trip), then every directory.
-            for dir in allStaging { try FileSystem.syncFileSystem(dir) }
+            // syncfs(2) per file system instead of an fsync per file (a data directory has about a
+            // thousand files; each fsync is a disk round trip), then every directory.
+            try flusher.finish()
             try syncTree(staging)
             for dir in stagedTablespaces.values { try syncTree(dir) }
             log.debug("files synced", metadata: ["seconds": "\(monotonicSeconds() - started)"])
@@ -425,14 +429,16 @@ public enum Restore {
         try boot.close()
     }
 
-    /// Tells the prefetcher the last segment the plan needs (`.last` in the spool), so that it
-    /// fetches nothing beyond the target: segments there are only written to be recycled, each
-    /// synced, by PostgreSQL at promotion. No limit for `--to-latest`.
+    /// Tells the prefetcher the last segment recovery will ask for (`.last` in the spool), so that
+    /// it fetches nothing further: segments there are only written to be recycled, each synced, by
+    /// PostgreSQL at promotion. That is the one after the plan's last: PostgreSQL's read-ahead
+    /// (`wal_decode_buffer_size`) decodes past the stop record, into the next segment when the stop
+    /// is near a segment's end. No limit for `--to-latest`.
     static func limitPrefetch(_ dataDirectory: String, plan: RecoveryPlan) {
         let spool = PrefetchSpool.path(dataDirectory: dataDirectory), path = spool + "/" + PrefetchSpool.lastFile
         try? FileSystem.remove(path)
-        guard plan.targetKind != .latest, let last = plan.wal.last, FileManager.default.fileExists(atPath: spool) else { return }
-        try? Data((last + "\n").utf8).write(to: URL(fileURLWithPath: path))
+        guard plan.targetKind != .latest, let last = plan.wal.last.flatMap(WALFileName.init), FileManager.default.fileExists(atPath: spool) else { return }
+        try? Data((last.next().description + "\n").utf8).write(to: URL(fileURLWithPath: path))
     }
 
     static func chownTree(_ path: String, uid: UInt32, gid: UInt32) throws {

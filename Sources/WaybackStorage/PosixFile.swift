@@ -124,7 +124,7 @@ public final class PosixFile {
 }
 
 /// glibc's syncfs(2), which Glibc's module map hides behind _GNU_SOURCE.
-@_silgen_name("syncfs") private func c_syncfs(_ fd: Int32) -> Int32
+@_silgen_name("syncfs") func c_syncfs(_ fd: Int32) -> Int32
 /// glibc's sync_file_range(2), likewise hidden behind _GNU_SOURCE.
 @_silgen_name("sync_file_range") private func c_sync_file_range(_ fd: Int32, _ offset: off_t, _ nbytes: off_t, _ flags: UInt32) -> Int32
 
@@ -286,3 +286,4 @@ public enum FileSystem {
 
     public static var currentUID: UInt32 { getuid() }
 }
+

@@ -1,0 +1,25 @@
+import Foundation
+import Testing
+import WaybackCore
+import WaybackStorage
+
+@Suite struct FileSystemFlusherTests {
+    @Test("flushes while files are written, then once more; stops cleanly, and a missing path is refused")
+    func flushesAndStops() throws {
+        let dir = NSTemporaryDirectory() + "wayback-flusher-\(UUID().uuidString)"
+        try FileSystem.makeDirectories(dir + "/sub")
+        defer { try? FileSystem.removeTree(dir) }
+        // Two paths on one file system share one descriptor; the thread flushes every 10 ms.
+        let flusher = try FileSystemFlusher([dir, dir + "/sub"])
+        flusher.start(interval: 0.01)
+        let f = try PosixFile.create(dir + "/sub/data")
+        let block = [UInt8](repeating: 7, count: 1 << 20)
+        for i in 0..<8 { try block.withUnsafeBytes { try f.pwrite($0, offset: Int64(i) << 20) } }
+        try f.close()
+        Thread.sleep(forTimeInterval: 0.05)
+        try flusher.finish()
+        flusher.stop()  // after finish: nothing left to stop
+        #expect(try FileSystem.status(dir + "/sub/data")?.size == 8 << 20)
+        #expect(throws: WaybackError.self) { _ = try FileSystemFlusher([dir + "/missing"]) }
+    }
+}

@@ -120,9 +120,13 @@ public enum PrefetchSpool {
     /// recovery's position for the prefetcher and exits 1 ("not restored"), and PostgreSQL reads the
     /// segment from `pg_wal`, as it does whenever `restore_command` has nothing; no process is
     /// started. Everything else goes to `fetch`. PostgreSQL runs the command in the data directory.
+    ///
+    /// PostgreSQL takes any exit status from 1 to 125 for "not in the archive" and may end recovery
+    /// there, early; only statuses above 125 stop it. So every status of `fetch` but 0 and 1 (an
+    /// unreadable repository, a damaged segment, a failed sync) becomes 126.
     public static func restoreCommand(fetch: String) -> String {
         let s = "pg_wal/" + directoryName
         return "if [ \"\(s)/%f\" -ef \"pg_wal/%f\" ] && read b < \(bootIDPath) && read o < \(s)/\(bootFile) && [ \"$b\" = \"$o\" ]; "
-            + "then echo %f > \(s)/.position; exit 1; fi; exec \(fetch)"
+            + "then echo %f > \(s)/.position; exit 1; fi; \(fetch); r=$?; [ $r -le 1 ] && exit $r; exit 126"
     }
 }

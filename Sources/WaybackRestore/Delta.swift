@@ -86,11 +86,15 @@ extension Restore {
         for loc in tablespaces.values { try FileSystem.makeDirectories(loc, mode: 0o700) }
         try createDirectories(m, layout: layout)
         let state = DeltaState(removed: removed)
+        let all = [target] + tablespaces.values.sorted()
+        // Flushed as it is written (see `FileSystemFlusher`), once more at the end.
+        let flusher = try FileSystemFlusher(all)
+        flusher.start()
+        defer { flusher.stop() }
         let bytes = try await restoreFiles(chain, layout: layout, config: config, catalog: catalog, progress: progress, delta: state)
         try await writeExtras(m, plan: plan, layout: layout, config: config, catalog: catalog)
-        let all = [target] + tablespaces.values.sorted()
         if let owner, getuid() == 0 { for dir in all { try chownTree(dir, uid: owner.uid, gid: owner.gid) } }
-        for dir in all { try FileSystem.syncFileSystem(dir) }
+        try flusher.finish()
         for dir in all { try syncTree(dir) }
         // 4. pg_control last: now the directory is complete.
         guard let control = m.files.first(where: { $0.path == controlFile }) else {

@@ -447,7 +447,7 @@ public enum Restore {
         for name in try FileSystem.list(path) { try chownTree(path + "/" + name, uid: uid, gid: gid) }
     }
 
-    /// fsync every directory (file data was flushed by `syncFileSystem`).
+    /// fsync every directory (file data was flushed by a `FileSystemFlusher`).
     static func syncTree(_ path: String) throws {
         guard let st = try FileSystem.status(path), st.isDirectory else { return }
         for name in try FileSystem.list(path) { try syncTree(path + "/" + name) }

@@ -209,14 +209,6 @@ public enum FileSystem {
         if fsync(fd) != 0 { throw PosixError.make(errno, "fsync directory", path) }
     }
 
-    /// Flushes every dirty page of the file system that holds `path` (syncfs(2)).
-    public static func syncFileSystem(_ path: String) throws {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw PosixError.make(errno, "open", path) }
-        defer { _ = Glibc.close(fd) }
-        if c_syncfs(fd) != 0 { throw PosixError.make(errno, "syncfs", path) }
-    }
-
     public static func rename(_ from: String, _ to: String) throws {
         if Glibc.rename(from, to) != 0 { throw PosixError.make(errno, "rename \(from) to", to) }
     }

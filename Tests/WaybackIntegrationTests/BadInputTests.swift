@@ -188,6 +188,11 @@ struct BadInputTests {
         try t.waybackOK(["wal-fetch", names[2], pgWAL + "/RECOVERYXLOG"])
         try t.waybackOK(["wal-fetch", names[2], t.root + "/expected2"])
         #expect(try Data(contentsOf: URL(fileURLWithPath: pgWAL + "/RECOVERYXLOG")) == Data(contentsOf: URL(fileURLWithPath: t.root + "/expected2")))
+        // A real error (here an unreadable configuration) stops recovery: status 126, not "not in the archive".
+        let broken = PrefetchSpool.restoreCommand(fetch: "\(TestEnvironment.waybackBinary) --config /nonexistent.yaml wal-fetch %f %p")
+            .replacingOccurrences(of: "%f", with: "000000010000000000000077").replacingOccurrences(of: "%p", with: "pg_wal/RECOVERYXLOG")
+        let failed = try Command.run(["/bin/sh", "-c", "cd '\(dataDir)' && { \(broken); }"], asUser: user, check: false)
+        #expect(failed.status == 126 && failed.stderr.contains("nonexistent"), "\(failed.status) \(failed.stderr)")
         // A timeline history file asked for into pg_wal (the end of recovery): pg_wal is synced, and a missing one is reported as such.
         let history = try t.wayback(["wal-fetch", "00000009.history", pgWAL + "/RECOVERYHISTORY"])
         #expect(history.status == Code.notFound.rawValue, "\(history.status) \(history.stderr)")

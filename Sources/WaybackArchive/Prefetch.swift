@@ -177,8 +177,8 @@ public enum Prefetch {
                 for f in listed where !f.hasPrefix(".") && !wanted.contains(f) && f != previous {
                     try? FileSystem.remove(spool + "/" + f)
                 }
-                // Up to three in flight, in order: each segment is synced before it enters the
-                // spool, and the waits for the disk overlap; decompressing takes a fraction of a core.
+                // Up to three in flight, in order: the reads from the repository overlap, and
+                // decompressing takes a fraction of a core.
                 let present = Set(listed)
                 for name in wanted where !ended && inFlight.count < 3 && !present.contains(name) && !inFlight.contains(name) {
                     inFlight.insert(name)

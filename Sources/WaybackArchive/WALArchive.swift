@@ -248,8 +248,8 @@ public enum WALArchive {
     }
 
     /// Fetches one WAL file into `destination` (written to a temporary name, then renamed), verifying
-    /// its checksum; `startWriteback` hands each piece to the disk as it is written, without waiting. Throws `.notFound` when the archive does
-    /// not have it: the normal end of recovery.
+    /// its checksum; `startWriteback` hands each piece to the disk as it is written, without
+    /// waiting. Throws `.notFound` when the archive does not have it: the normal end of recovery.
     public static func fetch(name fileName: String, destination: String, configuration: ArchiveConfiguration, logger: Logger,
                              startWriteback: Bool = false) async throws -> Int64 {
         guard let name = WALFileName(fileName) else {
@@ -264,7 +264,8 @@ public enum WALArchive {
         do {
             let header = try await WALObject.read(configuration.repository.driver, key: key, name: fileName) { plain, offset in
                 try file.pwrite(plain, offset: offset)
-                // Durable: hand each piece to the disk at once, so the fsync has little left to wait for.
+                // The prefetcher's segments: the disk gets each piece at once, so their later sync
+                // has little left to wait for.
                 if startWriteback { file.startWriteback(offset: offset, length: Int64(plain.count)) }
             }
             try file.truncate(header.size)

@@ -44,8 +44,7 @@ public enum Prefetch {
     /// synced here: `syncPGWAL` does that before the cluster leaves recovery.
     static func offer(_ file: String, as name: String, pgWAL: String) {
         guard link(file, pgWAL + "/" + name) == 0 else { return }
-        let done = open(pgWAL + "/archive_status/" + name + ".done", O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
-        if done >= 0 { close(done) }
+        _ = PrefetchSpool.markArchived(name, pgWAL: pgWAL)
     }
 
     /// True when the spool's files were written in this boot.
@@ -61,10 +60,7 @@ public enum Prefetch {
         if FileManager.default.fileExists(atPath: spool) && !ofThisBoot(spool) { remove(spool) }
         guard create, !FileManager.default.fileExists(atPath: spool) else { return }
         try? FileSystem.makeDirectories(spool, mode: 0o700)
-        let tmp = spool + "/.boot.tmp-\(getpid())"
-        if (try? Data((PrefetchSpool.bootID() + "\n").utf8).write(to: URL(fileURLWithPath: tmp))) != nil {
-            try? FileSystem.rename(tmp, spool + "/" + PrefetchSpool.bootFile)
-        }
+        _ = PrefetchSpool.recordBoot(spool)
     }
 
     /// Makes every segment in `pgWAL` durable, with the directory entries and archive-status marks.

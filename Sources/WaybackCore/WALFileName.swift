@@ -114,6 +114,28 @@ public enum PrefetchSpool {
         return String(decoding: buf.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
+    /// Marks `name` in `pgWAL` as archived (`archive_status/NAME.done`), as PostgreSQL does for the
+    /// segments it restores, so that the restored cluster never archives it again. False on failure.
+    public static func markArchived(_ name: String, pgWAL: String) -> Bool {
+        let fd = open(pgWAL + "/archive_status/" + name + ".done", O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return false }
+        close(fd)
+        return true
+    }
+
+    /// Records this boot in `spool` (`.boot`, written under a temporary name and renamed, so a
+    /// reader never sees half of it). False on failure.
+    public static func recordBoot(_ spool: String) -> Bool {
+        let tmp = spool + "/" + bootFile + ".tmp-\(getpid())"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return false }
+        let line = Array((bootID() + "\n").utf8)
+        let written = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+        guard written == line.count, rename(tmp, spool + "/" + bootFile) == 0 else { unlink(tmp); return false }
+        return true
+    }
+
     /// The `restore_command` of a restored cluster: `fetch` (`wayback ... wal-fetch %f %p`), with a
     /// shell fast path in front for a segment the prefetcher has already placed in `pg_wal`: the
     /// spool and `pg_wal` hold one file under its name, written in this boot. The shell records

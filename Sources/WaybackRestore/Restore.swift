@@ -421,12 +421,8 @@ public enum Restore {
         try FileSystem.makeDirectories(spool, mode: 0o700)
         try? FileSystem.remove(spool + "/" + name)
         guard link(pgWAL + "/" + name, spool + "/" + name) == 0 else { throw PosixError.make(errno, "link \(name) into the prefetch spool", spool) }
-        let done = open(pgWAL + "/archive_status/" + name + ".done", O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
-        guard done >= 0 else { throw PosixError.make(errno, "mark \(name) as archived", pgWAL + "/archive_status") }
-        close(done)
-        let boot = try PosixFile.create(spool + "/" + PrefetchSpool.bootFile, mode: 0o600)
-        try Array((PrefetchSpool.bootID() + "\n").utf8).withUnsafeBytes { try boot.write($0) }
-        try boot.close()
+        guard PrefetchSpool.markArchived(name, pgWAL: pgWAL) else { throw PosixError.make(errno, "mark \(name) as archived", pgWAL + "/archive_status") }
+        guard PrefetchSpool.recordBoot(spool) else { throw PosixError.make(errno, "record the boot in", spool) }
     }
 
     /// Tells the prefetcher the last segment recovery will ask for (`.last` in the spool), so that

@@ -24,7 +24,9 @@ public enum ClusterSetup {
     public static func initialize(repository: Repository, cluster: String, pgdata: String, connection: ConnectionSettings,
                                   waybackCommand: String, lockDirectory: String, clock: any WaybackClock = SystemClock(),
                                   logger: Logger) async throws -> Report {
-        let lock = try RepositoryLock.acquire(directory: lockDirectory, cluster: cluster, command: "init")
+        // Run as root, the lock directory is made for the PostgreSQL OS user (who takes backups).
+        let pgdataOwner = try FileSystem.status(pgdata, followLinks: true).map { (uid: $0.uid, gid: $0.gid) }
+        let lock = try RepositoryLock.acquire(directory: lockDirectory, cluster: cluster, command: "init", owner: pgdataOwner)
         defer { lock.release() }
         let session = try await PostgresSession.connect(connection, logger: logger)
         let facts: ClusterFacts
@@ -42,9 +44,7 @@ public enum ClusterSetup {
         } else {
             throw WaybackError(.config, "cluster.pgdata \(pgdata) does not exist or is not readable by this user; fix cluster.pgdata")
         }
-        if FileSystem.absolute(facts.dataDirectory) != FileSystem.absolute(pgdata) {
-            throw WaybackError(.config, "cluster.pgdata is \(pgdata), but the server's data_directory is \(facts.dataDirectory); fix cluster.pgdata")
-        }
+        try facts.requireDataDirectory(pgdata)
 
         // Each repository on its own: one added later gets the binding too.
         let binding = ClusterBinding(
@@ -75,7 +75,7 @@ public enum ClusterSetup {
         }
         let already = initialized.isEmpty
         let archive = "\(waybackCommand) wal-push %p"
-        let restore = "\(waybackCommand) wal-fetch %f %p"
+        let restore = PrefetchSpool.stoppingOnError("\(waybackCommand) wal-fetch %f %p")
         var todo = [String]()
         if facts.archiveMode != "on" && facts.archiveMode != "always" { todo.append("archive_mode = on (needs a restart)") }
         if facts.archiveCommand != archive { todo.append("archive_command = '\(archive)' (then SELECT pg_reload_conf())") }

@@ -11,9 +11,10 @@ import WaybackStorage
 /// The spool holds at most `count` segments; it is removed when recovery asks for a segment the
 /// archive does not have (the end of recovery) and when `restore --start` sees the server promoted.
 ///
-/// Each prefetched segment is also linked into `pg_wal` under its own name (with an
-/// `archive_status/NAME.done`, so the restored cluster never archives it again), synced, before it
-/// enters the spool. When recovery asks for it, `wal-fetch` finds the spool's file and the `pg_wal`
+/// When the restore made the copy not to archive (`PrefetchSpool.handOverFile` in the spool), each
+/// prefetched segment is also linked into `pg_wal` under its own name (with an
+/// `archive_status/NAME.done`, as the copy never archives anything), before it enters the spool;
+/// otherwise it is delivered through `%p` and PostgreSQL marks it as its `archive_mode` says. When recovery asks for it, `wal-fetch` finds the spool's file and the `pg_wal`
 /// name to be one file, drops the spool's name and exits 1: PostgreSQL then reads the segment from
 /// `pg_wal`, as it does for any segment `restore_command` does not deliver. A segment delivered
 /// through `%p` PostgreSQL would rename and sync itself (a journal commit or two per segment on
@@ -148,6 +149,7 @@ public enum Prefetch {
         // This spool, not one made after it was removed (that one has its own prefetcher).
         let mine = try FileSystem.status(spool)?.inode
         let syncer = SegmentSyncer(), pgWAL = FileSystem.parentPath(spool)
+        let handOver = FileManager.default.fileExists(atPath: spool + "/" + PrefetchSpool.handOverFile)
         defer { syncer.drain() }
         try await withThrowingTaskGroup(of: (name: String, ended: Bool)?.self) { group in
             var inFlight = Set<String>(), ticking = false, ended = false
@@ -178,7 +180,7 @@ public enum Prefetch {
                 let present = Set(listed)
                 for name in wanted where !ended && inFlight.count < 3 && !present.contains(name) && !inFlight.contains(name) {
                     inFlight.insert(name)
-                    group.addTask { (name, try await fetchIntoSpool(name, spool: spool, configuration: configuration, logger: logger)) }
+                    group.addTask { (name, try await fetchIntoSpool(name, spool: spool, handOver: handOver, configuration: configuration, logger: logger)) }
                 }
                 // Done: the archive ends, everything up to the target's last segment is here, or
                 // recovery does not move.
@@ -191,7 +193,7 @@ public enum Prefetch {
                 guard let next = try await group.next() else { return }
                 if let finished = next {
                     inFlight.remove(finished.name)
-                    if !finished.ended { syncer.enqueue(pgWAL + "/" + finished.name) }
+                    if !finished.ended { syncer.enqueue((handOver ? pgWAL : spool) + "/" + finished.name) }
                     ended = ended || finished.ended
                 } else {
                     ticking = false
@@ -202,11 +204,11 @@ public enum Prefetch {
     }
 
     /// Fetches one segment into the spool; true when the archive does not have it (its end).
-    static func fetchIntoSpool(_ name: String, spool: String, configuration: ArchiveConfiguration, logger: Logger) async throws -> Bool {
+    static func fetchIntoSpool(_ name: String, spool: String, handOver: Bool, configuration: ArchiveConfiguration, logger: Logger) async throws -> Bool {
         let tmp = spool + "/.tmp-" + name
         do {
             _ = try await WALArchive.fetch(name: name, destination: tmp, configuration: configuration, logger: logger, startWriteback: true)
-            offer(tmp, as: name, pgWAL: FileSystem.parentPath(spool))
+            if handOver { offer(tmp, as: name, pgWAL: FileSystem.parentPath(spool)) }
             try FileSystem.rename(tmp, spool + "/" + name)
             return false
         } catch let e as WaybackError where e.code == .notFound {

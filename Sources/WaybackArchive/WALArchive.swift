@@ -81,6 +81,18 @@ public enum WALArchive {
             }
         }
 
+        if name.kind == .history || name.kind == .backupHistory {
+            guard size <= ArchivedTextFile.maximumSize else {
+                throw WaybackError(.corrupt, "\(fileName) has \(size) bytes, too many for a \(name.kind == .history ? "timeline" : "backup") history file; refusing to archive it")
+            }
+            let content = try readWhole(file, size: size)
+            if name.kind == .history {
+                try ArchivedTextFile.validateHistory(content, timeline: name.timeline)
+            } else {
+                try ArchivedTextFile.validateBackupHistory(content, name: name, segmentSize: binding.walSegmentSize)
+            }
+        }
+
         var object: [UInt8]?
         var outcome = PushOutcome.alreadyArchived
         var failed = [(String, WaybackError)]()
@@ -260,7 +272,11 @@ public enum WALArchive {
         let dest = FileSystem.absolute(destination)
         let tmp = FileSystem.parentPath(dest) + "/." + FileSystem.lastComponent(dest) + ".wayback-tmp-\(getpid())"
         try? FileSystem.remove(tmp)
-        let file = try PosixFile.create(tmp, mode: 0o600)
+        let file: PosixFile
+        do { file = try PosixFile.create(tmp, mode: 0o600) } catch let e as WaybackError where e.code == .notFound {
+            // Never exit 1 ("not archived") for a destination that cannot be written.
+            throw WaybackError(.io, "cannot write \(destination): the directory \(FileSystem.parentPath(dest)) does not exist; restore_command must be 'wayback wal-fetch %f %p'")
+        }
         do {
             let header = try await WALObject.read(configuration.repository.driver, key: key, name: fileName) { plain, offset in
                 try file.pwrite(plain, offset: offset)
@@ -275,6 +291,9 @@ public enum WALArchive {
             return header.size
         } catch let e as WaybackError where e.code == .notFound {
             try? file.close(); try? FileSystem.remove(tmp)
+            // PostgreSQL takes "not archived" for the end of the archive and ends recovery there:
+            // say it only when every repository is readable and holds this cluster.
+            try await catalog.requireBoundEverywhere()
             throw WaybackError(.notFound, "WAL file \(fileName) is not in the archive of \(configuration.repository.description)")
         } catch {
             try? file.close(); try? FileSystem.remove(tmp)

@@ -70,6 +70,9 @@ public enum PhysicalBackup {
         let facts = try await session.facts()
         let binding = try await catalog.requireBinding(systemIdentifier: facts.systemIdentifier)
         try checkCluster(facts, config: config)
+        // Copied from the directory it was proven to be (symbolic links resolved).
+        var config = config
+        config.pgdata = FileSystem.realPath(config.pgdata) ?? config.pgdata
         // Unfinished uploads and temporary files a crash left more than a day ago.
         for member in catalog.repository.members {
             do {
@@ -107,6 +110,7 @@ public enum PhysicalBackup {
         var copied: CopyResult
         var reused = [PackIndex.Entry]()
         do {
+            try facts.requireStartCheckpoint(in: config.pgdata, startLSN: startLSN)
             var scan = try DataDirectoryScan.scan(pgdata: config.pgdata)
             if let resume {
                 (reused, scan.files) = resume.split(scan.files)
@@ -187,11 +191,7 @@ public enum PhysicalBackup {
         guard !facts.isInRecovery else {
             throw WaybackError(.cluster, "the cluster is in recovery (a standby); back up the primary")
         }
-        let real = FileSystem.absolute(config.pgdata)
-        if FileSystem.absolute(facts.dataDirectory) != real,
-           (try? FileSystem.status(real + "/PG_VERSION")) == nil {
-            throw WaybackError(.config, "cluster.pgdata is \(config.pgdata), but the server's data_directory is \(facts.dataDirectory); fix cluster.pgdata")
-        }
+        try facts.requireDataDirectory(config.pgdata)
     }
 
     static func uniqueID(catalog: Catalog, start: Date, type: BackupType) async throws -> BackupID {
@@ -216,13 +216,21 @@ public enum PhysicalBackup {
     }
 
     static func waitForArchive(_ names: [WALFileName], catalog: Catalog, session: PostgresSession, timeout: Double, logger: Logger) async throws {
-        let deadline = monotonicSeconds() + timeout
+        let began = monotonicSeconds()
+        let deadline = began + timeout
         var pending = names
+        var told = 0.0
         while true {
             var still = [WALFileName]()
             for n in pending where try await catalog.repository.driver.info(catalog.walKey(n)) == nil { still.append(n) }
             pending = still
             if pending.isEmpty { return }
+            // Say what the backup waits for: after 2 s, then every 30 s.
+            let waited = monotonicSeconds() - began
+            if waited >= 2 && (told == 0 || waited - told >= 30) {
+                told = waited
+                logger.info("waiting for WAL file \(pending[0]) (\(pending.count) of \(names.count) the backup needs) to be archived by PostgreSQL's archive_command; \(Int(timeout - waited)) s left (backup.archive_wait_seconds)")
+            }
             if monotonicSeconds() > deadline {
                 let state = (try? await session.archiverState()).map { "\($0)" } ?? "archiver state unknown"
                 throw WaybackError(.archiveTimeout, "WAL file \(pending[0]) needed by the backup did not reach the archive within \(Int(timeout))s (\(state)); check archive_command = 'wayback wal-push %p' and the server log")

@@ -57,6 +57,24 @@ public struct Catalog: Sendable {
         return b
     }
 
+    /// Proves that an object none of the repositories has is really absent: every repository
+    /// answers and holds this cluster, all bound to one system identifier. An unmounted file system
+    /// or a removed cluster folder looks like an empty archive; this tells them apart. Throws
+    /// `.repository` naming the first repository that does not hold the cluster, or the error of one
+    /// that cannot be read.
+    public func requireBoundEverywhere() async throws {
+        var first: (Repository, ClusterBinding)?
+        for member in repository.members {
+            guard let b = try await Catalog(repository: member, cluster: layout.cluster).binding() else {
+                throw WaybackError(.repository, "\(member.description) has no cluster '\(layout.cluster)' (an unmounted file system, a removed folder, a wrong path?), so Wayback cannot tell whether a WAL file is archived, and recovery would stop at the end of the archive rather than end early; mount or repair it, or remove it from the configuration (when it is lost for good)")
+            }
+            if let (r, fb) = first, fb.systemID != b.systemID {
+                throw WaybackError(.repository, "\(member.description) holds cluster '\(layout.cluster)' with system identifier \(b.systemIdentifier), but \(r.description) holds \(fb.systemIdentifier); the configuration mixes repositories of two clusters")
+            }
+            first = first ?? (member, b)
+        }
+    }
+
     /// Checks that this repository belongs to the cluster with `systemIdentifier`.
     public func requireBinding(systemIdentifier: UInt64) async throws -> ClusterBinding {
         let b = try await requireBinding()
@@ -183,5 +201,48 @@ public struct TimelineRange: Sendable, Codable, Equatable {
                                  last: WALFileName(timeline: tli, segmentNumber: nums.last!, segmentSize: segmentSize).description,
                                  segments: nums.count, gaps: gaps)
         }
+    }
+}
+
+extension Catalog {
+    /// What one listing of the backups folder of each repository tells about `manifests`: the
+    /// objects (packs, WAL copies) that are missing, or of another size than recorded, in every
+    /// repository (with several, a backup is whole while one of them has each object whole).
+    /// Contents are not read: a flipped byte is found only by reading (`restore`, a verification).
+    /// Keyed by backup, one line per object; backups without a problem are left out. Throws when
+    /// no repository can be listed.
+    public func objectProblems(_ manifests: [BackupManifest]) async throws -> [BackupID: [String]] {
+        var bad: [BackupID: [String: String]]?
+        var firstError: (any Error)?
+        for member in repository.members {
+            let listed: [String: Int64]
+            do {
+                listed = Dictionary(try await member.driver.list(prefix: layout.backupsPrefix).map { ($0.key, $0.size) },
+                                    uniquingKeysWith: { a, _ in a })
+            } catch {
+                firstError = firstError ?? error
+                continue
+            }
+            var mine = [BackupID: [String: String]]()
+            for m in manifests {
+                for o in m.objects {
+                    if let size = listed[layout.objectKey(m.id, o.name)] {
+                        if size != o.size { mine[m.id, default: [:]][o.name] = "\(o.name) has \(size) bytes, \(o.size) recorded" }
+                    } else {
+                        mine[m.id, default: [:]][o.name] = "\(o.name) is missing"
+                    }
+                }
+            }
+            guard let previous = bad else { bad = mine; continue }
+            // Bad only where every repository listed is bad (in the first one's words).
+            var both = [BackupID: [String: String]]()
+            for (id, objects) in previous {
+                let kept = objects.filter { mine[id]?[$0.key] != nil }
+                if !kept.isEmpty { both[id] = kept }
+            }
+            bad = both
+        }
+        guard let bad else { throw firstError ?? WaybackError(.internal, "no repository to list") }
+        return bad.mapValues { objects in objects.keys.sorted().map { objects[$0]! } }
     }
 }

@@ -21,7 +21,12 @@ public struct StatusReport: Codable, Sendable {
         public var compressionRatio: Double
         public var sha256: String
         public var md5: String
+        /// Objects of the backup missing or of another size than recorded (from listings).
+        public var problems: [String]?
     }
+
+    /// What `status` looked at, and what it did not: it never claims more than it checked.
+    public static let checked = "object listings (every backup's objects present with their recorded sizes; WAL names, gaps) and the last WAL segments of each timeline (decoded for the recoverable window); not read: backup data and the other WAL segments ('restore --dry-run' reads all the WAL a restore needs)"
 
     public var repository: String
     public var cluster: String
@@ -34,6 +39,7 @@ public struct StatusReport: Codable, Sendable {
         let binding = try await catalog.requireBinding()
         let manifests = try await catalog.manifests()
         let wal = try await catalog.archivedWAL()
+        let problems = try await catalog.objectProblems(manifests)
         return StatusReport(
             repository: catalog.repository.name, cluster: catalog.layout.cluster, systemIdentifier: binding.systemIdentifier,
             pgVersion: binding.pgVersionNumber,
@@ -42,7 +48,8 @@ public struct StatusReport: Codable, Sendable {
                        stopTime: m.stopTime, startLSN: m.startLSN.description, stopLSN: m.stopLSN.description, timeline: m.timeline,
                        databaseBytes: m.sizes.database, repositoryBytes: m.sizes.repository, copiedBytes: m.sizes.copied ?? m.sizes.database,
                        files: m.sizes.files,
-                       compressionRatio: (m.compressionRatio * 100).rounded() / 100, sha256: m.digests.sha256, md5: m.digests.md5)
+                       compressionRatio: (m.compressionRatio * 100).rounded() / 100, sha256: m.digests.sha256, md5: m.digests.md5,
+                       problems: problems[m.id])
             },
             archive: TimelineRange.summarize(wal, segmentSize: binding.walSegmentSize))
     }

@@ -48,6 +48,10 @@ public struct WaybackConfiguration: Sendable {
     /// Bytes queued for one asynchronous repository above which `wal-push` warns and stops queueing
     /// (the drainer then catches up by comparing listings).
     public var spoolLimitBytes: Int64 = 4 << 30
+    /// Keys of the file that hold a secret (a password in `cluster.connection`, an S3 secret key).
+    public var secretKeysInFile: [String] = []
+    /// What the command should warn about before it starts (a readable file with secrets).
+    public var warnings: [String] = []
 
     /// The configured repositories (those named in `only`, when given), in priority order, each
     /// with its own driver.
@@ -111,7 +115,29 @@ public enum ConfigLoader {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw WaybackError(.config, "cannot read configuration file \(path); check its permissions")
         }
-        return try parse(text, path: path, environment: environment)
+        var c = try parse(text, path: path, environment: environment)
+        if let w = secretsWarning(path: path, keys: c.secretKeysInFile) { c.warnings.append(w) }
+        return c
+    }
+
+    /// A warning when a file that holds secrets can be read by its group or everyone (a warning,
+    /// not a refusal: refusing would stop `wal-push`, and with it archiving, on an upgrade).
+    static func secretsWarning(path: String, keys: [String]) -> String? {
+        guard !keys.isEmpty, let st = try? FileSystem.status(path, followLinks: true), st.mode & 0o044 != 0 else { return nil }
+        return "configuration file \(path) holds secrets (\(keys.joined(separator: ", "))) and can be read by other users (mode \(String(st.mode & 0o777, radix: 8))); run 'chmod 600 \(path)' (it must stay readable by the PostgreSQL OS user), or move the secrets to the environment (PGPASSWORD, AWS_SECRET_ACCESS_KEY) or a credentials file"
+    }
+
+    /// The keys among `values` (read from the file) whose value is a secret.
+    static func secretKeys(_ values: [String: Value]) -> [String] {
+        var out = [String]()
+        if let url = values["cluster.connection"]?.text,
+           (try? ConnectionSettings.parse(url: url, defaults: ConnectionSettings(password: nil)))?.password != nil {
+            out.append("the password in cluster.connection")
+        }
+        for key in values.keys.sorted() where key.hasSuffix(".secret_access_key") || key.hasSuffix(".session_token") {
+            out.append(key)
+        }
+        return out
     }
 
     public static func parse(_ text: String, path: String, environment: [String: String]) throws -> WaybackConfiguration {
@@ -133,10 +159,11 @@ public enum ConfigLoader {
             }
             try check(v, kind: kind, key: key, file: path)
         }
+        let secrets = secretKeys(values)
         // Environment overrides.
         // Passphrase variables are not configuration keys.
         let passphraseVariables = values.filter { $0.key.hasSuffix(".encryption.passphrase_env") }.map(\.value.text)
-        let reserved = Set(["WAYBACK_CONFIG", "WAYBACK_PG_BIN", "WAYBACK_BIN", "WAYBACK_TEST_KEEP", defaultPassphraseVariable] + passphraseVariables)
+        let reserved = Set(["WAYBACK_CONFIG", "WAYBACK_PG_BIN", "WAYBACK_BIN", defaultPassphraseVariable] + passphraseVariables)
         let knownRepoCount = max(1, (values.keys.compactMap { k -> Int? in
             let p = k.split(separator: "."); return p.first == "repositories" && p.count > 1 ? Int(p[1]) : nil
         }.max() ?? 0) + 1)
@@ -151,7 +178,8 @@ public enum ConfigLoader {
                 envNames[environmentName(pattern)] = pattern
             }
         }
-        for (name, value) in environment where name.hasPrefix("WAYBACK_") && !reserved.contains(name) {
+        // WAYBACK_TEST_* belong to the test harness (scripts/test), never to the configuration.
+        for (name, value) in environment where name.hasPrefix("WAYBACK_") && !name.hasPrefix("WAYBACK_TEST_") && !reserved.contains(name) {
             guard let key = envNames[name] else {
                 throw WaybackError(.config, "environment variable \(name) does not name a configuration key; see docs/configuration.md")
             }
@@ -159,12 +187,27 @@ public enum ConfigLoader {
             try check(v, kind: kindOf(key)!, key: key, file: "environment variable \(name)")
             values[key] = v
         }
-        return try build(values, path: path, environment: environment)
+        var c = try build(values, path: path, environment: environment)
+        c.secretKeysInFile = secrets
+        return c
     }
 
+    /// One line saying what is wrong and where.
     static func yamlReason(_ error: any Error) -> String {
+        if let y = error as? YamlError {
+            switch y {
+            case .duplicatedKeysInMapping(let duplicates, let context):
+                let keys = duplicates.sorted().map { "'\($0)'" }.joined(separator: ", ")
+                return "the mapping at line \(context.mark.line) has \(keys) more than once; keep one"
+            case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _),
+                 .composer(let context, let problem, let mark, _):
+                return "line \(mark.line), column \(mark.column): \(problem)" + (context.map { " (\($0.text) at line \($0.mark.line))" } ?? "")
+            default:
+                break
+            }
+        }
         let s = String(describing: error)
-        return s.split(separator: "\n").prefix(2).joined(separator: " ")
+        return s.split(separator: "\n").first.map(String.init) ?? s
     }
 
     static func flatten(_ node: Node, prefix: String, into values: inout [String: Value], file: String) throws {

@@ -10,6 +10,11 @@ public enum Format {
         return u == 0 ? "\(n) B" : String(format: "%.1f %@", v, units[u])
     }
 
+    /// A `server_version_num` as people write it: 150018 -> "15.18", 90624 -> "9.6.24".
+    public static func postgresVersion(_ n: Int) -> String {
+        n >= 100000 ? "\(n / 10000).\(n % 10000)" : "\(n / 10000).\(n / 100 % 100).\(n % 100)"
+    }
+
     public static func seconds(_ s: Double) -> String {
         if s < 60 { return String(format: "%.2fs", s) }
         let m = Int(s) / 60

@@ -105,6 +105,11 @@ public enum PrefetchSpool {
     /// The last segment recovery needs for its target (none for `--to-latest`), written by the
     /// restore: the prefetcher fetches nothing beyond it.
     public static let lastFile = ".last"
+    /// Present when the restored copy archives nothing (archive mode off, chosen by the restore):
+    /// only then are prefetched segments linked into `pg_wal` and marked archived there. Without
+    /// it (a standby's own `restore_command`, a restore that keeps archiving) segments go through
+    /// `%p`, and PostgreSQL marks them as its own `archive_mode` says (`.ready` with `always`).
+    public static let handOverFile = ".hand-over"
 
     public static func bootID() -> String {
         guard let f = fopen(bootIDPath, "r") else { return "" }
@@ -149,6 +154,13 @@ public enum PrefetchSpool {
     public static func restoreCommand(fetch: String) -> String {
         let s = "pg_wal/" + directoryName
         return "if [ \"\(s)/%f\" -ef \"pg_wal/%f\" ] && read b < \(bootIDPath) && read o < \(s)/\(bootFile) && [ \"$b\" = \"$o\" ]; "
-            + "then echo %f > \(s)/.position; exit 1; fi; \(fetch); r=$?; [ $r -le 1 ] && exit $r; exit 126"
+            + "then echo %f > \(s)/.position; exit 1; fi; " + stoppingOnError(fetch)
+    }
+
+    /// `fetch` with every exit status but 0 and 1 turned into 126, so that PostgreSQL stops
+    /// recovery on a real error instead of taking it for the end of the archive: the form `init`
+    /// prints for a hand-made `restore_command` (a standby).
+    public static func stoppingOnError(_ fetch: String) -> String {
+        "\(fetch); r=$?; [ $r -le 1 ] && exit $r; exit 126"
     }
 }

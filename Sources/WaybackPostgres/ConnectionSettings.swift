@@ -14,6 +14,10 @@ public struct ConnectionSettings: Sendable, Equatable {
     public var password: String?
     public var database: String
     public var sslMode: SSLMode
+    /// `connect_timeout` (seconds; 0 waits as long as it takes), as libpq reads it.
+    public var connectTimeoutSeconds = 10
+    /// `application_name`, shown in `pg_stat_activity` and the server log.
+    public var applicationName = "wayback"
 
     public init(host: String = "/var/run/postgresql", port: Int = 5432, user: String = "postgres",
                 password: String? = nil, database: String? = nil, sslMode: SSLMode = .prefer) {
@@ -91,8 +95,18 @@ public struct ConnectionSettings: Sendable, Equatable {
                     throw WaybackError(.config, "cluster.connection: sslmode=\(value) is not supported yet (Wayback connects without TLS); use a unix socket or sslmode=disable on a trusted network")
                 default: throw WaybackError(.config, "cluster.connection: unknown sslmode '\(value)'; use disable, prefer or require")
                 }
-            case "application_name", "connect_timeout": break
-            default: throw WaybackError(.config, "cluster.connection: unsupported URL parameter '\(key)'; supported: host, port, user, password, dbname, sslmode")
+            case "connect_timeout":
+                guard let t = Int(value), t >= 0 else {
+                    throw WaybackError(.config, "cluster.connection: connect_timeout '\(value)' is not a whole number of seconds (0: no limit)")
+                }
+                // libpq: 0 waits indefinitely, and anything below 2 is taken as 2.
+                s.connectTimeoutSeconds = t == 0 ? 0 : max(2, t)
+            case "application_name":
+                guard value.utf8.count < 64, value.allSatisfy({ $0.isASCII && !$0.isNewline }) else {
+                    throw WaybackError(.config, "cluster.connection: application_name must be printable ASCII of at most 63 bytes")
+                }
+                s.applicationName = value
+            default: throw WaybackError(.config, "cluster.connection: unsupported URL parameter '\(key)'; supported: host, port, user, password, dbname, sslmode, connect_timeout, application_name")
             }
         }
         if !databaseSet && defaults.database == defaults.user { s.database = s.user }

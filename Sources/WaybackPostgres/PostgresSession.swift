@@ -68,15 +68,15 @@ public final class PostgresSession: @unchecked Sendable {
 
     /// Connects; throws `.connection` with a message naming the (redacted) target and the fix.
     public static func connect(_ settings: ConnectionSettings, logger: Logger) async throws -> PostgresSession {
-        let config: PostgresConnection.Configuration
+        var config: PostgresConnection.Configuration
         if settings.isUnixSocket {
             config = .init(unixSocketPath: settings.socketPath, username: settings.user, password: settings.password, database: settings.database)
         } else {
-            var c = PostgresConnection.Configuration(host: settings.host, port: settings.port, username: settings.user,
-                                                     password: settings.password, database: settings.database, tls: .disable)
-            c.options.connectTimeout = .seconds(10)
-            config = c
+            config = PostgresConnection.Configuration(host: settings.host, port: settings.port, username: settings.user,
+                                                      password: settings.password, database: settings.database, tls: .disable)
         }
+        config.options.connectTimeout = .seconds(Int64(settings.connectTimeoutSeconds == 0 ? 86400 : settings.connectTimeoutSeconds))
+        config.options.additionalStartupParameters = [("application_name", settings.applicationName)]
         do {
             let conn = try await PostgresConnection.connect(configuration: config, id: 1, logger: logger)
             let session = PostgresSession(connection: conn, settings: settings, logger: logger)
@@ -88,18 +88,45 @@ public final class PostgresSession: @unchecked Sendable {
             }
             return session
         } catch {
-            throw WaybackError(.connection, "cannot connect to PostgreSQL at \(settings.redacted): \(Self.reason(error)); check that the server is running and cluster.connection (or PGHOST/PGPORT/PGUSER/PGPASSWORD) is right",
+            throw WaybackError(.connection, "cannot connect to PostgreSQL at \(settings.redacted): \(Self.reason(error, settings: settings)); check that the server is running and cluster.connection (or PGHOST/PGPORT/PGUSER/PGPASSWORD) is right",
                                cause: nil)
         }
     }
 
-    /// A short, secret-free reason from a postgres-nio error.
-    static func reason(_ error: any Error) -> String {
+    /// A short, secret-free reason from a postgres-nio error, in words of the cause rather than
+    /// of the library.
+    static func reason(_ error: any Error, settings: ConnectionSettings? = nil) -> String {
         if let e = error as? PSQLError {
             if let msg = e.serverInfo?[.message] { return msg }
-            return "\(e.code)"
+            let under = e.underlying.map { systemReason($0) }
+            switch e.code {
+            case .authMechanismRequiresPassword:
+                return "the server asks for a password and none was given: set PGPASSWORD or the password in the URL"
+            case .connectionError:
+                let at = settings.map { $0.isUnixSocket ? "on the socket \($0.socketPath)" : "at \($0.host):\($0.port)" } ?? ""
+                return "no server answers \(at)\(under.map { " (\($0))" } ?? "")"
+            case .unsupportedAuthMechanism:
+                return "the server asks for an authentication method Wayback does not support (use scram-sha-256, md5, password or trust in pg_hba.conf)"
+            case .saslError:
+                return "password authentication failed"
+            case .sslUnsupported:
+                return "the server does not accept TLS"
+            case .serverClosedConnection, .uncleanShutdown:
+                return "the server closed the connection\(under.map { " (\($0))" } ?? "")"
+            default:
+                return "\(e.code)\(under.map { ": \($0)" } ?? "")"
+            }
         }
-        let text = String(describing: error)
+        return systemReason(error)
+    }
+
+    /// The words of a system error (`connect(...): Connection refused (errno: 111)` becomes
+    /// `Connection refused`), at most 200 characters.
+    static func systemReason(_ error: any Error) -> String {
+        var text = String(describing: error)
+        if let r = text.range(of: "): ") { text = String(text[r.upperBound...]) }
+        if let r = text.range(of: " (errno:") { text = String(text[..<r.lowerBound]) }
+        if text.contains("connectTimeout") || text.contains("ConnectTimeout") { text = "no answer within connect_timeout" }
         return text.count > 200 ? String(text.prefix(200)) : text
     }
 

@@ -377,3 +377,50 @@ extension StringProtocol {
         return String(s)
     }
 }
+
+/// Checks of the small text files PostgreSQL archives besides segments, before they are stored:
+/// a junk file under such a name would break restore planning, be read by PostgreSQL, and keep
+/// the real file of that name from ever being archived.
+public enum ArchivedTextFile {
+    /// A history or backup history file is a few lines; anything larger is not one.
+    public static let maximumSize = 1 << 20
+
+    /// A timeline history file of `timeline` as PostgreSQL writes it: UTF-8 lines of
+    /// `parentTLI<TAB>switchpoint<TAB>reason` (and `#` comments), at least one, parents in
+    /// ascending order and below `timeline`, switch points not decreasing.
+    public static func validateHistory(_ bytes: [UInt8], timeline: UInt32) throws {
+        let name = WALFileName.history(timeline: timeline).description
+        func refuse(_ why: String) -> WaybackError {
+            WaybackError(.corrupt, "\(name) is not a timeline history file (\(why)); refusing to archive it. archive_command must be 'wayback wal-push %p'")
+        }
+        guard bytes.count <= maximumSize else { throw refuse("\(bytes.count) bytes") }
+        guard let text = String(validating: bytes, as: UTF8.self), !bytes.contains(0) else { throw refuse("not text") }
+        let history: TimelineHistory
+        do { history = try TimelineHistory.parse(text, timeline: timeline) } catch let e as WaybackError { throw refuse(e.message) }
+        guard timeline > 1, let last = history.parents.last else { throw refuse("no parent timeline") }
+        guard last.timeline < timeline else { throw refuse("parent timeline \(last.timeline) is not below \(timeline)") }
+    }
+
+    /// A backup history file (`SEGMENT.OFFSET.backup`): its first line is
+    /// `START WAL LOCATION: X/X (file SEGMENT)` with the LSN of the name's segment and offset, and
+    /// it has a `STOP WAL LOCATION:` line.
+    public static func validateBackupHistory(_ bytes: [UInt8], name: WALFileName, segmentSize: UInt64) throws {
+        func refuse(_ why: String) -> WaybackError {
+            WaybackError(.corrupt, "\(name) is not a backup history file (\(why)); refusing to archive it. archive_command must be 'wayback wal-push %p'")
+        }
+        guard bytes.count <= maximumSize else { throw refuse("\(bytes.count) bytes") }
+        guard let text = String(validating: bytes, as: UTF8.self), !bytes.contains(0) else { throw refuse("not text") }
+        let lines = text.split(separator: "\n")
+        let prefix = "START WAL LOCATION: "
+        guard let first = lines.first, first.hasPrefix(prefix) else { throw refuse("no START WAL LOCATION line") }
+        let fields = first.dropFirst(prefix.count).split(separator: " ")
+        guard fields.count == 3, let lsn = LSN(fields[0]), fields[1] == "(file", fields[2] == Substring(name.segmentName + ")") else {
+            throw refuse("malformed START WAL LOCATION line")
+        }
+        guard lsn.segmentNumber(segmentSize: segmentSize) == name.segmentNumber(segmentSize: segmentSize),
+              UInt64(name.backupOffset, radix: 16) == lsn.value % segmentSize else {
+            throw refuse("its start \(lsn) is not the location its name gives")
+        }
+        guard lines.contains(where: { $0.hasPrefix("STOP WAL LOCATION: ") }) else { throw refuse("no STOP WAL LOCATION line") }
+    }
+}

@@ -7,9 +7,10 @@ import WaybackPostgres
 import WaybackStorage
 
 /// `restore --delta`: onto an existing, stopped data directory, rewriting only the files whose
-/// size or SHA-256 differ from the backup and removing what the backup does not have. The
-/// directory's `global/pg_control` is removed first and restored last, so an interrupted delta
-/// restore leaves a directory PostgreSQL refuses to start rather than a mixture it would start.
+/// size or SHA-256 differ from the backup and removing what the backup does not have; only onto a
+/// directory of the same cluster (system identifier). The directory's `global/pg_control` is moved
+/// aside first and the backup's restored last, so an interrupted delta restore leaves a directory
+/// PostgreSQL refuses to start rather than a mixture it would start.
 final class DeltaState: Sendable {
     let rewritten = Atomic<Int>(0)
     let removed: Int
@@ -42,12 +43,23 @@ final class DeltaState: Sendable {
 }
 
 extension Restore {
-    static let controlFile = "global/pg_control"
+    static let controlFile = ControlFile.relativePath
+    /// Where a delta restore keeps the directory's own control file while it works: the directory
+    /// cannot be started meanwhile, and a repeated delta restore still knows whose it is.
+    static let keptControlFile = "global/pg_control.wayback-before-delta"
 
-    /// A delta target: an existing data directory whose server is stopped.
-    static func checkDeltaTarget(_ path: String) throws {
+    /// A delta target: an existing data directory of this cluster (`systemIdentifier`, from its
+    /// control file, or the one an interrupted delta restore kept) whose server is stopped.
+    static func checkDeltaTarget(_ path: String, systemIdentifier: UInt64) throws {
         if DataDirectory.runningPostmasterPID(path) != nil {
             throw WaybackError(.conflict, "a PostgreSQL server is running in \(path); stop it before a delta restore")
+        }
+        let fix = "a delta restore rewrites only a data directory of the same cluster: restore into an empty directory instead (--force does not change this)"
+        guard let control = try ControlFile.read(path: path + "/" + controlFile) ?? ControlFile.read(path: path + "/" + keptControlFile) else {
+            throw WaybackError(.conflict, "\(path) has no \(controlFile), so it cannot be shown to belong to this cluster; \(fix)")
+        }
+        guard control.systemIdentifier == systemIdentifier else {
+            throw WaybackError(.conflict, "\(path) belongs to another cluster (system identifier \(control.systemIdentifier), the backups are of \(systemIdentifier)); \(fix)")
         }
     }
 
@@ -57,12 +69,15 @@ extension Restore {
         let m = chain[0]
         let target = config.targetDirectory
         let layout = Layout(staging: target, tablespaces: tablespaces, finalTablespaces: tablespaces)
-        // 1. Not startable from here on.
-        try? FileSystem.remove(target + "/" + controlFile)
+        // 1. Not startable from here on (the control file is kept aside until the end).
+        if try FileSystem.status(target + "/" + controlFile) != nil {
+            try FileSystem.rename(target + "/" + controlFile, target + "/" + keptControlFile)
+        }
         try FileSystem.syncDirectory(target + "/global")
         // 2. Remove what the backup does not have (tablespace links are re-created below).
         var keepFiles = Set(m.files.map { layout.path($0.path) })
         keepFiles.remove(layout.path(controlFile))
+        keepFiles.insert(layout.path(keptControlFile))
         var keepDirs = Set(m.directories.map { layout.path($0.path) })
         keepDirs.insert(target)
         for loc in tablespaces.values { keepDirs.insert(loc) }
@@ -108,6 +123,7 @@ extension Restore {
         try f.fsync()
         try f.close()
         try FileSystem.rename(tmp, layout.path(controlFile))
+        try FileSystem.remove(layout.path(keptControlFile))
         try FileSystem.syncDirectory(target + "/global")
         state.rewritten.wrappingAdd(1, ordering: .relaxed)
         return (bytes, state)

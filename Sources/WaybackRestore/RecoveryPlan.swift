@@ -137,11 +137,15 @@ public struct RecoveryWindow: Sendable, Codable, Equatable {
     public var latest: Date?
     /// End of the last record in the archived WAL of this timeline.
     public var latestLSN: LSN?
+    /// Archived segments near the end that could not be read or decoded: recovery stops before
+    /// them, so the window ends there.
+    public var damaged: [String]?
 
     public var text: String {
         let from = earliest.map { "\(Format.timestamp($0)) (\(earliestLSN?.description ?? "?"))" } ?? "no backup leads here"
         let to = latest.map { "\(Format.timestamp($0)) (\(latestLSN?.description ?? "?"))" } ?? (latestLSN.map { "LSN \($0)" } ?? "no archived WAL")
-        return "timeline \(timeline): \(from) to \(to)"
+        let harm = (damaged ?? []).isEmpty ? "" : " (DAMAGED, recovery cannot pass: \(damaged!.joined(separator: ", ")))"
+        return "timeline \(timeline): \(from) to \(to)\(harm)"
     }
 }
 
@@ -202,6 +206,9 @@ public struct RecoveryPlan: Sendable, Codable {
     public var problems: [String]
     /// The backups read, oldest (the full) first, when the backup is a diff or incr.
     public var chain: [BackupID] = []
+    /// Objects of the chain's backups that are missing or of another size than recorded in
+    /// every repository (from listings; the data is read, and verified, by the restore).
+    public var damagedObjects: [String]?
 
     public var ok: Bool { problems.isEmpty }
 }

@@ -155,6 +155,13 @@ public enum RecoveryPlanner {
         let inBackup = needed.filter { !archive.has($0.timeline, $0.number) && backup.walCopies.contains($0.number) }.count
         let manifest = manifests.first { $0.id == backup.id }!
         let chain = try BackupChains.chain(manifest.id, in: byID)
+        // Every object the restore reads is listed with its recorded size (its content is
+        // verified as it is restored).
+        let damage = try await catalog.objectProblems(chain)
+        let damagedObjects = chain.flatMap { m in (damage[m.id] ?? []).map { "backup \(m.id): \($0)" } }
+        for m in chain where damage[m.id] != nil {
+            problems.append("backup \(m.id) is damaged (\(damage[m.id]!.joined(separator: ", "))): restore another backup with --backup ID")
+        }
         let records = (try? await catalog.restoreRecords()) ?? []
         let walBytes = Int64(needed.count) * Int64(segSize)
         let plan = RecoveryPlan(
@@ -168,7 +175,7 @@ public enum RecoveryPlanner {
                        damaged: scanned.problems.filter { $0.segment <= endSeg && $0.damaged }.map(\.name), bytes: walBytes),
             stop: stop, windows: windows,
             estimate: RecoverySelection.estimate(bytes: backup.bytes, walBytes: walBytes, history: records, backups: facts),
-            problems: problems, chain: chain.reversed().map(\.id))
+            problems: problems, chain: chain.reversed().map(\.id), damagedObjects: damagedObjects.isEmpty ? nil : damagedObjects)
         logger.debug("recovery plan", metadata: ["wayback.backup": "\(backup.id)", "segments": "\(needed.count)"])
         return Result(plan: plan, manifest: manifest, chain: chain)
     }
@@ -233,25 +240,43 @@ public enum RecoveryPlanner {
             guard let h = archive.history(of: tli) else { continue }
             let usable = RecoverySelection.usable(facts, history: h)
             var w = RecoveryWindow(timeline: tli, earliest: usable.first?.stopTime, earliestLSN: usable.first?.stopLSN)
-            // The last transaction end: scan the last segments of the path, newest first.
+            // The last transaction end: scan the last segments of the path, newest first. A
+            // segment that cannot be read or decoded is a gap: recovery stops before it.
+            var damaged = [String]()
             if let last = RecoverySelection.lastSegment(archive, history: h) {
                 var s = last
                 var probes = 0
                 while probes < 8 {
                     let seg = SegmentOnPath(timeline: h.timeline(forSegment: s, segmentSize: segSize), number: s)
                     guard archive.has(seg.timeline, seg.number) else { break }
-                    var result: WALSegmentScan?
-                    try await catalog.scanSegments([seg], segmentSize: segSize, parallelism: 1) { _, r in result = try? r.get(); return false }
-                    guard result != nil else { break }
-                    if w.latestLSN == nil { w.latestLSN = result?.endOfRecords ?? result?.lastRecord }
-                    if let e = result?.events.last(where: { $0.kind == .commit || $0.kind == .abort }) {
-                        w.latest = Date(timeIntervalSince1970: e.unixSeconds)
-                        break
-                    }
+                    var result: Swift.Result<WALSegmentScan, WaybackError>?
+                    try await catalog.scanSegments([seg], segmentSize: segSize, parallelism: 1) { _, r in result = r; return false }
                     probes += 1
+                    switch result {
+                    case .success(let scan)?:
+                        if w.latestLSN == nil { w.latestLSN = scan.endOfRecords ?? scan.lastRecord }
+                        if let e = scan.events.last(where: { $0.kind == .commit || $0.kind == .abort }) {
+                            w.latest = Date(timeIntervalSince1970: e.unixSeconds)
+                            probes = 8
+                        }
+                    case .failure(let e)? where e.code != .notFound:
+                        // Everything found after it is out of reach.
+                        damaged.insert(seg.name(segmentSize: segSize).description, at: 0)
+                        w.latestLSN = nil
+                        w.latest = nil
+                    default:
+                        probes = 8
+                    }
                     if s == 0 { break }
                     s -= 1
                 }
+            }
+            w.damaged = damaged.isEmpty ? nil : damaged
+            // The window never ends before it starts: with no transaction after the newest backup
+            // that leads here, the end of that backup is the latest point.
+            if let newest = usable.max(by: { $0.stopLSN < $1.stopLSN }) {
+                if w.latest.map({ $0 < newest.stopTime }) ?? true { w.latest = newest.stopTime }
+                if w.latestLSN.map({ $0 < newest.stopLSN }) ?? true { w.latestLSN = newest.stopLSN }
             }
             out.append(w)
         }

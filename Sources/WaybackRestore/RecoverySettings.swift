@@ -74,7 +74,7 @@ extension RecoveryPlan {
     /// `.restoreTarget`.
     public func requireFeasible() throws {
         guard !problems.isEmpty else { return }
-        let code: WaybackError.Code = wal.damaged.isEmpty ? .restoreTarget : .corrupt
+        let code: WaybackError.Code = wal.damaged.isEmpty && (damagedObjects ?? []).isEmpty ? .restoreTarget : .corrupt
         throw WaybackError(code, "the restore cannot reach its target: \(problems.joined(separator: "; ")); nothing was written")
     }
 }

@@ -56,10 +56,12 @@ public enum Restore {
     public static func run(_ config: RestoreConfiguration, logger: Logger, progress: ProgressHandler? = nil) async throws -> RestoreReport {
         let started = monotonicSeconds()
         let catalog = Catalog(repository: config.repository, cluster: config.cluster)
-        _ = try await catalog.requireBinding()
+        let binding = try await catalog.requireBinding()
+        // Recovery's wal-fetch ends the archive only where every repository can say so.
+        try await catalog.requireBoundEverywhere()
         let target = config.targetDirectory
         let delta = config.delta && FileManager.default.fileExists(atPath: target + "/PG_VERSION")
-        if delta { try checkDeltaTarget(target) } else { try checkTarget(target, what: "target directory") }
+        if delta { try checkDeltaTarget(target, systemIdentifier: binding.systemID) } else { try checkTarget(target, what: "target directory") }
         let planned = try await RecoveryPlanner.plan(config.request, catalog: catalog, parallelism: config.parallelism, logger: logger)
         let planSeconds = monotonicSeconds() - started
         try planned.plan.requireFeasible()
@@ -133,9 +135,11 @@ public enum Restore {
     public static func plan(_ config: RestoreConfiguration, logger: Logger) async throws -> RecoveryPlan {
         let catalog = Catalog(repository: config.repository, cluster: config.cluster)
         var plan = try await RecoveryPlanner.plan(config.request, catalog: catalog, parallelism: config.parallelism, logger: logger).plan
+        let binding = try await catalog.requireBinding()
+        try await catalog.requireBoundEverywhere()
         do {
             if config.delta && FileManager.default.fileExists(atPath: config.targetDirectory + "/PG_VERSION") {
-                try checkDeltaTarget(config.targetDirectory)
+                try checkDeltaTarget(config.targetDirectory, systemIdentifier: binding.systemID)
             } else {
                 try checkTarget(config.targetDirectory, what: "target directory")
             }
@@ -392,7 +396,9 @@ public enum Restore {
                 throw WaybackError(.corrupt, "backup \(m.id) is damaged: its copy of WAL file \(w.name) cannot be read (\(e.message))")
             }
             try file.close()
-            if WALFileName(w.name)?.kind == .segment { try seedSpool(layout.staging, segment: w.name) }
+            // Handed over in pg_wal only to a copy that archives nothing; one that archives gets
+            // the segment as pg_basebackup leaves it, and PostgreSQL marks it itself.
+            if config.archiveMode == .off, WALFileName(w.name)?.kind == .segment { try seedSpool(layout.staging, segment: w.name) }
         }
         limitPrefetch(layout.staging, plan: plan)
         // Recovery settings.
@@ -413,7 +419,7 @@ public enum Restore {
 
     /// Offers a segment of the backup's own WAL, written into `pg_wal`, as if prefetched (see
     /// `Prefetch` in WaybackArchive): the spool gets a second name of the same file and
-    /// `archive_status` a `.done`. The first `wal-fetch` of recovery then hands it over in place and
+    /// `archive_status` a `.done`, and the spool the hand-over mark (the copy archives nothing). The first `wal-fetch` of recovery then hands it over in place and
     /// PostgreSQL reads it from `pg_wal`, rather than a second copy through `%p` that PostgreSQL
     /// would rename and sync before replay starts. The directories are synced with the rest.
     static func seedSpool(_ dataDirectory: String, segment name: String) throws {
@@ -423,6 +429,8 @@ public enum Restore {
         guard link(pgWAL + "/" + name, spool + "/" + name) == 0 else { throw PosixError.make(errno, "link \(name) into the prefetch spool", spool) }
         guard PrefetchSpool.markArchived(name, pgWAL: pgWAL) else { throw PosixError.make(errno, "mark \(name) as archived", pgWAL + "/archive_status") }
         guard PrefetchSpool.recordBoot(spool) else { throw PosixError.make(errno, "record the boot in", spool) }
+        let marker = spool + "/" + PrefetchSpool.handOverFile
+        if try FileSystem.status(marker) == nil { try PosixFile.create(marker, mode: 0o600).close() }
     }
 
     /// Tells the prefetcher the last segment recovery will ask for (`.last` in the spool), so that

@@ -10,15 +10,34 @@ import WaybackCore
 /// fsynced and then renamed (or, for `ifAbsent`, hard-linked, which fails atomically when the name
 /// exists) into place, after which the directory is fsynced. Listings skip temporary files, so an
 /// interrupted write never shows as an object.
+///
+/// Files are mode 0600 and directories 0700 (the data of the cluster's tables is readable by the
+/// repository's owner only). Run as root, everything it creates is given to the owner of the
+/// repository directory (or of its nearest existing parent), so that a command run as root never
+/// leaves objects the PostgreSQL OS user cannot read or replace.
 public struct LocalStorage: StorageDriver {
     public let root: String
     public let fileMode: UInt32
     public let directoryMode: UInt32
+    /// Who new files and directories are given to (only when running as root).
+    public let owner: (uid: UInt32, gid: UInt32)?
 
-    public init(root: String, fileMode: UInt32 = 0o640, directoryMode: UInt32 = 0o750) {
+    public init(root: String, fileMode: UInt32 = 0o600, directoryMode: UInt32 = 0o700) {
         self.root = FileSystem.absolute(root)
         self.fileMode = fileMode
         self.directoryMode = directoryMode
+        owner = geteuid() == 0 ? Self.repositoryOwner(self.root) : nil
+    }
+
+    /// The owner of `root` or of its nearest existing parent, unless that is root.
+    static func repositoryOwner(_ root: String) -> (uid: UInt32, gid: UInt32)? {
+        var p = root
+        while true {
+            if let st = try? FileSystem.status(p, followLinks: true) { return st.uid == 0 ? nil : (st.uid, st.gid) }
+            let parent = FileSystem.parentPath(p)
+            if parent == p { return nil }
+            p = parent
+        }
     }
 
     public var description: String { "local repository \(root)" }
@@ -78,7 +97,7 @@ public struct LocalStorage: StorageDriver {
     public func withWriter<R>(_ key: String, options: WriteOptions, _ body: (any ObjectWriter) async throws -> R) async throws -> R {
         let final = try path(key)
         let dir = FileSystem.parentPath(final)
-        try FileSystem.makeDirectories(dir, mode: mode_t(directoryMode))
+        try FileSystem.makeDirectories(dir, mode: mode_t(directoryMode), owner: owner)
         if options.ifAbsent, try FileSystem.status(final) != nil {
             throw WaybackError(.conflict, "object \(key) already exists in \(description)")
         }
@@ -88,8 +107,13 @@ public struct LocalStorage: StorageDriver {
             file = try PosixFile.create(tmp, mode: mode_t(fileMode))
         } catch let e as WaybackError where e.code == .notFound {
             // A concurrent remove pruned the (then empty) directory: create it again.
-            try FileSystem.makeDirectories(dir, mode: mode_t(directoryMode))
+            try FileSystem.makeDirectories(dir, mode: mode_t(directoryMode), owner: owner)
             file = try PosixFile.create(tmp, mode: mode_t(fileMode))
+        }
+        if let owner, fchown(file.fd, owner.uid, owner.gid) != 0 {
+            let err = errno
+            try? file.close(); try? FileSystem.remove(tmp)
+            throw PosixError.make(err, "give to uid \(owner.uid)", tmp)
         }
         let writer = LocalWriter(file: file)
         do {

@@ -190,15 +190,17 @@ public enum FileSystem {
         return names.sorted()
     }
 
-    /// mkdir -p with `mode` for new directories; fsyncs the parent of each directory it creates.
-    public static func makeDirectories(_ path: String, mode: mode_t = 0o750) throws {
+    /// mkdir -p with `mode` for new directories (given to `owner` when set); fsyncs the parent of
+    /// each directory it creates.
+    public static func makeDirectories(_ path: String, mode: mode_t = 0o750, owner: (uid: UInt32, gid: UInt32)? = nil) throws {
         if try status(path, followLinks: true)?.isDirectory == true { return }
         let parent = parentPath(path)
-        if parent != path, !parent.isEmpty { try makeDirectories(parent, mode: mode) }
+        if parent != path, !parent.isEmpty { try makeDirectories(parent, mode: mode, owner: owner) }
         if mkdir(path, mode) != 0 {
             if errno == EEXIST, try status(path, followLinks: true)?.isDirectory == true { return }
             throw PosixError.make(errno, "create directory", path)
         }
+        if let owner { try chown(path, uid: owner.uid, gid: owner.gid) }
         try syncDirectory(parent.isEmpty ? "/" : parent)
     }
 
@@ -277,5 +279,13 @@ public enum FileSystem {
     }
 
     public static var currentUID: UInt32 { getuid() }
+
+    /// realpath(3): the absolute path with every symbolic link resolved; nil when it does not
+    /// exist or cannot be resolved by this user.
+    public static func realPath(_ path: String) -> String? {
+        guard let p = Glibc.realpath(path, nil) else { return nil }
+        defer { free(p) }
+        return String(cString: p)
+    }
 }
 

@@ -14,7 +14,9 @@ import WaybackCore
 ///   `.conflict` from `ifAbsent` is the caller's business and is rethrown.
 /// - Reads: `withReader` tries the replicas in order. When the object is missing, or the read (or
 ///   the body's own verification) fails with `.corrupt` or `.io`, it logs a warning and calls the
-///   body again with the next replica's reader: bodies must start over when called again.
+///   body again with the next replica's reader: bodies must start over when called again. It
+///   throws `.notFound` only when every replica said the object is not there; otherwise the
+///   reason of the first replica that could not be read.
 /// - `list` is the union of the replicas' listings (a replica that cannot be listed is skipped
 ///   with a warning); `info` is the first replica's that has the object.
 public struct ReplicatedStorage: StorageDriver {
@@ -116,7 +118,7 @@ public struct ReplicatedStorage: StorageDriver {
     }
 
     public func withReader<R>(_ key: String, range: Range<Int64>?, _ body: (any ObjectReader) async throws -> R) async throws -> R {
-        var firstError: WaybackError?
+        var firstError: WaybackError?, realError: WaybackError?
         var missingIn = [Repository]()
         let order = readOrder.order
         for (i, r) in order.enumerated() {
@@ -132,6 +134,7 @@ public struct ReplicatedStorage: StorageDriver {
                 guard let w = Self.shouldFallBack(error) else { throw error }
                 noteReadFailure(r, w)
                 firstError = firstError ?? w
+                if w.code != .notFound { realError = realError ?? w }
                 if w.code == .notFound {
                     missingIn.append(r)
                 } else if i + 1 < order.count {
@@ -140,6 +143,9 @@ public struct ReplicatedStorage: StorageDriver {
                 }
             }
         }
+        // "Not there" only when every repository said so: a repository that could not be read
+        // (unreachable, credentials refused, damaged) may have it, and its reason is the error.
+        if let real = realError { throw real }
         if let firstError, firstError.code == .notFound {
             throw WaybackError(.notFound, "object \(key) is in none of the repositories (\(replicas.map(\.name).joined(separator: ", ")))")
         }

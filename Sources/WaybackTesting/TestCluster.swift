@@ -36,6 +36,12 @@ public enum TestEnvironment {
         }
     }
 
+    /// Gives `path` to the test OS user with `mode`.
+    public static func giveToTestUser(_ path: String, mode: mode_t) throws {
+        guard chmod(path, mode) == 0 else { throw WaybackError(.io, "chmod \(path) failed") }
+        if getuid() == 0, let pw = getpwnam(osUser) { _ = chown(path, pw.pointee.pw_uid, pw.pointee.pw_gid) }
+    }
+
     /// A new directory under /var/tmp owned by the test OS user.
     public static func makeTemporaryDirectory(_ label: String) throws -> String {
         var template = Array("/var/tmp/wayback-\(label)-XXXXXX".utf8CString)
@@ -89,7 +95,8 @@ public final class TestCluster: @unchecked Sendable {
             \(extraConfig)
             """
         try config.write(toFile: configPath, atomically: true, encoding: .utf8)
-        _ = chmod(configPath, 0o644)
+        // As docs/configuration.md asks: the PostgreSQL OS user's, readable by it alone.
+        try TestEnvironment.giveToTestUser(configPath, mode: 0o600)
         try cluster.initdb(checksums: checksums)
         var conf = ["wal_level": "replica", "archive_mode": "on", "max_wal_senders": "2", "fsync": "off",
                     "archive_command": "\(TestEnvironment.waybackBinary) --config \(configPath) wal-push %p"]
@@ -98,11 +105,26 @@ public final class TestCluster: @unchecked Sendable {
         try cluster.start()
     }
 
-    /// Runs the wayback binary as the cluster's OS user (or as root with `asRoot`).
+    /// Runs the wayback binary as the cluster's OS user (or as root with `asRoot`), with this
+    /// cluster's configuration (or `config`).
     @discardableResult
-    public func wayback(_ args: [String], asRoot: Bool = false, environment: [String: String] = [:]) throws -> Command.Result {
-        try Command.run([TestEnvironment.waybackBinary, "--config", configPath] + args,
+    public func wayback(_ args: [String], asRoot: Bool = false, environment: [String: String] = [:], config: String? = nil) throws -> Command.Result {
+        try Command.run([TestEnvironment.waybackBinary, "--config", config ?? configPath] + args,
                         asUser: asRoot ? nil : cluster.osUser, environment: environment, check: false)
+    }
+
+    /// A second configuration file next to this cluster's: its text with each `(old, new)` of
+    /// `replace` applied (each must occur), owned by the cluster's OS user, mode 0600.
+    public func configVariant(_ name: String, replace: [(String, String)]) throws -> String {
+        var text = try String(contentsOfFile: configPath, encoding: .utf8)
+        for (a, b) in replace {
+            guard text.contains(a) else { throw WaybackError(.internal, "the test configuration has no '\(a)'") }
+            text = text.replacingOccurrences(of: a, with: b)
+        }
+        let path = root + "/" + name
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        try TestEnvironment.giveToTestUser(path, mode: 0o600)
+        return path
     }
 
     /// Runs wayback and fails with its stderr unless it exits 0.

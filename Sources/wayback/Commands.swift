@@ -23,7 +23,7 @@ struct InitCommand: AsyncParsableCommand {
             repository: config.repository(logger: logger), cluster: config.clusterName, pgdata: config.pgdata,
             connection: config.connection, waybackCommand: Context.waybackCommand(configPath: config.path),
             lockDirectory: config.lockPath, logger: logger)
-        print("cluster '\(config.clusterName)': PostgreSQL \(r.facts.versionNumber), system identifier \(r.facts.systemIdentifier)")
+        print("cluster '\(config.clusterName)': PostgreSQL \(Format.postgresVersion(r.facts.versionNumber)), system identifier \(r.facts.systemIdentifier)")
         print("  data directory \(r.facts.dataDirectory) (owner \(r.pgdataOwner)), wal_level \(r.facts.walLevel), data checksums \(r.facts.dataChecksums ? "on" : "off")")
         for repo in config.repositories {
             let state = r.initialized.contains(repo.name) ? "initialised" : "already initialised for this cluster"
@@ -363,10 +363,11 @@ struct StatusOutput: Encodable {
     var repositories: [RepositoryState]
     func encode(to encoder: any Encoder) throws {
         try report.encode(to: encoder)
-        enum K: String, CodingKey { case recoverable, repositories }
+        enum K: String, CodingKey { case recoverable, repositories, checked }
         var c = encoder.container(keyedBy: K.self)
         try c.encode(recoverable, forKey: .recoverable)
         try c.encode(repositories, forKey: .repositories)
+        try c.encode(StatusReport.checked, forKey: .checked)
     }
 }
 
@@ -405,11 +406,12 @@ struct StatusCommand: AsyncParsableCommand {
             states.append(s)
         }
         if json { try Context.printJSON(StatusOutput(report: report, recoverable: windows, repositories: states)); return }
-        print("cluster '\(report.cluster)' (system identifier \(report.systemIdentifier), PostgreSQL \(report.pgVersion)) in repository '\(report.repository)'")
+        print("cluster '\(report.cluster)' (system identifier \(report.systemIdentifier), PostgreSQL \(Format.postgresVersion(report.pgVersion))) in repository '\(report.repository)'")
         if report.backups.isEmpty { print("no backups") }
         for b in report.backups {
             let kind = b.reference.map { "\(b.type) on \($0), \(Format.bytes(b.copiedBytes)) changed" } ?? b.type
             print("  \(b.id)  \(kind)  \(Format.timestamp(b.startTime)) .. \(Format.timestamp(b.stopTime))  LSN \(b.startLSN)..\(b.stopLSN)  TL \(b.timeline)  \(Format.bytes(b.databaseBytes)) -> \(Format.bytes(b.repositoryBytes)) (\(b.compressionRatio)x)")
+            if let p = b.problems { print("    DAMAGED: \(p.joined(separator: "; ")); it cannot be restored") }
         }
         if report.archive.isEmpty { print("WAL archive: empty") }
         for t in report.archive {
@@ -422,5 +424,6 @@ struct StatusCommand: AsyncParsableCommand {
         }
         if !windows.isEmpty { print("recoverable:") }
         for w in windows { print("  \(w.text)") }
+        print("checked: \(StatusReport.checked)")
     }
 }

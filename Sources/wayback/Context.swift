@@ -19,7 +19,9 @@ struct GlobalOptions: ParsableArguments {
     func load() throws -> WaybackConfiguration { try Self.load(configPath) }
 
     static func load(_ path: String) throws -> WaybackConfiguration {
-        try ConfigLoader.load(path: path, environment: ProcessInfo.processInfo.environment)
+        let c = try ConfigLoader.load(path: path, environment: ProcessInfo.processInfo.environment)
+        for w in c.warnings { FileHandle.standardError.write(Data("wayback: warning: \(w)\n".utf8)) }
+        return c
     }
 }
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import WaybackConfig
 import WaybackCore
 
 @main
@@ -13,10 +14,19 @@ struct Wayback: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "wayback",
         abstract: "PostgreSQL backup and point-in-time recovery.",
-        discussion: "Exit statuses are listed in docs/exit-codes.md.",
+        usage: "wayback [--config <path>] <subcommand> [<options>]",
+        discussion: """
+            --config <path>: the configuration file, for every command, before or after its name \
+            (also WAYBACK_CONFIG; default \(ConfigLoader.defaultPath)). Exit statuses are listed in docs/exit-codes.md.
+            """,
         version: WaybackVersion.string,
         subcommands: [InitCommand.self, WalPushCommand.self, WalFetchCommand.self, WalPrefetchCommand.self, WalDrainCommand.self,
                       BackupCommand.self, RestoreCommand.self, StatusCommand.self, RepoCommand.self, DemoCommand.self])
+
+    /// The names a first argument may have.
+    static var commandNames: Set<String> {
+        Set(configuration.subcommands.map { $0._commandName } + ["help"])
+    }
 }
 
 enum WaybackVersion {
@@ -89,6 +99,10 @@ enum CLI {
     static func run(_ arguments: [String]) async {
         var command: (any ParsableCommand)?
         let archiveCall = ArchiveCall(arguments)
+        if archiveCall == nil, let name = firstCommand(arguments), !Wayback.commandNames.contains(name) {
+            FileHandle.standardError.write(Data("wayback: error: '\(name)' is not a wayback command; 'wayback --help' lists them\n".utf8))
+            exit(WaybackError.Code.usage.rawValue)
+        }
         if archiveCall == nil {
             do {
                 command = try Wayback.parseAsRoot(hoistGlobalOptions(arguments))
@@ -125,15 +139,28 @@ enum CLI {
         }
     }
 
+    /// The first argument that is not `--config PATH`: the command name (nil when there is none,
+    /// or when an option comes first).
+    static func firstCommand(_ args: [String]) -> String? {
+        var i = 0
+        while i < args.count {
+            if args[i] == "--config" { i += 2; continue }
+            if args[i].hasPrefix("--config=") { i += 1; continue }
+            return args[i].hasPrefix("-") ? nil : args[i]
+        }
+        return nil
+    }
+
     /// Help and version go to standard output with status 0; every other parser error is a
-    /// usage error (status 2).
+    /// usage error (status 2), told as every error is (`wayback: error: ...`), then the usage.
     static func exitForParserError(_ error: any Error) -> Never {
         let message = Wayback.fullMessage(for: error)
         if Wayback.exitCode(for: error) == .success {
             print(message)
             exit(0)
         }
-        FileHandle.standardError.write(Data((message + "\n").utf8))
+        let text = message.hasPrefix("Error: ") ? "wayback: error: " + message.dropFirst("Error: ".count) : message
+        FileHandle.standardError.write(Data((text + "\n").utf8))
         exit(WaybackError.Code.usage.rawValue)
     }
 }

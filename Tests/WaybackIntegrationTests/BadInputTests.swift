@@ -138,8 +138,10 @@ struct BadInputTests {
         #expect(!FileManager.default.fileExists(atPath: spool))
         for d in [pgWAL + "/archive_status", spool] { try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true) }
         own([dataDir, pgWAL, pgWAL + "/archive_status", spool])
-        // The spool as wal-fetch makes it (this boot), with the target's last segment as a restore writes it.
+        // The spool as a restore that archives nothing makes it (this boot, hand-over in pg_wal), with
+        // the target's last segment.
         try write(PrefetchSpool.bootID() + "\n", spool + "/" + PrefetchSpool.bootFile)
+        try write("", spool + "/" + PrefetchSpool.handOverFile)
         try write(names[1] + "\n", spool + "/" + PrefetchSpool.lastFile)
         // The prefetcher from the first segment: it fetches up to the last one the target needs, and stops there.
         try t.waybackOK(["wal-prefetch", names[0], "8", spool])

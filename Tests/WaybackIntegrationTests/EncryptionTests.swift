@@ -114,9 +114,21 @@ struct EncryptionTests {
         #expect(fallback.stderr.contains("fails decryption") && fallback.stderr.contains("second"), "\(fallback.stderr)")
         try FileSystem.removeTree(restored.dataDirectory)
 
-        // With the second repository gone, the damage is an error and nothing is left behind.
+        // With the second repository gone (and so out of the configuration: a restore refuses a
+        // repository it cannot read), the damage is an error and nothing is left behind.
         try FileSystem.removeTree(repoB)
-        let damaged = try t.wayback(["restore", "--target-dir", restored.dataDirectory])
+        let gone = try t.wayback(["restore", "--target-dir", restored.dataDirectory])
+        #expect(gone.status == WaybackError.Code.repository.rawValue && gone.stderr.contains("'second'"), "\(gone.stderr)")
+        let firstOnly = try t.configVariant("first-only.yaml", replace: [("""
+              - name: second
+                type: local
+                path: \(repoB)
+                wal_push: sync
+                encryption:
+                  key_file: \(keyB)
+
+            """, "")])
+        let damaged = try t.wayback(["restore", "--target-dir", restored.dataDirectory], config: firstOnly)
         #expect(damaged.status == WaybackError.Code.corrupt.rawValue, "\(damaged.stderr)")
         #expect(damaged.stderr.contains("fails decryption"))
         #expect(!FileManager.default.fileExists(atPath: restored.dataDirectory + "/PG_VERSION"))

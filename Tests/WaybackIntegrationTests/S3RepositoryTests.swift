@@ -34,6 +34,11 @@ struct S3RepositoryTests {
         #expect(try ["pgbench_accounts", "pgbench_history", "markers"].map { try TestCluster.tableDigest(restored, $0) } == digests)
     }
 
+    /// The configuration without its local repository (lost for good), as docs/recovery-procedures.md says.
+    static func offsiteOnly(_ t: TestCluster, local: String) throws -> String {
+        try t.configVariant("offsite-only.yaml", replace: [(local, "")])
+    }
+
     static func statusJSON(_ t: TestCluster) throws -> [String: Any] {
         try JSONSerialization.jsonObject(with: Data(try t.waybackOK(["status", "--json"]).utf8)) as! [String: Any]
     }
@@ -89,11 +94,18 @@ struct S3RepositoryTests {
         #expect(repos.map { $0["name"] as? String } == ["local", "offsite"])
         #expect(repos.allSatisfy { ($0["backups"] as? [String]) == [id] && ($0["reachable"] as? Bool) == true })
 
-        // The local repository is lost: restore from S3 alone, with the same configuration.
+        // The local repository is lost. With the same configuration the restore refuses before it
+        // writes anything: recovery could not tell the end of the archive (the local repository may
+        // have held WAL the offsite one has not yet received).
         try FileSystem.removeTree(repoDir)
-        let r = try t.wayback(["restore", "--target-dir", restored.dataDirectory])
+        let refused = try t.wayback(["restore", "--target-dir", restored.dataDirectory])
+        #expect(refused.status == WaybackError.Code.repository.rawValue, "restore: \(refused.stderr)")
+        #expect(refused.stderr.contains("repository 'local'") && refused.stderr.contains("remove it from the configuration"), "\(refused.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: restored.dataDirectory))
+        // The runbook: the lost repository out of the configuration, restore from S3 alone.
+        let offsite = try Self.offsiteOnly(t, local: Self.localYAML(repoDir))
+        let r = try t.wayback(["restore", "--target-dir", restored.dataDirectory], config: offsite)
         #expect(r.status == 0, "restore: \(r.stderr)")
-        #expect(r.stderr.contains("is missing in repository 'local'") && r.stderr.contains("reading it from repository 'offsite'"), "\(r.stderr)")
         try Self.verifyRestored(t, restored, digests: digests)
     }
 
@@ -171,7 +183,9 @@ struct S3RepositoryTests {
         #expect(try t.waybackOK(["repo", "sync"]).contains("local -> offsite: copied 0 object(s)"))
         // Restore from the offsite copy alone.
         try FileSystem.removeTree(repoDir)
-        try t.waybackOK(["restore", "--target-dir", restored.dataDirectory])
+        let offsiteOnly = try Self.offsiteOnly(t, local: Self.localYAML(repoDir))
+        let r = try t.wayback(["restore", "--target-dir", restored.dataDirectory], config: offsiteOnly)
+        #expect(r.status == 0, "restore: \(r.stderr)")
         try t.startRestored(restored)
         #expect(try TestCluster.tableDigest(restored, "pgbench_accounts") == digests[0])
     }

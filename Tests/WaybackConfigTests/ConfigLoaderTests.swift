@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import WaybackCore
 @testable import WaybackConfig
@@ -72,5 +73,33 @@ import WaybackCore
         let d = try parse(minimal, env: ["PGPASSWORD": "pw", "PGPORT": "6000"])
         #expect(d.connection.port == 5432 && d.connection.password == "pw")
         #expect(!d.connection.redacted.contains("pw"))
+    }
+
+    @Test func secretsInTheFileAreNamedAndAReadableFileIsWarnedAbout() throws {
+        #expect(try parse(minimal).secretKeysInFile.isEmpty)
+        let withPassword = minimal.replacingOccurrences(of: "postgresql://postgres@localhost", with: "postgresql://postgres:hunter2@localhost")
+        #expect(try parse(withPassword).secretKeysInFile == ["the password in cluster.connection"])
+        #expect(try parse(withPassword, env: ["PGPASSWORD": "x"]).secretKeysInFile.count == 1)
+        // PGPASSWORD is not in the file.
+        #expect(try parse(minimal, env: ["PGPASSWORD": "x"]).secretKeysInFile.isEmpty)
+
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("wayback-cfg-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/w.yaml"
+        try withPassword.write(toFile: path, atomically: true, encoding: .utf8)
+        _ = chmod(path, 0o644)
+        let loose = try ConfigLoader.load(path: path, environment: [:])
+        #expect(loose.warnings.count == 1 && loose.warnings[0].contains("chmod 600") && !loose.warnings[0].contains("hunter2"))
+        _ = chmod(path, 0o600)
+        #expect(try ConfigLoader.load(path: path, environment: [:]).warnings.isEmpty)
+        // The test harness's variables are not keys.
+        #expect(try parse(minimal, env: ["WAYBACK_TEST_DEBUG_BIN": "1", "WAYBACK_TEST_KEEP": "1"]).parallelism == 2)
+    }
+
+    @Test func yamlErrorsAreOneLineWithTheLine() {
+        let dup = error("cluster:\n  name: main\n  name: again\n")
+        #expect(dup?.message.contains("'name' more than once") == true && dup?.message.contains("Context") == false, "\(dup?.message ?? "")")
+        #expect(error("cluster:\n  name: [unclosed\n")?.message.contains("line 3") == true)
     }
 }

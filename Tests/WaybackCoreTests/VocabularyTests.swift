@@ -132,3 +132,12 @@ import Testing
         #expect(Format.postgresTimestamp(micros: -1) == "1969-12-31 23:59:59.999999+00")
     }
 }
+
+@Suite struct PostgresVersionFormatTests {
+    @Test func postgresVersionsAsPeopleWriteThem() {
+        #expect(Format.postgresVersion(150018) == "15.18")
+        #expect(Format.postgresVersion(170000) == "17.0")
+        #expect(Format.postgresVersion(90624) == "9.6.24")
+    }
+}
+

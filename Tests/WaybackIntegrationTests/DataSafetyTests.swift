@@ -344,7 +344,7 @@ struct DataSafetyTests {
 
     // MARK: 8. messages name causes
 
-    @Test("messages name causes: a password the server asks for, the version as 15.x, errors of arguments and YAML, a misspelt command, --config in --help, application_name honoured")
+    @Test("messages name causes: a password the server asks for, the version as 15.x, errors of arguments and YAML, a misspelt command, --config in --help, application_name honoured, the backup's wait for its WAL")
     func messagesNameCauses() throws {
         let t = try TestCluster(settings: ["log_connections": "on"])
         defer { t.cleanup() }
@@ -373,6 +373,16 @@ struct DataSafetyTests {
         #expect(log.contains("application_name=wbprobe"), "the server log does not show the application name")
         let badTimeout = try Self.config(t, "timeout.yaml", replace: [("&port=\(t.cluster.port)\n", "&port=\(t.cluster.port)&connect_timeout=soon\n")])
         #expect(try Self.waybackRun(["--config", badTimeout, "init"]).status == Code.config.rawValue)
+
+        // The backup says what it waits for (an archive_command that takes its time).
+        let info = try Self.config(t, "info.yaml", replace: [("log_level: warning", "log_level: info")])
+        _ = try t.psql("ALTER SYSTEM SET archive_command = 'sleep 3; \(TestEnvironment.waybackBinary) --config \(t.configPath) wal-push %p'")
+        _ = try t.psql("SELECT pg_reload_conf()")
+        let waited = try Self.waybackRun(["--config", info, "backup"])
+        #expect(waited.status == 0, "\(waited.stderr)")
+        #expect(waited.stderr.contains("waiting for WAL file") && waited.stderr.contains("archive_command"), "\(waited.stderr)")
+        _ = try t.psql("ALTER SYSTEM RESET archive_command")
+        _ = try t.psql("SELECT pg_reload_conf()")
 
         // The server asks for a password and none is given.
         _ = try t.psql("ALTER USER postgres PASSWORD 'pw-for-the-test'")

@@ -57,3 +57,53 @@ import WaybackCore
         #expect(throws: WaybackError.self) { try BackupLabel.parse("nonsense") }
     }
 }
+
+@Suite struct ArchivedFileAndControlFileTests {
+    @Test func historyFilesAreCheckedBeforeTheyAreStored() throws {
+        let ok = Array("1\t0/3000000\tno recovery target specified\n\n2\t0/5000000\tat restore point \"x\"\n".utf8)
+        try ArchivedTextFile.validateHistory(ok, timeline: 3)
+        for (text, tli) in [("junk\n", 2), ("", 2), ("# only a comment\n", 2), ("3\t0/1000000\tx\n", 3), ("1\t0/1000000\tx\n", 1),
+                            ("2\t0/5000000\tx\n1\t0/6000000\ty\n", 3)] as [(String, UInt32)] {
+            #expect(throws: WaybackError.self, "\(text.debugDescription) for timeline \(tli)") {
+                try ArchivedTextFile.validateHistory(Array(text.utf8), timeline: tli)
+            }
+        }
+        #expect(throws: WaybackError.self) { try ArchivedTextFile.validateHistory([0xFF, 0xFE, 0x0A], timeline: 2) }
+    }
+
+    @Test func backupHistoryFilesMatchTheirName() throws {
+        let name = try #require(WALFileName("000000010000000A000000FF.00000028.backup"))
+        let good = "START WAL LOCATION: A/FF000028 (file 000000010000000A000000FF)\nSTOP WAL LOCATION: A/FF000100 (file 000000010000000A000000FF)\n"
+        try ArchivedTextFile.validateBackupHistory(Array(good.utf8), name: name, segmentSize: 16 << 20)
+        let other = good.replacingOccurrences(of: "A/FF000028", with: "A/FF000030")
+        let noStop = "START WAL LOCATION: A/FF000028 (file 000000010000000A000000FF)\n"
+        for text in ["", "hello\n", other, noStop] {
+            #expect(throws: WaybackError.self, "\(text.debugDescription)") {
+                try ArchivedTextFile.validateBackupHistory(Array(text.utf8), name: name, segmentSize: 16 << 20)
+            }
+        }
+    }
+
+    @Test func controlFileFields() throws {
+        var bytes = [UInt8](repeating: 0, count: 64)
+        func put(_ v: UInt64, at: Int, width: Int) { for i in 0..<width { bytes[at + i] = UInt8(truncatingIfNeeded: v >> (8 * UInt64(i))) } }
+        put(7_441_001_234_567_890_123, at: 0, width: 8)
+        put(0x1_2345_6789, at: 32, width: 8)
+        put(0x1_2345_0000, at: 40, width: 8)
+        put(3, at: 48, width: 4)
+        let c = try #require(ControlFile.parse(bytes))
+        #expect(c.systemIdentifier == 7_441_001_234_567_890_123 && c.checkpointLSN == LSN(0x1_2345_6789) && c.redoLSN == LSN(0x1_2345_0000) && c.timeline == 3)
+        #expect(ControlFile.parse(Array(bytes.prefix(20))) == nil)
+    }
+
+    @Test func connectionParametersAreHonouredNotIgnored() throws {
+        let d = ConnectionSettings()
+        #expect(d.connectTimeoutSeconds == 10 && d.applicationName == "wayback")
+        let a = try ConnectionSettings.parse(url: "postgresql://h/x?connect_timeout=1&application_name=nightly", defaults: d)
+        #expect(a.connectTimeoutSeconds == 2 && a.applicationName == "nightly", "libpq: below 2 counts as 2")
+        #expect(try ConnectionSettings.parse(url: "postgresql://h/x?connect_timeout=0", defaults: d).connectTimeoutSeconds == 0)
+        #expect(throws: WaybackError.self) { try ConnectionSettings.parse(url: "postgresql://h/x?connect_timeout=soon", defaults: d) }
+        #expect(throws: WaybackError.self) { try ConnectionSettings.parse(url: "postgresql://h/x?application_name=a%0Ab", defaults: d) }
+    }
+}
+

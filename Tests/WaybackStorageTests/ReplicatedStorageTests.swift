@@ -111,4 +111,19 @@ import WaybackTesting
         #expect(try await r.list(prefix: "").map(\.key) == ["k"])
         #expect(a.reads == 1, "the unreachable replica was asked \(a.reads) times")
     }
+
+    @Test func notFoundOnlyWhenEveryReplicaSaysSoOtherwiseTheReasonOfTheOneThatCouldNotBeRead() async throws {
+        let a = MemoryStorage(), b = Flaky()
+        let r = ReplicatedStorage([Repository(name: "a", driver: a), Repository(name: "b", driver: b)], logger: logger)
+        func code(_ key: String) async -> WaybackError.Code? {
+            do { _ = try await r.readAll(key); return nil } catch let e as WaybackError { return e.code } catch { return .internal }
+        }
+        #expect(await code("none") == .notFound, "both answered: not there")
+        b.down = true
+        #expect(await code("none") == .io, "b could not be asked: its reason, not 'not found'")
+        b.down = false
+        try await b.inner.writeAll("bad", [1])
+        b.badKey = "bad"
+        #expect(await code("bad") == .corrupt, "missing in a, damaged in b: damaged")
+    }
 }

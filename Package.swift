@@ -63,9 +63,12 @@ let package = Package(
         ], swiftSettings: swiftSettings),
 
         // Layer 3: operations (never import each other).
-        .target(name: "WaybackArchive", dependencies: ["WaybackCore", "WaybackStorage", "WaybackCatalog", "WaybackPostgres"], swiftSettings: swiftSettings),
-        .target(name: "WaybackBackup", dependencies: ["WaybackCore", "WaybackStorage", "WaybackCatalog", "WaybackPostgres"], swiftSettings: swiftSettings),
-        .target(name: "WaybackRestore", dependencies: ["WaybackCore", "WaybackStorage", "WaybackCatalog", "WaybackPostgres"], swiftSettings: swiftSettings),
+        .target(name: "WaybackArchive", dependencies: ["WaybackCore", "WaybackStorage", "WaybackCatalog", "WaybackPostgres",
+                                                       .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
+        .target(name: "WaybackBackup", dependencies: ["WaybackCore", "WaybackStorage", "WaybackCatalog", "WaybackPostgres",
+                                                      .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
+        .target(name: "WaybackRestore", dependencies: ["WaybackCore", "WaybackStorage", "WaybackCatalog", "WaybackPostgres",
+                                                       .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
 
         // Layer 4: configuration (read at the edge), the demo, the command line.
         .target(name: "WaybackConfig", dependencies: [
@@ -76,6 +79,7 @@ let package = Package(
         .target(name: "WaybackDemo", dependencies: [
             "WaybackCore", "WaybackStorage", "WaybackCatalog", "WaybackPostgres",
             "WaybackArchive", "WaybackBackup", "WaybackRestore", "WaybackConfig",
+            .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "wayback", dependencies: [
             "WaybackCore", "WaybackStorage", "WaybackCatalog", "WaybackPostgres",
@@ -88,13 +92,13 @@ let package = Package(
         .target(name: "WaybackTesting", dependencies: ["WaybackCore", "WaybackStorage", "WaybackPostgres"], swiftSettings: swiftSettings),
 
         .testTarget(name: "WaybackCoreTests", dependencies: ["WaybackCore"], swiftSettings: swiftSettings),
-        .testTarget(name: "WaybackStorageTests", dependencies: ["WaybackStorage", "WaybackTesting"], swiftSettings: swiftSettings),
+        .testTarget(name: "WaybackStorageTests", dependencies: ["WaybackStorage", "WaybackTesting", "WaybackCore", .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackS3Tests", dependencies: ["WaybackS3", "WaybackStorage", "WaybackCore", "WaybackPostgres", "WaybackTesting"], swiftSettings: swiftSettings),
-        .testTarget(name: "WaybackCatalogTests", dependencies: ["WaybackCatalog", "WaybackTesting"], swiftSettings: swiftSettings),
-        .testTarget(name: "WaybackConfigTests", dependencies: ["WaybackConfig"], swiftSettings: swiftSettings),
-        .testTarget(name: "WaybackPostgresTests", dependencies: ["WaybackPostgres"], swiftSettings: swiftSettings),
+        .testTarget(name: "WaybackCatalogTests", dependencies: ["WaybackCatalog", "WaybackTesting", "WaybackCore", "WaybackStorage", "WaybackPostgres"], swiftSettings: swiftSettings),
+        .testTarget(name: "WaybackConfigTests", dependencies: ["WaybackConfig", "WaybackCore", "WaybackS3"], swiftSettings: swiftSettings),
+        .testTarget(name: "WaybackPostgresTests", dependencies: ["WaybackPostgres", "WaybackCore"], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackBackupTests", dependencies: ["WaybackBackup", "WaybackStorage"], swiftSettings: swiftSettings),
-        .testTarget(name: "WaybackRestoreTests", dependencies: ["WaybackRestore", "WaybackCatalog", "WaybackPostgres", "WaybackCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "WaybackRestoreTests", dependencies: ["WaybackRestore", "WaybackCatalog", "WaybackPostgres", "WaybackCore", "WaybackStorage", "WaybackTesting", .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackIntegrationTests", dependencies: ["WaybackCore", "WaybackCatalog", "WaybackStorage", "WaybackPostgres", "WaybackTesting"], swiftSettings: swiftSettings),
     ]
 )

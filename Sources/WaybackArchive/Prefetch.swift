@@ -14,7 +14,9 @@ import WaybackStorage
 /// When the restore made the copy not to archive (`PrefetchSpool.handOverFile` in the spool), each
 /// prefetched segment is also linked into `pg_wal` under its own name (with an
 /// `archive_status/NAME.done`, as the copy never archives anything), before it enters the spool;
-/// otherwise it is delivered through `%p` and PostgreSQL marks it as its `archive_mode` says. When recovery asks for it, `wal-fetch` finds the spool's file and the `pg_wal`
+/// otherwise (a standby's own `restore_command`, a restore that archives) it is delivered through
+/// `%p`, and PostgreSQL marks it as its `archive_mode` says (`.ready` with `always`). When
+/// recovery asks for a linked segment, `wal-fetch` finds the spool's file and the `pg_wal`
 /// name to be one file, drops the spool's name and exits 1: PostgreSQL then reads the segment from
 /// `pg_wal`, as it does for any segment `restore_command` does not deliver. A segment delivered
 /// through `%p` PostgreSQL would rename and sync itself (a journal commit or two per segment on

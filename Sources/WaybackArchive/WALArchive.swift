@@ -270,7 +270,7 @@ public enum WALArchive {
         let catalog = Catalog(repository: configuration.repository, cluster: configuration.cluster)
         let key = catalog.walKey(name)
         let dest = FileSystem.absolute(destination)
-        let tmp = FileSystem.parentPath(dest) + "/." + FileSystem.lastComponent(dest) + ".wayback-tmp-\(getpid())"
+        let tmp = FileSystem.parentPath(dest) + "/." + FileSystem.lastComponent(dest) + ".wayback-tmp-\(RunID.make())"
         try? FileSystem.remove(tmp)
         let file: PosixFile
         do { file = try PosixFile.create(tmp, mode: 0o600) } catch let e as WaybackError where e.code == .notFound {

@@ -11,7 +11,7 @@ import Foundation
 /// <cluster>/backups/<id>/pack/<...>.index           what a pack holds, until the manifest exists (resume)
 /// <cluster>/backups/<id>/wal/<segment>              copies of the WAL the backup needs
 /// <cluster>/backups/<id>/manifest.json, .copy.json  written last: the backup exists once it is there
-/// <cluster>/restores/<time>-<pid>.json               what each restore measured (for estimates)
+/// <cluster>/restores/<time>-<run id>.json            what each restore measured (for estimates)
 /// ```
 public struct RepositoryLayout: Sendable {
     public let cluster: String
@@ -30,8 +30,8 @@ public struct RepositoryLayout: Sendable {
     }
 
     public var restoresPrefix: String { "\(cluster)/restores/" }
-    public func restoreRecordKey(_ time: Date) -> String {
-        "\(cluster)/restores/\(Self.pad(Int(time.timeIntervalSince1970 * 1000), 14))-\(getpid()).json"
+    public func restoreRecordKey(_ time: Date, run: String = RunID.make()) -> String {
+        "\(cluster)/restores/\(Self.pad(Int(time.timeIntervalSince1970 * 1000), 14))-\(run).json"
     }
 
     public func backupPrefix(_ id: BackupID) -> String { "\(cluster)/backups/\(id)/" }

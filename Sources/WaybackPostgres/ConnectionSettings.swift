@@ -122,3 +122,11 @@ public struct ConnectionSettings: Sendable, Equatable {
         return p
     }
 }
+
+/// Every way Swift prints a value (`\(x)`, `String(reflecting:)`, `dump`, the description of a
+/// value that holds it) shows the redacted form: the password never reaches a log or a message.
+extension ConnectionSettings: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+    public var description: String { redacted + (password == nil ? "" : " (password set)") }
+    public var debugDescription: String { description }
+    public var customMirror: Mirror { Mirror(self, children: ["connection": description], displayStyle: .struct) }
+}

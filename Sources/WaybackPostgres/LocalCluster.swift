@@ -30,6 +30,21 @@ public struct LocalCluster: Sendable {
         return "/usr/bin"
     }
 
+    /// The binaries that run the data directory `path`: those of its `PG_VERSION` (a PostgreSQL
+    /// 15 directory needs PostgreSQL 15's server, whatever else is installed). `.cluster` naming
+    /// the package when that version is not installed.
+    public static func binDirectory(forDataDirectory path: String) throws -> String {
+        if let env = ProcessInfo.processInfo.environment["WAYBACK_PG_BIN"], !env.isEmpty { return env }
+        guard let major = DataDirectory.majorVersion(path), Int(major) != nil else {
+            throw WaybackError(.cluster, "\(path) has no PG_VERSION; it is not a PostgreSQL data directory")
+        }
+        let dir = "/usr/lib/postgresql/\(major)/bin"
+        guard FileManager.default.isExecutableFile(atPath: dir + "/pg_ctl") else {
+            throw WaybackError(.cluster, "\(path) is a PostgreSQL \(major) data directory, but PostgreSQL \(major) is not installed (no \(dir)/pg_ctl); install postgresql-\(major), or set WAYBACK_PG_BIN to its bin directory")
+        }
+        return dir
+    }
+
     public var connection: ConnectionSettings {
         ConnectionSettings(host: socketDirectory, port: port, user: "postgres", password: nil, database: "postgres", sslMode: .disable)
     }
@@ -91,25 +106,44 @@ public struct LocalCluster: Sendable {
     }
 }
 
+/// `postmaster.pid` as PostgreSQL writes it, one field a line: PID, data directory, start time,
+/// port, socket directory, listen address, shared memory key, status. The one parser of it.
+public struct PostmasterFile: Sendable, Equatable {
+    public var pid: Int32
+    public var port: Int?
+    /// The first unix-socket directory (empty when the server listens on TCP only).
+    public var socketDirectory: String?
+    /// `starting`, `stopping`, `ready` or `standby` (nil while the server has not written it).
+    public var status: String?
+
+    public static func parse(_ text: String) -> PostmasterFile? {
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        guard let pid = lines.first.flatMap({ Int32($0) }), pid > 0 else { return nil }
+        func line(_ i: Int) -> String? { i < lines.count && !lines[i].isEmpty ? lines[i] : nil }
+        return PostmasterFile(pid: pid, port: line(3).flatMap { Int($0) }, socketDirectory: line(4), status: line(7))
+    }
+
+    /// The file of the data directory `path`; nil when there is none (or it is not readable).
+    public static func read(_ path: String) -> PostmasterFile? {
+        (try? String(contentsOfFile: path + "/postmaster.pid", encoding: .utf8)).flatMap(parse)
+    }
+
+    /// True when its process lives.
+    public var isAlive: Bool { kill(pid, 0) == 0 || errno == EPERM }
+}
+
 /// Facts read from a data directory on disk.
 public enum DataDirectory {
     /// The PID of a live postmaster using `path`, from postmaster.pid; nil if none runs.
     public static func runningPostmasterPID(_ path: String) -> Int32? {
-        guard let text = try? String(contentsOfFile: path + "/postmaster.pid", encoding: .utf8),
-              let first = text.split(separator: "\n").first, let pid = Int32(first.trimmingCharacters(in: .whitespaces)), pid > 0 else { return nil }
-        if kill(pid, 0) == 0 || errno == EPERM { return pid }
-        return nil
+        PostmasterFile.read(path).flatMap { $0.isAlive ? $0.pid : nil }
     }
 
     /// The server's state from the last line of postmaster.pid (`starting`, `standby`, `ready`,
     /// `stopping`), as `pg_ctl -w` reads it; nil when there is no such line. Reading it costs the
     /// server nothing, unlike a connection attempt (a backend forked, only to be refused).
     public static func postmasterStatus(_ path: String) -> String? {
-        guard let text = try? String(contentsOfFile: path + "/postmaster.pid", encoding: .utf8) else { return nil }
-        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
-        guard lines.count > 7 else { return nil }
-        let status = lines[7].trimmingCharacters(in: .whitespaces)
-        return status.isEmpty ? nil : status
+        PostmasterFile.read(path)?.status
     }
 
     /// The major version from PG_VERSION (e.g. "15"); nil when absent.

@@ -30,7 +30,8 @@ public enum Advance {
             throw WaybackError(.restoreTarget, "the new target (\(stop.position) \(stop.record)) is before the point already replayed (\(previous)); replay cannot go back: restore again instead")
         }
         let osUser = try Restore.osUserName(for: dir)
-        let cluster = LocalCluster(dataDirectory: dir, socketDirectory: dir, port: runningPort ?? port ?? 5432, osUser: osUser)
+        let cluster = LocalCluster(binDirectory: try LocalCluster.binDirectory(forDataDirectory: dir), dataDirectory: dir, socketDirectory: dir,
+                                   port: runningPort ?? port ?? 5432, osUser: osUser)
         if DataDirectory.runningPostmasterPID(dir) != nil {
             try cluster.stop(mode: "fast")
             guard DataDirectory.runningPostmasterPID(dir) == nil else {
@@ -63,12 +64,9 @@ public enum Advance {
         guard let (backup, mode) = RecoverySettings.read(auto) else {
             throw WaybackError(.usage, "\(dir) has no recovery settings written by wayback restore; --advance works on a directory restored by wayback restore")
         }
-        guard DataDirectory.runningPostmasterPID(dir) != nil else { return (backup, mode, nil, nil) }
-        // postmaster.pid: pid, data directory, start time, port, socket directory, ...
-        let lines = ((try? String(contentsOfFile: dir + "/postmaster.pid", encoding: .utf8)) ?? "").split(separator: "\n", omittingEmptySubsequences: false)
-        guard lines.count > 4, let port = Int(lines[3]) else { return (backup, mode, nil, nil) }
+        guard let running = PostmasterFile.read(dir), running.isAlive, let port = running.port else { return (backup, mode, nil, nil) }
         var settings = connection
-        settings.host = String(lines[4]).isEmpty ? dir : String(lines[4])
+        settings.host = running.socketDirectory ?? dir
         settings.port = port
         settings.sslMode = .disable
         guard let session = try? await PostgresSession.connect(settings, logger: logger) else { return (backup, mode, nil, port) }

@@ -27,7 +27,10 @@ public enum RecoveryPlanner {
         // A diff/incr whose chain is broken (a backup it builds on is gone) cannot be restored.
         let byID = Dictionary(all.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         if let id = request.backupID, byID[id] != nil { _ = try BackupChains.chain(id, in: byID) }
-        let manifests = all.filter { (try? BackupChains.chain($0.id, in: byID)) != nil }
+        let manifests = restorable(all)
+        guard !manifests.isEmpty else {
+            throw WaybackError(.corrupt, "no backup in \(catalog.repository.description) can be restored: each is a diff or incr whose chain lacks a backup it builds on (\(all.map(\.id.rawValue).joined(separator: ", "))); take a full backup with 'wayback backup'")
+        }
         let facts = manifests.map(BackupFacts.init)
         var requested: BackupFacts?
         if let id = request.backupID {
@@ -224,9 +227,16 @@ public enum RecoveryPlanner {
         return out
     }
 
-    /// The recoverable window of every timeline (for `status`).
+    /// The backups whose whole chain is there (the others cannot be restored), in order.
+    static func restorable(_ all: [BackupManifest]) -> [BackupManifest] {
+        let byID = Dictionary(all.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        return all.filter { (try? BackupChains.chain($0.id, in: byID)) != nil }
+    }
+
+    /// The recoverable window of every timeline (for `status`), from the same backups the plan
+    /// can use, so that `status` and `restore --dry-run` agree.
     public static func recoverableWindows(catalog: Catalog) async throws -> [RecoveryWindow] {
-        let manifests = try await catalog.manifests()
+        let manifests = restorable(try await catalog.manifests())
         guard let newest = manifests.last else { return [] }
         let archive = try await catalog.archiveContents(segmentSize: newest.walSegmentSize)
         return try await recoveryWindows(facts: manifests.map(BackupFacts.init), archive: archive, catalog: catalog)

@@ -24,6 +24,8 @@ public struct RestoreConfiguration: Sendable {
     public var owner: (uid: UInt32, gid: UInt32)?
     /// Tablespace OID -> new location (default: the location recorded in the backup).
     public var tablespaceMap: [UInt32: String]
+    /// "Now" for what the restore records (its record's time, the generated files' times).
+    public var clock: any WaybackClock = SystemClock()
 
     public init(repository: Repository, cluster: String, targetDirectory: String, request: RecoveryRequest, archiveMode: ArchiveMode,
                 parallelism: Int, restoreCommand: String, owner: (uid: UInt32, gid: UInt32)? = nil, tablespaceMap: [UInt32: String] = [:]) {
@@ -49,7 +51,7 @@ public struct RestoreReport: Sendable {
 
 /// Restores a backup into an empty directory.
 ///
-/// Everything is built in a hidden sibling directory (`.NAME.wayback-restore-PID`) and renamed into
+/// Everything is built in a hidden sibling directory (`.NAME.wayback-restore-<run id>`) and renamed into
 /// place only when every file has been written, verified and synced to disk, so an interrupted restore
 /// never leaves a directory PostgreSQL would start.
 public enum Restore {
@@ -88,11 +90,12 @@ public enum Restore {
         }
 
         // Staging directories, renamed into place at the end.
-        let staging = stagingPath(target)
+        let run = RunID.make()
+        let staging = stagingPath(target, run: run)
         removeAbandonedStaging(target, logger: log)
         for loc in tablespaceTargets.values { removeAbandonedStaging(loc, logger: log) }
         var stagedTablespaces = [UInt32: String]()
-        for (oid, loc) in tablespaceTargets { stagedTablespaces[oid] = stagingPath(loc) }
+        for (oid, loc) in tablespaceTargets { stagedTablespaces[oid] = stagingPath(loc, run: run) }
         let allStaging = [staging] + stagedTablespaces.values.sorted()
         do {
             for dir in allStaging {
@@ -157,8 +160,9 @@ public enum Restore {
     }
 
     /// Keeps what this restore measured in the repository, for later estimates and drills.
-    public static func record(_ report: RestoreReport, started: RestoredCluster.Report?, catalog: Catalog, logger: Logger) async {
-        let record = RestoreRecord(time: Date(), backup: report.backup.id, target: report.plan.target, bytes: report.bytes,
+    public static func record(_ report: RestoreReport, started: RestoredCluster.Report?, catalog: Catalog,
+                              clock: any WaybackClock = SystemClock(), logger: Logger) async {
+        let record = RestoreRecord(time: clock.now, backup: report.backup.id, target: report.plan.target, bytes: report.bytes,
                                    files: report.files, filesSeconds: report.seconds - report.planSeconds,
                                    walBytes: started == nil ? nil : report.plan.wal.bytes,
                                    replaySeconds: started?.recoverySeconds, readySeconds: started?.readySeconds)
@@ -191,14 +195,15 @@ public enum Restore {
         let parent = FileSystem.parentPath(target)
         let prefix = "." + FileSystem.lastComponent(target) + ".wayback-restore-"
         for name in (try? FileSystem.list(parent)) ?? [] where name.hasPrefix(prefix) {
-            guard let pid = Int32(name.dropFirst(prefix.count)), pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
+            guard let pid = RunID.processID(name.dropFirst(prefix.count)), pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
             logger.warning("removing the leftover of an interrupted restore", metadata: ["path": "\(parent)/\(name)"])
             try? FileSystem.removeTree(parent + "/" + name)
         }
     }
 
-    static func stagingPath(_ target: String) -> String {
-        FileSystem.parentPath(target) + "/." + FileSystem.lastComponent(target) + ".wayback-restore-\(getpid())"
+    /// `.NAME.wayback-restore-<run id>` next to `target` (see `RunID`).
+    static func stagingPath(_ target: String, run: String) -> String {
+        FileSystem.parentPath(target) + "/." + FileSystem.lastComponent(target) + ".wayback-restore-\(run)"
     }
 
     static func ownerFor(_ target: String) throws -> (uid: UInt32, gid: UInt32)? {
@@ -369,7 +374,7 @@ public enum Restore {
 
     /// backup_label, tablespace_map, the backup's WAL in pg_wal, recovery settings, backup_manifest.
     static func writeExtras(_ m: BackupManifest, plan: RecoveryPlan, layout: Layout, config: RestoreConfiguration, catalog: Catalog) async throws {
-        let now = Int64(Date().timeIntervalSince1970)
+        let now = Int64(config.clock.now.timeIntervalSince1970)
         var entries = m.files.map { PGBackupManifest.Entry(path: $0.path, size: $0.size, mtime: $0.mtime, sha256: $0.sha256) }
         func writeText(_ rel: String, _ text: String, manifestEntry: Bool) throws {
             let bytes = Array(text.utf8)

@@ -13,7 +13,8 @@ public enum RestoredCluster {
     public struct Options: Sendable {
         public var port: Int
         public var osUser: String
-        public var binDirectory: String
+        /// PostgreSQL's binaries (nil: those of the restored directory's `PG_VERSION`).
+        public var binDirectory: String?
         public var timeoutSeconds: Double
         /// User, password and database for the checks (host and port are replaced by the private socket).
         public var connection: ConnectionSettings
@@ -25,7 +26,7 @@ public enum RestoredCluster {
         /// PostgreSQL promotes the moment it reaches the target; the stop is checked right after.
         /// For copies that do not archive (nothing of theirs leaves them before the check).
         public var earlyPromotion: Bool
-        public init(port: Int = 5432, osUser: String, binDirectory: String = LocalCluster.defaultBinDirectory(),
+        public init(port: Int = 5432, osUser: String, binDirectory: String? = nil,
                     timeoutSeconds: Double = 6 * 3600, connection: ConnectionSettings = ConnectionSettings(), promoteAfterCheck: Bool = false,
                     earlyPromotion: Bool = false) {
             self.port = port; self.osUser = osUser; self.binDirectory = binDirectory; self.timeoutSeconds = timeoutSeconds
@@ -51,7 +52,8 @@ public enum RestoredCluster {
 
     public static func start(directory: String, plan: RecoveryPlan, options: Options, logger: Logger) async throws -> Report {
         let socketDir = directory.utf8.count + 20 < 100 ? directory : try privateSocketDirectory(owner: options.osUser)
-        let cluster = LocalCluster(binDirectory: options.binDirectory, dataDirectory: directory, socketDirectory: socketDir,
+        let bin = try options.binDirectory ?? LocalCluster.binDirectory(forDataDirectory: directory)
+        let cluster = LocalCluster(binDirectory: bin, dataDirectory: directory, socketDirectory: socketDir,
                                    port: options.port, osUser: options.osUser)
         let logFile = directory + "/wayback-start.log"
         try? FileSystem.remove(logFile)
@@ -60,7 +62,7 @@ public enum RestoredCluster {
         // flush each) when the server syncs the data directory before recovery (PostgreSQL 14+).
         if let major = DataDirectory.majorVersion(directory).flatMap({ Int($0) }), major >= 14 { opts += " -c recovery_init_sync_method=syncfs" }
         let began = monotonicSeconds()
-        let r = try cluster.run([options.binDirectory + "/pg_ctl", "-D", directory, "-l", logFile, "-W", "-o", opts, "start"], check: false)
+        let r = try cluster.run([bin + "/pg_ctl", "-D", directory, "-l", logFile, "-W", "-o", opts, "start"], check: false)
         guard r.status == 0 else {
             throw WaybackError(.cluster, "pg_ctl could not start the restored cluster in \(directory): \(r.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
         }

@@ -3,7 +3,7 @@ import Foundation
 import WaybackCore
 
 /// Access keys for S3. `description` never shows the secret (nor the session token).
-public struct S3Credentials: Sendable, CustomStringConvertible, Equatable {
+public struct S3Credentials: Sendable, CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable, Equatable {
     public var accessKeyID: String
     public var secretAccessKey: String
     public var sessionToken: String?
@@ -18,6 +18,9 @@ public struct S3Credentials: Sendable, CustomStringConvertible, Equatable {
     }
 
     public var description: String { "access key \(accessKeyID) from \(source)" }
+    public var debugDescription: String { description }
+    /// `dump` and the description of a value holding the credentials show no secret either.
+    public var customMirror: Mirror { Mirror(self, children: ["credentials": description], displayStyle: .struct) }
 
     /// Parses an AWS shared credentials file (INI: `[profile]`, `key = value`) and returns the
     /// keys of `profile`; nil when the profile is not in the text.

@@ -17,6 +17,13 @@ public enum EncryptionKeySource: Sendable {
     }
 }
 
+/// Printed in any way, a key source names where the key comes from, never the key.
+extension EncryptionKeySource: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+    public var description: String { what }
+    public var debugDescription: String { what }
+    public var customMirror: Mirror { Mirror(self, children: ["source": what], displayStyle: .enum) }
+}
+
 /// Client-side encryption of every object of one repository (AES-256-GCM), as a layer over its
 /// driver: the layers above read and write plain bytes and never know.
 ///

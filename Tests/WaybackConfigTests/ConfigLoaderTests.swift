@@ -102,4 +102,34 @@ import WaybackCore
         #expect(dup?.message.contains("'name' more than once") == true && dup?.message.contains("Context") == false, "\(dup?.message ?? "")")
         #expect(error("cluster:\n  name: [unclosed\n")?.message.contains("line 3") == true)
     }
+
+    @Test func noWayOfPrintingTheConfigurationShowsASecret() throws {
+        let text = minimal.replacingOccurrences(of: "postgresql://postgres@localhost", with: "postgresql://postgres:pw-Secret-1@localhost") + """
+
+            repositories:
+              - name: local
+                type: local
+                path: /var/backups/wayback
+                encryption:
+                  passphrase_env: MY_PASSPHRASE
+              - name: offsite
+                type: s3
+                bucket: b
+                access_key_id: AKIDEXAMPLE
+                secret_access_key: s3-Secret-2
+                session_token: token-Secret-3
+            """
+        let c = try parse(text.replacingOccurrences(of: "repositories:\n  - name: local\n    type: local\n    path: /var/backups/wayback\ncompression", with: "compression"),
+                          env: ["MY_PASSPHRASE": "passphrase-Secret-4"])
+        #expect(c.connection.password == "pw-Secret-1" && c.repositories.count == 2)
+        var dumped = ""
+        dump(c, to: &dumped)
+        for printed in [String(describing: c), String(reflecting: c), "\(c.connection)", String(reflecting: c.connection),
+                        String(describing: c.repositories), dumped] {
+            for secret in ["pw-Secret-1", "s3-Secret-2", "token-Secret-3", "passphrase-Secret-4"] {
+                #expect(!printed.contains(secret), "\(secret) printed in: \(printed.prefix(300))")
+            }
+        }
+        #expect(String(describing: c.connection).contains("postgresql://postgres@localhost:5432/postgres"))
+    }
 }

@@ -87,12 +87,22 @@ import Testing
         #expect(bytesFromHex("0g") == nil)
     }
 
-    @Test func exitCodesAreStableAndUnique() {
-        let codes = WaybackError.Code.allCases.map(\.rawValue)
-        #expect(Set(codes).count == codes.count)
-        #expect(WaybackError.Code.notFound.rawValue == 1)
-        #expect(WaybackError.Code.config.rawValue == 3)
-        #expect(WaybackError.Code.corrupt.rawValue == 7)
+    /// Every code and its number is a row of docs/exit-codes.md, and every row a code: the
+    /// numbers are a public contract, so a renumbered, added or removed code fails here.
+    @Test func exitCodesAreTheDocumentedOnes() throws {
+        let docs = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("docs/exit-codes.md")
+        let text = try String(contentsOf: docs, encoding: .utf8)
+        var documented = [String: Int32]()
+        for line in text.split(separator: "\n") where line.hasPrefix("| ") {
+            let cells = line.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
+            guard cells.count >= 2, let n = Int32(cells[0]), n != 0 else { continue }
+            #expect(documented[cells[1]] == nil, "\(cells[1]) is documented twice")
+            documented[cells[1]] = n
+        }
+        let codes = Dictionary(uniqueKeysWithValues: WaybackError.Code.allCases.map { ("\($0)", $0.rawValue) })
+        #expect(Set(codes.values).count == codes.count, "two codes share a number")
+        #expect(documented == codes, "docs/exit-codes.md: \(documented.sorted { $0.value < $1.value }), code: \(codes.sorted { $0.value < $1.value })")
     }
 }
 

@@ -98,6 +98,11 @@ struct S3RepositoryTests {
         // writes anything: recovery could not tell the end of the archive (the local repository may
         // have held WAL the offsite one has not yet received).
         try FileSystem.removeTree(repoDir)
+        // And the offsite key is wrong: that is the error (exit 14), not "run wayback init".
+        let wrongKey = try t.wayback(["status"], environment: ["WAYBACK_REPOSITORIES_1_SECRET_ACCESS_KEY": "wrong-secret-456"])
+        #expect(wrongKey.status == WaybackError.Code.access.rawValue, "status: \(wrongKey.status) \(wrongKey.stderr)")
+        #expect(wrongKey.stderr.contains("secret key") && !wrongKey.stderr.contains("wayback init") && !wrongKey.stderr.contains("wrong-secret-456"),
+                "\(wrongKey.stderr)")
         let refused = try t.wayback(["restore", "--target-dir", restored.dataDirectory])
         #expect(refused.status == WaybackError.Code.repository.rawValue, "restore: \(refused.stderr)")
         #expect(refused.stderr.contains("repository 'local'") && refused.stderr.contains("remove it from the configuration"), "\(refused.stderr)")

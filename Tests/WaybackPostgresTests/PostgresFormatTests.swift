@@ -96,6 +96,14 @@ import WaybackCore
         #expect(ControlFile.parse(Array(bytes.prefix(20))) == nil)
     }
 
+    @Test func postmasterFileFields() throws {
+        let ready = "4242\n/var/lib/postgresql/15/main\n1733300000\n5433\n/var/run/postgresql\n*\n  1234567    98304\nready   \n"
+        #expect(PostmasterFile.parse(ready) == PostmasterFile(pid: 4242, port: 5433, socketDirectory: "/var/run/postgresql", status: "ready"))
+        let starting = "4242\n/d\n1733300000\n5433\n\n"
+        #expect(PostmasterFile.parse(starting) == PostmasterFile(pid: 4242, port: 5433, socketDirectory: nil, status: nil))
+        #expect(PostmasterFile.parse("") == nil && PostmasterFile.parse("x\n") == nil && PostmasterFile.parse("-1\n") == nil)
+    }
+
     @Test func connectionParametersAreHonouredNotIgnored() throws {
         let d = ConnectionSettings()
         #expect(d.connectTimeoutSeconds == 10 && d.applicationName == "wayback")

@@ -71,18 +71,12 @@ import WaybackTesting
         let server = try S3TestServer()
         defer { server.stop() }
         let d = try Self.driver(server, prefix: "stale/")
-        // A crash between parts: cancel the writing task so the abort cannot run either.
-        let task = Task {
-            try await d.withWriter("crashed.bin", options: WriteOptions()) { w in
-                try await w.write([UInt8](repeating: 2, count: 7 << 20))
-                try await Task.sleep(nanoseconds: 30_000_000_000)
-            }
-        }
-        // (Long enough for the first part to be under way even on a busy machine.)
-        try await Task.sleep(nanoseconds: 3_000_000_000)
-        task.cancel()
-        _ = await task.result
-        // The cancelled task could not abort its upload: it is left as a crash leaves it, invisible.
+        // A crash between parts, as a killed process leaves it: an upload started, a part stored,
+        // never completed nor aborted. (Made with the driver's own calls: a cancelled task may
+        // still manage its abort, which made this test a race.)
+        let upload = try await d.createUpload("crashed.bin")
+        _ = try await d.uploadPart("crashed.bin", uploadID: upload, part: Part(number: 1, bytes: [UInt8](repeating: 2, count: 5 << 20)))
+        // It is invisible.
         #expect(try await d.info("crashed.bin") == nil)
         #expect(try await d.list(prefix: "").isEmpty)
         // (moto reports every upload as started in 2010, so the age filter cannot be seen here.)

@@ -1,0 +1,19 @@
+import Foundation
+import Testing
+import WaybackCore
+import WaybackTesting
+
+/// The clock the pure decisions (restore records now; schedules and retention next) are driven by in tests.
+@Suite struct ManualClockTests {
+    @Test func movesOnlyWhenMovedAndMayJumpBack() {
+        let clock = ManualClock(Date(timeIntervalSince1970: 1_000))
+        #expect(clock.now == Date(timeIntervalSince1970: 1_000))
+        clock.advance(by: 3600)
+        #expect(clock.now == Date(timeIntervalSince1970: 4_600))
+        clock.advance(by: -7200)
+        #expect(clock.now == Date(timeIntervalSince1970: -2_600))
+        clock.set(Date(timeIntervalSince1970: 42))
+        let injected: any WaybackClock = clock
+        #expect(injected.now == Date(timeIntervalSince1970: 42))
+    }
+}

@@ -416,7 +416,10 @@ struct StatusCommand: AsyncParsableCommand {
         if report.archive.isEmpty { print("WAL archive: empty") }
         for t in report.archive {
             let gaps = t.gaps.isEmpty ? "" : "  MISSING: \(t.gaps.joined(separator: ", "))"
-            print("  WAL timeline \(t.timeline): \(t.first) .. \(t.last) (\(t.segments) segments)\(gaps)")
+            // A segment that cannot be decoded is a gap too (found where the window was read).
+            let damaged = windows.first { $0.timeline == t.timeline }?.damaged ?? []
+            let harm = damaged.isEmpty ? "" : "  DAMAGED: \(damaged.joined(separator: ", "))"
+            print("  WAL timeline \(t.timeline): \(t.first) .. \(t.last) (\(t.segments) segments)\(gaps)\(harm)")
         }
         if states.count > 1 || states.contains(where: { $0.error != nil }) {
             print("repositories:")

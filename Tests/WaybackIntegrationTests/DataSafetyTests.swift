@@ -289,7 +289,8 @@ struct DataSafetyTests {
         let segPath = t.repositoryPath + "/main/wal/\(last.prefix(16))/\(last)"
         #expect(truncate(segPath, 1000) == 0)
         let text = try t.waybackOK(["status"])
-        #expect(text.contains("DAMAGED") && text.contains(last), "\(text)")
+        let walLine = try #require(text.split(separator: "\n").first { $0.contains("WAL timeline 1:") })
+        #expect(walLine.contains("DAMAGED: \(last)"), "the archive line shows the damaged segment: \(text)")
         #expect(!text.contains("no archived WAL"), "\(text)")
         let damaged = try #require((try status()["recoverable"] as? [[String: Any]])?.first?["damaged"] as? [String])
         #expect(damaged == [last])

@@ -53,6 +53,7 @@ let package = Package(
         .target(name: "WaybackPostgres", dependencies: [
             "WaybackCore",
             .product(name: "PostgresNIO", package: "postgres-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
 

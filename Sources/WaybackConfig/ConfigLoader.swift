@@ -285,6 +285,14 @@ public enum ConfigLoader {
             port: Int(environment["PGPORT"] ?? "") ?? 5432,
             user: environment["PGUSER"].flatMap { $0.isEmpty ? nil : $0 } ?? "postgres",
             password: environment["PGPASSWORD"], database: environment["PGDATABASE"], sslMode: .prefer)
+        func env(_ name: String) -> String? { environment[name].flatMap { $0.isEmpty ? nil : $0 } }
+        if let m = env("PGSSLMODE") {
+            guard let mode = ConnectionSettings.SSLMode(rawValue: m) else {
+                throw WaybackError(.config, "PGSSLMODE '\(m)' is not an sslmode; use \(ConnectionSettings.SSLMode.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            conn.sslMode = mode
+        }
+        conn.sslRootCert = env("PGSSLROOTCERT"); conn.sslCert = env("PGSSLCERT"); conn.sslKey = env("PGSSLKEY")
         if let url = str("cluster.connection"), !url.isEmpty {
             conn = try ConnectionSettings.parse(url: url, defaults: conn)
         }

@@ -3,9 +3,20 @@ import WaybackCore
 
 /// How to reach the database: a TCP host or a unix-socket directory, libpq style.
 public struct ConnectionSettings: Sendable, Equatable {
-    /// `prefer` connects without TLS (libpq's fallback); `require` is refused by `parse` until TLS
-    /// is implemented.
-    public enum SSLMode: String, Sendable { case disable, prefer, require }
+    /// libpq's `sslmode` over TCP (a unix socket never uses TLS, as in libpq):
+    /// - `disable`: no TLS;
+    /// - `allow`, `prefer`: TLS when the server offers it (Wayback tries TLS first for both);
+    /// - `require`: TLS or no connection; the certificate is not checked (encryption only);
+    /// - `verify-ca`: TLS with a certificate signed by `sslrootcert`;
+    /// - `verify-full`: that, and issued for the host connected to.
+    public enum SSLMode: String, Sendable, CaseIterable {
+        case disable, allow, prefer, require
+        case verifyCA = "verify-ca"
+        case verifyFull = "verify-full"
+
+        /// The server's certificate is checked against a CA.
+        public var verifiesCertificate: Bool { self == .verifyCA || self == .verifyFull }
+    }
 
     /// A host name, an IP address, or (starting with `/`) a unix-socket directory.
     public var host: String
@@ -18,6 +29,12 @@ public struct ConnectionSettings: Sendable, Equatable {
     public var connectTimeoutSeconds = 10
     /// `application_name`, shown in `pg_stat_activity` and the server log.
     public var applicationName = "wayback"
+    /// `sslrootcert`: the PEM file of the CA(s) the server's certificate must be signed by
+    /// (`verify-ca`, `verify-full`), or `system` for the system's trusted CAs.
+    public var sslRootCert: String?
+    /// `sslcert` and `sslkey`: a client certificate and its key (PEM), for `cert` authentication.
+    public var sslCert: String?
+    public var sslKey: String?
 
     public init(host: String = "/var/run/postgresql", port: Int = 5432, user: String = "postgres",
                 password: String? = nil, database: String? = nil, sslMode: SSLMode = .prefer) {
@@ -35,7 +52,7 @@ public struct ConnectionSettings: Sendable, Equatable {
     /// The connection without the password, safe for messages and logs.
     public var redacted: String {
         let h = isUnixSocket ? "" : host
-        let q = isUnixSocket ? "?host=\(host)" : ""
+        let q = isUnixSocket ? "?host=\(host)" : (sslMode == .prefer ? "" : "?sslmode=\(sslMode.rawValue)")
         return "postgresql://\(user)@\(h):\(port)/\(database)\(q)"
     }
 
@@ -87,14 +104,13 @@ public struct ConnectionSettings: Sendable, Equatable {
             case "password": s.password = value
             case "dbname": s.database = value; databaseSet = true
             case "sslmode":
-                switch value {
-                case "disable", "allow": s.sslMode = .disable
-                case "prefer": s.sslMode = .prefer
-                case "require", "verify-ca", "verify-full":
-                    // Refuse rather than connect without the TLS the user asked for.
-                    throw WaybackError(.config, "cluster.connection: sslmode=\(value) is not supported yet (Wayback connects without TLS); use a unix socket or sslmode=disable on a trusted network")
-                default: throw WaybackError(.config, "cluster.connection: unknown sslmode '\(value)'; use disable, prefer or require")
+                guard let mode = SSLMode(rawValue: value) else {
+                    throw WaybackError(.config, "cluster.connection: unknown sslmode '\(value)'; use \(SSLMode.allCases.map(\.rawValue).joined(separator: ", "))")
                 }
+                s.sslMode = mode
+            case "sslrootcert": s.sslRootCert = value.isEmpty ? nil : value
+            case "sslcert": s.sslCert = value.isEmpty ? nil : value
+            case "sslkey": s.sslKey = value.isEmpty ? nil : value
             case "connect_timeout":
                 guard let t = Int(value), t >= 0 else {
                     throw WaybackError(.config, "cluster.connection: connect_timeout '\(value)' is not a whole number of seconds (0: no limit)")
@@ -106,10 +122,13 @@ public struct ConnectionSettings: Sendable, Equatable {
                     throw WaybackError(.config, "cluster.connection: application_name must be printable ASCII of at most 63 bytes")
                 }
                 s.applicationName = value
-            default: throw WaybackError(.config, "cluster.connection: unsupported URL parameter '\(key)'; supported: host, port, user, password, dbname, sslmode, connect_timeout, application_name")
+            default: throw WaybackError(.config, "cluster.connection: unsupported URL parameter '\(key)'; supported: host, port, user, password, dbname, sslmode, sslrootcert, sslcert, sslkey, connect_timeout, application_name")
             }
         }
         if !databaseSet && defaults.database == defaults.user { s.database = s.user }
+        if (s.sslCert == nil) != (s.sslKey == nil) {
+            throw WaybackError(.config, "cluster.connection: sslcert and sslkey go together (a client certificate and its key)")
+        }
         return s
     }
 

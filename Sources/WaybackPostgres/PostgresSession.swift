@@ -73,7 +73,7 @@ public final class PostgresSession: @unchecked Sendable {
             config = .init(unixSocketPath: settings.socketPath, username: settings.user, password: settings.password, database: settings.database)
         } else {
             config = PostgresConnection.Configuration(host: settings.host, port: settings.port, username: settings.user,
-                                                      password: settings.password, database: settings.database, tls: .disable)
+                                                      password: settings.password, database: settings.database, tls: try ConnectionTLS.make(settings))
         }
         config.options.connectTimeout = .seconds(Int64(settings.connectTimeoutSeconds == 0 ? 86400 : settings.connectTimeoutSeconds))
         config.options.additionalStartupParameters = [("application_name", settings.applicationName)]
@@ -98,6 +98,7 @@ public final class PostgresSession: @unchecked Sendable {
     static func reason(_ error: any Error, settings: ConnectionSettings? = nil) -> String {
         if let e = error as? PSQLError {
             if let msg = e.serverInfo?[.message] { return msg }
+            if let settings, let tls = ConnectionTLS.reason(e.underlying ?? e, settings: settings) { return tls }
             let under = e.underlying.map { systemReason($0) }
             switch e.code {
             case .authMechanismRequiresPassword:
@@ -110,7 +111,7 @@ public final class PostgresSession: @unchecked Sendable {
             case .saslError:
                 return "password authentication failed"
             case .sslUnsupported:
-                return "the server does not accept TLS"
+                return "the server does not accept TLS (ssl = off), but sslmode=\(settings?.sslMode.rawValue ?? "require") asks for it"
             case .serverClosedConnection, .uncleanShutdown:
                 return "the server closed the connection\(under.map { " (\($0))" } ?? "")"
             default:

@@ -73,6 +73,13 @@ import WaybackCore
         let d = try parse(minimal, env: ["PGPASSWORD": "pw", "PGPORT": "6000"])
         #expect(d.connection.port == 5432 && d.connection.password == "pw")
         #expect(!d.connection.redacted.contains("pw"))
+        // libpq's TLS variables are defaults too; the URL wins.
+        let t = try parse(noURL, env: ["PGSSLMODE": "verify-ca", "PGSSLROOTCERT": "/etc/ca.pem"])
+        #expect(t.connection.sslMode == .verifyCA && t.connection.sslRootCert == "/etc/ca.pem")
+        #expect(try parse(minimal + "\n", env: ["PGSSLMODE": "verify-ca"]).connection.sslMode == .verifyCA)
+        let url = minimal.replacingOccurrences(of: "localhost:5432/postgres", with: "localhost:5432/postgres?sslmode=require")
+        #expect(try parse(url, env: ["PGSSLMODE": "verify-ca"]).connection.sslMode == .require)
+        #expect(error(noURL, env: ["PGSSLMODE": "sometimes"])?.message.contains("PGSSLMODE") == true)
     }
 
     @Test func secretsInTheFileAreNamedAndAReadableFileIsWarnedAbout() throws {

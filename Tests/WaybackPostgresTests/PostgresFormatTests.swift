@@ -8,8 +8,15 @@ import WaybackCore
     @Test func urls() throws {
         let a = try ConnectionSettings.parse(url: "postgresql://bob:p%40ss@db.example:6543/app?sslmode=disable", defaults: defaults)
         #expect(a.user == "bob" && a.password == "p@ss" && a.host == "db.example" && a.port == 6543 && a.database == "app" && a.sslMode == .disable)
-        #expect(throws: WaybackError.self) { try ConnectionSettings.parse(url: "postgresql://h/x?sslmode=require", defaults: defaults) }
-        #expect(a.redacted == "postgresql://bob@db.example:6543/app")
+        let tls = try ConnectionSettings.parse(url: "postgresql://h/x?sslmode=verify-full&sslrootcert=/ca.pem&sslcert=/c.pem&sslkey=/c.key", defaults: defaults)
+        #expect(tls.sslMode == .verifyFull && tls.sslRootCert == "/ca.pem" && tls.sslCert == "/c.pem" && tls.sslKey == "/c.key")
+        #expect(tls.redacted == "postgresql://postgres@h:5432/x?sslmode=verify-full")
+        for mode in ConnectionSettings.SSLMode.allCases {
+            #expect(try ConnectionSettings.parse(url: "postgresql://h/x?sslmode=\(mode.rawValue)", defaults: defaults).sslMode == mode)
+        }
+        #expect(throws: WaybackError.self) { try ConnectionSettings.parse(url: "postgresql://h/x?sslmode=always", defaults: defaults) }
+        #expect(throws: WaybackError.self, "sslcert without sslkey") { try ConnectionSettings.parse(url: "postgresql://h/x?sslcert=/c.pem", defaults: defaults) }
+        #expect(a.redacted == "postgresql://bob@db.example:6543/app?sslmode=disable")
         let b = try ConnectionSettings.parse(url: "postgres:///postgres?host=/tmp/sock&port=5499", defaults: defaults)
         #expect(b.isUnixSocket && b.socketPath == "/tmp/sock/.s.PGSQL.5499")
         let c = try ConnectionSettings.parse(url: "postgresql://[::1]:7000/x", defaults: defaults)

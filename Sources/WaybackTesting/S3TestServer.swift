@@ -101,21 +101,31 @@ public final class FaultProxy: @unchecked Sendable {
     private let statsFile: String
 
     init(upstreamPort: Int, faults: Double, seed: Int, directory: String) throws {
-        let port = Int.random(in: 30000...39999)
-        statsFile = directory + "/proxy-\(port).json"
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", S3TestServer.packageRoot + "/scripts/s3/fault-proxy.py", String(port), String(upstreamPort), statsFile,
-                       "--faults", String(faults), "--seed", String(seed)]
-        p.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-        try p.run()
-        let deadline = monotonicSeconds() + 20
-        while monotonicSeconds() < deadline && p.isRunning && !FileManager.default.fileExists(atPath: statsFile) { usleep(50_000) }
-        guard p.isRunning, FileManager.default.fileExists(atPath: statsFile) else {
-            throw WaybackError(.io, "the fault proxy did not start on port \(port)")
+        // A random port can be taken (by another server, or as the local port of a live
+        // connection): a proxy that exits before it is ready is started again on another one.
+        var tried = [Int]()
+        while tried.count < 8 {
+            let port = Int.random(in: 30000...32700)  // below the ephemeral ports (32768-), above moto's
+            tried.append(port)
+            let stats = directory + "/proxy-\(port).json"
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            p.arguments = ["python3", S3TestServer.packageRoot + "/scripts/s3/fault-proxy.py", String(port), String(upstreamPort), stats,
+                           "--faults", String(faults), "--seed", String(seed)]
+            p.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+            try p.run()
+            let deadline = monotonicSeconds() + 20
+            while monotonicSeconds() < deadline && p.isRunning && !FileManager.default.fileExists(atPath: stats) { usleep(50_000) }
+            if p.isRunning, FileManager.default.fileExists(atPath: stats) {
+                statsFile = stats
+                endpoint = "http://127.0.0.1:\(port)"
+                process = p
+                return
+            }
+            if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+            p.waitUntilExit()
         }
-        endpoint = "http://127.0.0.1:\(port)"
-        process = p
+        throw WaybackError(.io, "the fault proxy did not start on any of the ports \(tried)")
     }
 
     /// What the proxy did so far: requests, forwarded, error, delay, reset_before, reset_during.

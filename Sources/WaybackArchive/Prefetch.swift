@@ -60,7 +60,12 @@ public enum Prefetch {
     /// may have been lost with the page cache; those segments are fetched again); with `create`,
     /// the spool is made, recording this boot.
     static func prepare(_ spool: String, create: Bool) {
-        if FileManager.default.fileExists(atPath: spool) && !ofThisBoot(spool) { remove(spool) }
+        if FileManager.default.fileExists(atPath: spool) && !ofThisBoot(spool) {
+            // Renamed aside first, atomically: a prefetcher of the old spool that still writes
+            // can make a removal in place fail half-way, leaving old files under the spool's name.
+            let aside = spool + ".old-" + RunID.make()
+            if rename(spool, aside) == 0 { remove(aside) } else { remove(spool) }
+        }
         guard create, !FileManager.default.fileExists(atPath: spool) else { return }
         try? FileSystem.makeDirectories(spool, mode: 0o700)
         _ = PrefetchSpool.recordBoot(spool)

@@ -61,8 +61,9 @@ public struct Catalog: Sendable {
     /// answers and holds this cluster, all bound to one system identifier. An unmounted file system
     /// or a removed cluster folder looks like an empty archive; this tells them apart. Throws
     /// `.repository` naming the first repository that does not hold the cluster, or the error of one
-    /// that cannot be read.
-    public func requireBoundEverywhere() async throws {
+    /// that cannot be read. Returns the binding (the first repository's).
+    @discardableResult
+    public func requireBoundEverywhere() async throws -> ClusterBinding {
         var first: (Repository, ClusterBinding)?
         for member in repository.members {
             guard let b = try await Catalog(repository: member, cluster: layout.cluster).binding() else {
@@ -73,6 +74,8 @@ public struct Catalog: Sendable {
             }
             first = first ?? (member, b)
         }
+        guard let (_, binding) = first else { throw WaybackError(.internal, "a repository without members") }
+        return binding
     }
 
     /// Checks that this repository belongs to the cluster with `systemIdentifier`.

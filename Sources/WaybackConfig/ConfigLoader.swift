@@ -296,6 +296,11 @@ public enum ConfigLoader {
         if let url = str("cluster.connection"), !url.isEmpty {
             conn = try ConnectionSettings.parse(url: url, defaults: conn)
         }
+        // libpq's default CA file for verify-ca and verify-full.
+        if conn.sslMode.verifiesCertificate, conn.sslRootCert == nil, let home = env("HOME"),
+           FileManager.default.fileExists(atPath: home + "/.postgresql/root.crt") {
+            conn.sslRootCert = home + "/.postgresql/root.crt"
+        }
 
         var repos = [WaybackConfiguration.RepositorySettings]()
         var i = 0

@@ -38,12 +38,12 @@ enum ConnectionTLS {
         return settings.sslMode == .allow || settings.sslMode == .prefer ? .prefer(context) : .require(context)
     }
 
-    /// `sslrootcert`: a PEM file, `system`, or (as libpq) `~/.postgresql/root.crt`.
+    /// `sslrootcert`: a PEM file or `system` (the configuration fills in libpq's default,
+    /// `~/.postgresql/root.crt`, where there is one).
     static func trustRoots(_ settings: ConnectionSettings) throws -> NIOSSLTrustRoots {
         let mode = settings.sslMode.rawValue
         if settings.sslRootCert == "system" { return .default }
-        let home = ProcessInfo.processInfo.environment["HOME"].map { $0 + "/.postgresql/root.crt" }
-        guard let path = settings.sslRootCert ?? home.flatMap({ FileManager.default.fileExists(atPath: $0) ? $0 : nil }) else {
+        guard let path = settings.sslRootCert else {
             throw WaybackError(.config, "cluster.connection: sslmode=\(mode) needs sslrootcert, the CA certificate (PEM) that signed the server's certificate, or sslrootcert=system for the system's CAs")
         }
         do {

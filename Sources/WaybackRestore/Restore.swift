@@ -58,9 +58,8 @@ public enum Restore {
     public static func run(_ config: RestoreConfiguration, logger: Logger, progress: ProgressHandler? = nil) async throws -> RestoreReport {
         let started = monotonicSeconds()
         let catalog = Catalog(repository: config.repository, cluster: config.cluster)
-        let binding = try await catalog.requireBinding()
         // Recovery's wal-fetch ends the archive only where every repository can say so.
-        try await catalog.requireBoundEverywhere()
+        let binding = try await catalog.requireBoundEverywhere()
         let target = config.targetDirectory
         let delta = config.delta && FileManager.default.fileExists(atPath: target + "/PG_VERSION")
         if delta { try checkDeltaTarget(target, systemIdentifier: binding.systemID) } else { try checkTarget(target, what: "target directory") }
@@ -138,8 +137,7 @@ public enum Restore {
     public static func plan(_ config: RestoreConfiguration, logger: Logger) async throws -> RecoveryPlan {
         let catalog = Catalog(repository: config.repository, cluster: config.cluster)
         var plan = try await RecoveryPlanner.plan(config.request, catalog: catalog, parallelism: config.parallelism, logger: logger).plan
-        let binding = try await catalog.requireBinding()
-        try await catalog.requireBoundEverywhere()
+        let binding = try await catalog.requireBoundEverywhere()
         do {
             if config.delta && FileManager.default.fileExists(atPath: config.targetDirectory + "/PG_VERSION") {
                 try checkDeltaTarget(config.targetDirectory, systemIdentifier: binding.systemID)

@@ -80,6 +80,14 @@ import WaybackCore
         let url = minimal.replacingOccurrences(of: "localhost:5432/postgres", with: "localhost:5432/postgres?sslmode=require")
         #expect(try parse(url, env: ["PGSSLMODE": "verify-ca"]).connection.sslMode == .require)
         #expect(error(noURL, env: ["PGSSLMODE": "sometimes"])?.message.contains("PGSSLMODE") == true)
+        // libpq's default CA file, read at the edge: ~/.postgresql/root.crt when it exists.
+        let home = FileManager.default.temporaryDirectory.appendingPathComponent("wayback-home-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: home + "/.postgresql", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: home) }
+        #expect(try parse(noURL, env: ["PGSSLMODE": "verify-full", "HOME": home]).connection.sslRootCert == nil)
+        FileManager.default.createFile(atPath: home + "/.postgresql/root.crt", contents: Data())
+        #expect(try parse(noURL, env: ["PGSSLMODE": "verify-full", "HOME": home]).connection.sslRootCert == home + "/.postgresql/root.crt")
+        #expect(try parse(noURL, env: ["PGSSLMODE": "require", "HOME": home]).connection.sslRootCert == nil)
     }
 
     @Test func secretsInTheFileAreNamedAndAReadableFileIsWarnedAbout() throws {

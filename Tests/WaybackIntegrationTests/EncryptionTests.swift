@@ -52,12 +52,7 @@ struct EncryptionTests {
         defer { try? FileSystem.removeTree(base) }
         _ = chmod(base, 0o777)
         let repoA = base + "/a", repoB = base + "/b"
-        let yaml = """
-              - name: local
-                type: local
-                path: \(repoA)
-                encryption:
-                  key_file: \(keyA)
+        let second = """
               - name: second
                 type: local
                 path: \(repoB)
@@ -66,6 +61,14 @@ struct EncryptionTests {
                   key_file: \(keyB)
 
             """
+        let yaml = """
+              - name: local
+                type: local
+                path: \(repoA)
+                encryption:
+                  key_file: \(keyA)
+
+            """ + second
         // No compression, so that an unencrypted copy would show the marker as it is.
         let t = try TestCluster(repositoryPath: repoA, repositories: yaml, compression: "none")
         let restored = t.restoredCluster(at: t.root + "/restored")
@@ -119,15 +122,7 @@ struct EncryptionTests {
         try FileSystem.removeTree(repoB)
         let gone = try t.wayback(["restore", "--target-dir", restored.dataDirectory])
         #expect(gone.status == WaybackError.Code.repository.rawValue && gone.stderr.contains("'second'"), "\(gone.stderr)")
-        let firstOnly = try t.configVariant("first-only.yaml", replace: [("""
-              - name: second
-                type: local
-                path: \(repoB)
-                wal_push: sync
-                encryption:
-                  key_file: \(keyB)
-
-            """, "")])
+        let firstOnly = try t.configVariant("first-only.yaml", replace: [(second, "")])
         let damaged = try t.wayback(["restore", "--target-dir", restored.dataDirectory], config: firstOnly)
         #expect(damaged.status == WaybackError.Code.corrupt.rawValue, "\(damaged.stderr)")
         #expect(damaged.stderr.contains("fails decryption"))

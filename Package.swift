@@ -31,6 +31,7 @@ let package = Package(
         .target(name: "WaybackCore", dependencies: [
             "CZstd", "CCodecs",
             .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
 
         // Layer 1: storage drivers and PostgreSQL access.
@@ -78,12 +79,12 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
         .target(name: "WaybackDemo", dependencies: [
-            "WaybackCore", "WaybackStorage", "WaybackCatalog", "WaybackPostgres",
+            "WaybackCore", "WaybackStorage", "WaybackS3", "WaybackCatalog", "WaybackPostgres",
             "WaybackArchive", "WaybackBackup", "WaybackRestore", "WaybackConfig",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "wayback", dependencies: [
-            "WaybackCore", "WaybackStorage", "WaybackCatalog", "WaybackPostgres",
+            "WaybackCore", "WaybackStorage", "WaybackS3", "WaybackCatalog", "WaybackPostgres",
             "WaybackArchive", "WaybackBackup", "WaybackRestore", "WaybackConfig", "WaybackDemo",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
@@ -98,6 +99,7 @@ let package = Package(
         .testTarget(name: "WaybackCatalogTests", dependencies: ["WaybackCatalog", "WaybackTesting", "WaybackCore", "WaybackStorage", "WaybackPostgres"], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackConfigTests", dependencies: ["WaybackConfig", "WaybackCore", "WaybackS3"], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackPostgresTests", dependencies: ["WaybackPostgres", "WaybackCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "WaybackArchiveTests", dependencies: ["WaybackArchive", "WaybackCore"], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackBackupTests", dependencies: ["WaybackBackup", "WaybackStorage"], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackRestoreTests", dependencies: ["WaybackRestore", "WaybackCatalog", "WaybackPostgres", "WaybackCore", "WaybackStorage", "WaybackTesting", .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackIntegrationTests", dependencies: ["WaybackCore", "WaybackCatalog", "WaybackStorage", "WaybackPostgres", "WaybackTesting"], swiftSettings: swiftSettings),

@@ -41,7 +41,7 @@ public struct AsyncSpool: Sendable {
 
     /// Queues `fileName` for each repository and starts the drainer if none runs. Never throws:
     /// the file is already safe in the synchronous repositories, and `repo sync` is the backstop.
-    func enqueue(_ fileName: String, repositories: [String], segmentSize: Int64, drainCommand: [String], logger: Logger) {
+    func enqueue(_ fileName: String, repositories: [String], segmentSize: Int64, drainCommand: [String], events: EventLog) {
         for repo in repositories {
             let dir = directory(repo)
             do {
@@ -53,13 +53,13 @@ public struct AsyncSpool: Sendable {
                         let f = try PosixFile.create(dir + "/" + Self.overflowMark, mode: 0o600)
                         try f.close()
                     }
-                    logger.warning("repository '\(repo)' is \(Format.bytes(lag)) of WAL behind, over archive.spool_limit_mb (\(Format.bytes(limitBytes))): it is unreachable or too slow. WAL stays safe in the first repository; wal-drain catches '\(repo)' up by comparing listings when it can reach it, or run 'wayback repo sync' now",
-                                   metadata: ["wayback.repository": "\(repo)", "wayback.segment": "\(fileName)"])
+                    events.emit(.error, .walQueueBehind, "repository '\(repo)' is \(Format.bytes(lag)) of WAL behind, over archive.spool_limit_mb (\(Format.bytes(limitBytes))): it is unreachable or too slow. WAL stays safe in the first repository; wal-drain catches '\(repo)' up by comparing listings when it can reach it, or run 'wayback repo sync' now",
+                                repository: repo, segment: fileName)
                     continue
                 }
                 if lag * 2 >= limitBytes {
-                    logger.warning("repository '\(repo)' is \(Format.bytes(lag)) of WAL behind (half of archive.spool_limit_mb); check that it is reachable",
-                                   metadata: ["wayback.repository": "\(repo)"])
+                    events.emit(.warning, .walQueueBehind, "repository '\(repo)' is \(Format.bytes(lag)) of WAL behind (half of archive.spool_limit_mb); check that it is reachable",
+                                repository: repo)
                 }
                 let entry = dir + "/" + fileName
                 if (try? FileSystem.status(entry)) == nil {
@@ -68,11 +68,12 @@ public struct AsyncSpool: Sendable {
                     try FileSystem.syncDirectory(dir)
                 }
             } catch {
-                logger.warning("cannot queue \(fileName) for repository '\(repo)' in \(dir): \(error); run 'wayback repo sync' to copy it")
+                events.emit(.error, .walQueueFailed, "cannot queue \(fileName) for repository '\(repo)' in \(dir): \(error); run 'wayback repo sync' to copy it",
+                            repository: repo, segment: fileName)
             }
         }
         if !drainCommand.isEmpty, DirectoryLock.isFree(path) {
-            do { try Command.spawnDetached(drainCommand) } catch { logger.warning("cannot start wal-drain: \(error)") }
+            do { try Command.spawnDetached(drainCommand) } catch { events.emit(.warning, .walQueueFailed, "cannot start wal-drain: \(error)") }
         }
     }
 
@@ -80,7 +81,7 @@ public struct AsyncSpool: Sendable {
     /// repositories with fallback), removes the entry, and repeats until a round makes no
     /// progress. A repository that fails is left for the next run. Returns at once when another
     /// drainer holds the lock.
-    public func drain(cluster: String, source: Repository, targets: [Repository], parallelism: Int, logger: Logger) async throws {
+    public func drain(cluster: String, source: Repository, targets: [Repository], parallelism: Int, events: EventLog, logger: Logger) async throws {
         try FileSystem.makeDirectories(path, mode: 0o700)
         guard let lock = DirectoryLock.hold(path) else { return }
         defer { close(lock) }
@@ -95,7 +96,8 @@ public struct AsyncSpool: Sendable {
                         do {
                             _ = try await RepositorySync.copy(layout.walKey(wal), from: source.driver, to: target.driver, layout: layout)
                         } catch let e as WaybackError where e.code == .notFound {
-                            logger.warning("queued WAL file \(name) is in no synchronous repository; dropping it from the queue of '\(target.name)'")
+                            events.emit(.warning, .walQueueFailed, "queued WAL file \(name) is in no synchronous repository; dropping it from the queue of '\(target.name)'",
+                                        repository: target.name, segment: name)
                         }
                         try FileSystem.remove(directory(target.name) + "/" + name)
                         progress = true
@@ -106,8 +108,8 @@ public struct AsyncSpool: Sendable {
                         progress = true
                     }
                 } catch {
-                    logger.warning("cannot copy queued WAL to '\(target.name)' (\(error)); it stays queued for the next wal-drain",
-                                   metadata: ["wayback.repository": "\(target.name)"])
+                    events.emit(.warning, .walQueueFailed, "cannot copy queued WAL to '\(target.name)' (\(error)); it stays queued for the next wal-drain",
+                                repository: target.name)
                 }
             }
         }

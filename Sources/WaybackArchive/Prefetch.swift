@@ -116,24 +116,24 @@ public enum Prefetch {
     /// set to `name`: a segment neither in the spool nor in flight within `grace` is not coming
     /// (the prefetcher is busy elsewhere, or ends). False when it does not arrive: the caller
     /// fetches it itself.
-    static func await(_ name: WALFileName, spool: String, seconds: Double = 30, grace: Double = 0.2) -> Bool {
+    static func waitFor(_ name: WALFileName, spool: String, seconds: Double = 30, grace: Double = 0.2) async -> Bool {
         let done = spool + "/" + name.description, tmp = spool + "/.tmp-" + name.description
         func arrived() -> Bool { FileManager.default.fileExists(atPath: done) }
         let began = monotonicSeconds()
         while monotonicSeconds() - began < seconds {
             if arrived() { return true }
             if idle(spool) || (!FileManager.default.fileExists(atPath: tmp) && monotonicSeconds() - began > grace) { return arrived() }
-            usleep(1000)
+            try? await Task.sleep(nanoseconds: 1_000_000)
         }
         return arrived()
     }
 
     /// Starts a prefetcher for `spool` from `name` unless one runs, and waits (briefly) until it
     /// holds the spool's lock, so that `await` can tell a starting prefetcher from none.
-    static func start(_ command: [String], from name: WALFileName, count: Int, spool: String) {
+    static func start(_ command: [String], from name: WALFileName, count: Int, spool: String) async {
         guard idle(spool), (try? Command.spawnDetached(command + [name.description, String(count), spool])) != nil else { return }
         let until = monotonicSeconds() + 0.5
-        while idle(spool) && monotonicSeconds() < until { usleep(500) }
+        while idle(spool) && monotonicSeconds() < until { try? await Task.sleep(nanoseconds: 500_000) }
     }
 
     /// The prefetcher: keeps recovery's position and the `count` segments after it (`from`, then what
@@ -150,14 +150,25 @@ public enum Prefetch {
         // since (recovery ended), and must not be made again.
         guard (try? FileSystem.status(spool))?.isDirectory == true, let fd = DirectoryLock.hold(spool) else { return }
         defer { close(fd) }
-        let segSize = WALFileName.defaultSegmentSize
-        var at = from
-        var moved = monotonicSeconds()
         // This spool, not one made after it was removed (that one has its own prefetcher).
         let mine = try FileSystem.status(spool)?.inode
         let syncer = SegmentSyncer(), pgWAL = FileSystem.parentPath(spool)
         let handOver = FileManager.default.fileExists(atPath: spool + "/" + PrefetchSpool.handOverFile)
-        defer { syncer.drain() }
+        do {
+            try await fetchWindow(from: from, count: count, spool: spool, mine: mine, syncer: syncer, pgWAL: pgWAL, handOver: handOver,
+                                  configuration: configuration, logger: logger, idleSeconds: idleSeconds)
+        } catch {
+            await syncer.finish()
+            throw error
+        }
+        await syncer.finish()
+    }
+
+    static func fetchWindow(from: WALFileName, count: Int, spool: String, mine: UInt64?, syncer: SegmentSyncer, pgWAL: String,
+                            handOver: Bool, configuration: ArchiveConfiguration, logger: Logger, idleSeconds: Double) async throws {
+        let segSize = WALFileName.defaultSegmentSize
+        var at = from
+        var moved = monotonicSeconds()
         try await withThrowingTaskGroup(of: (name: String, ended: Bool)?.self) { group in
             var inFlight = Set<String>(), ticking = false, ended = false
             while let current = try? FileSystem.status(spool), current.inode == mine {
@@ -227,12 +238,16 @@ public enum Prefetch {
 
 /// Syncs the segments the prefetcher has handed over, in order, on a thread of its own, while
 /// replay goes on: by the time recovery ends (and `wal-fetch` syncs all of `pg_wal` before the
-/// new timeline), little is left to wait for.
+/// new timeline), little is left to wait for. Its owner (the prefetcher) ends it with `finish`,
+/// which waits, without holding a cooperative thread, until every segment queued is synced and
+/// the thread has ended.
 final class SegmentSyncer: @unchecked Sendable {
     private let condition = NSCondition()
     // Guarded by `condition`.
     private var queue: [String] = []
-    private var busy = false
+    private var finishing = false
+    private var ended: CheckedContinuation<Void, Never>?
+    private var exited = false
 
     init() { Thread.detachNewThread { [self] in run() } }
 
@@ -243,26 +258,45 @@ final class SegmentSyncer: @unchecked Sendable {
         condition.unlock()
     }
 
-    /// Waits until every enqueued segment is synced.
-    func drain() {
+    /// Syncs what is queued, then ends the thread; returns once it has ended. Idempotent.
+    func finish() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            condition.lock()
+            if exited {
+                condition.unlock()
+                c.resume()
+                return
+            }
+            finishing = true
+            ended = c
+            condition.broadcast()
+            condition.unlock()
+        }
+    }
+
+    /// Whether the thread has ended (tests).
+    var hasEnded: Bool {
         condition.lock()
-        while !queue.isEmpty || busy { condition.wait() }
-        condition.unlock()
+        defer { condition.unlock() }
+        return exited
     }
 
     private func run() {
         while true {
             condition.lock()
-            while queue.isEmpty { condition.wait() }
+            while queue.isEmpty && !finishing { condition.wait() }
+            if queue.isEmpty {
+                exited = true
+                let c = ended
+                ended = nil
+                condition.unlock()
+                c?.resume()
+                return
+            }
             let path = queue.removeFirst()
-            busy = true
             condition.unlock()
             let fd = open(path, O_RDONLY | O_CLOEXEC)
             if fd >= 0 { _ = fdatasync(fd); close(fd) }  // gone: recovery passed it, and PostgreSQL recycled it
-            condition.lock()
-            busy = false
-            condition.broadcast()
-            condition.unlock()
         }
     }
 }

@@ -24,11 +24,14 @@ public struct ArchiveConfiguration: Sendable {
     public var spoolPath: String
     public var spoolLimitBytes: Int64
     public var drainCommand: [String]
+    /// Where the warnings go (a queue falling behind, a repository that could not be read).
+    public var events: EventLog
 
     public init(repository: Repository, syncRepositories: [Repository]? = nil, asyncRepositories: [String] = [],
                 cluster: String, compression: CompressionSettings, parallelism: Int,
                 prefetchSegments: Int = 0, prefetchCommand: [String] = [],
-                spoolPath: String = "", spoolLimitBytes: Int64 = 4 << 30, drainCommand: [String] = []) {
+                spoolPath: String = "", spoolLimitBytes: Int64 = 4 << 30, drainCommand: [String] = [], events: EventLog) {
+        self.events = events
         self.repository = repository
         self.syncRepositories = syncRepositories ?? [repository]
         self.asyncRepositories = asyncRepositories
@@ -108,7 +111,7 @@ public enum WALArchive {
         if !configuration.asyncRepositories.isEmpty {
             AsyncSpool(path: configuration.spoolPath, limitBytes: configuration.spoolLimitBytes)
                 .enqueue(fileName, repositories: configuration.asyncRepositories, segmentSize: Int64(binding.walSegmentSize),
-                         drainCommand: configuration.drainCommand, logger: logger)
+                         drainCommand: configuration.drainCommand, events: configuration.events)
         }
         if let (repo, e) = failed.first {
             throw WaybackError(.replica, "WAL file \(fileName) is stored in '\(first.name)' but not in '\(repo)' (\(e.message)); PostgreSQL will push it again, or set wal_push: async for '\(repo)'")
@@ -240,9 +243,9 @@ public enum WALArchive {
         // backup's own WAL there.
         var taken = inPGWAL ? Prefetch.take(name, spool: spool, destination: destination) : nil
         if prefetching {
-            Prefetch.start(configuration.prefetchCommand, from: name, count: configuration.prefetchSegments, spool: spool)
+            await Prefetch.start(configuration.prefetchCommand, from: name, count: configuration.prefetchSegments, spool: spool)
             let beyond = Prefetch.limit(spool).map { $0.timeline == name.timeline && name > $0 } ?? false
-            if taken == nil, !beyond, Prefetch.await(name, spool: spool) {
+            if taken == nil, !beyond, await Prefetch.waitFor(name, spool: spool) {
                 taken = Prefetch.take(name, spool: spool, destination: destination)
             }
         }

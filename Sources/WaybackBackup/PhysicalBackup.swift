@@ -31,11 +31,15 @@ public struct BackupConfiguration: Sendable {
     /// The most backups a restore chain may hold (full + diff/incr); a longer one makes the next
     /// backup a diff or full.
     public var maxChainLength = 30
+    /// Where the backup's warnings go (damaged pages, a type decided otherwise, leftovers).
+    public var events: EventLog
 
     public init(repository: Repository, cluster: String, pgdata: String, connection: ConnectionSettings,
                 compression: CompressionSettings, parallelism: Int, lockDirectory: String,
                 archiveWaitSeconds: Double = 120, fastCheckpoint: Bool = true, packTargetBytes: Int64 = 256 << 20,
-                failOnPageChecksum: Bool = false, type: BackupType = .full, maxChainLength: Int = 30, resume: Bool = true) {
+                failOnPageChecksum: Bool = false, type: BackupType = .full, maxChainLength: Int = 30, resume: Bool = true,
+                events: EventLog) {
+        self.events = events
         self.failOnPageChecksum = failOnPageChecksum; self.type = type; self.maxChainLength = max(1, maxChainLength); self.resume = resume
         self.repository = repository; self.cluster = cluster; self.pgdata = pgdata; self.connection = connection
         self.compression = compression; self.parallelism = max(1, parallelism); self.lockDirectory = lockDirectory
@@ -79,17 +83,17 @@ public enum PhysicalBackup {
                 let n = try await member.driver.removeLeftovers(olderThan: clock.now.addingTimeInterval(-86400))
                 if n > 0 { logger.info("removed \(n) leftovers of interrupted writes from \(member.description)") }
             } catch {
-                logger.warning("cannot clean up leftovers in \(member.description): \(error)")
+                config.events.emit(.warning, .cleanup, "cannot clean up leftovers in \(member.description): \(error)", repository: member.name)
             }
         }
 
         let decision = try await decideType(config, facts: facts, catalog: catalog)
         var reference: BackupManifest?
         if let r = decision.reference { reference = try await catalog.manifest(r) }
-        if let note = decision.note { logger.warning("\(note)") }
+        if let note = decision.note { config.events.emit(.warning, .backupDecision, note) }
         // An interrupted backup of the same kind is continued (its folder and id kept); every
         // other leftover folder is removed.
-        let resume = config.resume ? try await ResumePoint.find(catalog: catalog, decision: decision, logger: logger) : nil
+        let resume = config.resume ? try await ResumePoint.find(catalog: catalog, decision: decision, events: config.events, logger: logger) : nil
         // Unfinished writes in backup folders are the killed backup's (the lock keeps others out).
         _ = try? await catalog.repository.driver.removeLeftovers(olderThan: clock.now, prefix: catalog.layout.backupsPrefix)
         _ = try await catalog.removeIncompleteBackups(except: resume?.id, logger: logger)
@@ -125,7 +129,7 @@ public enum PhysicalBackup {
                                          logger: log, progress: progress)
             if let resume { copied = copied.adding(reused, packs: resume.packs) }
             if !copied.pageFailures.isEmpty {
-                log.warning("\(PageFailureReport.summary(copied.pageFailures))")
+                config.events.emit(.error, .damagedPages, PageFailureReport.summary(copied.pageFailures), backup: id.rawValue)
                 if config.failOnPageChecksum {
                     throw WaybackError(.pageChecksum, "\(PageFailureReport.summary(copied.pageFailures)); the backup was not kept (backup.page_checksum_failures: fail). Restore the damaged relations from an earlier backup or rebuild them (REINDEX for an index), then back up again")
                 }
@@ -175,7 +179,7 @@ public enum PhysicalBackup {
         do {
             _ = try await catalog.removeUnlisted(id, keep: Set(final.objects.map(\.name)))
         } catch {
-            log.warning("could not remove the pack indexes of backup \(id): \(error)")
+            config.events.emit(.warning, .cleanup, "could not remove the pack indexes of backup \(id): \(error)", backup: id.rawValue)
         }
         log.info("backup complete", metadata: ["bytes": "\(manifest.sizes.database)", "stored": "\(manifest.sizes.repository)"])
         return final

@@ -18,7 +18,7 @@ struct ResumePoint: Sendable {
     var run: Int
 
     /// The newest interrupted backup, if it matches `decision`; nil otherwise (the caller removes it).
-    static func find(catalog: Catalog, decision: BackupChains.Decision, logger: Logger) async throws -> ResumePoint? {
+    static func find(catalog: Catalog, decision: BackupChains.Decision, events: EventLog, logger: Logger) async throws -> ResumePoint? {
         guard let id = try await catalog.incompleteBackupIDs().last else { return nil }
         guard id.rawValue.last == decision.type.letter else {
             logger.info("not resuming interrupted backup \(id): this backup is a \(decision.type)")
@@ -37,7 +37,7 @@ struct ResumePoint: Sendable {
                 logger.info("not resuming interrupted backup \(id): it was a \(index.type) on \(index.reference?.rawValue ?? "nothing")")
                 return nil
             }
-            guard await verify(index.pack, backup: id, catalog: catalog, logger: logger) else { continue }
+            guard await verify(index.pack, backup: id, catalog: catalog, events: events, logger: logger) else { continue }
             let n = point.packs.count
             point.packs.append(index.pack)
             for e in index.entries { point.entries[e.file.path] = (n, e) }
@@ -48,7 +48,7 @@ struct ResumePoint: Sendable {
 
     /// A pack is reused only when every repository has it whole and its bytes hash to the
     /// SHA-256 its index recorded (read from the first repository that has it).
-    static func verify(_ pack: BackupManifest.StoredObject, backup: BackupID, catalog: Catalog, logger: Logger) async -> Bool {
+    static func verify(_ pack: BackupManifest.StoredObject, backup: BackupID, catalog: Catalog, events: EventLog, logger: Logger) async -> Bool {
         let key = catalog.layout.objectKey(backup, pack.name)
         for member in catalog.repository.members {
             guard let info = try? await member.driver.info(key), info.size == pack.size else {
@@ -67,9 +67,9 @@ struct ResumePoint: Sendable {
                 return h.finalizeHex()
             }
             if sha == pack.sha256 { return true }
-            logger.warning("not reusing \(pack.name) of interrupted backup \(backup): it fails its SHA-256 check")
+            events.emit(.warning, .resumeSkipped, "not reusing \(pack.name) of interrupted backup \(backup): it fails its SHA-256 check", backup: backup.rawValue)
         } catch {
-            logger.warning("not reusing \(pack.name) of interrupted backup \(backup): \(error)")
+            events.emit(.warning, .resumeSkipped, "not reusing \(pack.name) of interrupted backup \(backup): \(error)", backup: backup.rawValue)
         }
         return false
     }

@@ -52,7 +52,7 @@ public enum SealedJSON {
             return date
         }
         do { return try dec.decode(T.self, from: Data(body)) } catch {
-            throw WaybackError(.corrupt, "\(name) has a valid checksum but cannot be decoded", cause: "\(error)")
+            throw WaybackError(.corrupt, "\(name) has a valid checksum but cannot be decoded", cause: .decoding("\(error)"))
         }
     }
 }

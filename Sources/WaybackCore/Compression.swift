@@ -85,7 +85,7 @@ public final class Compressor {
             if out.count < bound { out = .scratch(count: bound) }
             let r = out.withUnsafeMutableBytes { dst in ZSTD_compress2(cctx, dst.baseAddress, bound, input.baseAddress, input.count) }
             if ZSTD_isError(r) != 0 {
-                throw WaybackError(.internal, "zstd compression failed", cause: String(cString: ZSTD_getErrorName(r)))
+                throw WaybackError(.internal, "zstd compression failed", cause: .decoding(String(cString: ZSTD_getErrorName(r))))
             }
             n = r
         case .lz4:
@@ -132,7 +132,7 @@ public final class Decompressor {
             }
             if ZSTD_isError(n) != 0 || n != rawLength {
                 let why = ZSTD_isError(n) != 0 ? String(cString: ZSTD_getErrorName(n)) : "decoded \(n) bytes, expected \(rawLength)"
-                throw WaybackError(.corrupt, "a compressed frame does not decode", cause: why)
+                throw WaybackError(.corrupt, "a compressed frame does not decode", cause: .decoding(why))
             }
             return try out.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
         case .lz4, .gzip:

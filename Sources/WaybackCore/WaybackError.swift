@@ -1,3 +1,5 @@
+import Foundation
+
 /// The one error type of Wayback.
 ///
 /// Every failure that reaches a user is a `WaybackError`: a stable `code` (whose number is the
@@ -49,11 +51,35 @@ public struct WaybackError: Error, CustomStringConvertible, Sendable {
         case `internal` = 70
     }
 
+    /// What lay under a failure, for logs and `--json`: structured, so that no path can put a
+    /// statement's text, a connection string or a key into it.
+    public enum Cause: Sendable, Equatable, CustomStringConvertible {
+        /// A statement sent to PostgreSQL, named by what it does (the function it calls or its
+        /// first words), never by its text, which can carry values.
+        case query(String)
+        /// A system call and the `errno` it failed with.
+        case system(call: String, errno: Int32)
+        /// A codec's own reason (zstd, lz4, gzip), or why content does not decode.
+        case decoding(String)
+        /// Another error, by its description: used only for errors whose description carries no
+        /// secret (this package's own types redact themselves; see `Redacted`).
+        case underlying(String)
+
+        public var description: String {
+            switch self {
+            case .query(let name): return "query \(name)"
+            case .system(let call, let errno): return "\(call): \(String(cString: strerror(errno))) (errno \(errno))"
+            case .decoding(let why): return why
+            case .underlying(let text): return text
+            }
+        }
+    }
+
     public var code: Code
     public var message: String
-    public var cause: String?
+    public var cause: Cause?
 
-    public init(_ code: Code, _ message: String, cause: String? = nil) {
+    public init(_ code: Code, _ message: String, cause: Cause? = nil) {
         self.code = code
         self.message = message
         self.cause = cause
@@ -62,7 +88,7 @@ public struct WaybackError: Error, CustomStringConvertible, Sendable {
     public var exitStatus: Int32 { code.rawValue }
 
     public var description: String {
-        if let cause, !cause.isEmpty { return "\(message) (\(cause))" }
+        if let cause { return "\(message) (\(cause))" }
         return message
     }
 }
@@ -71,6 +97,11 @@ extension WaybackError {
     /// Wraps any error as a `WaybackError`, keeping one that already is.
     public static func wrap(_ error: any Error, as code: Code = .internal, _ message: @autoclosure () -> String) -> WaybackError {
         if let wb = error as? WaybackError { return wb }
-        return WaybackError(code, message(), cause: String(describing: error))
+        return WaybackError(code, message(), cause: .underlying(String(describing: error)))
+    }
+
+    /// An error of a system call, with its `errno` kept as data.
+    public static func system(_ code: Code, _ message: String, call: String, errno: Int32) -> WaybackError {
+        WaybackError(code, message, cause: .system(call: call, errno: errno))
     }
 }

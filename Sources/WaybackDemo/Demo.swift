@@ -7,6 +7,7 @@ import WaybackConfig
 import WaybackCore
 import WaybackPostgres
 import WaybackRestore
+import WaybackS3
 import WaybackStorage
 
 /// `wayback demo`: the whole cycle on a throwaway cluster, with a short report.
@@ -92,79 +93,84 @@ public enum Demo {
             """
         try config.write(toFile: configPath, atomically: true, encoding: .utf8)
         let c = try ConfigLoader.load(path: configPath, environment: [:])
-        let repo = try c.repository(logger: o.logger)
-        _ = try await ClusterSetup.initialize(repository: repo, cluster: c.clusterName, pgdata: c.pgdata, connection: c.connection,
-                                              waybackCommand: waybackCommand, lockDirectory: c.lockPath, logger: o.logger)
-        say("  cluster created and repository initialised")
+        let events = EventLog.logging(.demo, cluster: c.clusterName, to: o.logger)
+        return try await HTTPClientPool.with { http in
+            let repo = try c.repository(logger: o.logger, http: http, events: events)
+            _ = try await ClusterSetup.initialize(repository: repo, cluster: c.clusterName, pgdata: c.pgdata, connection: c.connection,
+                                                  waybackCommand: waybackCommand, lockDirectory: c.lockPath, logger: o.logger)
+            say("  cluster created and repository initialised")
 
-        try await timed("load sample data (pgbench scale \(o.scale))") {
-            try source.pgbench(["-i", "-q", "-s", String(o.scale)])
-            try source.psql("CREATE TABLE demo_markers (id serial PRIMARY KEY, note text, at timestamptz DEFAULT clock_timestamp()); INSERT INTO demo_markers (note) VALUES ('before backup');")
-        }
-        let manifest = try await timed("full backup") {
-            try await PhysicalBackup.run(BackupConfiguration(repository: repo, cluster: c.clusterName, pgdata: c.pgdata, connection: c.connection,
-                                                         compression: c.compression, parallelism: c.parallelism, lockDirectory: c.lockPath),
-                                     logger: o.logger)
-        }
-        say("  backup \(manifest.id): \(Format.bytes(manifest.sizes.database)) -> \(Format.bytes(manifest.sizes.repository)) in the repository")
+            try await timed("load sample data (pgbench scale \(o.scale))") {
+                try source.pgbench(["-i", "-q", "-s", String(o.scale)])
+                try source.psql("CREATE TABLE demo_markers (id serial PRIMARY KEY, note text, at timestamptz DEFAULT clock_timestamp()); INSERT INTO demo_markers (note) VALUES ('before backup');")
+            }
+            let manifest = try await timed("full backup") {
+                try await PhysicalBackup.run(BackupConfiguration(repository: repo, cluster: c.clusterName, pgdata: c.pgdata, connection: c.connection,
+                                                             compression: c.compression, parallelism: c.parallelism, lockDirectory: c.lockPath,
+                                                             events: events),
+                                         logger: o.logger)
+            }
+            say("  backup \(manifest.id): \(Format.bytes(manifest.sizes.database)) -> \(Format.bytes(manifest.sizes.repository)) in the repository")
 
-        try await timed("more writes after the backup") {
-            try source.pgbench(["-n", "-c", "2", "-t", "500"])
-            try source.psql("INSERT INTO demo_markers (note) SELECT 'after backup ' || g FROM generate_series(1, 100) g;")
-        }
-        let tables = ["pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history", "demo_markers"]
-        // The point in time to go back to, then an accident and more writes after it.
-        let expected = try tables.map { try digest(source, $0) }
-        let pointInTime = try source.psql("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
-        usleep(20_000)
-        try await timed("accident: DELETE, DROP TABLE, more writes") {
-            try source.psql("DELETE FROM demo_markers;")
-            try source.pgbench(["-n", "-c", "2", "-t", "300"])
-            try source.psql("DROP TABLE pgbench_history;")
-        }
-        say("  point in time chosen: \(pointInTime), just before the accident")
-        // Close the current WAL segment so that everything written is in the archive.
-        let switched = try source.psql("SELECT pg_walfile_name(pg_switch_wal())")
-        try await waitForArchive(switched, catalog: Catalog(repository: repo, cluster: c.clusterName))
+            try await timed("more writes after the backup") {
+                try source.pgbench(["-n", "-c", "2", "-t", "500"])
+                try source.psql("INSERT INTO demo_markers (note) SELECT 'after backup ' || g FROM generate_series(1, 100) g;")
+            }
+            let tables = ["pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history", "demo_markers"]
+            // The point in time to go back to, then an accident and more writes after it.
+            let expected = try tables.map { try digest(source, $0) }
+            let pointInTime = try source.psql("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+            usleep(20_000)
+            try await timed("accident: DELETE, DROP TABLE, more writes") {
+                try source.psql("DELETE FROM demo_markers;")
+                try source.pgbench(["-n", "-c", "2", "-t", "300"])
+                try source.psql("DROP TABLE pgbench_history;")
+            }
+            say("  point in time chosen: \(pointInTime), just before the accident")
+            // Close the current WAL segment so that everything written is in the archive.
+            let switched = try source.psql("SELECT pg_walfile_name(pg_switch_wal())")
+            try await waitForArchive(switched, catalog: Catalog(repository: repo, cluster: c.clusterName))
 
-        var restoreConfig = RestoreConfiguration(
-            repository: repo, cluster: c.clusterName, targetDirectory: restored.dataDirectory,
-            request: RecoveryRequest(target: .time(Format.parseInstant(pointInTime)!), action: .promote), archiveMode: .off,
-            parallelism: c.parallelism, restoreCommand: PrefetchSpool.restoreCommand(fetch: "\(waybackCommand) wal-fetch %f %p"))
-        restoreConfig.promoteAfterCheck = true
-        let plan = try await Restore.plan(restoreConfig, logger: o.logger)
-        say("")
-        say("Restore plan (wayback restore --to-time \(pointInTime) --dry-run):")
-        for line in plan.text.split(separator: "\n") { say("  \(line)") }
-        say("")
-        let report = try await timed("restore to the point in time") {
-            try await Restore.run(restoreConfig, logger: o.logger)
+            var restoreConfig = RestoreConfiguration(
+                repository: repo, cluster: c.clusterName, targetDirectory: restored.dataDirectory,
+                request: RecoveryRequest(target: .time(Format.parseInstant(pointInTime)!), action: .promote), archiveMode: .off,
+                parallelism: c.parallelism, restoreCommand: PrefetchSpool.restoreCommand(fetch: "\(waybackCommand) wal-fetch %f %p"),
+                events: events)
+            restoreConfig.promoteAfterCheck = true
+            let plan = try await Restore.plan(restoreConfig, logger: o.logger)
+            say("")
+            say("Restore plan (wayback restore --to-time \(pointInTime) --dry-run):")
+            for line in plan.text.split(separator: "\n") { say("  \(line)") }
+            say("")
+            let report = try await timed("restore to the point in time") {
+                try await Restore.run(restoreConfig, logger: o.logger)
+            }
+            say("  restored \(report.files) files into \(restored.dataDirectory)")
+            let started = try await timed("start restored copy, replay WAL, promote") {
+                try await RestoredCluster.start(directory: restored.dataDirectory, plan: report.plan,
+                                                options: .init(port: restored.port, osUser: currentUser(), connection: restored.connection,
+                                                               promoteAfterCheck: true, earlyPromotion: true),
+                                                logger: o.logger)
+            }
+            say("  \(started.stopMessage ?? "recovery ended")")
+            let restoredAtSocket = LocalCluster(dataDirectory: restored.dataDirectory, socketDirectory: started.socketDirectory,
+                                                port: restored.port, osUser: restored.osUser)
+            let actual = try tables.map { try digest(restoredAtSocket, $0) }
+            var ok = true
+            say("")
+            say("Data check (restored vs source):")
+            for (i, t) in tables.enumerated() {
+                let same = expected[i] == actual[i]
+                ok = ok && same
+                say("  \(same ? "OK  " : "DIFF") \(t)")
+            }
+            say("")
+            say("Timings:")
+            for (label, s) in timings { say("  \(label.padding(toLength: 44, withPad: " ", startingAt: 0)) \(Format.seconds(s))") }
+            say("")
+            say(ok ? "PASS: the restored cluster matches the source at \(pointInTime)" : "FAIL: the restored cluster differs from the source at \(pointInTime)")
+            return ok
         }
-        say("  restored \(report.files) files into \(restored.dataDirectory)")
-        let started = try await timed("start restored copy, replay WAL, promote") {
-            try await RestoredCluster.start(directory: restored.dataDirectory, plan: report.plan,
-                                            options: .init(port: restored.port, osUser: currentUser(), connection: restored.connection,
-                                                           promoteAfterCheck: true, earlyPromotion: true),
-                                            logger: o.logger)
-        }
-        say("  \(started.stopMessage ?? "recovery ended")")
-        let restoredAtSocket = LocalCluster(dataDirectory: restored.dataDirectory, socketDirectory: started.socketDirectory,
-                                            port: restored.port, osUser: restored.osUser)
-        let actual = try tables.map { try digest(restoredAtSocket, $0) }
-        var ok = true
-        say("")
-        say("Data check (restored vs source):")
-        for (i, t) in tables.enumerated() {
-            let same = expected[i] == actual[i]
-            ok = ok && same
-            say("  \(same ? "OK  " : "DIFF") \(t)")
-        }
-        say("")
-        say("Timings:")
-        for (label, s) in timings { say("  \(label.padding(toLength: 44, withPad: " ", startingAt: 0)) \(Format.seconds(s))") }
-        say("")
-        say(ok ? "PASS: the restored cluster matches the source at \(pointInTime)" : "FAIL: the restored cluster differs from the source at \(pointInTime)")
-        return ok
     }
 
     static func currentUser() -> String {

@@ -4,8 +4,8 @@ import Glibc
 import Foundation
 import WaybackCore
 
-/// Runs external programs (initdb, pg_ctl, psql, pgbench) and captures their output, with
-/// posix_spawn and close-on-exec pipes (so a daemon the child starts never holds them open).
+/// Runs external programs (initdb, pg_ctl, psql, pgbench, pg_dump) with posix_spawn and
+/// close-on-exec pipes (so a daemon the child starts never holds them open).
 public enum Command {
     public struct Result: Sendable {
         public var status: Int32
@@ -14,8 +14,11 @@ public enum Command {
     }
 
     /// Starts `arguments` (absolute path first) in a new session with standard streams on
-    /// /dev/null and does not wait: a background helper that outlives its caller.
-    public static func spawnDetached(_ arguments: [String]) throws {
+    /// /dev/null and does not wait for it: a background helper that may outlive its caller. While
+    /// the caller lives, a thread of its own waits for the child, so an ended helper never stays
+    /// a zombie in a long-running process (the thread ends with the child). Returns its pid.
+    @discardableResult
+    public static func spawnDetached(_ arguments: [String]) throws -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -31,13 +34,24 @@ public enum Command {
         var pid: pid_t = 0
         let rc = posix_spawn(&pid, arguments[0], &actions, &attr, cArgs, environ)
         guard rc == 0 else { throw WaybackError(.io, "cannot start \(arguments[0]): \(String(cString: strerror(rc)))") }
+        let child = pid
+        Thread.detachNewThread { _ = waitStatus(child) }
+        return pid
     }
 
-    /// Runs `arguments[0]` (a path, or a name looked up on PATH) and waits. With `asUser`, when
-    /// running as root, the command runs through `runuser -u USER --`.
-    @discardableResult
-    public static func run(_ arguments: [String], asUser: String? = nil, environment: [String: String] = [:],
-                           input: String? = nil, check: Bool = true, captureOutput: Bool = true) throws -> Result {
+    /// A started child with pipes on its standard streams (the parent's ends).
+    struct Child {
+        var pid: pid_t
+        var stdin: Int32
+        var stdout: Int32
+        var stderr: Int32
+    }
+
+    /// Starts `arguments[0]` (a path, or a name looked up on PATH) with pipes on stdout and stderr,
+    /// and on stdin when `input` (else /dev/null). With `asUser`, when running as root, the command
+    /// runs through `runuser -u USER --`. Secrets go in `environment`, never in the arguments.
+    static func start(_ arguments: [String], asUser: String?, environment: [String: String], input: Bool,
+                      captureOutput: Bool = true) throws -> Child {
         var args = arguments
         if let asUser, getuid() == 0, asUser != "root" {
             args = ["/usr/sbin/runuser", "-u", asUser, "--"] + args
@@ -48,7 +62,7 @@ public enum Command {
         var outPipe: [Int32] = [-1, -1], errPipe: [Int32] = [-1, -1], inPipe: [Int32] = [-1, -1]
         for i in 0..<3 {
             var p: [Int32] = [-1, -1]
-            guard pipe(&p) == 0 else { throw WaybackError(.io, "cannot create pipes: \(String(cString: strerror(errno)))") }
+            guard pipe(&p) == 0 else { throw WaybackError.system(.io, "cannot create pipes", call: "pipe", errno: errno) }
             _ = fcntl(p[0], F_SETFD, FD_CLOEXEC)
             _ = fcntl(p[1], F_SETFD, FD_CLOEXEC)
             switch i { case 0: outPipe = p; case 1: errPipe = p; default: inPipe = p }
@@ -56,7 +70,7 @@ public enum Command {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        if input != nil {
+        if input {
             posix_spawn_file_actions_adddup2(&actions, inPipe[0], 0)
         } else {
             posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
@@ -79,18 +93,43 @@ public enum Command {
             close(outPipe[0]); close(errPipe[0]); close(inPipe[1])
             throw WaybackError(.io, "cannot run \(arguments[0]): \(String(cString: strerror(rc))); is it installed?")
         }
+        if !input { close(inPipe[1]); inPipe[1] = -1 }
+        return Child(pid: pid, stdin: inPipe[1], stdout: outPipe[0], stderr: errPipe[0])
+    }
+
+    /// Waits for `pid`; its exit status, or 128 + the signal that ended it.
+    static func waitStatus(_ pid: pid_t) -> Int32 {
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    }
+
+    /// The error of a child that ended with `status`, with the last lines of what it said.
+    static func failure(_ arguments: [String], status: Int32, stderr: String) -> WaybackError {
+        let tail = stderr.split(separator: "\n").suffix(3).joined(separator: " | ")
+        let name = arguments[0].split(separator: "/").last.map(String.init) ?? arguments[0]
+        return WaybackError(.io, "\(name) failed with status \(status): \(tail)")
+    }
+
+    /// Runs `arguments[0]` (a path, or a name looked up on PATH) and waits, blocking the calling
+    /// thread (from async code, use `execute`). With `asUser`, when running as root, the command
+    /// runs through `runuser -u USER --`.
+    @discardableResult
+    public static func run(_ arguments: [String], asUser: String? = nil, environment: [String: String] = [:],
+                           input: String? = nil, check: Bool = true, captureOutput: Bool = true) throws -> Result {
+        let child = try start(arguments, asUser: asUser, environment: environment, input: input != nil, captureOutput: captureOutput)
         if let input {
             let bytes = Array(input.utf8)
             var done = 0
             while done < bytes.count {
-                let n = bytes.withUnsafeBytes { write(inPipe[1], $0.baseAddress! + done, bytes.count - done) }
+                let n = bytes.withUnsafeBytes { write(child.stdin, $0.baseAddress! + done, bytes.count - done) }
                 if n <= 0 { if errno == EINTR { continue }; break }
                 done += n
             }
+            close(child.stdin)
         }
-        close(inPipe[1])
         var out = [UInt8](), err = [UInt8]()
-        var fds = [pollfd(fd: outPipe[0], events: Int16(POLLIN), revents: 0), pollfd(fd: errPipe[0], events: Int16(POLLIN), revents: 0)]
+        var fds = [pollfd(fd: child.stdout, events: Int16(POLLIN), revents: 0), pollfd(fd: child.stderr, events: Int16(POLLIN), revents: 0)]
         var open = 2
         var buf = [UInt8](repeating: 0, count: 65536)
         while open > 0 {
@@ -104,15 +143,211 @@ public enum Command {
                 }
             }
         }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        let exitStatus: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-        let r = Result(status: exitStatus, stdout: String(decoding: out, as: UTF8.self), stderr: String(decoding: err, as: UTF8.self))
-        if check && r.status != 0 {
-            let tail = r.stderr.split(separator: "\n").suffix(3).joined(separator: " | ")
-            let name = arguments[0].split(separator: "/").last.map(String.init) ?? arguments[0]
-            throw WaybackError(.io, "\(name) failed with status \(r.status): \(tail)")
-        }
+        let r = Result(status: waitStatus(child.pid), stdout: String(decoding: out, as: UTF8.self), stderr: String(decoding: err, as: UTF8.self))
+        if check && r.status != 0 { throw failure(arguments, status: r.status, stderr: r.stderr) }
         return r
+    }
+
+    /// `run`, from async code: the child's whole run (its pipes polled, then `waitpid`) happens on
+    /// a thread of its own (`Blocking`), not on a cooperative thread.
+    @discardableResult
+    public static func execute(_ arguments: [String], asUser: String? = nil, environment: [String: String] = [:],
+                               input: String? = nil, check: Bool = true, captureOutput: Bool = true) async throws -> Result {
+        try await Blocking.run {
+            try run(arguments, asUser: asUser, environment: environment, input: input, check: check, captureOutput: captureOutput)
+        }
+    }
+
+    // MARK: streaming
+
+    /// What `stream` reports once the child has ended.
+    public struct StreamResult: Sendable {
+        public var status: Int32
+        /// The last `stderrLimit` bytes the child wrote to stderr.
+        public var stderr: String
+        /// Bytes the child wrote to stdout (all handed to the sink).
+        public var bytes: Int64
+    }
+
+    /// Runs a child whose standard output is too large to hold (a `pg_dump` of a database) and
+    /// hands it to `sink` in chunks of at most `chunkSize` bytes, in order, as it comes: memory
+    /// stays bounded at `chunkSize * (buffered + 1)` whatever the output's size. When the sink is
+    /// slower than the child, the child waits on its full pipe (back-pressure), nothing piles up.
+    /// The pipes are read and the child waited for on a thread of its own, never on a cooperative
+    /// thread. If the sink throws (or the task is cancelled), the child is sent SIGTERM, then
+    /// SIGKILL after `killAfter` seconds, waited for, and the sink's error is rethrown: the child
+    /// never outlives the call. With `check`, a non-zero exit status is an `.io` error naming the
+    /// program and the end of its stderr.
+    public static func stream(_ arguments: [String], asUser: String? = nil, environment: [String: String] = [:],
+                              chunkSize: Int = 1 << 20, buffered: Int = 2, stderrLimit: Int = 64 << 10, killAfter: Double = 10,
+                              check: Bool = true, into sink: ([UInt8]) async throws -> Void) async throws -> StreamResult {
+        let child = try start(arguments, asUser: asUser, environment: environment, input: false)
+        let channel = ChunkChannel(capacity: max(1, buffered))
+        let chunk = max(4096, chunkSize), limit = stderrLimit
+        Thread.detachNewThread { pump(child, channel: channel, chunkSize: chunk, stderrLimit: limit) }
+        var sinkError: (any Error)?
+        do {
+            while case .chunk(let bytes) = await channel.next() {
+                try Task.checkCancellation()
+                try await sink(bytes)
+            }
+        } catch {
+            sinkError = error
+            channel.cancel()
+            kill(child.pid, SIGTERM)
+            let pid = child.pid, grace = killAfter
+            Thread.detachNewThread {
+                let until = monotonicSeconds() + grace
+                while monotonicSeconds() < until {
+                    if kill(pid, 0) != 0 { return }
+                    if channel.isEnded { return }
+                    usleep(20_000)
+                }
+                if !channel.isEnded { kill(pid, SIGKILL) }
+            }
+        }
+        // The end: the pump has read both pipes to their end and waited for the child.
+        let end = await channel.ended()
+        if let sinkError { throw sinkError }
+        if check && end.status != 0 { throw failure(arguments, status: end.status, stderr: end.stderr) }
+        return end
+    }
+
+    /// The reading thread of `stream`: stdout in chunks into the channel (blocking while it is
+    /// full), stderr's tail kept, then `waitpid`.
+    static func pump(_ child: Child, channel: ChunkChannel, chunkSize: Int, stderrLimit: Int) {
+        var fds = [pollfd(fd: child.stdout, events: Int16(POLLIN), revents: 0), pollfd(fd: child.stderr, events: Int16(POLLIN), revents: 0)]
+        var open = 2
+        var err = [UInt8]()
+        var total: Int64 = 0
+        var buf = [UInt8](repeating: 0, count: chunkSize)
+        var filled = 0
+        while open > 0 {
+            if poll(&fds, 2, -1) < 0 { if errno == EINTR { continue }; break }
+            for i in 0..<2 where fds[i].fd >= 0 && fds[i].revents != 0 {
+                if i == 0 {
+                    let n = buf.withUnsafeMutableBytes { read(fds[0].fd, $0.baseAddress! + filled, chunkSize - filled) }
+                    if n > 0 {
+                        filled += n
+                        total += Int64(n)
+                        if filled == chunkSize {
+                            // A cancelled consumer takes nothing more: read on to the end, so the
+                            // child is never stuck on a full pipe before it sees its signal.
+                            _ = channel.put(Array(buf[0..<filled]))
+                            filled = 0
+                        }
+                    } else if n == 0 || errno != EINTR {
+                        close(fds[0].fd); fds[0].fd = -1; open -= 1
+                    }
+                } else {
+                    var small = [UInt8](repeating: 0, count: 8192)
+                    let n = small.withUnsafeMutableBytes { read(fds[1].fd, $0.baseAddress, 8192) }
+                    if n > 0 {
+                        err += small[0..<n]
+                        if err.count > stderrLimit { err.removeFirst(err.count - stderrLimit) }
+                    } else if n == 0 || errno != EINTR {
+                        close(fds[1].fd); fds[1].fd = -1; open -= 1
+                    }
+                }
+            }
+        }
+        if filled > 0 { _ = channel.put(Array(buf[0..<filled])) }
+        let status = waitStatus(child.pid)
+        channel.finish(StreamResult(status: status, stderr: String(decoding: err, as: UTF8.self), bytes: total))
+    }
+}
+
+/// A bounded hand-over of chunks from one producer thread to one async consumer: `put` blocks
+/// the producer while `capacity` chunks wait; `next` suspends the consumer (no thread held) until
+/// a chunk or the end arrives.
+final class ChunkChannel: @unchecked Sendable {
+    enum Item { case chunk([UInt8]), end }
+
+    private let condition = NSCondition()
+    private let capacity: Int
+    // Guarded by `condition`.
+    private var items: [[UInt8]] = []
+    private var waiter: CheckedContinuation<Item, Never>?
+    private var endWaiter: CheckedContinuation<Command.StreamResult, Never>?
+    private var result: Command.StreamResult?
+    private var cancelled = false
+
+    init(capacity: Int) { self.capacity = capacity }
+
+    /// Producer: hands a chunk over, waiting while the channel is full. False once cancelled
+    /// (the chunk is dropped).
+    func put(_ chunk: [UInt8]) -> Bool {
+        condition.lock()
+        while items.count >= capacity && !cancelled { condition.wait() }
+        if cancelled { condition.unlock(); return false }
+        if let w = waiter {
+            waiter = nil
+            condition.unlock()
+            w.resume(returning: .chunk(chunk))
+            return true
+        }
+        items.append(chunk)
+        condition.unlock()
+        return true
+    }
+
+    /// Producer: the child has ended.
+    func finish(_ r: Command.StreamResult) {
+        condition.lock()
+        result = r
+        let w = waiter, e = endWaiter
+        waiter = nil; endWaiter = nil
+        condition.broadcast()
+        condition.unlock()
+        w?.resume(returning: .end)
+        e?.resume(returning: r)
+    }
+
+    /// Consumer: stop taking chunks; the producer drops the rest without waiting.
+    func cancel() {
+        condition.lock()
+        cancelled = true
+        items = []
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    var isEnded: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return result != nil
+    }
+
+    /// Consumer: the next chunk, or `.end` once every chunk is taken and the child has ended.
+    func next() async -> Item {
+        await withCheckedContinuation { (c: CheckedContinuation<Item, Never>) in
+            condition.lock()
+            if !items.isEmpty {
+                let first = items.removeFirst()
+                condition.broadcast()
+                condition.unlock()
+                c.resume(returning: .chunk(first))
+            } else if result != nil {
+                condition.unlock()
+                c.resume(returning: .end)
+            } else {
+                waiter = c
+                condition.unlock()
+            }
+        }
+    }
+
+    /// Consumer: waits for the child's end.
+    func ended() async -> Command.StreamResult {
+        await withCheckedContinuation { (c: CheckedContinuation<Command.StreamResult, Never>) in
+            condition.lock()
+            if let r = result {
+                condition.unlock()
+                c.resume(returning: r)
+            } else {
+                endWaiter = c
+                condition.unlock()
+            }
+        }
     }
 }

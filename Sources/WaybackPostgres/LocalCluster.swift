@@ -56,6 +56,12 @@ public struct LocalCluster: Sendable {
         try Command.run(args, asUser: osUser, input: input, check: check, captureOutput: captureOutput)
     }
 
+    /// `run`, from async code (see `Command.execute`).
+    @discardableResult
+    public func execute(_ args: [String], check: Bool = true, input: String? = nil, captureOutput: Bool = true) async throws -> Command.Result {
+        try await Command.execute(args, asUser: osUser, input: input, check: check, captureOutput: captureOutput)
+    }
+
     /// initdb with data checksums (unless disabled); trust authentication on the socket only.
     public func initdb(checksums: Bool = true) throws {
         var args = [bin("initdb"), "-D", dataDirectory, "-U", "postgres", "-A", "trust", "--no-sync", "--no-instructions", "-E", "UTF8", "--locale=C"]
@@ -86,6 +92,11 @@ public struct LocalCluster: Sendable {
 
     public func stop(mode: String = "fast") throws {
         try run([bin("pg_ctl"), "-D", dataDirectory, "-m", mode, "-w", "-t", "120", "stop"], check: false)
+    }
+
+    /// `stop`, from async code (`pg_ctl -w` waits on a thread of its own).
+    public func stopAsync(mode: String = "fast") async throws {
+        try await execute([bin("pg_ctl"), "-D", dataDirectory, "-m", mode, "-w", "-t", "120", "stop"], check: false)
     }
 
     public var isRunning: Bool {

@@ -150,7 +150,7 @@ public final class PostgresSession: @unchecked Sendable {
         } catch let e as WaybackError {
             throw e
         } catch {
-            throw WaybackError(.postgres, "PostgreSQL rejected a query: \(Self.reason(error))", cause: sql)
+            throw WaybackError(.postgres, "PostgreSQL rejected a query: \(Self.reason(error))", cause: .query(Self.statementName(sql)))
         }
     }
 
@@ -167,15 +167,42 @@ public final class PostgresSession: @unchecked Sendable {
 
     func string(_ sql: String) async throws -> String {
         guard let v = try await rows(sql).first?.first ?? nil else {
-            throw WaybackError(.postgres, "PostgreSQL returned no value", cause: sql)
+            throw WaybackError(.postgres, "PostgreSQL returned no value", cause: .query(Self.statementName(sql)))
         }
         return v
     }
 
     func int(_ sql: String) async throws -> Int {
         let s = try await string(sql)
-        guard let v = Int(s) else { throw WaybackError(.postgres, "PostgreSQL returned '\(s)' where a number was expected", cause: sql) }
+        guard let v = Int(s) else { throw WaybackError(.postgres, "PostgreSQL returned '\(s)' where a number was expected", cause: .query(Self.statementName(sql))) }
         return v
+    }
+
+    /// What a statement does, for an error's cause: the first function it calls, else its first
+    /// two words (`SELECT pg_backup_start(...)` -> `pg_backup_start`). Never literals or values.
+    static func statementName(_ sql: String) -> String {
+        let scalars = Array(sql.unicodeScalars)
+        var i = 0
+        while i < scalars.count {
+            // An identifier directly followed by '(' outside a quoted literal.
+            if scalars[i] == "'" {
+                i += 1
+                while i < scalars.count && scalars[i] != "'" { i += 1 }
+                i += 1
+                continue
+            }
+            if scalars[i].properties.isAlphabetic || scalars[i] == "_" {
+                var j = i
+                while j < scalars.count && (scalars[j].properties.isAlphabetic || scalars[j] == "_" || ("0"..."9").contains(scalars[j])) { j += 1 }
+                if j < scalars.count && scalars[j] == "(" { return String(String.UnicodeScalarView(scalars[i..<j])) }
+                i = j
+                continue
+            }
+            i += 1
+        }
+        let words = sql.split(whereSeparator: { $0 == " " || $0 == "\n" }).prefix(2)
+            .map { String($0.prefix(while: { $0.isLetter || $0 == "_" })) }
+        return words.joined(separator: " ").uppercased()
     }
 
     static func quote(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with: "''") + "'" }

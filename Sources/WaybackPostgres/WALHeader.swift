@@ -54,7 +54,7 @@ public struct BackupLabel: Sendable, Equatable {
             }
         }
         guard let start, let segment, let checkpoint, let tli else {
-            throw WaybackError(.postgres, "PostgreSQL returned a backup_label that Wayback cannot read", cause: text)
+            throw WaybackError(.postgres, "PostgreSQL returned a backup_label that Wayback cannot read", cause: .decoding("no \([start == nil || segment == nil ? "START WAL LOCATION" : nil, checkpoint == nil ? "CHECKPOINT LOCATION" : nil, tli == nil ? "START TIMELINE" : nil].compactMap { $0 }.joined(separator: ", ")) line in \(text.utf8.count) bytes"))
         }
         return BackupLabel(startLSN: start, startSegment: segment, checkpointLSN: checkpoint, timeline: tli, label: label)
     }

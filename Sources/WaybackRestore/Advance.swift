@@ -33,7 +33,7 @@ public enum Advance {
         let cluster = LocalCluster(binDirectory: try LocalCluster.binDirectory(forDataDirectory: dir), dataDirectory: dir, socketDirectory: dir,
                                    port: runningPort ?? port ?? 5432, osUser: osUser)
         if DataDirectory.runningPostmasterPID(dir) != nil {
-            try cluster.stop(mode: "fast")
+            try await cluster.stopAsync(mode: "fast")
             guard DataDirectory.runningPostmasterPID(dir) == nil else {
                 throw WaybackError(.cluster, "the server in \(dir) did not stop; stop it with pg_ctl -D \(dir) stop and try again")
             }

@@ -26,9 +26,14 @@ public struct RestoreConfiguration: Sendable {
     public var tablespaceMap: [UInt32: String]
     /// "Now" for what the restore records (its record's time, the generated files' times).
     public var clock: any WaybackClock = SystemClock()
+    /// Where the warnings go (a file read from another repository, an interrupted restore's
+    /// leftover removed, timings not recorded).
+    public var events: EventLog
 
     public init(repository: Repository, cluster: String, targetDirectory: String, request: RecoveryRequest, archiveMode: ArchiveMode,
-                parallelism: Int, restoreCommand: String, owner: (uid: UInt32, gid: UInt32)? = nil, tablespaceMap: [UInt32: String] = [:]) {
+                parallelism: Int, restoreCommand: String, owner: (uid: UInt32, gid: UInt32)? = nil, tablespaceMap: [UInt32: String] = [:],
+                events: EventLog) {
+        self.events = events
         self.repository = repository; self.cluster = cluster; self.targetDirectory = FileSystem.absolute(targetDirectory)
         self.request = request; self.archiveMode = archiveMode; self.parallelism = max(1, parallelism); self.restoreCommand = restoreCommand
         self.owner = owner; self.tablespaceMap = tablespaceMap
@@ -91,8 +96,8 @@ public enum Restore {
         // Staging directories, renamed into place at the end.
         let run = RunID.make()
         let staging = stagingPath(target, run: run)
-        removeAbandonedStaging(target, logger: log)
-        for loc in tablespaceTargets.values { removeAbandonedStaging(loc, logger: log) }
+        removeAbandonedStaging(target, events: config.events)
+        for loc in tablespaceTargets.values { removeAbandonedStaging(loc, events: config.events) }
         var stagedTablespaces = [UInt32: String]()
         for (oid, loc) in tablespaceTargets { stagedTablespaces[oid] = stagingPath(loc, run: run) }
         let allStaging = [staging] + stagedTablespaces.values.sorted()
@@ -159,13 +164,13 @@ public enum Restore {
 
     /// Keeps what this restore measured in the repository, for later estimates and drills.
     public static func record(_ report: RestoreReport, started: RestoredCluster.Report?, catalog: Catalog,
-                              clock: any WaybackClock = SystemClock(), logger: Logger) async {
+                              clock: any WaybackClock = SystemClock(), events: EventLog) async {
         let record = RestoreRecord(time: clock.now, backup: report.backup.id, target: report.plan.target, bytes: report.bytes,
                                    files: report.files, filesSeconds: report.seconds - report.planSeconds,
                                    walBytes: started == nil ? nil : report.plan.wal.bytes,
                                    replaySeconds: started?.recoverySeconds, readySeconds: started?.readySeconds)
         do { try await catalog.writeRestoreRecord(record) } catch {
-            logger.warning("could not record the restore timings in the repository: \(error)")
+            events.emit(.warning, .recordFailed, "could not record the restore timings in the repository: \(error)", backup: report.backup.id.rawValue)
         }
     }
 
@@ -189,12 +194,12 @@ public enum Restore {
 
     /// Removes staging directories left next to `target` by restores that were killed (their
     /// process is gone); they were never renamed into place, so nothing depends on them.
-    static func removeAbandonedStaging(_ target: String, logger: Logger) {
+    static func removeAbandonedStaging(_ target: String, events: EventLog) {
         let parent = FileSystem.parentPath(target)
         let prefix = "." + FileSystem.lastComponent(target) + ".wayback-restore-"
         for name in (try? FileSystem.list(parent)) ?? [] where name.hasPrefix(prefix) {
             guard let pid = RunID.processID(name.dropFirst(prefix.count)), pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
-            logger.warning("removing the leftover of an interrupted restore", metadata: ["path": "\(parent)/\(name)"])
+            events.emit(.warning, .cleanup, "removing the leftover of an interrupted restore: \(parent)/\(name)")
             try? FileSystem.removeTree(parent + "/" + name)
         }
     }
@@ -301,7 +306,8 @@ public enum Restore {
             // SHA-256: read the whole file again from each other repository.
             guard let replicated = driver as? ReplicatedStorage else { throw e }
             for r in replicated.replicas.dropFirst() {
-                replicated.logger.warning("file \(f.path) of backup \(chain[0].id) fails its check (\(e.message)); restoring it from \(r.description)")
+                replicated.events.emit(.warning, .repositoryFallback, "file \(f.path) of backup \(chain[0].id) fails its check (\(e.message)); restoring it from \(r.description)",
+                                       repository: r.name, backup: chain[0].id.rawValue)
                 try? FileSystem.remove(path)
                 if (try? await attempt(r.driver)) != nil { return }
             }

@@ -62,7 +62,7 @@ public enum RestoredCluster {
         // flush each) when the server syncs the data directory before recovery (PostgreSQL 14+).
         if let major = DataDirectory.majorVersion(directory).flatMap({ Int($0) }), major >= 14 { opts += " -c recovery_init_sync_method=syncfs" }
         let began = monotonicSeconds()
-        let r = try cluster.run([bin + "/pg_ctl", "-D", directory, "-l", logFile, "-W", "-o", opts, "start"], check: false)
+        let r = try await cluster.execute([bin + "/pg_ctl", "-D", directory, "-l", logFile, "-W", "-o", opts, "start"], check: false)
         guard r.status == 0 else {
             throw WaybackError(.cluster, "pg_ctl could not start the restored cluster in \(directory): \(r.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
@@ -117,7 +117,7 @@ public enum RestoredCluster {
     /// notices the request when its pause wait ends (at most a second).
     static func promote(directory: String, cluster: LocalCluster, session: PostgresSession?, logger: Logger) async throws {
         if let s = session, (try? await s.execute("SELECT pg_promote(false)::text")) != nil { return }
-        let r = try cluster.run([cluster.binDirectory + "/pg_ctl", "-D", directory, "promote", "-W"], check: false)
+        let r = try await cluster.execute([cluster.binDirectory + "/pg_ctl", "-D", directory, "promote", "-W"], check: false)
         guard r.status == 0 else {
             throw WaybackError(.cluster, "the restored cluster in \(directory) reached its target but could not be promoted: \(r.stderr.trimmingCharacters(in: .whitespacesAndNewlines)); it is paused, promote it with 'pg_ctl promote'")
         }

@@ -7,16 +7,35 @@ import NIOSSL
 import Synchronization
 import WaybackCore
 
-/// One HTTP client per trust configuration for the life of the process (a command, the daemon):
-/// connections are pooled and reused by every S3 repository that shares it.
-final class HTTPClients: Sendable {
-    static let shared = HTTPClients()
-    private let clients = Mutex<[String: HTTPClient]>([:])
+/// The HTTP clients of one owner (a command, or the daemon): one client per trust configuration,
+/// made when first needed, whose connections are pooled and reused by every S3 repository that
+/// shares it. The owner shuts them down when it ends (`shutdown`, or `with`); a client is never a
+/// process-wide global, so a daemon that reloads its configuration or ends does not leave
+/// connections and event-loop work behind. Later HTTP users (alert sinks) take the same pool.
+public final class HTTPClientPool: Sendable {
+    private let state = Mutex<(clients: [String: HTTPClient], closed: Bool)>(([:], false))
 
-    func client(caFile: String?) throws -> HTTPClient {
-        try clients.withLock { map in
+    public init() {}
+
+    /// Runs `body` with a new pool and shuts the pool down after it, whether it returns or throws.
+    public static func with<T>(_ body: (HTTPClientPool) async throws -> T) async throws -> T {
+        let pool = HTTPClientPool()
+        do {
+            let result = try await body(pool)
+            await pool.shutdown()
+            return result
+        } catch {
+            await pool.shutdown()
+            throw error
+        }
+    }
+
+    /// The client for `caFile` (nil: the system's trust roots); `.internal` after `shutdown`.
+    public func client(caFile: String?) throws -> HTTPClient {
+        try state.withLock { s in
+            guard !s.closed else { throw WaybackError(.internal, "an HTTP client was asked for after its owner shut the pool down") }
             let id = caFile ?? ""
-            if let c = map[id] { return c }
+            if let c = s.clients[id] { return c }
             var tls = TLSConfiguration.makeClientConfiguration()
             if let caFile {
                 guard FileManager.default.isReadableFile(atPath: caFile) else {
@@ -29,9 +48,22 @@ final class HTTPClients: Sendable {
             config.decompression = .disabled
             config.httpVersion = .http1Only
             let c = HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
-            map[id] = c
+            s.clients[id] = c
             return c
         }
+    }
+
+    /// How many clients are open (tests: zero after `shutdown`).
+    public var openClients: Int { state.withLock { $0.closed ? 0 : $0.clients.count } }
+
+    /// Closes every client (their pooled connections); requests still running fail. Idempotent.
+    public func shutdown() async {
+        let clients = state.withLock { s -> [HTTPClient] in
+            s.closed = true
+            defer { s.clients = [:] }
+            return Array(s.clients.values)
+        }
+        for c in clients { try? await c.shutdown() }
     }
 }
 
@@ -79,10 +111,10 @@ struct S3Transport: Sendable {
     let client: HTTPClient
     let logger: Logger
 
-    init(settings: S3Settings, logger: Logger) throws {
+    init(settings: S3Settings, clients: HTTPClientPool, logger: Logger) throws {
         self.settings = settings
         self.signer = SigV4Signer(credentials: settings.credentials, region: settings.region)
-        self.client = try HTTPClients.shared.client(caFile: settings.caFile)
+        self.client = try clients.client(caFile: settings.caFile)
         self.logger = logger
     }
 

@@ -22,9 +22,11 @@ public struct S3Storage: StorageDriver {
     public let settings: S3Settings
     let transport: S3Transport
 
-    public init(settings: S3Settings, logger: Logger = Logger(label: "wayback.s3")) throws {
+    /// A driver whose requests go through `clients`, which its owner (the command or the daemon)
+    /// shuts down when it ends.
+    public init(settings: S3Settings, clients: HTTPClientPool, logger: Logger = Logger(label: "wayback.s3")) throws {
         self.settings = settings
-        self.transport = try S3Transport(settings: settings, logger: logger)
+        self.transport = try S3Transport(settings: settings, clients: clients, logger: logger)
     }
 
     public var description: String { settings.description }

@@ -89,15 +89,32 @@ public final class EncryptedStorage: StorageDriver, @unchecked Sendable {
         var chunkSize: Int
     }
 
+    /// The keys once derived (concurrent first callers share one derivation). A failed
+    /// derivation is not kept: a repository that was unreachable, or a key file fixed since, is
+    /// tried again by the next caller, so a daemon's later jobs are not stuck on an old failure.
     actor KeyCache {
-        var task: Task<Keys, any Error>?
+        private var task: Task<Keys, any Error>?
+        private var generation = 0
+
         func get(_ make: @escaping @Sendable () async throws -> Keys) async throws -> Keys {
             if let task { return try await task.value }
             let t = Task { try await make() }
             task = t
-            return try await t.value
+            generation += 1
+            let mine = generation
+            do {
+                return try await t.value
+            } catch {
+                if generation == mine { task = nil }
+                throw error
+            }
         }
+
+        var isCached: Bool { task != nil }
     }
+
+    /// Whether the keys are held (tests: a failed load must not be).
+    var keysCached: Bool { get async { await keys.isCached } }
 
     static func derive(_ source: EncryptionKeySource, settings: Settings) throws -> (data: SymmetricKey, check: String) {
         let master: SymmetricKey

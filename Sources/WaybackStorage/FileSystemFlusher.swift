@@ -18,6 +18,7 @@ public final class FileSystemFlusher: @unchecked Sendable {
     private var stopping = false
     private var running = false
     private var failure: WaybackError?
+    private var flushes = 0
 
     /// One descriptor per file system among `paths`.
     public init(_ paths: [String]) throws {
@@ -73,7 +74,20 @@ public final class FileSystemFlusher: @unchecked Sendable {
             if failure == nil { failure = e }
             condition.unlock()
         }
+        condition.lock()
+        flushes += 1
+        condition.unlock()
     }
+
+    /// Rounds of flushing so far (each `syncfs` of every file system once).
+    public var flushCount: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return flushes
+    }
+
+    /// The file systems it flushes (one descriptor each, however many paths share one).
+    public var fileSystemCount: Int { fds.count }
 
     private func close() {
         for (fd, _) in fds { _ = Glibc.close(fd) }

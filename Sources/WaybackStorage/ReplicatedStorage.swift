@@ -1,15 +1,18 @@
 import Foundation
-import Logging
 import Synchronization
 import WaybackCore
 
 /// Several repositories seen as one (3-2-1): writes go to every replica, reads come from the first
 /// replica (in priority order) that has the object intact.
 ///
+/// One `ReplicatedStorage` serves one job (a command, or one job of the daemon): build a new one
+/// for the next, so that a repository that failed once is written again when it works.
+///
 /// - Writes: every byte the caller writes goes to each live replica once (read and compressed once
 ///   upstream). A replica whose write fails is dropped for the rest of this driver's life (one
-///   command): it gets no further objects, so a backup can never look complete there, and the
-///   failure is kept in `failures` for the command to report (exit `.replica`). The write fails only
+///   job): it gets no further objects, so a backup can never look complete there, and the
+///   failure is kept in `failures` for the command to report (exit `.replica`) and published as a
+///   `repositoryDropped` event. The write fails only
 ///   when every replica has failed, or when the body itself throws (then no replica keeps anything).
 ///   `.conflict` from `ifAbsent` is the caller's business and is rethrown.
 /// - Reads: `withReader` tries the replicas in order. When the object is missing, or the read (or
@@ -21,13 +24,14 @@ import WaybackCore
 ///   with a warning); `info` is the first replica's that has the object.
 public struct ReplicatedStorage: StorageDriver {
     public let replicas: [Repository]
-    public let logger: Logger
+    /// Where the warnings of this job go (a repository dropped, a read that fell back).
+    public let events: EventLog
     let state: FailureLog
 
-    public init(_ replicas: [Repository], logger: Logger) {
+    public init(_ replicas: [Repository], events: EventLog) {
         precondition(!replicas.isEmpty)
         self.replicas = replicas
-        self.logger = logger
+        self.events = events
         self.state = FailureLog()
     }
 
@@ -64,7 +68,7 @@ public struct ReplicatedStorage: StorageDriver {
     func fail(_ r: Repository, _ error: any Error) {
         let e = WaybackError.wrap(error, as: .io, "writing to \(r.description) failed")
         if state.record(r.name, e) {
-            logger.warning("\(r.description) failed and gets nothing more in this run: \(e.message)", metadata: ["wayback.repository": "\(r.name)"])
+            events.emit(.error, .repositoryDropped, "\(r.description) failed and gets nothing more in this run: \(e.message)", repository: r.name)
         }
     }
 
@@ -90,7 +94,7 @@ public struct ReplicatedStorage: StorageDriver {
             } catch {
                 noteReadFailure(r, error)
                 firstError = firstError ?? error
-                logger.warning("cannot look up \(key) in \(r.description): \(error)")
+                events.emit(.warning, .repositoryUnreachable, "cannot look up \(key) in \(r.description): \(error)", repository: r.name)
             }
         }
         if !answered, let firstError { throw firstError }
@@ -110,7 +114,7 @@ public struct ReplicatedStorage: StorageDriver {
             } catch {
                 noteReadFailure(r, error)
                 firstError = firstError ?? error
-                logger.warning("cannot list \(r.description), using the other repositories: \(error)")
+                events.emit(.warning, .repositoryUnreachable, "cannot list \(r.description), using the other repositories: \(error)", repository: r.name)
             }
         }
         if listed == 0, let firstError { throw firstError }
@@ -127,7 +131,7 @@ public struct ReplicatedStorage: StorageDriver {
                 // A missing object is worth a warning only when another repository has it (the
                 // end of recovery asks every repository for a segment that does not exist yet).
                 for m in missingIn {
-                    logger.warning("\(key) is missing in \(m.description); reading it from \(r.description)", metadata: ["wayback.repository": "\(m.name)"])
+                    events.emit(.warning, .repositoryFallback, "\(key) is missing in \(m.description); reading it from \(r.description)", repository: m.name)
                 }
                 return result
             } catch {
@@ -138,8 +142,8 @@ public struct ReplicatedStorage: StorageDriver {
                 if w.code == .notFound {
                     missingIn.append(r)
                 } else if i + 1 < order.count {
-                    logger.warning("\(key) cannot be read from \(r.description) (\(w.message)); reading it from \(order[i + 1].description)",
-                                   metadata: ["wayback.repository": "\(r.name)"])
+                    events.emit(.warning, .repositoryFallback, "\(key) cannot be read from \(r.description) (\(w.message)); reading it from \(order[i + 1].description)",
+                                repository: r.name)
                 }
             }
         }

@@ -14,9 +14,9 @@ public struct Repository: Sendable {
     public var description: String { "repository '\(name)' (\(driver.description))" }
 
     /// One repository as it is, several as one `ReplicatedStorage` named `a+b`.
-    public static func combined(_ list: [Repository], logger: Logger) -> Repository {
+    public static func combined(_ list: [Repository], events: EventLog) -> Repository {
         if list.count == 1 { return list[0] }
-        return Repository(name: list.map(\.name).joined(separator: "+"), driver: ReplicatedStorage(list, logger: logger))
+        return Repository(name: list.map(\.name).joined(separator: "+"), driver: ReplicatedStorage(list, events: events))
     }
 
     /// The repositories this one stands for: its replicas, or itself.

@@ -137,6 +137,14 @@ public final class TestCluster: @unchecked Sendable {
 
     public func psql(_ sql: String, database: String = "postgres") throws -> String { try cluster.psql(sql, database: database) }
 
+    /// Transactions pgbench's built-in script committed between two times (RFC 3339, as
+    /// `backup --json` prints `startTime` and `stopTime`), counted from `pgbench_history.mtime`:
+    /// proof that a load ran while a backup did, not before or after it.
+    public func pgbenchCommits(from start: String, to stop: String) throws -> Int {
+        func local(_ t: String) -> String { "('\(t)'::timestamptz AT TIME ZONE current_setting('TimeZone'))" }
+        return Int(try psql("SELECT count(*) FROM pgbench_history WHERE mtime BETWEEN \(local(start)) AND \(local(stop))")) ?? 0
+    }
+
     /// Forces a segment switch and waits until that segment is archived.
     public func switchAndWaitForArchive(timeout: Double = 60) throws {
         let seg = try psql("SELECT pg_walfile_name(pg_switch_wal())")

@@ -17,10 +17,13 @@ struct InitCommand: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() async throws {
-        let config = try global.load()
-        let logger = Context.logger(config.logLevel)
+        try await CommandRun.with(global.configPath, .initialize) { run in try await Self.run(run) }
+    }
+
+    static func run(_ run: CommandRun) async throws {
+        let config = run.config, logger = run.logger
         let r = try await ClusterSetup.initialize(
-            repository: config.repository(logger: logger), cluster: config.clusterName, pgdata: config.pgdata,
+            repository: run.repository(), cluster: config.clusterName, pgdata: config.pgdata,
             connection: config.connection, waybackCommand: Context.waybackCommand(configPath: config.path),
             lockDirectory: config.lockPath, logger: logger)
         print("cluster '\(config.clusterName)': PostgreSQL \(Format.postgresVersion(r.facts.versionNumber)), system identifier \(r.facts.systemIdentifier)")
@@ -57,11 +60,11 @@ struct WalPushCommand: AsyncParsableCommand {
 
     /// Shared with the fast path in `CLI.run`, which skips the argument parser for this command.
     static func push(path: String, configPath: String) async throws {
-        let config = try GlobalOptions.load(configPath)
-        let logger = Context.logger(config.logLevel)
-        let outcome = try await WALArchive.push(path: path, configuration: archiveConfiguration(config, logger: logger, forPush: true), logger: logger)
-        if case .alreadyArchived = outcome {
-            logger.info("WAL file already archived with the same content", metadata: ["wayback.segment": "\(FileSystem.lastComponent(path))"])
+        try await CommandRun.with(configPath, .walPush) { run in
+            let outcome = try await WALArchive.push(path: path, configuration: archiveConfiguration(run, forPush: true), logger: run.logger)
+            if case .alreadyArchived = outcome {
+                run.logger.info("WAL file already archived with the same content", metadata: ["wayback.segment": "\(FileSystem.lastComponent(path))"])
+            }
         }
     }
 }
@@ -80,14 +83,13 @@ struct WalFetchCommand: AsyncParsableCommand {
     }
 
     static func fetch(name: String, destination: String, configPath: String) async throws {
-        let config = try GlobalOptions.load(configPath)
-        let logger = Context.logger(config.logLevel)
-        var archive = try archiveConfiguration(config, logger: logger)
-        archive.prefetchCommand = [Context.executablePath, "--config", config.path, "wal-prefetch"]
-        // A segment handed over in pg_wal: exit 1 (quietly) makes PostgreSQL read it from there.
-        if try await WALArchive.restore(name: name, destination: destination, configuration: archive, logger: logger) == .pgWAL {
-            throw ExitCode(1)
+        let placed = try await CommandRun.with(configPath, .walFetch) { run in
+            var archive = try archiveConfiguration(run)
+            archive.prefetchCommand = [Context.executablePath, "--config", run.config.path, "wal-prefetch"]
+            return try await WALArchive.restore(name: name, destination: destination, configuration: archive, logger: run.logger)
         }
+        // A segment handed over in pg_wal: exit 1 (quietly) makes PostgreSQL read it from there.
+        if placed == .pgWAL { throw ExitCode(1) }
     }
 }
 
@@ -104,9 +106,9 @@ struct WalPrefetchCommand: AsyncParsableCommand {
 
     func run() async throws {
         guard let name = WALFileName(from), name.kind == .segment else { throw ValidationError("'\(from)' is not a WAL segment name") }
-        let config = try global.load()
-        let logger = Context.logger(config.logLevel)
-        try await Prefetch.run(from: name, count: count, spool: spool, configuration: archiveConfiguration(config, logger: logger), logger: logger)
+        try await CommandRun.with(global.configPath, .walPrefetch) { run in
+            try await Prefetch.run(from: name, count: count, spool: spool, configuration: archiveConfiguration(run), logger: run.logger)
+        }
     }
 }
 
@@ -119,25 +121,28 @@ struct WalDrainCommand: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() async throws {
-        let config = try global.load()
-        let logger = Context.logger(config.logLevel)
-        let archive = try archiveConfiguration(config, logger: logger, forPush: true)
-        let targets = try config.repositoryList(logger: logger, only: Set(archive.asyncRepositories))
-        try await AsyncSpool(path: config.spoolPath, limitBytes: config.spoolLimitBytes)
-            .drain(cluster: config.clusterName, source: archive.repository, targets: targets, parallelism: config.parallelism, logger: logger)
+        try await CommandRun.with(global.configPath, .walDrain) { run in
+            let config = run.config
+            let archive = try archiveConfiguration(run, forPush: true)
+            let targets = try run.repositoryList(only: Set(archive.asyncRepositories))
+            try await AsyncSpool(path: config.spoolPath, limitBytes: config.spoolLimitBytes)
+                .drain(cluster: config.clusterName, source: archive.repository, targets: targets, parallelism: config.parallelism,
+                       events: run.events, logger: run.logger)
+        }
     }
 }
 
 /// `wal-push` writes the synchronous repositories (and never builds a driver for the others);
 /// `wal-fetch` reads every repository in priority order.
-func archiveConfiguration(_ c: WaybackConfiguration, logger: Logger, forPush: Bool = false) throws -> ArchiveConfiguration {
+func archiveConfiguration(_ run: CommandRun, forPush: Bool = false) throws -> ArchiveConfiguration {
+    let c = run.config
     let asyncNames = c.repositories.filter { $0.walPush == "async" }.map(\.name)
-    let sync = try c.repositoryList(logger: logger, only: Set(c.repositories.filter { $0.walPush == "sync" }.map(\.name)))
-    let read = forPush ? Repository.combined(sync, logger: logger) : try c.repository(logger: logger)
+    let sync = try run.repositoryList(only: Set(c.repositories.filter { $0.walPush == "sync" }.map(\.name)))
+    let read = forPush ? Repository.combined(sync, events: run.events) : try run.repository()
     return ArchiveConfiguration(repository: read, syncRepositories: sync, asyncRepositories: asyncNames, cluster: c.clusterName,
                                 compression: c.compression, parallelism: c.parallelism, prefetchSegments: c.prefetchSegments,
                                 spoolPath: c.spoolPath, spoolLimitBytes: c.spoolLimitBytes,
-                                drainCommand: [Context.executablePath, "--config", c.path, "wal-drain"])
+                                drainCommand: [Context.executablePath, "--config", c.path, "wal-drain"], events: run.events)
 }
 
 struct BackupCommand: AsyncParsableCommand {
@@ -156,16 +161,19 @@ struct BackupCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let config = try global.load()
-        let logger = Context.logger(config.logLevel)
+        try await CommandRun.with(global.configPath, .backup) { run in try await self.run(run) }
+    }
+
+    func run(_ run: CommandRun) async throws {
+        let config = run.config, logger = run.logger
         let started = monotonicSeconds()
-        let repository = try config.repository(logger: logger)
+        let repository = try run.repository()
         var backup = BackupConfiguration(repository: repository, cluster: config.clusterName, pgdata: config.pgdata,
                                 connection: config.connection, compression: config.compression, parallelism: config.parallelism,
                                 lockDirectory: config.lockPath, archiveWaitSeconds: config.archiveWaitSeconds,
                                 fastCheckpoint: config.fastCheckpoint, packTargetBytes: config.packSizeBytes,
                                 failOnPageChecksum: config.failOnPageChecksum, type: BackupType(rawValue: type)!,
-                                maxChainLength: config.maxChainLength, resume: !noResume)
+                                maxChainLength: config.maxChainLength, resume: !noResume, events: run.events)
         backup.maxRateBytes = config.maxRateBytes
         let m = try await PhysicalBackup.run(backup,
             logger: logger, progress: json ? nil : Context.progressHandler(logger: logger))
@@ -288,8 +296,11 @@ struct RestoreCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let config = try global.load()
-        let logger = Context.logger(config.logLevel)
+        try await CommandRun.with(global.configPath, .restore) { run in try await self.run(run) }
+    }
+
+    func run(_ run: CommandRun) async throws {
+        let config = run.config, logger = run.logger
         var ownerIDs: (uid: UInt32, gid: UInt32)?
         if let owner {
             guard let pw = getpwnam(owner) else { throw WaybackError(.usage, "--owner \(owner): no such user") }
@@ -305,10 +316,10 @@ struct RestoreCommand: AsyncParsableCommand {
         let directory = FileSystem.absolute(targetDir)
         let mode = archiveMode.flatMap(ArchiveMode.init(rawValue:)) ?? (directory == FileSystem.absolute(config.pgdata) ? .preserve : .off)
         var restoreConfig = RestoreConfiguration(
-            repository: try config.repository(logger: logger), cluster: config.clusterName, targetDirectory: directory,
+            repository: try run.repository(), cluster: config.clusterName, targetDirectory: directory,
             request: request, archiveMode: mode, parallelism: config.parallelism,
             restoreCommand: PrefetchSpool.restoreCommand(fetch: Context.waybackCommand(configPath: config.path) + " wal-fetch %f %p"),
-            owner: ownerIDs, tablespaceMap: map)
+            owner: ownerIDs, tablespaceMap: map, events: run.events)
         restoreConfig.delta = delta
         restoreConfig.promoteAfterCheck = start
 
@@ -334,7 +345,7 @@ struct RestoreCommand: AsyncParsableCommand {
                                                       options: .init(port: port ?? 5432, osUser: user, connection: config.connection,
                                                                      promoteAfterCheck: true, earlyPromotion: mode == .off), logger: logger)
         }
-        await Restore.record(report, started: started, catalog: Catalog(repository: restoreConfig.repository, cluster: config.clusterName), logger: logger)
+        await Restore.record(report, started: started, catalog: Catalog(repository: restoreConfig.repository, cluster: config.clusterName), events: run.events)
         if json {
             try Context.printJSON(RestoreOutput(plan: report.plan, files: report.files, bytes: report.bytes, planSeconds: report.planSeconds,
                                                 filesSeconds: report.seconds - report.planSeconds, archiveMode: mode.rawValue, start: started))
@@ -390,9 +401,12 @@ struct StatusCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        let config = try global.load()
-        let logger = Context.logger(config.logLevel)
-        let repository = try config.repository(logger: logger)
+        try await CommandRun.with(global.configPath, .status) { run in try await self.run(run) }
+    }
+
+    func run(_ run: CommandRun) async throws {
+        let config = run.config
+        let repository = try run.repository()
         let catalog = Catalog(repository: repository, cluster: config.clusterName)
         let report = try await StatusReport.gather(catalog)
         let windows = try await RecoveryPlanner.recoverableWindows(catalog: catalog)

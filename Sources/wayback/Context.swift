@@ -4,6 +4,7 @@ import Logging
 import Synchronization
 import WaybackConfig
 import WaybackCore
+import WaybackS3
 import WaybackStorage
 
 struct GlobalOptions: ParsableArguments {
@@ -27,6 +28,34 @@ struct GlobalOptions: ParsableArguments {
 
 func FileSystem_absolute(_ p: String) -> String {
     p.hasPrefix("/") ? p : FileManager.default.currentDirectoryPath + "/" + p
+}
+
+/// What one command owns while it runs: its configuration, logger, events (logged as they happen)
+/// and HTTP clients (shut down when the command ends, whether it returns or throws). The daemon
+/// makes one of these per job in the same way.
+struct CommandRun: Sendable {
+    let config: WaybackConfiguration
+    let logger: Logger
+    let events: EventLog
+    let http: HTTPClientPool
+
+    /// The job's repositories as one (made anew per run: a repository dropped in one job is
+    /// written again in the next).
+    func repository() throws -> Repository { try config.repository(logger: logger, http: http, events: events) }
+
+    func repositoryList(only: Set<String>? = nil) throws -> [Repository] {
+        try config.repositoryList(logger: logger, http: http, only: only)
+    }
+
+    static func with<T>(_ configPath: String, _ operation: WaybackEvent.Operation,
+                        _ body: (CommandRun) async throws -> T) async throws -> T {
+        let config = try GlobalOptions.load(configPath)
+        let logger = Context.logger(config.logLevel)
+        let events = EventLog.logging(operation, cluster: config.clusterName, to: logger)
+        return try await HTTPClientPool.with { http in
+            try await body(CommandRun(config: config, logger: logger, events: events, http: http))
+        }
+    }
 }
 
 enum Context {

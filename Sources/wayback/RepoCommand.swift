@@ -31,9 +31,12 @@ struct RepoSyncCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let config = try global.load()
-        let logger = Context.logger(config.logLevel)
-        let all = try config.repositoryList(logger: logger)
+        try await CommandRun.with(global.configPath, .sync) { run in try await self.run(run) }
+    }
+
+    func run(_ run: CommandRun) async throws {
+        let config = run.config, logger = run.logger
+        let all = try run.repositoryList()
         for name in [from, to].compactMap({ $0 }) where !all.contains(where: { $0.name == name }) {
             throw WaybackError(.usage, "no repository is named '\(name)'; the configuration has \(all.map(\.name).joined(separator: ", "))")
         }
@@ -43,7 +46,7 @@ struct RepoSyncCommand: AsyncParsableCommand {
         for target in all where to == nil || target.name == to {
             let sources = all.filter { $0.name != target.name && (from == nil || $0.name == from) }
             guard !sources.isEmpty else { continue }
-            let source = Repository.combined(sources, logger: logger)
+            let source = Repository.combined(sources, events: run.events)
             do {
                 _ = try await target.driver.removeLeftovers(olderThan: Date().addingTimeInterval(-86400))
                 let r = try await RepositorySync.run(cluster: config.clusterName, from: source, to: target, parallelism: config.parallelism, logger: logger)

@@ -102,7 +102,7 @@ struct PointInTimeTests {
         #expect(tl2.map(\.id) == Array(1...700) + Array(1001...1300))
 
         // Random targets on both branches (timeline 1 with --timeline 1; the default follows 2).
-        var rng = SystemRandomNumberGenerator()
+        var rng = SeededGenerator.fromEnvironment(label: "point-in-time targets")
         var cases = [Case]()
         for i in 0..<22 {
             let onOne = i % 4 == 3
@@ -156,12 +156,12 @@ struct PointInTimeTests {
                 #expect(!FileManager.default.fileExists(atPath: dir), "a refused restore wrote \(dir)")
                 continue
             }
-            #expect(r.status == 0, "\(c): \(r.stderr)")
+            #expect(r.status == 0, "\(c) (seed \(rng.seed)): \(r.stderr)")
             guard r.status == 0 else { continue }
             let present = try Self.presentIDs(restored)
             if promote { #expect(try restored.psql("SELECT pg_is_in_recovery()") == "f", "\(c) was not promoted") }
             if let expected = c.expected {
-                #expect(present == expected, "\(c): got \(present.count) markers (\(present.first ?? 0)...\(present.last ?? 0)), expected \(expected.count) (...\(expected.last ?? 0))")
+                #expect(present == expected, "\(c) (seed \(rng.seed)): got \(present.count) markers (\(present.first ?? 0)...\(present.last ?? 0)), expected \(expected.count) (...\(expected.last ?? 0))")
             } else {
                 // The end of a backup: a prefix of timeline 1's markers, reaching past the first backup.
                 #expect(present == Array(tl1.map(\.id).prefix(present.count)), "\(c)")

@@ -17,3 +17,12 @@ import WaybackTesting
         #expect(injected.now == Date(timeIntervalSince1970: 42))
     }
 }
+
+@Suite struct SeededGeneratorTests {
+    @Test func theSameSeedDrawsTheSameCases() {
+        var a = SeededGenerator(seed: 42), b = SeededGenerator(seed: 42), c = SeededGenerator(seed: 43)
+        let first = (0..<20).map { _ in Int.random(in: 0..<1000, using: &a) }
+        #expect(first == (0..<20).map { _ in Int.random(in: 0..<1000, using: &b) })
+        #expect(first != (0..<20).map { _ in Int.random(in: 0..<1000, using: &c) })
+    }
+}

@@ -8,13 +8,16 @@ import WaybackTesting
 
 /// The S3 driver against a real S3 server process (moto, SigV4 checking on).
 @Suite(.serialized) struct S3StorageTests {
+    /// The suite's clients (a command or the daemon owns its own and shuts it down).
+    static let clients = HTTPClientPool()
+
     static func driver(_ server: S3TestServer, prefix: String, secret: String? = nil, partSize: Int = 5 << 20,
                        configure: (inout S3Settings) -> Void = { _ in }) throws -> S3Storage {
         var s = S3Settings(endpoint: server.endpoint, bucket: server.buckets[0], region: "us-east-1", prefix: prefix, pathStyle: true,
                            credentials: S3Credentials(accessKeyID: server.accessKeyID, secretAccessKey: secret ?? server.secretAccessKey, source: "the test"),
                            partSize: partSize, uploadConcurrency: 3, requestTimeout: 20, deadline: 60, maxAttempts: 4)
         configure(&s)
-        return try S3Storage(settings: s)
+        return try S3Storage(settings: s, clients: clients)
     }
 
     @Test func passesConformanceWithSignaturesChecked() async throws {
@@ -107,8 +110,29 @@ import WaybackTesting
             #expect(!e.message.contains("not-the-secret") && !e.message.contains(server.secretAccessKey))
         }
         let missing = try S3Storage(settings: S3Settings(endpoint: server.endpoint, bucket: "no-such-bucket", region: "us-east-1", pathStyle: true,
-            credentials: S3Credentials(accessKeyID: server.accessKeyID, secretAccessKey: server.secretAccessKey, source: "the test")))
+            credentials: S3Credentials(accessKeyID: server.accessKeyID, secretAccessKey: server.secretAccessKey, source: "the test")), clients: Self.clients)
         await #expect(throws: WaybackError.self) { _ = try await missing.list(prefix: "") }
+    }
+
+    @Test func thePoolsOwnerShutsItsClientsDown() async throws {
+        let server = try S3TestServer()
+        defer { server.stop() }
+        let settings = S3Settings(endpoint: server.endpoint, bucket: server.buckets[0], region: "us-east-1", prefix: "pool/", pathStyle: true,
+                                  credentials: S3Credentials(accessKeyID: server.accessKeyID, secretAccessKey: server.secretAccessKey, source: "the test"))
+        var leaked: HTTPClientPool?
+        try await HTTPClientPool.with { pool in
+            leaked = pool
+            let d = try S3Storage(settings: settings, clients: pool)
+            try await d.writeAll("a", [1, 2, 3])
+            #expect(try await d.readAll("a") == [1, 2, 3])
+            #expect(pool.openClients == 1)
+            // Two repositories of one trust configuration share one client.
+            _ = try S3Storage(settings: settings, clients: pool)
+            #expect(pool.openClients == 1)
+        }
+        // Once its owner is done, no client is left open, and none can be made.
+        #expect(leaked?.openClients == 0)
+        #expect(throws: WaybackError.self) { _ = try S3Storage(settings: settings, clients: leaked!) }
     }
 
     @Test func httpsWithAPrivateCAFile() async throws {

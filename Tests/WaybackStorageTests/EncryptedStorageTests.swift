@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 import WaybackCore
-import WaybackStorage
+@testable import WaybackStorage
 import WaybackTesting
 
 @Suite struct EncryptedStorageTests {
@@ -19,6 +19,19 @@ import WaybackTesting
         let dir = NSTemporaryDirectory() + "wayback-enc-\(UUID().uuidString)"
         defer { try? FileSystem.removeTree(dir) }
         try await StorageConformance.run(try await Self.encrypted(LocalStorage(root: dir)))
+    }
+
+    /// A failed key load is not kept: once the repository can be read (or its settings are
+    /// there), the same driver works, as a daemon's next job needs.
+    @Test func aFailedKeyLoadIsTriedAgain() async throws {
+        let inner = MemoryStorage()
+        let e = EncryptedStorage(inner: inner, source: Self.key, repositoryName: "r")
+        await #expect(throws: WaybackError.self) { try await e.writeAll("obj", [1, 2, 3]) }
+        #expect(await !e.keysCached)
+        try await e.initialize()
+        try await e.writeAll("obj", [1, 2, 3])
+        #expect(try await e.readAll("obj") == [1, 2, 3])
+        #expect(await e.keysCached)
     }
 
     @Test func storedBytesHoldNoPlaintextAndRangesDecrypt() async throws {

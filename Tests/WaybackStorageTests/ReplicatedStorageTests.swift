@@ -1,5 +1,4 @@
 import Foundation
-import Logging
 import Testing
 import WaybackCore
 import WaybackStorage
@@ -51,16 +50,15 @@ import WaybackTesting
         }
     }
 
-    let logger = Logger(label: "test")
-
     @Test func passesConformance() async throws {
-        let r = ReplicatedStorage([Repository(name: "a", driver: MemoryStorage()), Repository(name: "b", driver: MemoryStorage())], logger: logger)
+        let r = ReplicatedStorage([Repository(name: "a", driver: MemoryStorage()), Repository(name: "b", driver: MemoryStorage())], events: EventLog.collecting(.backup))
         try await StorageConformance.run(r)
     }
 
     @Test func aFailingReplicaIsDroppedAndTheOthersKeepEverything() async throws {
         let a = MemoryStorage(), b = Flaky()
-        let r = ReplicatedStorage([Repository(name: "a", driver: a), Repository(name: "b", driver: b)], logger: logger)
+        let events = EventLog.collecting(.backup, cluster: "main")
+        let r = ReplicatedStorage([Repository(name: "a", driver: a), Repository(name: "b", driver: b)], events: events)
         try await r.writeAll("k1", [1, 2, 3])
         b.failWrites = true
         try await r.writeAll("k2", [4])        // b fails: dropped, a keeps it
@@ -69,6 +67,14 @@ import WaybackTesting
         #expect(try await a.list(prefix: "").map(\.key) == ["k1", "k2", "k3"])
         #expect(try await b.list(prefix: "").map(\.key) == ["k1"], "no partial object, nothing after the failure")
         #expect(r.failures.map(\.repository) == ["b"])
+        // The drop is an event (a value the daemon routes), once, naming the repository.
+        let drops = events.events.filter { $0.kind == .repositoryDropped }
+        #expect(drops.count == 1 && drops.first?.repository == "b" && drops.first?.severity == .error && drops.first?.cluster == "main")
+        #expect(drops.first?.message.contains("disk on fire") == true)
+        // The next job builds its own set: the repository that failed in this one is written again.
+        let next = ReplicatedStorage(r.replicas, events: EventLog.collecting(.backup))
+        try await next.writeAll("k5", [6])
+        #expect(try await b.info("k5") != nil && next.failures.isEmpty)
         // A body that throws leaves nothing anywhere.
         struct Boom: Error {}
         await #expect(throws: Boom.self) { try await r.withWriter("k4", options: WriteOptions()) { _ in throw Boom() } }
@@ -77,7 +83,7 @@ import WaybackTesting
 
     @Test func readsFallBackOnMissingOrDamagedObjects() async throws {
         let a = Flaky(), b = MemoryStorage()
-        let r = ReplicatedStorage([Repository(name: "a", driver: a), Repository(name: "b", driver: b)], logger: logger)
+        let r = ReplicatedStorage([Repository(name: "a", driver: a), Repository(name: "b", driver: b)], events: EventLog.collecting(.backup))
         try await r.writeAll("x", [7, 7])
         try await a.remove("x")
         #expect(try await r.readAll("x") == [7, 7], "missing in a: read from b")
@@ -101,7 +107,7 @@ import WaybackTesting
 
     @Test func anUnreachableReplicaIsAskedOncePerRunWhileAnotherAnswers() async throws {
         let a = Flaky(), b = MemoryStorage()
-        let r = ReplicatedStorage([Repository(name: "a", driver: a), Repository(name: "b", driver: b)], logger: logger)
+        let r = ReplicatedStorage([Repository(name: "a", driver: a), Repository(name: "b", driver: b)], events: EventLog.collecting(.backup))
         try await r.writeAll("k", [1])
         a.down = true
         a.reads = 0
@@ -114,7 +120,7 @@ import WaybackTesting
 
     @Test func notFoundOnlyWhenEveryReplicaSaysSoOtherwiseTheReasonOfTheOneThatCouldNotBeRead() async throws {
         let a = MemoryStorage(), b = Flaky()
-        let r = ReplicatedStorage([Repository(name: "a", driver: a), Repository(name: "b", driver: b)], logger: logger)
+        let r = ReplicatedStorage([Repository(name: "a", driver: a), Repository(name: "b", driver: b)], events: EventLog.collecting(.backup))
         func code(_ key: String) async -> WaybackError.Code? {
             do { _ = try await r.readAll(key); return nil } catch let e as WaybackError { return e.code } catch { return .internal }
         }

@@ -26,18 +26,13 @@ public struct AsyncSpool: Sendable {
         self.limitBytes = limitBytes
     }
 
-    static let overflowMark = ".overflow"
+    static let overflowMark = WALQueue.overflowMark
 
-    func directory(_ repository: String) -> String { path + "/" + repository }
-
-    /// Queued WAL file names for `repository`, oldest name first.
-    public func entries(_ repository: String) -> [String] {
-        ((try? FileSystem.list(directory(repository))) ?? []).filter { !$0.hasPrefix(".") }
-    }
-
-    public func overflowed(_ repository: String) -> Bool {
-        (try? FileSystem.status(directory(repository) + "/" + Self.overflowMark)) != nil
-    }
+    /// The queue's read side (`status` reads it through the same type).
+    var queue: WALQueue { WALQueue(path: path) }
+    func directory(_ repository: String) -> String { queue.directory(repository) }
+    public func entries(_ repository: String) -> [String] { queue.entries(repository) }
+    public func overflowed(_ repository: String) -> Bool { queue.overflowed(repository) }
 
     /// Queues `fileName` for each repository and starts the drainer if none runs. Never throws:
     /// the file is already safe in the synchronous repositories, and `repo sync` is the backstop.

@@ -25,8 +25,10 @@ struct ResumePoint: Sendable {
             return nil
         }
         let indexes = await catalog.packIndexes(id)
-        let prefix = catalog.layout.objectKey(id, "pack/")
-        let names = try await catalog.repository.driver.list(prefix: prefix).map { String($0.key.dropFirst(prefix.count)) }
+        let names = try await catalog.repository.driver.list(prefix: catalog.layout.objectKey(id, "pack/")).compactMap { o -> String? in
+            guard case .backup(id, let name)? = catalog.layout.parse(o.key), name.hasPrefix("pack/") else { return nil }
+            return String(name.dropFirst("pack/".count))
+        }
         let run = 1 + names.compactMap { n -> Int? in
             guard n.hasPrefix("r"), let dash = n.firstIndex(of: "-") else { return 0 }
             return Int(n[n.index(after: n.startIndex)..<dash])

@@ -99,10 +99,7 @@ public struct Catalog: Sendable {
     public func backupIDs() async throws -> [BackupID] {
         var ids = Set<BackupID>()
         for obj in try await driver.list(prefix: layout.backupsPrefix) {
-            let rest = obj.key.dropFirst(layout.backupsPrefix.count)
-            let parts = rest.split(separator: "/")
-            guard parts.count == 2, parts[1] == "manifest.json" || parts[1] == "manifest.copy.json",
-                  let id = BackupID(String(parts[0])) else { continue }
+            guard let key = layout.parse(obj.key), key.isManifest, let id = key.backupID else { continue }
             ids.insert(id)
         }
         return ids.sorted()
@@ -151,8 +148,7 @@ public struct Catalog: Sendable {
         let complete = Set(try await backupIDs())
         var removed = 0
         for obj in try await driver.list(prefix: layout.backupsPrefix) {
-            let rest = obj.key.dropFirst(layout.backupsPrefix.count)
-            guard let first = rest.split(separator: "/").first, let id = BackupID(String(first)), !complete.contains(id), id != except else { continue }
+            guard let id = layout.parse(obj.key)?.backupID, !complete.contains(id), id != except else { continue }
             try await driver.remove(obj.key)
             removed += 1
         }
@@ -167,7 +163,8 @@ public struct Catalog: Sendable {
     /// Every archived WAL file name, sorted.
     public func archivedWAL() async throws -> [WALFileName] {
         try await driver.list(prefix: layout.walPrefix).compactMap { obj in
-            WALFileName(String(obj.key.split(separator: "/").last ?? ""))
+            if case .wal(let name)? = layout.parse(obj.key) { return name }
+            return nil
         }.sorted()
     }
 }

@@ -49,5 +49,44 @@ public struct RepositoryLayout: Sendable {
     }
     public static func backupWALName(_ name: WALFileName) -> String { "wal/\(name)" }
 
+    /// What a key of this cluster is: the one parser of keys (listings are read through it).
+    public enum Key: Sendable, Equatable {
+        case binding, bindingCopy
+        /// An archived WAL file (segment, `.backup` or `.history`).
+        case wal(WALFileName)
+        /// An object of a backup's folder, by its name relative to the folder
+        /// (`manifest.json`, `pack/00-0000.pack`, `wal/<segment>`).
+        case backup(BackupID, String)
+        case restoreRecord(String)
+
+        /// The backup whose folder holds it.
+        public var backupID: BackupID? { if case .backup(let id, _) = self { return id }; return nil }
+        /// A backup's manifest or its copy (the object that makes the backup count).
+        public var isManifest: Bool {
+            if case .backup(_, let name) = self { return name == "manifest.json" || name == "manifest.copy.json" }
+            return false
+        }
+        public var isWAL: Bool { if case .wal = self { return true }; return false }
+    }
+
+    /// The meaning of `key`, or nil for a key that is not this cluster's or not of the layout.
+    public func parse(_ key: String) -> Key? {
+        guard key.hasPrefix(cluster + "/") else { return nil }
+        let rest = key.dropFirst(cluster.count + 1)
+        let parts = rest.split(separator: "/", omittingEmptySubsequences: false)
+        switch parts.first {
+        case "cluster.json" where parts.count == 1: return .binding
+        case "cluster.copy.json" where parts.count == 1: return .bindingCopy
+        case "wal" where parts.count == 3:
+            guard let name = WALFileName(String(parts[2])) else { return nil }
+            return walKey(name) == key ? .wal(name) : nil
+        case "backups" where parts.count >= 3:
+            guard let id = BackupID(String(parts[1])), !parts[2...].contains(where: \.isEmpty) else { return nil }
+            return .backup(id, parts[2...].joined(separator: "/"))
+        case "restores" where parts.count == 2 && parts[1].hasSuffix(".json"): return .restoreRecord(String(parts[1]))
+        default: return nil
+        }
+    }
+
     static func pad(_ v: Int, _ w: Int) -> String { let s = String(v); return String(repeating: "0", count: max(0, w - s.count)) + s }
 }

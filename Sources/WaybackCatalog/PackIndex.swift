@@ -63,8 +63,7 @@ extension Catalog {
         let complete = Set(try await backupIDs())
         var ids = Set<BackupID>()
         for obj in try await repository.driver.list(prefix: layout.backupsPrefix) {
-            let rest = obj.key.dropFirst(layout.backupsPrefix.count)
-            if let first = rest.split(separator: "/").first, let id = BackupID(String(first)), !complete.contains(id) { ids.insert(id) }
+            if let id = layout.parse(obj.key)?.backupID, !complete.contains(id) { ids.insert(id) }
         }
         return ids.sorted()
     }
@@ -72,10 +71,11 @@ extension Catalog {
     /// Removes the objects of a backup's folder that `keep` does not name (relative names), e.g.
     /// the pack indexes and unused packs of a resumed backup once its manifest is written.
     public func removeUnlisted(_ id: BackupID, keep: Set<String>) async throws -> Int {
-        let prefix = layout.backupPrefix(id)
-        let extra = try await repository.driver.list(prefix: prefix).map { String($0.key.dropFirst(prefix.count)) }
-            .filter { !keep.contains($0) && $0 != "manifest.json" && $0 != "manifest.copy.json" }
-        try await repository.driver.remove(keys: extra.map { prefix + $0 })
+        let extra = try await repository.driver.list(prefix: layout.backupPrefix(id)).map(\.key).filter { key in
+            guard case .backup(id, let name)? = layout.parse(key) else { return false }
+            return !keep.contains(name) && layout.parse(key)?.isManifest == false
+        }
+        try await repository.driver.remove(keys: extra)
         return extra.count
     }
 }

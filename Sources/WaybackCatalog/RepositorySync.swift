@@ -24,23 +24,20 @@ public enum RepositorySync {
     public static func plan(layout: RepositoryLayout, source: [ObjectInfo], target: [ObjectInfo], scope: Scope) -> [String] {
         let have = Set(target.map(\.key))
         var first = [String](), wal = [String](), records = [String](), data = [String](), manifests = [String]()
-        var complete = Set<String>()
+        var complete = Set<BackupID>()
         for o in source {
-            let rest = o.key.dropFirst(layout.backupsPrefix.count)
-            if o.key.hasPrefix(layout.backupsPrefix), rest.hasSuffix("/manifest.json"), rest.split(separator: "/").count == 2 {
-                complete.insert(String(rest.split(separator: "/")[0]))
-            }
+            if case .backup(let id, "manifest.json")? = layout.parse(o.key) { complete.insert(id) }
         }
         for o in source where !have.contains(o.key) {
             let k = o.key
-            if k.hasPrefix(layout.walPrefix) { wal.append(k); continue }
-            if scope == .wal { continue }
-            if k == layout.bindingKey || k == layout.bindingCopyKey { first.append(k); continue }
-            if k.hasPrefix(layout.restoresPrefix) { records.append(k); continue }
-            if k.hasPrefix(layout.backupsPrefix) {
-                let parts = k.dropFirst(layout.backupsPrefix.count).split(separator: "/")
-                guard let id = parts.first, complete.contains(String(id)) else { continue }
-                if parts.count == 2, parts[1] == "manifest.json" || parts[1] == "manifest.copy.json" { manifests.append(k) } else { data.append(k) }
+            switch layout.parse(k) {
+            case .wal?: wal.append(k)
+            case _ where scope == .wal: continue
+            case .binding?, .bindingCopy?: first.append(k)
+            case .restoreRecord?: records.append(k)
+            case .backup(let id, _)? where complete.contains(id):
+                if layout.parse(k)?.isManifest == true { manifests.append(k) } else { data.append(k) }
+            default: continue
             }
         }
         // Per backup: the copy before the primary manifest (sorting puts "manifest.copy" first).
@@ -58,8 +55,8 @@ public enum RepositorySync {
         let keys = plan(layout: layout, source: try await source.driver.list(prefix: prefix),
                         target: try await target.driver.list(prefix: prefix), scope: scope)
         var result = Result()
-        let data = keys.filter { !$0.hasSuffix("/manifest.json") && !$0.hasSuffix("/manifest.copy.json") }
-        let manifests = keys.filter { $0.hasSuffix("/manifest.json") || $0.hasSuffix("/manifest.copy.json") }
+        let data = keys.filter { layout.parse($0)?.isManifest != true }
+        let manifests = keys.filter { layout.parse($0)?.isManifest == true }
         let cursor = WorkCursor(limit: data.count)
         let counter = ByteCounter()
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -74,7 +71,7 @@ public enum RepositorySync {
         }
         for k in manifests {
             counter.add(try await copy(k, from: source.driver, to: target.driver, layout: layout))
-            if k.hasSuffix("/manifest.json") { result.backups.append(String(k.dropFirst(layout.backupsPrefix.count).split(separator: "/")[0])) }
+            if case .backup(let id, "manifest.json")? = layout.parse(k) { result.backups.append(id.rawValue) }
         }
         result.objects = keys.count
         result.bytes = counter.current
@@ -86,7 +83,7 @@ public enum RepositorySync {
 
     /// Streams one object; WAL objects are verified on the way. Returns its size.
     public static func copy(_ key: String, from source: any StorageDriver, to target: any StorageDriver, layout: RepositoryLayout) async throws -> Int64 {
-        let isWAL = key.hasPrefix(layout.walPrefix)
+        let isWAL = layout.parse(key)?.isWAL == true
         do {
             return try await source.withReader(key, range: nil) { reader in
                 try await target.withWriter(key, options: WriteOptions(ifAbsent: isWAL)) { writer in

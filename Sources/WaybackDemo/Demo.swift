@@ -18,8 +18,11 @@ public enum Demo {
         public var scale: Int
         public var executable: String
         public var logger: Logger
-        public init(workdir: String?, keep: Bool, scale: Int, executable: String, logger: Logger) {
+        /// `WAYBACK_PG_BIN`, read at the edge (nil: the newest installed PostgreSQL).
+        public var pgBinDirectory: String?
+        public init(workdir: String?, keep: Bool, scale: Int, executable: String, logger: Logger, pgBinDirectory: String? = nil) {
             self.workdir = workdir; self.keep = keep; self.scale = scale; self.executable = executable; self.logger = logger
+            self.pgBinDirectory = pgBinDirectory
         }
     }
 
@@ -51,8 +54,9 @@ public enum Demo {
         try FileSystem.makeDirectories(workdir, mode: 0o755)
         let socketDir = workdir + "/run"
         try FileSystem.makeDirectories(socketDir, mode: 0o755)
-        let source = LocalCluster(dataDirectory: workdir + "/source", socketDirectory: socketDir, port: 5432, osUser: currentUser())
-        let restored = LocalCluster(dataDirectory: workdir + "/restored", socketDirectory: socketDir, port: 5433, osUser: currentUser())
+        let bin = LocalCluster.defaultBinDirectory(override: o.pgBinDirectory)
+        let source = LocalCluster(binDirectory: bin, dataDirectory: workdir + "/source", socketDirectory: socketDir, port: 5432, osUser: currentUser())
+        let restored = LocalCluster(binDirectory: bin, dataDirectory: workdir + "/restored", socketDirectory: socketDir, port: 5433, osUser: currentUser())
         let configPath = workdir + "/wayback.yaml"
         let waybackCommand = "\(o.executable) --config \(configPath)"
         var timings = [(String, Double)]()
@@ -93,10 +97,10 @@ public enum Demo {
             """
         try config.write(toFile: configPath, atomically: true, encoding: .utf8)
         let c = try ConfigLoader.load(path: configPath, environment: [:])
-        let events = EventLog.logging(.demo, cluster: c.clusterName, to: o.logger)
+        let events = EventLog.logging(.demo, cluster: c.cluster.name, to: o.logger)
         return try await HTTPClientPool.with { http in
             let repo = try c.repository(logger: o.logger, http: http, events: events)
-            _ = try await ClusterSetup.initialize(repository: repo, cluster: c.clusterName, pgdata: c.pgdata, connection: c.connection,
+            _ = try await ClusterSetup.initialize(repository: repo, cluster: c.cluster.name, pgdata: c.cluster.pgdata, connection: c.cluster.connection,
                                                   waybackCommand: waybackCommand, lockDirectory: c.lockPath, logger: o.logger)
             say("  cluster created and repository initialised")
 
@@ -105,7 +109,7 @@ public enum Demo {
                 try source.psql("CREATE TABLE demo_markers (id serial PRIMARY KEY, note text, at timestamptz DEFAULT clock_timestamp()); INSERT INTO demo_markers (note) VALUES ('before backup');")
             }
             let manifest = try await timed("full backup") {
-                try await PhysicalBackup.run(BackupConfiguration(repository: repo, cluster: c.clusterName, pgdata: c.pgdata, connection: c.connection,
+                try await PhysicalBackup.run(BackupConfiguration(repository: repo, cluster: c.cluster.name, pgdata: c.cluster.pgdata, connection: c.cluster.connection,
                                                              compression: c.compression, parallelism: c.parallelism, lockDirectory: c.lockPath,
                                                              events: events),
                                          logger: o.logger)
@@ -129,29 +133,26 @@ public enum Demo {
             say("  point in time chosen: \(pointInTime), just before the accident")
             // Close the current WAL segment so that everything written is in the archive.
             let switched = try source.psql("SELECT pg_walfile_name(pg_switch_wal())")
-            try await waitForArchive(switched, catalog: Catalog(repository: repo, cluster: c.clusterName))
+            try await waitForArchive(switched, catalog: Catalog(repository: repo, cluster: c.cluster.name))
 
             var restoreConfig = RestoreConfiguration(
-                repository: repo, cluster: c.clusterName, targetDirectory: restored.dataDirectory,
+                repository: repo, cluster: c.cluster.name, targetDirectory: restored.dataDirectory,
                 request: RecoveryRequest(target: .time(Format.parseInstant(pointInTime)!), action: .promote), archiveMode: .off,
                 parallelism: c.parallelism, restoreCommand: PrefetchSpool.restoreCommand(fetch: "\(waybackCommand) wal-fetch %f %p"),
                 events: events)
-            restoreConfig.promoteAfterCheck = true
+            restoreConfig.pgBinDirectory = bin
+            restoreConfig.promoteAfterCheck = true  // as `perform` writes it: the plan shown is the one restored
             let plan = try await Restore.plan(restoreConfig, logger: o.logger)
             say("")
             say("Restore plan (wayback restore --to-time \(pointInTime) --dry-run):")
             for line in plan.text.split(separator: "\n") { say("  \(line)") }
             say("")
-            let report = try await timed("restore to the point in time") {
-                try await Restore.run(restoreConfig, logger: o.logger)
-            }
+            // What `wayback restore --start` does: the files, then the copy started and checked.
+            let outcome = try await Restore.perform(restoreConfig, start: .init(port: restored.port, connection: restored.connection), logger: o.logger)
+            let report = outcome.report, started = outcome.started!
+            timings.append(("restore to the point in time", report.seconds))
+            timings.append(("start restored copy, replay WAL, promote", started.recoverySeconds))
             say("  restored \(report.files) files into \(restored.dataDirectory)")
-            let started = try await timed("start restored copy, replay WAL, promote") {
-                try await RestoredCluster.start(directory: restored.dataDirectory, plan: report.plan,
-                                                options: .init(port: restored.port, osUser: currentUser(), connection: restored.connection,
-                                                               promoteAfterCheck: true, earlyPromotion: true),
-                                                logger: o.logger)
-            }
             say("  \(started.stopMessage ?? "recovery ended")")
             let restoredAtSocket = LocalCluster(dataDirectory: restored.dataDirectory, socketDirectory: started.socketDirectory,
                                                 port: restored.port, osUser: restored.osUser)

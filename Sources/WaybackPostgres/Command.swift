@@ -28,7 +28,7 @@ public enum Command {
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
         defer { posix_spawnattr_destroy(&attr) }
-        posix_spawnattr_setflags(&attr, 0x80)  // POSIX_SPAWN_SETSID (glibc, _GNU_SOURCE)
+        cleanSignals(&attr, extraFlags: 0x80)  // POSIX_SPAWN_SETSID (glibc, _GNU_SOURCE)
         let cArgs = arguments.map { strdup($0) } + [nil]
         defer { cArgs.forEach { free($0) } }
         var pid: pid_t = 0
@@ -37,6 +37,22 @@ public enum Command {
         let child = pid
         Thread.detachNewThread { _ = waitStatus(child) }
         return pid
+    }
+
+    /// A child starts with no signal blocked and every signal at its default action. Without this
+    /// it inherits the mask of the thread that spawns it, and Swift's cooperative threads block
+    /// most signals: a `pgbench -T` (SIGALRM) never ends, and a child ignores the SIGTERM that asks
+    /// it to stop. Ignored signals (SIGPIPE) are reset too.
+    static func cleanSignals(_ attr: inout posix_spawnattr_t, extraFlags: Int32 = 0) {
+        var none = sigset_t(), all = sigset_t()
+        sigemptyset(&none)
+        sigfillset(&all)
+        sigdelset(&all, SIGKILL)
+        sigdelset(&all, SIGSTOP)
+        posix_spawnattr_setsigmask(&attr, &none)
+        posix_spawnattr_setsigdefault(&attr, &all)
+        // POSIX_SPAWN_SETSIGDEF (0x04) | POSIX_SPAWN_SETSIGMASK (0x08), glibc's values.
+        posix_spawnattr_setflags(&attr, Int16(0x04 | 0x08 | extraFlags))
     }
 
     /// A started child with pipes on its standard streams (the parent's ends).
@@ -82,12 +98,16 @@ public enum Command {
             posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
             posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
         }
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        cleanSignals(&attr)
         let cArgs = args.map { strdup($0) } + [nil]
         let cEnv = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { cArgs.forEach { free($0) }; cEnv.forEach { free($0) } }
         var pid: pid_t = 0
-        let rc = args[0].hasPrefix("/") ? posix_spawn(&pid, args[0], &actions, nil, cArgs, cEnv)
-                                        : posix_spawnp(&pid, args[0], &actions, nil, cArgs, cEnv)
+        let rc = args[0].hasPrefix("/") ? posix_spawn(&pid, args[0], &actions, &attr, cArgs, cEnv)
+                                        : posix_spawnp(&pid, args[0], &actions, &attr, cArgs, cEnv)
         close(outPipe[1]); close(errPipe[1]); close(inPipe[0])
         guard rc == 0 else {
             close(outPipe[0]); close(errPipe[0]); close(inPipe[1])

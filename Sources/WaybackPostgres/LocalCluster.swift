@@ -21,9 +21,10 @@ public struct LocalCluster: Sendable {
         self.osUser = osUser
     }
 
-    /// The newest /usr/lib/postgresql/N/bin, or the directory of `pg_ctl` on PATH.
-    public static func defaultBinDirectory() -> String {
-        if let env = ProcessInfo.processInfo.environment["WAYBACK_PG_BIN"], !env.isEmpty { return env }
+    /// `override` (`WAYBACK_PG_BIN`, read at the edge) when given, else the newest
+    /// /usr/lib/postgresql/N/bin, else /usr/bin.
+    public static func defaultBinDirectory(override: String? = nil) -> String {
+        if let override, !override.isEmpty { return override }
         let base = "/usr/lib/postgresql"
         let versions = ((try? FileManager.default.contentsOfDirectory(atPath: base)) ?? []).compactMap(Int.init).sorted()
         if let v = versions.last { return "\(base)/\(v)/bin" }
@@ -32,9 +33,9 @@ public struct LocalCluster: Sendable {
 
     /// The binaries that run the data directory `path`: those of its `PG_VERSION` (a PostgreSQL
     /// 15 directory needs PostgreSQL 15's server, whatever else is installed). `.cluster` naming
-    /// the package when that version is not installed.
-    public static func binDirectory(forDataDirectory path: String) throws -> String {
-        if let env = ProcessInfo.processInfo.environment["WAYBACK_PG_BIN"], !env.isEmpty { return env }
+    /// the package when that version is not installed. `override` (`WAYBACK_PG_BIN`) wins.
+    public static func binDirectory(forDataDirectory path: String, override: String? = nil) throws -> String {
+        if let override, !override.isEmpty { return override }
         guard let major = DataDirectory.majorVersion(path), Int(major) != nil else {
             throw WaybackError(.cluster, "\(path) has no PG_VERSION; it is not a PostgreSQL data directory")
         }

@@ -30,7 +30,7 @@ public enum Advance {
             throw WaybackError(.restoreTarget, "the new target (\(stop.position) \(stop.record)) is before the point already replayed (\(previous)); replay cannot go back: restore again instead")
         }
         let osUser = try Restore.osUserName(for: dir)
-        let cluster = LocalCluster(binDirectory: try LocalCluster.binDirectory(forDataDirectory: dir), dataDirectory: dir, socketDirectory: dir,
+        let cluster = LocalCluster(binDirectory: try LocalCluster.binDirectory(forDataDirectory: dir, override: config.pgBinDirectory), dataDirectory: dir, socketDirectory: dir,
                                    port: runningPort ?? port ?? 5432, osUser: osUser)
         if DataDirectory.runningPostmasterPID(dir) != nil {
             try await cluster.stopAsync(mode: "fast")
@@ -47,7 +47,7 @@ public enum Advance {
         try rewrite(autoPath, auto)
         Restore.limitPrefetch(dir, plan: plan)
         let report = try await RestoredCluster.start(directory: dir, plan: plan,
-                                                     options: .init(port: runningPort ?? port ?? 5432, osUser: osUser, connection: connection),
+                                                     options: .init(port: runningPort ?? port ?? 5432, osUser: osUser, binDirectory: config.pgBinDirectory, connection: connection),
                                                      logger: logger)
         return Result(plan: plan, previousLSN: previous, report: report)
     }

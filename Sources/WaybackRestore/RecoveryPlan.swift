@@ -98,57 +98,6 @@ public struct RecoveryRequest: Sendable {
     public var effectiveAction: TargetAction { action ?? (target.isPointInTime ? .pause : .promote) }
 }
 
-/// The facts of a backup that recovery planning uses.
-public struct BackupFacts: Sendable, Equatable {
-    public var id: BackupID
-    public var timeline: UInt32
-    public var startLSN: LSN
-    public var stopLSN: LSN
-    public var startTime: Date
-    public var stopTime: Date
-    public var bytes: Int64
-    public var files: Int
-    /// Segment numbers of the WAL copies stored in the backup itself.
-    public var walCopies: Set<UInt64>
-    public var copySeconds: Double
-
-    public init(id: BackupID, timeline: UInt32, startLSN: LSN, stopLSN: LSN, startTime: Date, stopTime: Date,
-                bytes: Int64, files: Int, walCopies: Set<UInt64>, copySeconds: Double) {
-        self.id = id; self.timeline = timeline; self.startLSN = startLSN; self.stopLSN = stopLSN
-        self.startTime = startTime; self.stopTime = stopTime; self.bytes = bytes; self.files = files
-        self.walCopies = walCopies; self.copySeconds = copySeconds
-    }
-
-    public init(_ m: BackupManifest) {
-        self.init(id: m.id, timeline: m.timeline, startLSN: m.startLSN, stopLSN: m.stopLSN, startTime: m.startTime,
-                  stopTime: m.stopTime, bytes: m.sizes.database, files: m.files.count,
-                  walCopies: Set(m.wal.compactMap { WALFileName($0.name)?.segmentNumber(segmentSize: m.walSegmentSize) }),
-                  copySeconds: m.copySeconds)
-    }
-}
-
-/// The recoverable window of one timeline.
-public struct RecoveryWindow: Sendable, Codable, Equatable {
-    public var timeline: UInt32
-    /// End of the earliest backup that leads to this timeline: nothing earlier can be recovered.
-    public var earliest: Date?
-    public var earliestLSN: LSN?
-    /// Time of the last commit or abort in the archived WAL of this timeline.
-    public var latest: Date?
-    /// End of the last record in the archived WAL of this timeline.
-    public var latestLSN: LSN?
-    /// Archived segments near the end that could not be read or decoded: recovery stops before
-    /// them, so the window ends there.
-    public var damaged: [String]?
-
-    public var text: String {
-        let from = earliest.map { "\(Format.timestamp($0)) (\(earliestLSN?.description ?? "?"))" } ?? "no backup leads here"
-        let to = latest.map { "\(Format.timestamp($0)) (\(latestLSN?.description ?? "?"))" } ?? (latestLSN.map { "LSN \($0)" } ?? "no archived WAL")
-        let harm = (damaged ?? []).isEmpty ? "" : " (DAMAGED, recovery cannot pass: \(damaged!.joined(separator: ", ")))"
-        return "timeline \(timeline): \(from) to \(to)\(harm)"
-    }
-}
-
 /// The plan of a restore: everything decided before a byte is written. `restore --dry-run`
 /// prints it; a restore executes it.
 public struct RecoveryPlan: Sendable, Codable {
@@ -215,16 +164,6 @@ public struct RecoveryPlan: Sendable, Codable {
 
 /// The pure decisions of recovery planning, given what the archive holds.
 public enum RecoverySelection {
-    /// Backups from which recovery can follow `history`: taken on a timeline of the path, and
-    /// finished before the path leaves that timeline.
-    public static func usable(_ backups: [BackupFacts], history: TimelineHistory) -> [BackupFacts] {
-        backups.filter { b in
-            guard history.contains(b.timeline) else { return false }
-            if let leave = history.switchPoint(leaving: b.timeline) { return b.stopLSN <= leave }
-            return true
-        }.sorted { ($0.stopLSN, $0.id) < ($1.stopLSN, $1.id) }
-    }
-
     /// Where a target lies once the archive has been read: a backup must end at or before it.
     public enum Position: Sendable, Equatable {
         case end
@@ -265,18 +204,6 @@ public enum RecoverySelection {
         default: reason = "the newest backup that ends before the target"
         }
         return (b, reason)
-    }
-
-    /// The highest segment of the path present in the archive (nil: none). A parent's segments
-    /// after the switch belong to the abandoned branch and do not count.
-    public static func lastSegment(_ archive: ArchiveContents, history: TimelineHistory) -> UInt64? {
-        var best: UInt64?
-        for p in history.path {
-            for s in archive.segments[p.timeline] ?? [] where history.timeline(forSegment: s, segmentSize: archive.segmentSize) == p.timeline {
-                if best == nil || s > best! { best = s }
-            }
-        }
-        return best
     }
 
     /// Segments of `range` that neither the archive nor the backup's copies hold.

@@ -17,37 +17,119 @@ public enum RecoveryPlanner {
         public var chain: [BackupManifest]
     }
 
+    /// What a plan is decided from, read from the repository once: every backup's manifest, the
+    /// archive's listing and history files, the recoverable windows (read from the last segments
+    /// of each timeline) and the timings of earlier restores.
+    public struct Snapshot: Sendable {
+        /// Every complete backup, oldest first (broken chains included: `decide` names them).
+        public var manifests: [BackupManifest]
+        public var archive: ArchiveContents
+        public var windows: [RecoveryWindow]
+        public var records: [RestoreRecord]
+        /// For messages: the repository and the cluster.
+        public var repository: String
+        public var cluster: String
+
+        public init(manifests: [BackupManifest], archive: ArchiveContents, windows: [RecoveryWindow], records: [RestoreRecord],
+                    repository: String, cluster: String) {
+            self.manifests = manifests; self.archive = archive; self.windows = windows; self.records = records
+            self.repository = repository; self.cluster = cluster
+        }
+
+        /// The backups whose whole chain is there (the others cannot be restored), in order.
+        public var restorable: [BackupManifest] { RecoverableWindows.restorable(manifests) }
+    }
+
+    /// What the archived WAL must be read for, once the timeline and the backups are known.
+    public enum Probe: Sendable, Equatable {
+        /// Everything to the end of the archive (restore points are collected on the way).
+        case toEnd
+        /// The first transaction end after `micros` (PostgreSQL's epoch; at it with `exclusive`),
+        /// at or after `notBefore` (the backup's end).
+        case transactionEnd(micros: Int64, exclusive: Bool, notBefore: LSN)
+        /// The segment that holds the first record at or after this position.
+        case position(LSN)
+        /// The commit or abort of this transaction.
+        case transaction(UInt32)
+    }
+
+    /// The first half of the decision (pure): the timeline to follow, the backups that lead to it,
+    /// the backup when the target allows choosing it before the WAL is read, and what to read.
+    public struct Route: Sendable {
+        public var timeline: UInt32
+        public var history: TimelineHistory
+        public var facts: [BackupFacts]
+        public var usable: [BackupFacts]
+        public var windowText: String
+        public var lastSegment: UInt64?
+        /// Chosen before reading the WAL (end of backup, latest, a time, a position).
+        public var chosen: (backup: BackupFacts, reason: String)?
+        /// Where the WAL is read from, and for what (nil: not read).
+        public var scan: (from: BackupFacts, probe: Probe)?
+    }
+
     public static func plan(_ request: RecoveryRequest, catalog: Catalog, parallelism: Int, logger: Logger) async throws -> Result {
+        let snapshot = try await read(catalog)
+        let route = try route(request, snapshot: snapshot)
+        var scanned = ScanOutcome()
+        if let (from, probe) = route.scan {
+            let segSize = snapshot.archive.segmentSize
+            let first = from.startLSN.segmentNumber(segmentSize: segSize)
+            let last = max(route.lastSegment ?? first, from.stopLSN.segmentNumber(segmentSize: segSize))
+            scanned = try await scanPath(route.history.segments(first, last, segmentSize: segSize), archive: snapshot.archive, backup: from,
+                                         probe: probe, catalog: catalog, parallelism: parallelism)
+        }
+        var decision = try decide(request, snapshot: snapshot, route: route, scanned: scanned)
+        // Every object the restore reads is listed with its recorded size (its content is
+        // verified as it is restored).
+        decision.addObjectProblems(try await catalog.objectProblems(decision.chain))
+        logger.debug("recovery plan", metadata: ["wayback.backup": "\(decision.plan.backup)", "segments": "\(decision.plan.wal.segments)"])
+        return Result(plan: decision.plan, manifest: decision.chain[0], chain: decision.chain)
+    }
+
+    /// Reads what a plan is decided from (the binding is checked first).
+    public static func read(_ catalog: Catalog) async throws -> Snapshot {
         _ = try await catalog.requireBinding()
         let all = try await catalog.manifests()
         guard let newest = all.last else {
             throw WaybackError(.notFound, "\(catalog.repository.description) has no backup of cluster '\(catalog.layout.cluster)'; take one with 'wayback backup'")
         }
-        let segSize = newest.walSegmentSize
+        let archive = try await catalog.archiveContents(segmentSize: newest.walSegmentSize)
+        let windows = try await RecoverableWindows.compute(facts: RecoverableWindows.restorable(all).map(BackupFacts.init), archive: archive, catalog: catalog)
+        let records = (try? await catalog.restoreRecords()) ?? []
+        return Snapshot(manifests: all, archive: archive, windows: windows, records: records,
+                        repository: catalog.repository.description, cluster: catalog.layout.cluster)
+    }
+
+    /// The timeline, the backups that lead there, and what the WAL must be read for (pure).
+    public static func route(_ request: RecoveryRequest, snapshot: Snapshot) throws -> Route {
+        let all = snapshot.manifests
+        guard !all.isEmpty else {
+            throw WaybackError(.notFound, "\(snapshot.repository) has no backup of cluster '\(snapshot.cluster)'; take one with 'wayback backup'")
+        }
         // A diff/incr whose chain is broken (a backup it builds on is gone) cannot be restored.
         let byID = Dictionary(all.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         if let id = request.backupID, byID[id] != nil { _ = try BackupChains.chain(id, in: byID) }
-        let manifests = restorable(all)
-        guard !manifests.isEmpty else {
-            throw WaybackError(.corrupt, "no backup in \(catalog.repository.description) can be restored: each is a diff or incr whose chain lacks a backup it builds on (\(all.map(\.id.rawValue).joined(separator: ", "))); take a full backup with 'wayback backup'")
+        let facts = snapshot.restorable.map(BackupFacts.init)
+        guard let newestFacts = facts.last else {
+            throw WaybackError(.corrupt, "no backup in \(snapshot.repository) can be restored: each is a diff or incr whose chain lacks a backup it builds on (\(all.map(\.id.rawValue).joined(separator: ", "))); take a full backup with 'wayback backup'")
         }
-        let facts = manifests.map(BackupFacts.init)
         var requested: BackupFacts?
         if let id = request.backupID {
             guard let f = facts.first(where: { $0.id == id }) else {
-                throw WaybackError(.notFound, "backup \(id) is not in \(catalog.repository.description); 'wayback status' lists the backups")
+                throw WaybackError(.notFound, "backup \(id) is not in \(snapshot.repository); 'wayback status' lists the backups")
             }
             requested = f
         }
-        let archive = try await catalog.archiveContents(segmentSize: segSize)
+        let archive = snapshot.archive
 
         // The timeline to recover along.
         let timeline: UInt32
         switch (request.target, request.timeline) {
-        case (.backupEnd, .number(let n)) where n != (requested ?? facts.last!).timeline:
-            throw WaybackError(.usage, "--to-backup-end stays on the backup's timeline \((requested ?? facts.last!).timeline); drop --timeline \(n)")
+        case (.backupEnd, .number(let n)) where n != (requested ?? newestFacts).timeline:
+            throw WaybackError(.usage, "--to-backup-end stays on the backup's timeline \((requested ?? newestFacts).timeline); drop --timeline \(n)")
         case (.backupEnd, _), (_, .current):
-            timeline = (requested ?? facts.last!).timeline
+            timeline = (requested ?? newestFacts).timeline
         case (_, .number(let n)):
             timeline = n
         case (_, .latest):
@@ -59,80 +141,101 @@ public enum RecoveryPlanner {
         guard let history = archive.history(of: timeline) else {
             throw WaybackError(.restoreTarget, "timeline \(timeline) has no history file (\(WALFileName.history(timeline: timeline))) in the archive, so its ancestry is unknown; choose another with --timeline current or --timeline N")
         }
-        let windows = try await recoveryWindows(facts: facts, archive: archive, catalog: catalog)
+        let windows = snapshot.windows
         let windowText = windows.isEmpty ? "nothing (no backup, no archived WAL)" : windows.map(\.text).joined(separator: "; ")
-        let usable = RecoverySelection.usable(facts, history: history)
+        let usable = RecoverableWindows.usable(facts, history: history)
         guard let earliest = usable.first else {
             throw WaybackError(.restoreTarget, "no backup leads to timeline \(timeline) (each was taken on another branch or after the switch); choose a timeline with --timeline. Recoverable: \(windowText)")
         }
-        let lastSeg = RecoverySelection.lastSegment(archive, history: history)
-        let pgTarget: Int64? = { if case .time(let t) = request.target { return t - Int64(PostgresTime.epochOffset) * 1_000_000 }; return nil }()
-
-        // Find the target in the WAL and choose the backup.
-        var problems = [String]()
-        var stop: RecoveryPlan.StopPoint?
-        let backup: BackupFacts, reason: String
-        var endSeg: UInt64
-        var scanned = ScanOutcome()
-        func scan(from: BackupFacts, event: @escaping (WALEvent) -> Bool = { _ in false },
-                  segment: @escaping (WALSegmentScan) -> Bool = { _ in false }) async throws {
-            let first = from.startLSN.segmentNumber(segmentSize: segSize)
-            let last = max(lastSeg ?? first, from.stopLSN.segmentNumber(segmentSize: segSize))
-            scanned = try await scanPath(history.segments(first, last, segmentSize: segSize), archive: archive, backup: from,
-                                         catalog: catalog, parallelism: parallelism, event: event, segment: segment)
-            problems = scanned.problems.map(\.message)
+        var route = Route(timeline: timeline, history: history, facts: facts, usable: usable, windowText: windowText,
+                          lastSegment: RecoverableWindows.lastSegment(archive, history: history))
+        func choose(_ position: RecoverySelection.Position) throws -> BackupFacts {
+            let c = try RecoverySelection.choose(usable, position: position, requested: request.backupID, windowText: windowText)
+            route.chosen = c
+            return c.0
         }
         switch request.target {
         case .backupEnd:
-            (backup, reason) = try RecoverySelection.choose(usable, position: .end, requested: request.backupID, windowText: windowText)
+            _ = try choose(.end)
+        case .latest:
+            route.scan = (try choose(.end), .toEnd)
+        case .time(let t):
+            let b = try choose(.time(t))
+            route.scan = (b, .transactionEnd(micros: t - Int64(PostgresTime.epochOffset) * 1_000_000, exclusive: request.exclusive, notBefore: b.stopLSN))
+        case .lsn(let l):
+            route.scan = (try choose(.lsn(l)), .position(l))
+        case .xid(let x):
+            // The backup is chosen once the transaction's end is found.
+            route.scan = (requested ?? earliest, .transaction(x))
+        case .name:
+            route.scan = (requested ?? earliest, .toEnd)
+        }
+        return route
+    }
+
+    /// A plan decided, before the objects of its chain are checked.
+    public struct Decision: Sendable {
+        public var plan: RecoveryPlan
+        /// The backups the restore reads: the chosen one first, then its reference, ... to the full.
+        public var chain: [BackupManifest]
+
+        /// Adds what is wrong with the chain's objects (`Catalog.objectProblems`) to the plan.
+        public mutating func addObjectProblems(_ damage: [BackupID: [String]]) {
+            let damaged = chain.flatMap { m in (damage[m.id] ?? []).map { "backup \(m.id): \($0)" } }
+            for m in chain where damage[m.id] != nil {
+                plan.problems.append("backup \(m.id) is damaged (\(damage[m.id]!.joined(separator: ", "))): restore another backup with --backup ID")
+            }
+            plan.damagedObjects = damaged.isEmpty ? nil : damaged
+        }
+    }
+
+    /// The second half (pure): from what the WAL scan found, the backup, where recovery stops,
+    /// the WAL it reads and what is wrong with it.
+    public static func decide(_ request: RecoveryRequest, snapshot: Snapshot, route: Route, scanned: ScanOutcome) throws -> Decision {
+        let archive = snapshot.archive, segSize = archive.segmentSize
+        let history = route.history, usable = route.usable, windowText = route.windowText, timeline = route.timeline
+        var problems = scanned.problems.map(\.message)
+        var stop: RecoveryPlan.StopPoint?
+        let backup: BackupFacts, reason: String
+        var endSeg: UInt64
+        func unreachable(_ what: String, _ otherwise: String) -> WaybackError {
+            problems.isEmpty ? WaybackError(.restoreTarget, otherwise)
+                             : WaybackError(.restoreTarget, "\(what) \(request.target): \(problems.joined(separator: "; "))")
+        }
+        switch request.target {
+        case .backupEnd:
+            (backup, reason) = route.chosen!
             endSeg = backup.stopLSN.segmentNumber(segmentSize: segSize)
         case .latest:
-            (backup, reason) = try RecoverySelection.choose(usable, position: .end, requested: request.backupID, windowText: windowText)
-            try await scan(from: backup)
-            endSeg = max(lastSeg ?? 0, backup.stopLSN.segmentNumber(segmentSize: segSize))
-        case .time(let t):
-            (backup, reason) = try RecoverySelection.choose(usable, position: .time(t), requested: request.backupID, windowText: windowText)
-            let exclusive = request.exclusive, stopLSN = backup.stopLSN
-            try await scan(from: backup, event: { e in
-                guard e.lsn >= stopLSN, e.kind == .commit || e.kind == .abort else { return false }
-                return exclusive ? e.timestamp >= pgTarget! : e.timestamp > pgTarget!
-            })
+            (backup, reason) = route.chosen!
+            endSeg = max(route.lastSegment ?? 0, backup.stopLSN.segmentNumber(segmentSize: segSize))
+        case .time:
+            (backup, reason) = route.chosen!
             guard let e = scanned.found else {
-                if problems.isEmpty {
-                    throw WaybackError(.restoreTarget, "\(request.target) is after the latest recoverable time: no transaction ends after it in the archived WAL, so PostgreSQL would never reach it. Recoverable: \(windowText). Use --to-latest for everything archived")
-                }
-                throw WaybackError(.restoreTarget, "cannot reach \(request.target): \(problems.joined(separator: "; "))")
+                throw unreachable("cannot reach", "\(request.target) is after the latest recoverable time: no transaction ends after it in the archived WAL, so PostgreSQL would never reach it. Recoverable: \(windowText). Use --to-latest for everything archived")
             }
             stop = .init(position: "before", record: e.description, lsn: e.lsn, xid: e.xid, time: Date(timeIntervalSince1970: e.unixSeconds), restorePoint: nil)
             endSeg = e.lsn.segmentNumber(segmentSize: segSize)
         case .lsn(let l):
-            (backup, reason) = try RecoverySelection.choose(usable, position: .lsn(l), requested: request.backupID, windowText: windowText)
-            try await scan(from: backup, segment: { s in (s.lastRecord ?? LSN(0)) >= l })
+            (backup, reason) = route.chosen!
             guard let seg = scanned.foundSegment else {
-                if problems.isEmpty {
-                    throw WaybackError(.restoreTarget, "\(request.target) is after the end of the archived WAL. Recoverable: \(windowText)")
-                }
-                throw WaybackError(.restoreTarget, "cannot reach \(request.target): \(problems.joined(separator: "; "))")
+                throw unreachable("cannot reach", "\(request.target) is after the end of the archived WAL. Recoverable: \(windowText)")
             }
             stop = .init(position: request.exclusive ? "before" : "after", record: "the first record at or after \(l)", lsn: l, xid: nil, time: nil, restorePoint: nil)
             endSeg = seg
         case .xid(let x):
-            try await scan(from: requested ?? earliest, event: { e in (e.kind == .commit || e.kind == .abort) && e.xid == x })
             guard let e = scanned.found else {
-                if !problems.isEmpty { throw WaybackError(.restoreTarget, "cannot find \(request.target): \(problems.joined(separator: "; "))") }
-                throw WaybackError(.restoreTarget, "transaction \(x) neither commits nor aborts in the archived WAL on the way to timeline \(timeline) (after the earliest backup); check the xid. Recoverable: \(windowText)")
+                throw unreachable("cannot find", "transaction \(x) neither commits nor aborts in the archived WAL on the way to timeline \(timeline) (after the earliest backup); check the xid. Recoverable: \(windowText)")
             }
             (backup, reason) = try RecoverySelection.choose(usable, position: .record(e.lsn, others: []), requested: request.backupID, windowText: windowText)
             stop = .init(position: request.exclusive ? "before" : "after", record: e.description, lsn: e.lsn, xid: x,
                          time: Date(timeIntervalSince1970: e.unixSeconds), restorePoint: nil)
             endSeg = LSN(e.endLSN.value - 1).segmentNumber(segmentSize: segSize)
         case .name(let n):
-            try await scan(from: requested ?? earliest)
             let points = scanned.restorePoints.filter { $0.kind == .restorePoint(n) }
             guard let e = points.last else {
-                if !problems.isEmpty { throw WaybackError(.restoreTarget, "cannot find \(request.target): \(problems.joined(separator: "; "))") }
                 let known = Set(scanned.restorePoints.compactMap { if case .restorePoint(let k) = $0.kind { return k }; return nil }).sorted()
-                throw WaybackError(.restoreTarget, "there is no restore point named \"\(n)\" in the archived WAL on the way to timeline \(timeline) (after the earliest backup); restore points found: \(known.isEmpty ? "none" : known.prefix(10).joined(separator: ", "))")
+                throw unreachable("cannot find", "there is no restore point named \"\(n)\" in the archived WAL on the way to timeline \(timeline) (after the earliest backup); restore points found: \(known.isEmpty ? "none" : known.prefix(10).joined(separator: ", "))")
             }
             let (b, why) = try RecoverySelection.choose(usable, position: .record(e.lsn, others: points.dropLast().map(\.lsn)),
                                                        requested: request.backupID, windowText: windowText)
@@ -153,19 +256,11 @@ public enum RecoveryPlanner {
             problems.append("WAL segment \(m) is missing from the archive: recovery cannot pass it")
         }
         // PostgreSQL reads the target timeline's history file (it lists every ancestor); its
-        // presence was checked above.
+        // presence was checked by `route`.
         let histories = timeline > 1 ? [WALFileName.history(timeline: timeline).description] : []
         let inBackup = needed.filter { !archive.has($0.timeline, $0.number) && backup.walCopies.contains($0.number) }.count
-        let manifest = manifests.first { $0.id == backup.id }!
-        let chain = try BackupChains.chain(manifest.id, in: byID)
-        // Every object the restore reads is listed with its recorded size (its content is
-        // verified as it is restored).
-        let damage = try await catalog.objectProblems(chain)
-        let damagedObjects = chain.flatMap { m in (damage[m.id] ?? []).map { "backup \(m.id): \($0)" } }
-        for m in chain where damage[m.id] != nil {
-            problems.append("backup \(m.id) is damaged (\(damage[m.id]!.joined(separator: ", "))): restore another backup with --backup ID")
-        }
-        let records = (try? await catalog.restoreRecords()) ?? []
+        let byID = Dictionary(snapshot.manifests.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        let chain = try BackupChains.chain(backup.id, in: byID)
         let walBytes = Int64(needed.count) * Int64(segSize)
         let plan = RecoveryPlan(
             target: request.target.description, targetKind: request.target.kind,
@@ -176,26 +271,42 @@ public enum RecoveryPlanner {
             wal: .init(first: needed.first?.name(segmentSize: segSize).description, last: needed.last?.name(segmentSize: segSize).description,
                        segments: needed.count, inBackup: inBackup, histories: histories, missing: missingNames,
                        damaged: scanned.problems.filter { $0.segment <= endSeg && $0.damaged }.map(\.name), bytes: walBytes),
-            stop: stop, windows: windows,
-            estimate: RecoverySelection.estimate(bytes: backup.bytes, walBytes: walBytes, history: records, backups: facts),
-            problems: problems, chain: chain.reversed().map(\.id), damagedObjects: damagedObjects.isEmpty ? nil : damagedObjects)
-        logger.debug("recovery plan", metadata: ["wayback.backup": "\(backup.id)", "segments": "\(needed.count)"])
-        return Result(plan: plan, manifest: manifest, chain: chain)
+            stop: stop, windows: snapshot.windows,
+            estimate: RecoverySelection.estimate(bytes: backup.bytes, walBytes: walBytes, history: snapshot.records, backups: route.facts),
+            problems: problems, chain: chain.reversed().map(\.id), damagedObjects: nil)
+        return Decision(plan: plan, chain: chain)
     }
 
-    struct ScanOutcome {
-        struct Problem { var segment: UInt64; var name: String; var damaged: Bool; var message: String }
-        var found: WALEvent?
-        var foundSegment: UInt64?
+    /// What reading the WAL along the route found.
+    public struct ScanOutcome: Sendable {
+        public struct Problem: Sendable { public var segment: UInt64; public var name: String; public var damaged: Bool; public var message: String }
+        public var found: WALEvent?
+        public var foundSegment: UInt64?
         /// Restore points met on the way (commits and aborts are not kept: there can be millions).
-        var restorePoints: [WALEvent] = []
-        var problems: [Problem] = []
+        public var restorePoints: [WALEvent] = []
+        public var problems: [Problem] = []
+        public init() {}
     }
 
     /// Reads `segments` in order (those the archive lacks but the backup holds are skipped) until
     /// `event` or `segment` says the target is found; stops at the first missing or damaged one.
-    static func scanPath(_ segments: [SegmentOnPath], archive: ArchiveContents, backup: BackupFacts, catalog: Catalog, parallelism: Int,
-                         event: @escaping (WALEvent) -> Bool, segment: @escaping (WALSegmentScan) -> Bool) async throws -> ScanOutcome {
+    static func scanPath(_ segments: [SegmentOnPath], archive: ArchiveContents, backup: BackupFacts, probe: Probe, catalog: Catalog,
+                         parallelism: Int) async throws -> ScanOutcome {
+        let event: (WALEvent) -> Bool, segment: (WALSegmentScan) -> Bool
+        switch probe {
+        case .toEnd:
+            (event, segment) = ({ _ in false }, { _ in false })
+        case .transactionEnd(let t, let exclusive, let notBefore):
+            event = { e in
+                guard e.lsn >= notBefore, e.kind == .commit || e.kind == .abort else { return false }
+                return exclusive ? e.timestamp >= t : e.timestamp > t
+            }
+            segment = { _ in false }
+        case .position(let l):
+            (event, segment) = ({ _ in false }, { s in (s.lastRecord ?? LSN(0)) >= l })
+        case .transaction(let x):
+            (event, segment) = ({ e in (e.kind == .commit || e.kind == .abort) && e.xid == x }, { _ in false })
+        }
         var out = ScanOutcome()
         let segSize = archive.segmentSize
         var list = [SegmentOnPath]()
@@ -227,69 +338,5 @@ public enum RecoveryPlanner {
         return out
     }
 
-    /// The backups whose whole chain is there (the others cannot be restored), in order.
-    static func restorable(_ all: [BackupManifest]) -> [BackupManifest] {
-        let byID = Dictionary(all.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
-        return all.filter { (try? BackupChains.chain($0.id, in: byID)) != nil }
-    }
 
-    /// The recoverable window of every timeline (for `status`), from the same backups the plan
-    /// can use, so that `status` and `restore --dry-run` agree.
-    public static func recoverableWindows(catalog: Catalog) async throws -> [RecoveryWindow] {
-        let manifests = restorable(try await catalog.manifests())
-        guard let newest = manifests.last else { return [] }
-        let archive = try await catalog.archiveContents(segmentSize: newest.walSegmentSize)
-        return try await recoveryWindows(facts: manifests.map(BackupFacts.init), archive: archive, catalog: catalog)
-    }
-
-    /// Earliest and latest recoverable point of every timeline in the archive.
-    static func recoveryWindows(facts: [BackupFacts], archive: ArchiveContents, catalog: Catalog) async throws -> [RecoveryWindow] {
-        var out = [RecoveryWindow]()
-        let segSize = archive.segmentSize
-        for tli in Set(archive.timelines).union(facts.map(\.timeline)).sorted() {
-            guard let h = archive.history(of: tli) else { continue }
-            let usable = RecoverySelection.usable(facts, history: h)
-            var w = RecoveryWindow(timeline: tli, earliest: usable.first?.stopTime, earliestLSN: usable.first?.stopLSN)
-            // The last transaction end: scan the last segments of the path, newest first. A
-            // segment that cannot be read or decoded is a gap: recovery stops before it.
-            var damaged = [String]()
-            if let last = RecoverySelection.lastSegment(archive, history: h) {
-                var s = last
-                var probes = 0
-                while probes < 8 {
-                    let seg = SegmentOnPath(timeline: h.timeline(forSegment: s, segmentSize: segSize), number: s)
-                    guard archive.has(seg.timeline, seg.number) else { break }
-                    var result: Swift.Result<WALSegmentScan, WaybackError>?
-                    try await catalog.scanSegments([seg], segmentSize: segSize, parallelism: 1) { _, r in result = r; return false }
-                    probes += 1
-                    switch result {
-                    case .success(let scan)?:
-                        if w.latestLSN == nil { w.latestLSN = scan.endOfRecords ?? scan.lastRecord }
-                        if let e = scan.events.last(where: { $0.kind == .commit || $0.kind == .abort }) {
-                            w.latest = Date(timeIntervalSince1970: e.unixSeconds)
-                            probes = 8
-                        }
-                    case .failure(let e)? where e.code != .notFound:
-                        // Everything found after it is out of reach.
-                        damaged.insert(seg.name(segmentSize: segSize).description, at: 0)
-                        w.latestLSN = nil
-                        w.latest = nil
-                    default:
-                        probes = 8
-                    }
-                    if s == 0 { break }
-                    s -= 1
-                }
-            }
-            w.damaged = damaged.isEmpty ? nil : damaged
-            // The window never ends before it starts: with no transaction after the newest backup
-            // that leads here, the end of that backup is the latest point.
-            if let newest = usable.max(by: { $0.stopLSN < $1.stopLSN }) {
-                if w.latest.map({ $0 < newest.stopTime }) ?? true { w.latest = newest.stopTime }
-                if w.latestLSN.map({ $0 < newest.stopLSN }) ?? true { w.latestLSN = newest.stopLSN }
-            }
-            out.append(w)
-        }
-        return out
-    }
 }

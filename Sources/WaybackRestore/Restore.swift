@@ -26,6 +26,9 @@ public struct RestoreConfiguration: Sendable {
     public var tablespaceMap: [UInt32: String]
     /// "Now" for what the restore records (its record's time, the generated files' times).
     public var clock: any WaybackClock = SystemClock()
+    /// PostgreSQL's bin directory for starting the restored cluster (`WAYBACK_PG_BIN`; nil: the
+    /// one of the restored directory's `PG_VERSION`).
+    public var pgBinDirectory: String?
     /// Where the warnings go (a file read from another repository, an interrupted restore's
     /// leftover removed, timings not recorded).
     public var events: EventLog

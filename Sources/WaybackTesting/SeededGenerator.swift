@@ -1,7 +1,7 @@
 import Foundation
 
 /// A random number generator that repeats from its seed (SplitMix64), for tests that draw random
-/// cases: the seed is printed, and `WAYBACK_TEST_SEED=N` replays the same draw.
+/// cases: the seed is printed, and `TEST_WAYBACK_SEED=N` replays the same draw.
 public struct SeededGenerator: RandomNumberGenerator, Sendable {
     public let seed: UInt64
     private var state: UInt64
@@ -11,11 +11,11 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
         state = seed
     }
 
-    /// The seed from `WAYBACK_TEST_SEED`, else a new random one; says which on stdout.
+    /// The seed from `TEST_WAYBACK_SEED`, else a new random one; says which on stdout.
     public static func fromEnvironment(label: String) -> SeededGenerator {
-        let given = ProcessInfo.processInfo.environment["WAYBACK_TEST_SEED"].flatMap { UInt64($0) }
+        let given = ProcessInfo.processInfo.environment["TEST_WAYBACK_SEED"].flatMap { UInt64($0) }
         let seed = given ?? UInt64.random(in: 1...UInt64.max)
-        print("\(label): random seed \(seed) (WAYBACK_TEST_SEED=\(seed) repeats this run)")
+        print("\(label): random seed \(seed) (TEST_WAYBACK_SEED=\(seed) repeats this run)")
         return SeededGenerator(seed: seed)
     }
 

@@ -7,8 +7,11 @@ import WaybackStorage
 public enum TestEnvironment {
     public static var isCI: Bool { ProcessInfo.processInfo.environment["CI"] == "true" }
 
+    /// PostgreSQL's bin directory: `WAYBACK_PG_BIN`, else the newest installed.
+    public static var pgBin: String { LocalCluster.defaultBinDirectory(override: ProcessInfo.processInfo.environment["WAYBACK_PG_BIN"]) }
+
     public static var postgresAvailable: Bool {
-        FileManager.default.isExecutableFile(atPath: LocalCluster.defaultBinDirectory() + "/initdb")
+        FileManager.default.isExecutableFile(atPath: TestEnvironment.pgBin + "/initdb")
     }
 
     /// Integration tests run when PostgreSQL is installed, and always in CI (where a missing
@@ -20,16 +23,16 @@ public enum TestEnvironment {
         getuid() == 0 ? "postgres" : (getpwuid(getuid()).map { String(cString: $0.pointee.pw_name) } ?? "postgres")
     }
 
-    /// The wayback executable: WAYBACK_BIN, or .build/debug/wayback of this package.
+    /// The wayback executable: TEST_WAYBACK_BIN, or .build/debug/wayback of this package.
     public static var waybackBinary: String {
-        if let p = ProcessInfo.processInfo.environment["WAYBACK_BIN"], !p.isEmpty { return p }
+        if let p = ProcessInfo.processInfo.environment["TEST_WAYBACK_BIN"], !p.isEmpty { return p }
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         return root.appendingPathComponent(".build/debug/wayback").path
     }
 
     public static func requirePostgres() throws {
         guard postgresAvailable else {
-            throw WaybackError(.cluster, "PostgreSQL binaries not found in \(LocalCluster.defaultBinDirectory()); run scripts/setup")
+            throw WaybackError(.cluster, "PostgreSQL binaries not found in \(TestEnvironment.pgBin); run scripts/setup")
         }
         guard FileManager.default.isExecutableFile(atPath: waybackBinary) else {
             throw WaybackError(.cluster, "wayback binary not found at \(waybackBinary); run 'swift build' or scripts/test")
@@ -74,7 +77,7 @@ public final class TestCluster: @unchecked Sendable {
         self.name = name
         root = try TestEnvironment.makeTemporaryDirectory("test")
         let port: Int = Self.portLock.withLock { defer { Self.nextPort += 1 }; return Self.nextPort }
-        cluster = LocalCluster(dataDirectory: root + "/pgdata", socketDirectory: root, port: port, osUser: TestEnvironment.osUser)
+        cluster = LocalCluster(binDirectory: TestEnvironment.pgBin, dataDirectory: root + "/pgdata", socketDirectory: root, port: port, osUser: TestEnvironment.osUser)
         configPath = root + "/wayback.yaml"
         self.repositoryPath = repositoryPath ?? root + "/repository"
         let config = """
@@ -137,6 +140,22 @@ public final class TestCluster: @unchecked Sendable {
 
     public func psql(_ sql: String, database: String = "postgres") throws -> String { try cluster.psql(sql, database: database) }
 
+    /// Starts pgbench (the built-in script) on a thread of its own and returns once it has
+    /// committed a transaction, so that what the caller runs next runs under load. Not a task:
+    /// the suites running alongside may hold Swift's cooperative threads, and a load in a task
+    /// could then start only after the work it should overlap.
+    public func startPgbench(_ args: [String], timeout: Double = 60) throws -> BackgroundLoad {
+        let before = Int(try psql("SELECT count(*) FROM pgbench_history")) ?? 0
+        let load = BackgroundLoad { [cluster] in try cluster.pgbench(args) }
+        let deadline = monotonicSeconds() + timeout
+        while (Int(try psql("SELECT count(*) FROM pgbench_history")) ?? 0) <= before {
+            if load.isDone { try load.wait(); throw WaybackError(.internal, "pgbench ended before it committed anything") }
+            guard monotonicSeconds() < deadline else { throw WaybackError(.internal, "pgbench committed nothing within \(timeout) s") }
+            usleep(20_000)
+        }
+        return load
+    }
+
     /// Transactions pgbench's built-in script committed between two times (RFC 3339, as
     /// `backup --json` prints `startTime` and `stopTime`), counted from `pgbench_history.mtime`:
     /// proof that a load ran while a backup did, not before or after it.
@@ -160,7 +179,7 @@ public final class TestCluster: @unchecked Sendable {
     /// A restored copy of this cluster, to be started on its own port.
     public func restoredCluster(at dir: String) -> LocalCluster {
         let port: Int = Self.portLock.withLock { defer { Self.nextPort += 1 }; return Self.nextPort }
-        return LocalCluster(dataDirectory: dir, socketDirectory: root, port: port, osUser: cluster.osUser)
+        return LocalCluster(binDirectory: cluster.binDirectory, dataDirectory: dir, socketDirectory: root, port: port, osUser: cluster.osUser)
     }
 
     /// Starts a restored directory (archiving off, so a test copy never writes to the archive)
@@ -183,6 +202,31 @@ public final class TestCluster: @unchecked Sendable {
     public func cleanup(extra: [LocalCluster] = []) {
         for c in extra { try? c.stop(mode: "immediate") }
         try? cluster.stop(mode: "immediate")
-        if ProcessInfo.processInfo.environment["WAYBACK_TEST_KEEP"] == nil { try? FileSystem.removeTree(root) }
+        if ProcessInfo.processInfo.environment["TEST_WAYBACK_KEEP"] == nil { try? FileSystem.removeTree(root) }
+    }
+}
+
+/// Work on a thread of its own, started at once whatever Swift's cooperative threads are doing.
+public final class BackgroundLoad: @unchecked Sendable {
+    private let done = DispatchSemaphore(value: 0)
+    private let state = NSLock()
+    private var result: Result<Void, any Error>?
+
+    public init(_ body: @escaping @Sendable () throws -> Void) {
+        Thread.detachNewThread { [self] in
+            let r = Result { try body() }
+            state.lock(); result = r; state.unlock()
+            done.signal()
+        }
+    }
+
+    public var isDone: Bool { state.lock(); defer { state.unlock() }; return result != nil }
+
+    /// Waits for the end; rethrows its error.
+    public func wait() throws {
+        done.wait()
+        done.signal()
+        state.lock(); defer { state.unlock() }
+        try result?.get()
     }
 }

@@ -23,10 +23,10 @@ struct InitCommand: AsyncParsableCommand {
     static func run(_ run: CommandRun) async throws {
         let config = run.config, logger = run.logger
         let r = try await ClusterSetup.initialize(
-            repository: run.repository(), cluster: config.clusterName, pgdata: config.pgdata,
-            connection: config.connection, waybackCommand: Context.waybackCommand(configPath: config.path),
+            repository: run.repository(), cluster: config.cluster.name, pgdata: config.cluster.pgdata,
+            connection: config.cluster.connection, waybackCommand: Context.waybackCommand(configPath: config.path),
             lockDirectory: config.lockPath, logger: logger)
-        print("cluster '\(config.clusterName)': PostgreSQL \(Format.postgresVersion(r.facts.versionNumber)), system identifier \(r.facts.systemIdentifier)")
+        print("cluster '\(config.cluster.name)': PostgreSQL \(Format.postgresVersion(r.facts.versionNumber)), system identifier \(r.facts.systemIdentifier)")
         print("  data directory \(r.facts.dataDirectory) (owner \(r.pgdataOwner)), wal_level \(r.facts.walLevel), data checksums \(r.facts.dataChecksums ? "on" : "off")")
         for repo in config.repositories {
             let state = r.initialized.contains(repo.name) ? "initialised" : "already initialised for this cluster"
@@ -125,8 +125,8 @@ struct WalDrainCommand: AsyncParsableCommand {
             let config = run.config
             let archive = try archiveConfiguration(run, forPush: true)
             let targets = try run.repositoryList(only: Set(archive.asyncRepositories))
-            try await AsyncSpool(path: config.spoolPath, limitBytes: config.spoolLimitBytes)
-                .drain(cluster: config.clusterName, source: archive.repository, targets: targets, parallelism: config.parallelism,
+            try await AsyncSpool(path: config.archive.spoolPath, limitBytes: config.archive.spoolLimitBytes)
+                .drain(cluster: config.cluster.name, source: archive.repository, targets: targets, parallelism: config.parallelism,
                        events: run.events, logger: run.logger)
         }
     }
@@ -136,12 +136,12 @@ struct WalDrainCommand: AsyncParsableCommand {
 /// `wal-fetch` reads every repository in priority order.
 func archiveConfiguration(_ run: CommandRun, forPush: Bool = false) throws -> ArchiveConfiguration {
     let c = run.config
-    let asyncNames = c.repositories.filter { $0.walPush == "async" }.map(\.name)
-    let sync = try run.repositoryList(only: Set(c.repositories.filter { $0.walPush == "sync" }.map(\.name)))
+    let asyncNames = c.repositoryNames(walPush: .async)
+    let sync = try run.repositoryList(only: Set(c.repositoryNames(walPush: .sync)))
     let read = forPush ? Repository.combined(sync, events: run.events) : try run.repository()
-    return ArchiveConfiguration(repository: read, syncRepositories: sync, asyncRepositories: asyncNames, cluster: c.clusterName,
-                                compression: c.compression, parallelism: c.parallelism, prefetchSegments: c.prefetchSegments,
-                                spoolPath: c.spoolPath, spoolLimitBytes: c.spoolLimitBytes,
+    return ArchiveConfiguration(repository: read, syncRepositories: sync, asyncRepositories: asyncNames, cluster: c.cluster.name,
+                                compression: c.compression, parallelism: c.parallelism, prefetchSegments: c.restore.prefetchSegments,
+                                spoolPath: c.archive.spoolPath, spoolLimitBytes: c.archive.spoolLimitBytes,
                                 drainCommand: [Context.executablePath, "--config", c.path, "wal-drain"], events: run.events)
 }
 
@@ -151,14 +151,11 @@ struct BackupCommand: AsyncParsableCommand {
         abstract: "Take an online base backup of the cluster.",
         discussion: "Run as the PostgreSQL OS user. Prints the backup id (or a JSON summary with --json).")
     @OptionGroup var global: GlobalOptions
-    @Option(help: "Backup type: full; diff (the pages changed since the newest full); incr (changed since the newest backup).")
-    var type: String = "full"
+    @Option(help: "Backup type: full (default); diff (the pages changed since the newest full); incr (changed since the newest backup).",
+            transform: Arguments.backupType)
+    var type: BackupType = .full
     @Flag(help: "Start over instead of continuing an interrupted backup (whose leftover is then removed).") var noResume = false
     @Flag(help: "Print a JSON summary.") var json = false
-
-    func validate() throws {
-        guard BackupType(rawValue: type) != nil else { throw ValidationError("--type must be full, diff or incr, not '\(type)'") }
-    }
 
     func run() async throws {
         try await CommandRun.with(global.configPath, .backup) { run in try await self.run(run) }
@@ -168,13 +165,13 @@ struct BackupCommand: AsyncParsableCommand {
         let config = run.config, logger = run.logger
         let started = monotonicSeconds()
         let repository = try run.repository()
-        var backup = BackupConfiguration(repository: repository, cluster: config.clusterName, pgdata: config.pgdata,
-                                connection: config.connection, compression: config.compression, parallelism: config.parallelism,
-                                lockDirectory: config.lockPath, archiveWaitSeconds: config.archiveWaitSeconds,
-                                fastCheckpoint: config.fastCheckpoint, packTargetBytes: config.packSizeBytes,
-                                failOnPageChecksum: config.failOnPageChecksum, type: BackupType(rawValue: type)!,
-                                maxChainLength: config.maxChainLength, resume: !noResume, events: run.events)
-        backup.maxRateBytes = config.maxRateBytes
+        var backup = BackupConfiguration(repository: repository, cluster: config.cluster.name, pgdata: config.cluster.pgdata,
+                                connection: config.cluster.connection, compression: config.compression, parallelism: config.parallelism,
+                                lockDirectory: config.lockPath, archiveWaitSeconds: config.backup.archiveWaitSeconds,
+                                fastCheckpoint: config.backup.fastCheckpoint, packTargetBytes: config.backup.packSizeBytes,
+                                failOnPageChecksum: config.backup.pageChecksumFailures == .fail, type: type,
+                                maxChainLength: config.backup.maxChainLength, resume: !noResume, events: run.events)
+        backup.maxRateBytes = config.backup.maxRateBytes
         let m = try await PhysicalBackup.run(backup,
             logger: logger, progress: json ? nil : Context.progressHandler(logger: logger))
         let seconds = monotonicSeconds() - started
@@ -224,7 +221,7 @@ struct RestoreCommand: AsyncParsableCommand {
             """)
     @OptionGroup var global: GlobalOptions
     @Option(name: .customLong("target-dir"), help: "Directory to restore into: empty or new (with --delta a stopped data directory; with --advance the restored one).") var targetDir: String
-    @Option(help: "Backup id to restore (default: chosen from the target).") var backup: String?
+    @Option(help: "Backup id to restore (default: chosen from the target).", transform: Arguments.backupID) var backup: BackupID?
     @Flag(name: .customLong("to-latest"), help: "Replay all archived WAL (default).") var toLatest = false
     @Flag(name: .customLong("to-backup-end"), help: "Stop recovery as soon as the backup is consistent.") var toBackupEnd = false
     @Option(name: .customLong("to-time"), help: ArgumentHelp("Stop at a time: RFC 3339 or a PostgreSQL timestamptz; no zone means UTC.", valueName: "time")) var toTime: String?
@@ -232,9 +229,11 @@ struct RestoreCommand: AsyncParsableCommand {
     @Option(name: .customLong("to-xid"), help: ArgumentHelp("Stop at the commit (or abort) of a transaction.", valueName: "xid")) var toXID: String?
     @Option(name: .customLong("to-name"), help: ArgumentHelp("Stop at a restore point (pg_create_restore_point).", valueName: "name")) var toName: String?
     @Flag(help: "Stop just before the target instead of just after it.") var exclusive = false
-    @Option(name: .customLong("target-action"), help: "pause (default for a point in time), promote or shutdown.") var targetAction: String?
-    @Option(help: "Timeline to follow: latest, current (the backup's) or a number.") var timeline: String = "latest"
-    @Option(name: .customLong("archive-mode"), help: "preserve or off (default: preserve when restoring into the configured pgdata, off otherwise).") var archiveMode: String?
+    @Option(name: .customLong("target-action"), help: "pause (default for a point in time), promote or shutdown.",
+            transform: Arguments.targetAction) var targetAction: TargetAction?
+    @Option(help: "Timeline to follow: latest (default), current (the backup's) or a number.", transform: Arguments.timeline) var timeline: TimelineChoice = .latest
+    @Option(name: .customLong("archive-mode"), help: "preserve or off (default: preserve when restoring into the configured pgdata, off otherwise).",
+            transform: Arguments.archiveMode) var archiveMode: ArchiveMode?
     @Flag(name: .customLong("dry-run"), help: "Print the plan and write nothing; exit 0 only if the restore would succeed.") var dryRun = false
     @Flag(help: "Print JSON.") var json = false
     @Flag(help: "Start the restored cluster, wait until recovery reaches the target, check it, and report the timings.") var start = false
@@ -242,7 +241,8 @@ struct RestoreCommand: AsyncParsableCommand {
     @Flag(help: "Move the target of a restored cluster that is paused in recovery forward and resume replay (no files restored).") var advance = false
     @Option(help: "Port of the started cluster (unix socket in the data directory; default 5432).") var port: Int?
     @Option(help: "Owner of the restored files when run as root (default: owner of the target's parent).") var owner: String?
-    @Option(name: .customLong("tablespace-map"), help: "Restore tablespace OID to DIR (OID=DIR); repeatable.") var tablespaceMap: [String] = []
+    @Option(name: .customLong("tablespace-map"), help: "Restore tablespace OID to DIR (OID=DIR); repeatable.",
+            transform: Arguments.tablespaceMapping) var tablespaceMap: [Arguments.TablespaceMapping] = []
 
     func validate() throws {
         let targets = [toLatest, toBackupEnd, toTime != nil, toLSN != nil, toXID != nil, toName != nil].filter { $0 }.count
@@ -251,12 +251,9 @@ struct RestoreCommand: AsyncParsableCommand {
         if exclusive && toTime == nil && toLSN == nil && toXID == nil {
             throw ValidationError("--exclusive applies to --to-time, --to-lsn and --to-xid")
         }
-        if let targetAction {
-            guard TargetAction(rawValue: targetAction) != nil else { throw ValidationError("--target-action is pause, promote or shutdown, not '\(targetAction)'") }
-            if toLatest || targets == 0 { throw ValidationError("--target-action needs a target other than latest (recovery to the end of the archive always promotes)") }
+        if targetAction != nil, toLatest || targets == 0 {
+            throw ValidationError("--target-action needs a target other than latest (recovery to the end of the archive always promotes)")
         }
-        if TimelineChoice(timeline) == nil { throw ValidationError("--timeline is latest, current or a timeline number, not '\(timeline)'") }
-        if let archiveMode, ArchiveMode(rawValue: archiveMode) == nil { throw ValidationError("--archive-mode is preserve or off, not '\(archiveMode)'") }
         if port != nil && !start && !advance { throw ValidationError("--port goes with --start or --advance") }
         if dryRun && start { throw ValidationError("--dry-run writes nothing, so it cannot --start") }
         if advance {
@@ -264,11 +261,6 @@ struct RestoreCommand: AsyncParsableCommand {
             if backup != nil || !tablespaceMap.isEmpty || owner != nil { throw ValidationError("--advance keeps the restored backup: drop --backup, --owner and --tablespace-map") }
             if dryRun { throw ValidationError("--advance cannot be combined with --dry-run; run --dry-run without --advance to see a plan") }
             if delta { throw ValidationError("--advance restores no files, so --delta does not apply") }
-        }
-        if let backup, BackupID(backup) == nil { throw ValidationError("'\(backup)' is not a backup id (like 20261129-004100F); 'wayback status' lists them") }
-        for m in tablespaceMap {
-            let p = m.split(separator: "=", maxSplits: 1)
-            if p.count != 2 || UInt32(p[0]) == nil || !p[1].hasPrefix("/") { throw ValidationError("--tablespace-map takes OID=/absolute/dir, not '\(m)'") }
         }
     }
 
@@ -306,25 +298,20 @@ struct RestoreCommand: AsyncParsableCommand {
             guard let pw = getpwnam(owner) else { throw WaybackError(.usage, "--owner \(owner): no such user") }
             ownerIDs = (pw.pointee.pw_uid, pw.pointee.pw_gid)
         }
-        var map = [UInt32: String]()
-        for m in tablespaceMap {
-            let p = m.split(separator: "=", maxSplits: 1)
-            map[UInt32(p[0])!] = String(p[1])
-        }
-        let request = RecoveryRequest(target: try target(), exclusive: exclusive, action: targetAction.flatMap(TargetAction.init(rawValue:)),
-                                      timeline: TimelineChoice(timeline)!, backupID: backup.flatMap { BackupID($0) })
+        let map = Dictionary(tablespaceMap.map { ($0.oid, $0.directory) }, uniquingKeysWith: { _, last in last })
+        let request = RecoveryRequest(target: try target(), exclusive: exclusive, action: targetAction, timeline: timeline, backupID: backup)
         let directory = FileSystem.absolute(targetDir)
-        let mode = archiveMode.flatMap(ArchiveMode.init(rawValue:)) ?? (directory == FileSystem.absolute(config.pgdata) ? .preserve : .off)
+        let mode = archiveMode ?? Restore.defaultArchiveMode(targetDirectory: directory, pgdata: config.cluster.pgdata)
         var restoreConfig = RestoreConfiguration(
-            repository: try run.repository(), cluster: config.clusterName, targetDirectory: directory,
+            repository: try run.repository(), cluster: config.cluster.name, targetDirectory: directory,
             request: request, archiveMode: mode, parallelism: config.parallelism,
             restoreCommand: PrefetchSpool.restoreCommand(fetch: Context.waybackCommand(configPath: config.path) + " wal-fetch %f %p"),
             owner: ownerIDs, tablespaceMap: map, events: run.events)
         restoreConfig.delta = delta
-        restoreConfig.promoteAfterCheck = start
+        restoreConfig.pgBinDirectory = config.pgBinDirectory
 
         if advance {
-            let r = try await Advance.run(restoreConfig, port: port, connection: config.connection, logger: logger)
+            let r = try await Advance.run(restoreConfig, port: port, connection: config.cluster.connection, logger: logger)
             if json { try Context.printJSON(RestoreOutput(plan: r.plan, files: 0, bytes: 0, planSeconds: 0, filesSeconds: 0, archiveMode: mode.rawValue, start: r.report)); return }
             print("advanced \(directory)\(r.previousLSN.map { " from \($0)" } ?? "") to \(r.plan.target)\(r.plan.stop.map { ", stopping \($0.position) \($0.record)" } ?? "")")
             print("the server is \(r.report.state) (\(r.report.stopMessage ?? "end of archived WAL")) after \(Format.seconds(r.report.recoverySeconds))")
@@ -337,15 +324,9 @@ struct RestoreCommand: AsyncParsableCommand {
             try plan.requireFeasible()
             return
         }
-        let report = try await Restore.run(restoreConfig, logger: logger, progress: json ? nil : Context.progressHandler(logger: logger))
-        var started: RestoredCluster.Report?
-        if start {
-            let user = try Restore.osUserName(for: directory)
-            started = try await RestoredCluster.start(directory: directory, plan: report.plan,
-                                                      options: .init(port: port ?? 5432, osUser: user, connection: config.connection,
-                                                                     promoteAfterCheck: true, earlyPromotion: mode == .off), logger: logger)
-        }
-        await Restore.record(report, started: started, catalog: Catalog(repository: restoreConfig.repository, cluster: config.clusterName), events: run.events)
+        let outcome = try await Restore.perform(restoreConfig, start: start ? .init(port: port ?? 5432, connection: config.cluster.connection) : nil,
+                                                logger: logger, progress: json ? nil : Context.progressHandler(logger: logger))
+        let report = outcome.report, started = outcome.started
         if json {
             try Context.printJSON(RestoreOutput(plan: report.plan, files: report.files, bytes: report.bytes, planSeconds: report.planSeconds,
                                                 filesSeconds: report.seconds - report.planSeconds, archiveMode: mode.rawValue, start: started))
@@ -369,15 +350,13 @@ struct RestoreCommand: AsyncParsableCommand {
 /// `status --json`: the report's fields, the recoverable window per timeline, and the state of
 /// each repository.
 struct StatusOutput: Encodable {
-    var report: StatusReport
-    var recoverable: [RecoveryWindow]
-    var repositories: [RepositoryState]
+    var overview: StatusOverview
     func encode(to encoder: any Encoder) throws {
-        try report.encode(to: encoder)
+        try overview.report.encode(to: encoder)
         enum K: String, CodingKey { case recoverable, repositories, checked }
         var c = encoder.container(keyedBy: K.self)
-        try c.encode(recoverable, forKey: .recoverable)
-        try c.encode(repositories, forKey: .repositories)
+        try c.encode(overview.windows, forKey: .recoverable)
+        try c.encode(overview.repositories, forKey: .repositories)
         try c.encode(StatusReport.checked, forKey: .checked)
     }
 }
@@ -407,19 +386,13 @@ struct StatusCommand: AsyncParsableCommand {
     func run(_ run: CommandRun) async throws {
         let config = run.config
         let repository = try run.repository()
-        let catalog = Catalog(repository: repository, cluster: config.clusterName)
-        let report = try await StatusReport.gather(catalog)
-        let windows = try await RecoveryPlanner.recoverableWindows(catalog: catalog)
-        let spool = AsyncSpool(path: config.spoolPath, limitBytes: config.spoolLimitBytes)
-        var states = [RepositoryState]()
-        for (member, settings) in zip(repository.members, config.repositories) {
-            var s = await RepositoryState.gather(Catalog(repository: member, cluster: config.clusterName), type: settings.type,
-                                                 location: settings.path, allBackups: report.backups.map(\.id))
-            s.walPush = settings.walPush
-            if settings.walPush == "async" { s.queuedWAL = spool.entries(member.name).count; s.queueOverflowed = spool.overflowed(member.name) }
-            states.append(s)
+        let members = zip(repository.members, config.repositories).map {
+            StatusOverview.Member(repository: $0, type: $1.type.rawValue, location: $1.path, walPush: $1.walPush.rawValue)
         }
-        if json { try Context.printJSON(StatusOutput(report: report, recoverable: windows, repositories: states)); return }
+        let overview = try await StatusOverview.gather(Catalog(repository: repository, cluster: config.cluster.name), members: members,
+                                                       queue: WALQueue(path: config.archive.spoolPath))
+        if json { try Context.printJSON(StatusOutput(overview: overview)); return }
+        let report = overview.report, windows = overview.windows, states = overview.repositories
         print("cluster '\(report.cluster)' (system identifier \(report.systemIdentifier), PostgreSQL \(Format.postgresVersion(report.pgVersion))) in repository '\(report.repository)'")
         if report.backups.isEmpty { print("no backups") }
         for b in report.backups {

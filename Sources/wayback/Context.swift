@@ -50,8 +50,8 @@ struct CommandRun: Sendable {
     static func with<T>(_ configPath: String, _ operation: WaybackEvent.Operation,
                         _ body: (CommandRun) async throws -> T) async throws -> T {
         let config = try GlobalOptions.load(configPath)
-        let logger = Context.logger(config.logLevel)
-        let events = EventLog.logging(operation, cluster: config.clusterName, to: logger)
+        let logger = Context.logger(config.logLevel.rawValue)
+        let events = EventLog.logging(operation, cluster: config.cluster.name, to: logger)
         return try await HTTPClientPool.with { http in
             try await body(CommandRun(config: config, logger: logger, events: events, http: http))
         }

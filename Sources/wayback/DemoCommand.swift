@@ -14,7 +14,8 @@ struct DemoCommand: AsyncParsableCommand {
 
     func run() async throws {
         let ok = try await Demo.run(.init(workdir: workdir, keep: keep, scale: scale, executable: Context.executablePath,
-                                           logger: Context.logger("warning")))
+                                           logger: Context.logger("warning"),
+                                           pgBinDirectory: ProcessInfo.processInfo.environment["WAYBACK_PG_BIN"]))
         if !ok { throw ExitCode(1) }
     }
 }

@@ -230,3 +230,29 @@ import WaybackTesting
         #expect(RepositoryLayout.packName(worker: 1, sequence: 12) == "pack/01-0012.pack")
     }
 }
+
+@Suite struct LayoutKeyTests {
+    let layout = RepositoryLayout(cluster: "main")
+
+    @Test func everyKeyTheLayoutWritesParsesBackToWhatItIs() throws {
+        let id = try #require(BackupID("20261206-020000F"))
+        let seg = try #require(WALFileName("000000010000000A000000FF"))
+        let history = try #require(WALFileName("00000002.history"))
+        #expect(layout.parse(layout.bindingKey) == .binding && layout.parse(layout.bindingCopyKey) == .bindingCopy)
+        #expect(layout.parse(layout.walKey(seg)) == .wal(seg) && layout.parse(layout.walKey(history)) == .wal(history))
+        #expect(layout.parse(layout.manifestKey(id)) == .backup(id, "manifest.json") && layout.parse(layout.manifestKey(id))?.isManifest == true)
+        #expect(layout.parse(layout.manifestCopyKey(id))?.isManifest == true)
+        let pack = layout.objectKey(id, RepositoryLayout.packName(worker: 1, sequence: 2, run: 1))
+        #expect(layout.parse(pack) == .backup(id, "pack/r1-01-0002.pack") && layout.parse(pack)?.isManifest == false)
+        #expect(layout.parse(layout.objectKey(id, RepositoryLayout.backupWALName(seg)))?.backupID == id)
+        #expect(layout.parse(layout.restoreRecordKey(Date(timeIntervalSince1970: 0), run: "1-ab")) == .restoreRecord("00000000000000-1-ab.json"))
+    }
+
+    @Test func foreignAndMalformedKeysAreNothing() {
+        for key in ["other/cluster.json", "main/backups/notanid/manifest.json", "main/backups/20261206-020000F/", "main/backups/20261206-020000F",
+                    "main/wal/000000010000000B/000000010000000A000000FF", "main/wal/x/junk", "main/cluster.json/x", "mainx/cluster.json",
+                    "main/restores/note.txt", "main/backups/20261206-020000F//manifest.json"] {
+            #expect(layout.parse(key) == nil, "\(key)")
+        }
+    }
+}

@@ -27,12 +27,12 @@ import WaybackCore
 
     @Test func theMinimumFromTheIssueParses() throws {
         let c = try parse(minimal)
-        #expect(c.clusterName == "main")
-        #expect(c.connection.host == "localhost" && c.connection.port == 5432 && c.connection.user == "postgres")
+        #expect(c.cluster.name == "main")
+        #expect(c.cluster.connection.host == "localhost" && c.cluster.connection.port == 5432 && c.cluster.connection.user == "postgres")
         #expect(c.repositories.map(\.name) == ["local"] && c.repositories[0].path == "/var/backups/wayback" && c.repositories[0].s3 == nil)
-        #expect(c.repositories[0].walPush == "sync" && c.spoolPath == "/var/lib/postgresql/15/main/pg_wal/wayback-spool")
+        #expect(c.repositories[0].walPush == .sync && c.archive.spoolPath == "/var/lib/postgresql/15/main/pg_wal/wayback-spool")
         #expect(c.compression == CompressionSettings(algorithm: .zstd, level: 1))
-        #expect(c.parallelism == 2 && c.archiveWaitSeconds == 120 && c.fastCheckpoint)
+        #expect(c.parallelism == 2 && c.backup.archiveWaitSeconds == 120 && c.backup.fastCheckpoint)
     }
 
     @Test func unknownKeysAreNamedWithTheirLine() throws {
@@ -51,43 +51,43 @@ import WaybackCore
         #expect(error("cluster: [1, 2]\n")?.code == .config)
         #expect(error("cluster:\n  name: [unclosed\n")?.code == .config)
         #expect(error(minimal.replacingOccurrences(of: "level: 1", with: "level: 40"))?.message.contains("compression.level") == true)
-        #expect(error(minimal.replacingOccurrences(of: "type: local", with: "type: ftp"))?.message.contains("type 'ftp' is unknown; use local or s3") == true)
+        #expect(error(minimal.replacingOccurrences(of: "type: local", with: "type: ftp"))?.message.contains("'repositories.0.type' must be one of local, s3, not 'ftp'") == true)
     }
 
     @Test func environmentOverridesEveryKey() throws {
         let c = try parse(minimal, env: ["WAYBACK_PARALLELISM": "4", "WAYBACK_REPOSITORIES_0_PATH": "/elsewhere",
                                          "WAYBACK_CLUSTER_NAME": "other", "WAYBACK_BACKUP_ARCHIVE_WAIT_SECONDS": "5",
                                          "WAYBACK_COMPRESSION_ALGORITHM": "none"])
-        #expect(c.parallelism == 4 && c.repositories[0].path == "/elsewhere" && c.clusterName == "other")
-        #expect(c.archiveWaitSeconds == 5 && c.compression.algorithm == .none)
+        #expect(c.parallelism == 4 && c.repositories[0].path == "/elsewhere" && c.cluster.name == "other")
+        #expect(c.backup.archiveWaitSeconds == 5 && c.compression.algorithm == .none)
         #expect(error(minimal, env: ["WAYBACK_PARALELISM": "4"])?.message.contains("WAYBACK_PARALELISM") == true)
         #expect(error(minimal, env: ["WAYBACK_PARALLELISM": "x"])?.message.contains("WAYBACK_PARALLELISM") == true)
-        #expect(ConfigLoader.environmentName("repositories.0.path") == "WAYBACK_REPOSITORIES_0_PATH")
+        #expect(ConfigKey.environmentName("repositories.0.path") == "WAYBACK_REPOSITORIES_0_PATH")
     }
 
     @Test func libpqVariablesAreDefaultsTheURLOverrides() throws {
         let noURL = minimal.replacingOccurrences(of: "  connection: postgresql://postgres@localhost:5432/postgres\n", with: "")
         let c = try parse(noURL, env: ["PGHOST": "/run/pg", "PGPORT": "5444", "PGUSER": "backup", "PGPASSWORD": "pw", "PGDATABASE": "app"])
-        #expect(c.connection.host == "/run/pg" && c.connection.port == 5444 && c.connection.user == "backup")
-        #expect(c.connection.password == "pw" && c.connection.database == "app")
+        #expect(c.cluster.connection.host == "/run/pg" && c.cluster.connection.port == 5444 && c.cluster.connection.user == "backup")
+        #expect(c.cluster.connection.password == "pw" && c.cluster.connection.database == "app")
         let d = try parse(minimal, env: ["PGPASSWORD": "pw", "PGPORT": "6000"])
-        #expect(d.connection.port == 5432 && d.connection.password == "pw")
-        #expect(!d.connection.redacted.contains("pw"))
+        #expect(d.cluster.connection.port == 5432 && d.cluster.connection.password == "pw")
+        #expect(!d.cluster.connection.redacted.contains("pw"))
         // libpq's TLS variables are defaults too; the URL wins.
         let t = try parse(noURL, env: ["PGSSLMODE": "verify-ca", "PGSSLROOTCERT": "/etc/ca.pem"])
-        #expect(t.connection.sslMode == .verifyCA && t.connection.sslRootCert == "/etc/ca.pem")
-        #expect(try parse(minimal + "\n", env: ["PGSSLMODE": "verify-ca"]).connection.sslMode == .verifyCA)
+        #expect(t.cluster.connection.sslMode == .verifyCA && t.cluster.connection.sslRootCert == "/etc/ca.pem")
+        #expect(try parse(minimal + "\n", env: ["PGSSLMODE": "verify-ca"]).cluster.connection.sslMode == .verifyCA)
         let url = minimal.replacingOccurrences(of: "localhost:5432/postgres", with: "localhost:5432/postgres?sslmode=require")
-        #expect(try parse(url, env: ["PGSSLMODE": "verify-ca"]).connection.sslMode == .require)
+        #expect(try parse(url, env: ["PGSSLMODE": "verify-ca"]).cluster.connection.sslMode == .require)
         #expect(error(noURL, env: ["PGSSLMODE": "sometimes"])?.message.contains("PGSSLMODE") == true)
         // libpq's default CA file, read at the edge: ~/.postgresql/root.crt when it exists.
         let home = FileManager.default.temporaryDirectory.appendingPathComponent("wayback-home-\(getpid())").path
         try FileManager.default.createDirectory(atPath: home + "/.postgresql", withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: home) }
-        #expect(try parse(noURL, env: ["PGSSLMODE": "verify-full", "HOME": home]).connection.sslRootCert == nil)
+        #expect(try parse(noURL, env: ["PGSSLMODE": "verify-full", "HOME": home]).cluster.connection.sslRootCert == nil)
         FileManager.default.createFile(atPath: home + "/.postgresql/root.crt", contents: Data())
-        #expect(try parse(noURL, env: ["PGSSLMODE": "verify-full", "HOME": home]).connection.sslRootCert == home + "/.postgresql/root.crt")
-        #expect(try parse(noURL, env: ["PGSSLMODE": "require", "HOME": home]).connection.sslRootCert == nil)
+        #expect(try parse(noURL, env: ["PGSSLMODE": "verify-full", "HOME": home]).cluster.connection.sslRootCert == home + "/.postgresql/root.crt")
+        #expect(try parse(noURL, env: ["PGSSLMODE": "require", "HOME": home]).cluster.connection.sslRootCert == nil)
     }
 
     @Test func secretsInTheFileAreNamedAndAReadableFileIsWarnedAbout() throws {
@@ -108,8 +108,8 @@ import WaybackCore
         #expect(loose.warnings.count == 1 && loose.warnings[0].contains("chmod 600") && !loose.warnings[0].contains("hunter2"))
         _ = chmod(path, 0o600)
         #expect(try ConfigLoader.load(path: path, environment: [:]).warnings.isEmpty)
-        // The test harness's variables are not keys.
-        #expect(try parse(minimal, env: ["WAYBACK_TEST_DEBUG_BIN": "1", "WAYBACK_TEST_KEEP": "1"]).parallelism == 2)
+        // The variables that are not keys, and those named by passphrase_env.
+        #expect(try parse(minimal, env: ["WAYBACK_CONFIG": "/x", "WAYBACK_PG_BIN": "/usr/lib/postgresql/15/bin", "WAYBACK_ENCRYPTION_PASSPHRASE": "p"]).parallelism == 2)
     }
 
     @Test func yamlErrorsAreOneLineWithTheLine() {
@@ -136,15 +136,15 @@ import WaybackCore
             """
         let c = try parse(text.replacingOccurrences(of: "repositories:\n  - name: local\n    type: local\n    path: /var/backups/wayback\ncompression", with: "compression"),
                           env: ["MY_PASSPHRASE": "passphrase-Secret-4"])
-        #expect(c.connection.password == "pw-Secret-1" && c.repositories.count == 2)
+        #expect(c.cluster.connection.password == "pw-Secret-1" && c.repositories.count == 2)
         var dumped = ""
         dump(c, to: &dumped)
-        for printed in [String(describing: c), String(reflecting: c), "\(c.connection)", String(reflecting: c.connection),
+        for printed in [String(describing: c), String(reflecting: c), "\(c.cluster.connection)", String(reflecting: c.cluster.connection),
                         String(describing: c.repositories), dumped] {
             for secret in ["pw-Secret-1", "s3-Secret-2", "token-Secret-3", "passphrase-Secret-4"] {
                 #expect(!printed.contains(secret), "\(secret) printed in: \(printed.prefix(300))")
             }
         }
-        #expect(String(describing: c.connection).contains("postgresql://postgres@localhost:5432/postgres"))
+        #expect(String(describing: c.cluster.connection).contains("postgresql://postgres@localhost:5432/postgres"))
     }
 }

@@ -34,7 +34,7 @@ import WaybackS3
         #expect(s3.credentials.accessKeyID == "AKIAENV" && s3.credentials.secretAccessKey == "s3cr3t" && s3.credentials.sessionToken == "tok")
         #expect(s3.endpoint == "https://s3.eu-central-1.amazonaws.com" && s3.prefix == "prod/" && !s3.pathStyle)
         #expect(s3.partSize == 16 << 20 && s3.encryption == nil)
-        #expect(c.repositories[1].walPush == "async" && c.repositories[1].path == "s3://wayback-backups/prod/")
+        #expect(c.repositories[1].walPush == .async && c.repositories[1].path == "s3://wayback-backups/prod/")
         #expect(!String(describing: s3.credentials).contains("s3cr3t"))
     }
 
@@ -53,7 +53,7 @@ import WaybackS3
             """, env: ["AWS_ACCESS_KEY_ID": "AKIAENV", "AWS_SECRET_ACCESS_KEY": "x"])
         let s3 = try #require(c.repositories[1].s3)
         #expect(s3.credentials.accessKeyID == "AKIACONF" && s3.pathStyle && s3.encryption == .kms(keyID: "key-1"))
-        #expect(s3.storageClass == "STANDARD_IA" && s3.partSize == 8 << 20 && c.repositories[1].walPush == "sync")
+        #expect(s3.storageClass == "STANDARD_IA" && s3.partSize == 8 << 20 && c.repositories[1].walPush == .sync)
     }
 
     @Test func sharedCredentialsFileWithProfile() throws {
@@ -68,9 +68,9 @@ import WaybackS3
     @Test func badS3SettingsAreClearErrors() {
         #expect(configError(head, env: ["HOME": "/nonexistent"]).contains("has no S3 credentials"))
         let env = ["AWS_ACCESS_KEY_ID": "A", "AWS_SECRET_ACCESS_KEY": "B"]
-        #expect(configError(head + "\n    sse: rot13", env: env).contains("sse must be none, AES256 or aws:kms"))
+        #expect(configError(head + "\n    sse: rot13", env: env).contains("'repositories.1.sse' must be one of none, AES256"))
         #expect(configError(head + "\n    endpoint: s3.example.com", env: env).contains("must start with https://"))
-        #expect(configError(head + "\n    part_size_mb: 2", env: env).contains("part_size_mb must be from 5"))
+        #expect(configError(head + "\n    part_size_mb: 2", env: env).contains("'repositories.1.part_size_mb' must be from 5 to 5120, not '2'"))
         #expect(configError(head + "\n    access_key_id: A", env: env).contains("secret_access_key is not"))
         #expect(configError(head + "\n    path: /x", env: env).contains("an S3 repository has bucket and prefix"))
         #expect(configError(head.replacingOccurrences(of: "    path: /var/backups/wayback", with: "    path: /var/backups/wayback\n    bucket: b"), env: env)

@@ -22,10 +22,9 @@ struct BackupRestoreTests {
         try t.psql("CREATE TABLE markers (id int PRIMARY KEY, at timestamptz DEFAULT clock_timestamp()); INSERT INTO markers SELECT g FROM generate_series(1, 100) g;")
 
         // pgbench writes while the backup runs (for longer than the backup takes here).
-        let load = Task.detached { try t.cluster.pgbench(["-n", "-c", "2", "-T", "6"]) }
-        try await Task.sleep(nanoseconds: 500_000_000)
+        let load = try t.startPgbench(["-n", "-c", "2", "-T", "6"])
         let out = try t.waybackOK(["backup", "--type", "full", "--json"])
-        try await load.value
+        try load.wait()
         let summary = try JSONSerialization.jsonObject(with: Data(out.utf8)) as! [String: Any]
         let id = try #require(summary["id"] as? String)
         let during = try t.pgbenchCommits(from: try #require(summary["startTime"] as? String), to: try #require(summary["stopTime"] as? String))

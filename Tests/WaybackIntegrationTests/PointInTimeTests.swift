@@ -62,15 +62,16 @@ struct PointInTimeTests {
 
         // Timeline 1: markers and pgbench load; the first backup after marker 300, the second
         // while markers 301-600 are written.
-        let load = Task.detached { try t.cluster.pgbench(["-n", "-c", "1", "-t", "2500"]) }
+        // On threads of their own: tasks could wait for a cooperative thread until the backups end.
+        let load = BackgroundLoad { [cluster = t.cluster] in try cluster.pgbench(["-n", "-c", "1", "-t", "2500"]) }
         try t.psql(Self.writerSQL(from: 1, to: 300))
         try t.waybackOK(["backup", "--type", "full"])
-        let writer = Task.detached { try t.psql(Self.writerSQL(from: 301, to: 600)) }
+        let writer = BackgroundLoad { [cluster = t.cluster] in _ = try cluster.psql(Self.writerSQL(from: 301, to: 600)) }
         try await Task.sleep(nanoseconds: 300_000_000)
         try t.waybackOK(["backup", "--type", "full"])
-        _ = try await writer.value
+        try writer.wait()
         try t.psql(Self.writerSQL(from: 601, to: 900))
-        try await load.value
+        try load.wait()
         try t.switchAndWaitForArchive()
         let status = try JSONSerialization.jsonObject(with: Data(t.waybackOK(["status", "--json"]).utf8)) as! [String: Any]
         let backups = status["backups"] as! [[String: Any]]

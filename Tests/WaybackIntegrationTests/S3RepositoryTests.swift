@@ -19,11 +19,10 @@ struct S3RepositoryTests {
         try t.cluster.pgbench(["-i", "-q", "-s", "1"])
         try t.psql("CREATE TABLE markers (id int PRIMARY KEY); INSERT INTO markers SELECT g FROM generate_series(1, 100) g;")
         // pgbench writes while the backup runs (for longer than the backup takes here).
-        let load = Task.detached { try t.cluster.pgbench(["-n", "-c", "2", "-T", "5"]) }
-        try await Task.sleep(nanoseconds: 300_000_000)
+        let load = try t.startPgbench(["-n", "-c", "2", "-T", "5"])
         let summary = try JSONSerialization.jsonObject(with: Data(try t.waybackOK(["backup", "--json"]).utf8)) as! [String: Any]
         let id = try #require(summary["id"] as? String)
-        try await load.value
+        try load.wait()
         let during = try t.pgbenchCommits(from: try #require(summary["startTime"] as? String), to: try #require(summary["stopTime"] as? String))
         #expect(during > 0, "no transaction of the load committed while the backup ran")
         try t.psql("INSERT INTO markers SELECT g FROM generate_series(101, \(100 + extraMarkers)) g;")

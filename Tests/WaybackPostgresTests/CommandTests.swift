@@ -76,6 +76,23 @@ import WaybackCore
         #expect(r.status == 4 && r.bytes == 0)
     }
 
+    /// A child spawned from a cooperative thread (which blocks most signals) starts with none
+    /// blocked and none ignored: `pgbench -T` needs SIGALRM, and a child must obey SIGTERM.
+    @Test func childrenStartWithNoSignalBlockedOrIgnored() async throws {
+        let r = try await Task.detached {
+            try Command.run(["/bin/sh", "-c", "grep -E '^Sig(Blk|Ign)' /proc/self/status"])
+        }.value
+        // The standard signals (1-31); glibc keeps its two internal real-time signals to itself.
+        func mask(_ field: String, _ text: String) -> UInt64? {
+            text.split(separator: "\n").first { $0.hasPrefix(field + ":") }.flatMap { UInt64($0.split(separator: "\t").last ?? "", radix: 16) }
+        }
+        #expect(mask("SigBlk", r.stdout) == 0, "\(r.stdout)")
+        #expect(mask("SigIgn", r.stdout).map { $0 & 0x7FFF_FFFF } == 0, "\(r.stdout)")
+        let streamed = Mutex([UInt8]())
+        _ = try await Command.stream(["/bin/sh", "-c", "grep -E '^SigBlk' /proc/self/status"]) { bytes in streamed.withLock { $0 += bytes } }
+        #expect(String(decoding: streamed.withLock { $0 }, as: UTF8.self).contains("SigBlk:\t0000000000000000"))
+    }
+
     @Test func detachedHelpersAreReaped() throws {
         let pid = try Command.spawnDetached(["/bin/true"])
         #expect(Self.reaped(pid), "an ended detached child stayed a zombie")

@@ -34,6 +34,6 @@ import WaybackTesting
                 #expect(e.code == .corrupt && e.message.contains("chain lacks a backup it builds on"), "\(e.message)")
             }
         }
-        #expect(try await RecoveryPlanner.recoverableWindows(catalog: catalog).isEmpty, "status shows a window the plan refuses")
+        #expect(try await RecoverableWindows.compute(catalog: catalog).isEmpty, "status shows a window the plan refuses")
     }
 }

@@ -25,12 +25,12 @@ import WaybackPostgres
     let h1 = TimelineHistory(timeline: 1, parents: [])
 
     @Test func usableBackupsFollowTheTimelinePath() {
-        #expect(RecoverySelection.usable([c, b, a], history: h2).map(\.id) == [a.id, c.id])
-        #expect(RecoverySelection.usable([c, b, a], history: h1).map(\.id) == [a.id, b.id])
+        #expect(RecoverableWindows.usable([c, b, a], history: h2).map(\.id) == [a.id, c.id])
+        #expect(RecoverableWindows.usable([c, b, a], history: h1).map(\.id) == [a.id, b.id])
     }
 
     @Test func theNewestBackupThatEndsBeforeTheTarget() throws {
-        let usable = RecoverySelection.usable([a, b, c], history: h2)
+        let usable = RecoverableWindows.usable([a, b, c], history: h2)
         #expect(try RecoverySelection.choose(usable, position: .time(2_500_000_000), requested: nil, windowText: "w").0.id == a.id)
         #expect(try RecoverySelection.choose(usable, position: .time(3_000_000_000), requested: nil, windowText: "w").0.id == c.id)
         #expect(try RecoverySelection.choose(usable, position: .lsn(LSN(0x7000100)), requested: nil, windowText: "w").0.id == c.id)
@@ -47,7 +47,7 @@ import WaybackPostgres
     }
 
     @Test func aRestorePointNameMetEarlierIsAvoided() throws {
-        let usable = RecoverySelection.usable([a, b], history: h1)
+        let usable = RecoverableWindows.usable([a, b], history: h1)
         // PostgreSQL stops at the first restore point of a name it meets. The same name earlier at
         // 0/5000000: recovery from a would stop there, from b it cannot (b starts after it).
         let chosen = try RecoverySelection.choose(usable, position: .record(LSN(0x6800000), others: [LSN(0x5000000)]), requested: nil, windowText: "w")
@@ -65,8 +65,8 @@ import WaybackPostgres
         // Segment 5 holds the switch point: read from timeline 2; timeline 1's 6 and 7 are the abandoned branch.
         let path = h2.segments(2, 9, segmentSize: Self.seg)
         #expect(path.map(\.timeline) == [1, 1, 1, 2, 2, 2, 2, 2])
-        #expect(RecoverySelection.lastSegment(archive, history: h2) == 9)
-        #expect(RecoverySelection.lastSegment(archive, history: h1) == 7)
+        #expect(RecoverableWindows.lastSegment(archive, history: h2) == 9)
+        #expect(RecoverableWindows.lastSegment(archive, history: h1) == 7)
         // 2 is in backup a's own copies; 7 on timeline 2 is a hole.
         #expect(RecoverySelection.missing(path, archive: archive, backup: a).map(\.number) == [7])
     }

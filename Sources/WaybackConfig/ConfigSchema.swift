@@ -1,0 +1,181 @@
+import WaybackCore
+
+/// One configuration key: where it is (`*` for a list index), its type, its default, and whether
+/// its value is a secret. The table below is the only place that says so: the loader validates and
+/// reads through it, the environment names come from it, and docs/configuration.md ("Every key")
+/// is checked against it by a test.
+public struct ConfigKey: Sendable, Equatable {
+    public enum Kind: Sendable, Equatable {
+        case string
+        /// An absolute path.
+        case path
+        /// A whole number, within the range when there is one.
+        case int(ClosedRange<Int>?)
+        /// A number, at least the bound when there is one.
+        case number(atLeast: Double?)
+        case bool
+        /// One of these words (in any case).
+        case choice([String])
+    }
+
+    public enum Default: Sendable, Equatable {
+        /// The file (or the environment) must give it.
+        case required
+        /// Absent means not set (no default).
+        case none
+        /// This value, as it would be written in the file.
+        case value(String)
+        /// Computed from other settings; the text says how (for the docs).
+        case derived(String)
+    }
+
+    public var path: String
+    public var kind: Kind
+    public var defaultValue: Default
+    public var secret: Bool
+
+    init(_ path: String, _ kind: Kind, _ defaultValue: Default = .none, secret: Bool = false) {
+        self.path = path
+        self.kind = kind
+        self.defaultValue = defaultValue
+        self.secret = secret
+    }
+
+    /// The environment variable that overrides the key: `WAYBACK_` + the path in upper case with
+    /// `.` as `_` (list indexes included: `repositories.0.path` -> `WAYBACK_REPOSITORIES_0_PATH`).
+    public static func environmentName(_ path: String) -> String {
+        "WAYBACK_" + String(path.uppercased().map { $0 == "." ? "_" : $0 })
+    }
+
+    /// Whether `key` (with list indexes) is this key.
+    func matches(_ key: String) -> Bool {
+        let pp = path.split(separator: "."), parts = key.split(separator: ".")
+        return pp.count == parts.count && zip(pp, parts).allSatisfy { $0 == $1 || ($0 == "*" && Int($1) != nil) }
+    }
+
+    // MARK: the docs' words
+
+    var typeText: String {
+        switch kind {
+        case .string: return "text"
+        case .path: return "absolute path"
+        case .int(let r):
+            guard let r else { return "whole number" }
+            return r.upperBound == Int.max ? "whole number, at least \(r.lowerBound)" : "whole number, \(r.lowerBound)-\(r.upperBound)"
+        case .number(let min): return min.map { "number, at least \(Self.plain($0))" } ?? "number"
+        case .bool: return "true or false"
+        case .choice(let words): return words.joined(separator: ", ")
+        }
+    }
+
+    var defaultText: String {
+        switch defaultValue {
+        case .required: return "required"
+        case .none: return "none"
+        case .value(let v): return v
+        case .derived(let how): return how
+        }
+    }
+
+    static func plain(_ d: Double) -> String { d == d.rounded() ? String(Int(d)) : String(d) }
+
+    /// The row of the docs' table: key, type, default, secret.
+    public var docRow: [String] { ["`\(path)`", typeText, defaultText, secret ? "yes" : ""] }
+}
+
+/// The keys of the configuration file, section by section.
+public enum ConfigSchema {
+    public static let keys: [ConfigKey] = [
+        ConfigKey("cluster.name", .string, .required),
+        ConfigKey("cluster.pgdata", .path, .required),
+        ConfigKey("cluster.connection", .string, .derived("libpq's variables, else postgresql://postgres@/postgres?host=/var/run/postgresql")),
+
+        ConfigKey("repositories.*.name", .string, .derived("local for the first, then repo2, repo3 ...")),
+        ConfigKey("repositories.*.type", .choice(RepositoryType.allCases.map(\.rawValue)), .value("local")),
+        ConfigKey("repositories.*.path", .path, .derived("required for type local")),
+        ConfigKey("repositories.*.wal_push", .choice(WALPushMode.allCases.map(\.rawValue)), .derived("sync for the first, async for the others")),
+        ConfigKey("repositories.*.encryption.key_file", .path),
+        ConfigKey("repositories.*.encryption.passphrase_env", .string),
+        ConfigKey("repositories.*.bucket", .string, .derived("required for type s3")),
+        ConfigKey("repositories.*.region", .string, .derived("AWS_REGION, else AWS_DEFAULT_REGION, else us-east-1")),
+        ConfigKey("repositories.*.endpoint", .string, .derived("AWS's endpoint of the region")),
+        ConfigKey("repositories.*.path_style", .bool, .value("false")),
+        ConfigKey("repositories.*.prefix", .string, .value("\"\"")),
+        ConfigKey("repositories.*.ca_file", .path),
+        ConfigKey("repositories.*.access_key_id", .string, .derived("see docs/s3.md")),
+        ConfigKey("repositories.*.secret_access_key", .string, .derived("see docs/s3.md"), secret: true),
+        ConfigKey("repositories.*.session_token", .string, secret: true),
+        ConfigKey("repositories.*.credentials_file", .path),
+        ConfigKey("repositories.*.profile", .string, .derived("AWS_PROFILE, else default")),
+        ConfigKey("repositories.*.sse", .choice(["none", "AES256", "sse-s3", "aws:kms", "sse-kms", "kms"]), .value("none")),
+        ConfigKey("repositories.*.sse_kms_key_id", .string),
+        ConfigKey("repositories.*.storage_class", .string),
+        ConfigKey("repositories.*.part_size_mb", .int(5...5120), .value("16")),
+        ConfigKey("repositories.*.upload_concurrency", .int(1...64), .value("4")),
+        ConfigKey("repositories.*.request_timeout_seconds", .number(atLeast: nil), .value("120")),
+        ConfigKey("repositories.*.deadline_seconds", .number(atLeast: nil), .value("900")),
+
+        ConfigKey("compression.algorithm", .choice(["zstd", "lz4", "gzip", "none"]), .value("zstd")),
+        ConfigKey("compression.level", .int(nil), .derived("1 (gzip: 6); zstd 1-19, lz4 1-12, gzip 1-9")),
+        ConfigKey("parallelism", .int(1...64), .value("2")),
+        ConfigKey("lock_path", .path, .value("/tmp/wayback")),
+        ConfigKey("log_level", .choice(LogLevel.allCases.map(\.rawValue)), .value("info")),
+
+        ConfigKey("backup.archive_wait_seconds", .number(atLeast: nil), .value("120")),
+        ConfigKey("backup.fast_checkpoint", .bool, .value("true")),
+        ConfigKey("backup.page_checksum_failures", .choice(PageChecksumPolicy.allCases.map(\.rawValue)), .value("warn")),
+        ConfigKey("backup.max_chain_length", .int(1...Int.max), .value("30")),
+        ConfigKey("backup.pack_size_mb", .int(1...4096), .value("256")),
+        ConfigKey("backup.max_rate_mb", .int(0...Int.max), .value("0")),
+
+        ConfigKey("restore.prefetch_segments", .int(0...256), .value("8")),
+
+        ConfigKey("archive.spool_path", .path, .derived("<cluster.pgdata>/pg_wal/wayback-spool")),
+        ConfigKey("archive.spool_limit_mb", .int(16...Int.max), .value("4096")),
+    ]
+
+    /// Environment variables that start with `WAYBACK_` but are not keys (besides those named by
+    /// `encryption.passphrase_env`).
+    public static let variables = ["WAYBACK_CONFIG", "WAYBACK_PG_BIN", "WAYBACK_ENCRYPTION_PASSPHRASE"]
+
+    /// The key `key` (with list indexes) is, if any.
+    public static func key(_ key: String) -> ConfigKey? { keys.first { $0.matches(key) } }
+
+    /// Paths (with `*` for indexes) that hold a list: every key under `P.*`.
+    static let lists: Set<String> = Set(keys.compactMap { k -> String? in
+        guard let r = k.path.range(of: ".*") else { return nil }
+        return String(k.path[..<r.lowerBound])
+    })
+
+    /// Top-level names that hold a mapping or a list.
+    static let sections: Set<String> = Set(keys.compactMap { k -> String? in
+        let parts = k.path.split(separator: ".")
+        return parts.count > 1 ? String(parts[0]) : nil
+    })
+
+    /// Whether `path` (with indexes) is a list of the schema.
+    static func isList(_ path: String) -> Bool {
+        lists.contains(path.split(separator: ".").map { Int($0) != nil ? "*" : String($0) }.joined(separator: "."))
+    }
+}
+
+/// How a repository is reached.
+public enum RepositoryType: String, Sendable, CaseIterable {
+    case local, s3
+}
+
+/// How `wal-push` feeds a repository: before it returns, or through the spool afterwards.
+public enum WALPushMode: String, Sendable, CaseIterable {
+    case sync, async
+}
+
+/// `log_level`.
+public enum LogLevel: String, Sendable, CaseIterable {
+    case trace, debug, info, notice, warning, error
+}
+
+/// `backup.page_checksum_failures`: a backup that finds damaged pages is kept (`warn`, exit 16)
+/// or not (`fail`).
+public enum PageChecksumPolicy: String, Sendable, CaseIterable {
+    case warn, fail
+}

@@ -1,0 +1,74 @@
+import WaybackCore
+import WaybackPostgres
+import WaybackS3
+import WaybackStorage
+
+/// The whole configuration, read once at the edge (file, environment) and passed down as values:
+/// one plain value per domain, with enums where a key takes one of a few words.
+public struct WaybackConfiguration: Sendable {
+    public struct ClusterSettings: Sendable {
+        public var name: String
+        public var pgdata: String
+        public var connection: ConnectionSettings
+    }
+
+    public struct RepositorySettings: Sendable {
+        public var name: String
+        public var type: RepositoryType
+        /// The directory of a local repository; the `s3://bucket/prefix` address of an S3 one.
+        public var path: String
+        public var s3: S3Settings?
+        /// How `wal-push` feeds this repository (the first one: always `sync`).
+        public var walPush: WALPushMode
+        /// Client-side encryption of everything stored in this repository (nil: none).
+        public var encryption: EncryptionKeySource? = nil
+    }
+
+    public struct BackupSettings: Sendable {
+        /// How long a backup waits for its WAL in the archive.
+        public var archiveWaitSeconds: Double
+        public var fastCheckpoint: Bool
+        public var pageChecksumFailures: PageChecksumPolicy
+        /// The most backups one restore chain may hold.
+        public var maxChainLength: Int
+        /// A backup worker starts a new pack object after this many bytes.
+        public var packSizeBytes: Int64
+        /// Read the data directory at most this fast (bytes/s; nil: no limit).
+        public var maxRateBytes: Int64?
+    }
+
+    public struct RestoreSettings: Sendable {
+        /// WAL segments `wal-fetch` fetches ahead during recovery (0: none).
+        public var prefetchSegments: Int
+    }
+
+    public struct ArchiveSettings: Sendable {
+        /// Where `wal-push` queues segments for asynchronous repositories.
+        public var spoolPath: String
+        /// Bytes queued for one asynchronous repository above which `wal-push` warns and stops
+        /// queueing (the drainer then catches up by comparing listings).
+        public var spoolLimitBytes: Int64
+    }
+
+    public var path: String
+    public var cluster: ClusterSettings
+    public var repositories: [RepositorySettings]
+    public var compression: CompressionSettings
+    public var parallelism: Int
+    public var lockPath: String
+    public var logLevel: LogLevel
+    public var backup: BackupSettings
+    public var restore: RestoreSettings
+    public var archive: ArchiveSettings
+    /// `WAYBACK_PG_BIN`: the PostgreSQL bin directory for the clusters Wayback starts (nil: the
+    /// one of each data directory's version).
+    public var pgBinDirectory: String?
+    /// Keys of the file that hold a secret (a password in `cluster.connection`, an S3 secret key).
+    public var secretKeysInFile: [String] = []
+    /// What the command should warn about before it starts (a readable file with secrets).
+    public var warnings: [String] = []
+
+    /// Names of the repositories `wal-push` writes before it returns, and of those it queues for.
+    public func repositoryNames(walPush mode: WALPushMode) -> [String] { repositories.filter { $0.walPush == mode }.map(\.name) }
+}
+

@@ -194,7 +194,8 @@ public enum Command {
     /// stays bounded at `chunkSize * (buffered + 1)` whatever the output's size. When the sink is
     /// slower than the child, the child waits on its full pipe (back-pressure), nothing piles up.
     /// The pipes are read and the child waited for on a thread of its own, never on a cooperative
-    /// thread. If the sink throws (or the task is cancelled), the child is sent SIGTERM, then
+    /// thread. If the sink throws (or the task is cancelled, even while the child is silent), the
+    /// child is sent SIGTERM, then
     /// SIGKILL after `killAfter` seconds, waited for, and the sink's error is rethrown: the child
     /// never outlives the call. With `check`, a non-zero exit status is an `.io` error naming the
     /// program and the end of its stderr.
@@ -206,25 +207,30 @@ public enum Command {
         let chunk = max(4096, chunkSize), limit = stderrLimit
         Thread.detachNewThread { pump(child, channel: channel, chunkSize: chunk, stderrLimit: limit) }
         var sinkError: (any Error)?
-        do {
-            while case .chunk(let bytes) = await channel.next() {
-                try Task.checkCancellation()
-                try await sink(bytes)
-            }
-        } catch {
-            sinkError = error
-            channel.cancel()
-            kill(child.pid, SIGTERM)
-            let pid = child.pid, grace = killAfter
-            Thread.detachNewThread {
-                let until = monotonicSeconds() + grace
-                while monotonicSeconds() < until {
-                    if kill(pid, 0) != 0 { return }
-                    if channel.isEnded { return }
-                    usleep(20_000)
+        let pid = child.pid, grace = killAfter
+        // Cancelled while the child is silent: it is asked to end, and its end ends the wait.
+        await withTaskCancellationHandler {
+            do {
+                while case .chunk(let bytes) = await channel.next() {
+                    try Task.checkCancellation()
+                    try await sink(bytes)
                 }
-                if !channel.isEnded { kill(pid, SIGKILL) }
+                try Task.checkCancellation()
+            } catch {
+                sinkError = error
+                channel.cancel()
+                kill(pid, SIGTERM)
+                Thread.detachNewThread {
+                    let until = monotonicSeconds() + grace
+                    while monotonicSeconds() < until {
+                        if channel.isEnded { return }
+                        usleep(20_000)
+                    }
+                    if !channel.isEnded { kill(pid, SIGKILL) }
+                }
             }
+        } onCancel: {
+            kill(pid, SIGTERM)
         }
         // The end: the pump has read both pipes to their end and waited for the child.
         let end = await channel.ended()

@@ -65,6 +65,22 @@ import WaybackCore
         #expect(Self.reaped(pid, within: 0.5), "the child outlived the call, or was left a zombie")
     }
 
+    @Test func cancellingTheTaskEndsASilentChild() async throws {
+        let pidFile = Self.temporaryFile()
+        defer { try? FileManager.default.removeItem(atPath: pidFile) }
+        let task = Task { try await Command.stream(["/bin/sh", "-c", "echo $$ > \(pidFile); exec sleep 120"]) { _ in } }
+        var pid: pid_t = 0
+        // Long: under the full suite the task may wait a while for a cooperative thread to start.
+        let until = monotonicSeconds() + 300
+        while pid == 0 && monotonicSeconds() < until {
+            pid = pid_t((try? String(contentsOfFile: pidFile, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? 0
+            try await Task.sleep(nanoseconds: 20_000_000)
+        }
+        task.cancel()
+        await #expect(throws: CancellationError.self) { _ = try await task.value }
+        #expect(pid > 0 && Self.reaped(pid, within: 5), "the child outlived its cancelled task")
+    }
+
     @Test func aFailingChildIsAnErrorNamingItAndItsLastWords() async throws {
         do {
             _ = try await Command.stream(["/bin/sh", "-c", "echo partial; echo 'pg_dump: error: permission denied for table secrets' >&2; exit 3"]) { _ in }

@@ -53,11 +53,14 @@ extension TimelineHistory {
 
 extension Catalog {
     /// Lists the archive and reads its history files.
-    public func archiveContents(segmentSize: UInt64) async throws -> ArchiveContents {
+    /// `listed`: the archive's listing when the caller already has it (one listing per gathering).
+    public func archiveContents(segmentSize: UInt64, listed: [WALFileName]? = nil) async throws -> ArchiveContents {
         var segments = [UInt32: Set<UInt64>]()
         var histories = [UInt32: TimelineHistory]()
         var damaged = [UInt32: String]()
-        for name in try await archivedWAL() {
+        let names: [WALFileName]
+        if let listed { names = listed } else { names = try await archivedWAL() }
+        for name in names {
             switch name.kind {
             case .segment:
                 segments[name.timeline, default: []].insert(name.segmentNumber(segmentSize: segmentSize))

@@ -86,10 +86,13 @@ public enum RecoverableWindows {
 
     /// The recoverable window of every timeline (for `status`), from the same backups the plan
     /// can use, so that `status` and `restore --dry-run` agree.
-    public static func compute(catalog: Catalog) async throws -> [RecoveryWindow] {
-        let manifests = restorable(try await catalog.manifests())
+    /// `all` and `wal`: the manifests and the archive's listing when the caller already read them.
+    public static func compute(catalog: Catalog, manifests all: [BackupManifest]? = nil, wal: [WALFileName]? = nil) async throws -> [RecoveryWindow] {
+        let read: [BackupManifest]
+        if let all { read = all } else { read = try await catalog.manifests() }
+        let manifests = restorable(read)
         guard let newest = manifests.last else { return [] }
-        let archive = try await catalog.archiveContents(segmentSize: newest.walSegmentSize)
+        let archive = try await catalog.archiveContents(segmentSize: newest.walSegmentSize, listed: wal)
         return try await compute(facts: manifests.map(BackupFacts.init), archive: archive, catalog: catalog)
     }
 

@@ -44,8 +44,12 @@ public struct StatusOverview: Sendable {
 
     /// `catalog` reads all repositories as one; `members` are the same repositories one by one.
     public static func gather(_ catalog: Catalog, members: [Member], queue: WALQueue) async throws -> StatusOverview {
-        let report = try await StatusReport.gather(catalog)
-        let windows = try await RecoverableWindows.compute(catalog: catalog)
+        // Every manifest and the archive's listing are read once, for the report and the windows.
+        _ = try await catalog.requireBinding()
+        let manifests = try await catalog.manifests()
+        let wal = try await catalog.archivedWAL()
+        let report = try await StatusReport.gather(catalog, manifests: manifests, wal: wal)
+        let windows = try await RecoverableWindows.compute(catalog: catalog, manifests: manifests, wal: wal)
         var states = [RepositoryState]()
         for m in members {
             var s = await RepositoryState.gather(Catalog(repository: m.repository, cluster: catalog.layout.cluster), type: m.type,

@@ -35,10 +35,13 @@ public struct StatusReport: Codable, Sendable {
     public var backups: [Backup]
     public var archive: [TimelineRange]
 
-    public static func gather(_ catalog: Catalog) async throws -> StatusReport {
+    /// `manifests` and `wal`: what the caller already read (`StatusOverview` reads them once for
+    /// the report and the windows both).
+    public static func gather(_ catalog: Catalog, manifests known: [BackupManifest]? = nil, wal listed: [WALFileName]? = nil) async throws -> StatusReport {
         let binding = try await catalog.requireBinding()
-        let manifests = try await catalog.manifests()
-        let wal = try await catalog.archivedWAL()
+        let manifests: [BackupManifest], wal: [WALFileName]
+        if let known { manifests = known } else { manifests = try await catalog.manifests() }
+        if let listed { wal = listed } else { wal = try await catalog.archivedWAL() }
         let problems = try await catalog.objectProblems(manifests)
         return StatusReport(
             repository: catalog.repository.name, cluster: catalog.layout.cluster, systemIdentifier: binding.systemIdentifier,

@@ -66,7 +66,7 @@ public enum ConfigLoader {
             throw WaybackError(.config, "\(path): required key 'repositories' is missing: list at least one repository (name, type: local, path)")
         }
 
-        let algName = v.string("compression.algorithm")!
+        let algName = try v.defaulted("compression.algorithm", ConfigValues.string)
         guard let alg = CompressionAlgorithm(name: algName.lowercased()) else {
             throw WaybackError(.internal, "compression.algorithm '\(algName)' passed the schema but is unknown")
         }
@@ -74,21 +74,23 @@ public enum ConfigLoader {
         guard alg == .none || alg.levels.contains(level) else {
             throw WaybackError(.config, "\(v.origin("compression.level")): compression.level must be from \(alg.levels.lowerBound) to \(alg.levels.upperBound) for \(alg), not \(level)")
         }
-        let wait = v.number("backup.archive_wait_seconds")!
+        let wait = try v.defaulted("backup.archive_wait_seconds", ConfigValues.number)
         guard wait > 0 else { throw WaybackError(.config, "\(v.origin("backup.archive_wait_seconds")): backup.archive_wait_seconds must be positive") }
-        let rate = v.int("backup.max_rate_mb")!
+        let rate = try v.defaulted("backup.max_rate_mb", ConfigValues.int)
         let backup = WaybackConfiguration.BackupSettings(
-            archiveWaitSeconds: wait, fastCheckpoint: v.bool("backup.fast_checkpoint")!,
-            pageChecksumFailures: v.choice("backup.page_checksum_failures", as: PageChecksumPolicy.self)!,
-            maxChainLength: v.int("backup.max_chain_length")!, packSizeBytes: Int64(v.int("backup.pack_size_mb")!) << 20,
+            archiveWaitSeconds: wait, fastCheckpoint: try v.defaulted("backup.fast_checkpoint", ConfigValues.bool),
+            pageChecksumFailures: try v.defaulted("backup.page_checksum_failures", as: PageChecksumPolicy.self),
+            maxChainLength: try v.defaulted("backup.max_chain_length", ConfigValues.int),
+            packSizeBytes: Int64(try v.defaulted("backup.pack_size_mb", ConfigValues.int)) << 20,
             maxRateBytes: rate > 0 ? Int64(rate) << 20 : nil)
         let archive = WaybackConfiguration.ArchiveSettings(
             spoolPath: v.string("archive.spool_path") ?? pgdata + "/pg_wal/wayback-spool",
-            spoolLimitBytes: Int64(v.int("archive.spool_limit_mb")!) << 20)
+            spoolLimitBytes: Int64(try v.defaulted("archive.spool_limit_mb", ConfigValues.int)) << 20)
         return WaybackConfiguration(
             path: path, cluster: cluster, repositories: repos, compression: CompressionSettings(algorithm: alg, level: level),
-            parallelism: v.int("parallelism")!, lockPath: v.string("lock_path")!, logLevel: v.choice("log_level", as: LogLevel.self)!,
-            backup: backup, restore: .init(prefetchSegments: v.int("restore.prefetch_segments")!), archive: archive)
+            parallelism: try v.defaulted("parallelism", ConfigValues.int), lockPath: try v.defaulted("lock_path", ConfigValues.string),
+            logLevel: try v.defaulted("log_level", as: LogLevel.self),
+            backup: backup, restore: .init(prefetchSegments: try v.defaulted("restore.prefetch_segments", ConfigValues.int)), archive: archive)
     }
 
     /// libpq's environment first, then the URL on top; libpq's default CA file for the verifying modes.
@@ -119,7 +121,7 @@ public enum ConfigLoader {
         func key(_ k: String) -> String { "repositories.\(i).\(k)" }
         func str(_ k: String) -> String? { v.string(key(k)) }
         let at = "\(v.file): repositories[\(i)]"
-        let type = v.choice(key("type"), as: RepositoryType.self)!
+        let type = try v.defaulted(key("type"), as: RepositoryType.self)
         let name = str("name") ?? (i == 0 ? "local" : "repo\(i + 1)")
         guard name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
             throw WaybackError(.config, "\(at).name '\(name)' may use only letters, digits, '-' and '_'")
@@ -147,7 +149,7 @@ public enum ConfigLoader {
                 throw WaybackError(.config, "\(at).endpoint must start with https:// or http://, not '\(e)'")
             }
             let sse: S3Settings.Encryption?
-            switch str("sse")!.lowercased() {
+            switch try v.defaulted(key("sse"), ConfigValues.string).lowercased() {
             case "none": sse = nil
             case "aes256", "sse-s3": sse = .s3
             default: sse = .kms(keyID: str("sse_kms_key_id"))
@@ -155,14 +157,16 @@ public enum ConfigLoader {
             if str("sse_kms_key_id") != nil, sse != .kms(keyID: str("sse_kms_key_id")) {
                 throw WaybackError(.config, "\(at).sse_kms_key_id needs sse: aws:kms")
             }
-            let timeout = v.number(key("request_timeout_seconds"))!, deadline = v.number(key("deadline_seconds"))!
+            let timeout = try v.defaulted(key("request_timeout_seconds"), ConfigValues.number)
+            let deadline = try v.defaulted(key("deadline_seconds"), ConfigValues.number)
             guard timeout > 0, deadline >= timeout else {
                 throw WaybackError(.config, "\(at): request_timeout_seconds must be positive and deadline_seconds at least as long")
             }
             let s3 = S3Settings(endpoint: str("endpoint"), bucket: bucket, region: region, prefix: str("prefix") ?? "",
-                                pathStyle: v.bool(key("path_style"))!, credentials: try s3Credentials(str, at: at, environment: environment),
+                                pathStyle: try v.defaulted(key("path_style"), ConfigValues.bool), credentials: try s3Credentials(str, at: at, environment: environment),
                                 caFile: str("ca_file"), encryption: sse, storageClass: str("storage_class"),
-                                partSize: v.int(key("part_size_mb"))! << 20, uploadConcurrency: v.int(key("upload_concurrency"))!,
+                                partSize: try v.defaulted(key("part_size_mb"), ConfigValues.int) << 20,
+                                uploadConcurrency: try v.defaulted(key("upload_concurrency"), ConfigValues.int),
                                 requestTimeout: timeout, deadline: deadline)
             return .init(name: name, type: type, path: "s3://\(bucket)/\(s3.prefix)", s3: s3, walPush: walPush, encryption: encryption)
         }

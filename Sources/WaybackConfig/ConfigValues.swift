@@ -181,6 +181,23 @@ struct ConfigValues {
     func number(_ key: String) -> Double? { string(key).flatMap { Double($0) } }
     func bool(_ key: String) -> Bool? { string(key).flatMap(Self.parseBool) }
 
+    /// A key that has a default in the table, read with `read` (`ConfigValues.int`, `.number`,
+    /// `.bool`, `.string`). `.internal` naming the key if the table lost its default (never a crash).
+    func defaulted<T>(_ key: String, _ read: (ConfigValues) -> (String) -> T?) throws -> T {
+        guard let v = read(self)(key) else {
+            throw WaybackError(.internal, "configuration key '\(key)' has no default in ConfigSchema")
+        }
+        return v
+    }
+
+    /// A `choice` key with a default in the table, as its enum.
+    func defaulted<E: RawRepresentable & CaseIterable>(_ key: String, as type: E.Type) throws -> E where E.RawValue == String {
+        guard let v = choice(key, as: type) else {
+            throw WaybackError(.internal, "configuration key '\(key)' has no default in ConfigSchema")
+        }
+        return v
+    }
+
     /// A `choice` key as its enum (matched in any case).
     func choice<E: RawRepresentable & CaseIterable>(_ key: String, as: E.Type) -> E? where E.RawValue == String {
         guard let text = string(key) else { return nil }

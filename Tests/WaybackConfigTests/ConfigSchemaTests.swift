@@ -42,6 +42,15 @@ import WaybackCore
         #expect(ConfigSchema.key("repositories.3.secret_access_key")?.secret == true && ConfigSchema.key("repositories.x.path") == nil)
     }
 
+    @Test func aKeyReadForItsDefaultWithoutOneIsAnInternalErrorNotACrash() throws {
+        let empty = ConfigValues(file: "w.yaml")
+        #expect(try empty.defaulted("parallelism", ConfigValues.int) == 2)
+        #expect(try empty.defaulted("log_level", as: LogLevel.self) == .info)
+        #expect { try empty.defaulted("cluster.name", ConfigValues.string) } throws: {
+            ($0 as? WaybackError)?.code == .internal && ($0 as? WaybackError)?.message.contains("'cluster.name'") == true
+        }
+    }
+
     @Test func typesAndRangesAreCheckedInOnePlace() throws {
         func error(_ yaml: String) -> String? {
             do { _ = try ConfigLoader.parse(yaml, path: "w.yaml", environment: [:]); return nil } catch let e as WaybackError { return e.message } catch { return "\(error)" }

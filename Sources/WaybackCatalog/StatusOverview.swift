@@ -45,10 +45,10 @@ public struct StatusOverview: Sendable {
     /// `catalog` reads all repositories as one; `members` are the same repositories one by one.
     public static func gather(_ catalog: Catalog, members: [Member], queue: WALQueue) async throws -> StatusOverview {
         // Every manifest and the archive's listing are read once, for the report and the windows.
-        _ = try await catalog.requireBinding()
+        let binding = try await catalog.requireBinding()
         let manifests = try await catalog.manifests()
         let wal = try await catalog.archivedWAL()
-        let report = try await StatusReport.gather(catalog, manifests: manifests, wal: wal)
+        let report = try await StatusReport.gather(catalog, binding: binding, manifests: manifests, wal: wal)
         let windows = try await RecoverableWindows.compute(catalog: catalog, manifests: manifests, wal: wal)
         var states = [RepositoryState]()
         for m in members {

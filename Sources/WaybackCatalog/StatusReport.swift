@@ -35,13 +35,14 @@ public struct StatusReport: Codable, Sendable {
     public var backups: [Backup]
     public var archive: [TimelineRange]
 
-    /// `manifests` and `wal`: what the caller already read (`StatusOverview` reads them once for
-    /// the report and the windows both).
-    public static func gather(_ catalog: Catalog, manifests known: [BackupManifest]? = nil, wal listed: [WALFileName]? = nil) async throws -> StatusReport {
-        let binding = try await catalog.requireBinding()
-        let manifests: [BackupManifest], wal: [WALFileName]
-        if let known { manifests = known } else { manifests = try await catalog.manifests() }
-        if let listed { wal = listed } else { wal = try await catalog.archivedWAL() }
+    /// `binding`, `manifests` and `wal`: what the caller already read (`StatusOverview` reads them
+    /// once for the report and the windows both).
+    public static func gather(_ catalog: Catalog, binding knownBinding: ClusterBinding? = nil, manifests knownManifests: [BackupManifest]? = nil,
+                              wal knownWAL: [WALFileName]? = nil) async throws -> StatusReport {
+        let binding: ClusterBinding, manifests: [BackupManifest], wal: [WALFileName]
+        if let knownBinding { binding = knownBinding } else { binding = try await catalog.requireBinding() }
+        if let knownManifests { manifests = knownManifests } else { manifests = try await catalog.manifests() }
+        if let knownWAL { wal = knownWAL } else { wal = try await catalog.archivedWAL() }
         let problems = try await catalog.objectProblems(manifests)
         return StatusReport(
             repository: catalog.repository.name, cluster: catalog.layout.cluster, systemIdentifier: binding.systemIdentifier,

@@ -219,18 +219,18 @@ public enum Command {
             } catch {
                 sinkError = error
                 channel.cancel()
-                kill(pid, SIGTERM)
+                channel.signal(pid, SIGTERM)
                 Thread.detachNewThread {
                     let until = monotonicSeconds() + grace
                     while monotonicSeconds() < until {
                         if channel.isEnded { return }
                         usleep(20_000)
                     }
-                    if !channel.isEnded { kill(pid, SIGKILL) }
+                    channel.signal(pid, SIGKILL)
                 }
             }
         } onCancel: {
-            kill(pid, SIGTERM)
+            channel.signal(pid, SIGTERM)
         }
         // The end: the pump has read both pipes to their end and waited for the child.
         let end = await channel.ended()
@@ -278,6 +278,11 @@ public enum Command {
             }
         }
         if filled > 0 { _ = channel.put(Array(buf[0..<filled])) }
+        // Wait for the exit without reaping, mark it, then reap: a signal sent through the channel
+        // can never reach a reaped pid that the system has given to another process.
+        var info = siginfo_t()
+        while waitid(P_PID, id_t(child.pid), &info, WEXITED | WNOWAIT) < 0 && errno == EINTR {}
+        channel.markExited()
         let status = waitStatus(child.pid)
         channel.finish(StreamResult(status: status, stderr: String(decoding: err, as: UTF8.self), bytes: total))
     }
@@ -297,6 +302,7 @@ final class ChunkChannel: @unchecked Sendable {
     private var endWaiter: CheckedContinuation<Command.StreamResult, Never>?
     private var result: Command.StreamResult?
     private var cancelled = false
+    private var exited = false
 
     init(capacity: Int) { self.capacity = capacity }
 
@@ -315,6 +321,21 @@ final class ChunkChannel: @unchecked Sendable {
         items.append(chunk)
         condition.unlock()
         return true
+    }
+
+    /// Producer: the child has exited and is about to be reaped; no signal is sent to it from now on.
+    func markExited() {
+        condition.lock()
+        exited = true
+        condition.unlock()
+    }
+
+    /// Sends `sig` to the child while it has not exited (under the lock `markExited` takes, so
+    /// never to a pid that was reaped and reused).
+    func signal(_ pid: pid_t, _ sig: Int32) {
+        condition.lock()
+        if !exited { kill(pid, sig) }
+        condition.unlock()
     }
 
     /// Producer: the child has ended.

@@ -181,6 +181,8 @@ public enum PhysicalBackup {
         } catch {
             config.events.emit(.warning, .cleanup, "could not remove the pack indexes of backup \(id): \(error)", backup: id.rawValue)
         }
+        // The backup counts from its manifest on; the index only makes reading the state cheaper.
+        await StatusIndex.refreshEach(catalog, known: [final], events: config.events)
         log.info("backup complete", metadata: ["bytes": "\(manifest.sizes.database)", "stored": "\(manifest.sizes.repository)"])
         return final
     }

@@ -64,10 +64,10 @@ public enum BackupChains {
         return Decision(type: .diff, reference: full.id, note: nil)
     }
 
-    /// The restore chain of a backup: the backup first, then its reference, and so on to a full.
+    /// The restore chain of a backup (manifests or summaries): the backup first, then its reference, and so on to a full.
     /// Throws `.corrupt` naming the missing backup when a link is absent.
-    public static func chain(_ id: BackupID, in byID: [BackupID: BackupManifest]) throws -> [BackupManifest] {
-        var out = [BackupManifest]()
+    public static func chain<M: ChainMember>(_ id: BackupID, in byID: [BackupID: M]) throws -> [M] {
+        var out = [M]()
         var next: BackupID? = id
         while let n = next {
             guard let m = byID[n] else {
@@ -239,3 +239,11 @@ public struct BlockOwnership: Sendable {
         return out
     }
 }
+
+/// A link of a backup chain: a backup and the one it depends on (nil for a full).
+public protocol ChainMember: Sendable {
+    var id: BackupID { get }
+    var reference: BackupID? { get }
+}
+
+extension BackupManifest: ChainMember {}

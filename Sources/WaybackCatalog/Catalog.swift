@@ -212,24 +212,32 @@ extension Catalog {
     /// Keyed by backup, one line per object; backups without a problem are left out. Throws when
     /// no repository can be listed.
     public func objectProblems(_ manifests: [BackupManifest]) async throws -> [BackupID: [String]] {
-        var bad: [BackupID: [String: String]]?
+        var listings = [[ObjectInfo]]()
         var firstError: (any Error)?
         for member in repository.members {
-            let listed: [String: Int64]
             do {
-                listed = Dictionary(try await member.driver.list(prefix: layout.backupsPrefix).map { ($0.key, $0.size) },
-                                    uniquingKeysWith: { a, _ in a })
+                listings.append(try await member.driver.list(prefix: layout.backupsPrefix))
             } catch {
                 firstError = firstError ?? error
-                continue
             }
+        }
+        guard !listings.isEmpty else { throw firstError ?? WaybackError(.internal, "no repository to list") }
+        return Self.objectProblems(manifests.map { ($0.id, $0.objects.map { ($0.name, $0.size) }) }, listings: listings, layout: layout)
+    }
+
+    /// The same from listings already taken (one per repository that could be listed; pure).
+    public static func objectProblems(_ backups: [(id: BackupID, objects: [(name: String, size: Int64)])], listings: [[ObjectInfo]],
+                                      layout: RepositoryLayout) -> [BackupID: [String]] {
+        var bad: [BackupID: [String: String]]?
+        for listing in listings {
+            let listed = Dictionary(listing.map { ($0.key, $0.size) }, uniquingKeysWith: { a, _ in a })
             var mine = [BackupID: [String: String]]()
-            for m in manifests {
-                for o in m.objects {
-                    if let size = listed[layout.objectKey(m.id, o.name)] {
-                        if size != o.size { mine[m.id, default: [:]][o.name] = "\(o.name) has \(size) bytes, \(o.size) recorded" }
+            for (id, objects) in backups {
+                for o in objects {
+                    if let size = listed[layout.objectKey(id, o.name)] {
+                        if size != o.size { mine[id, default: [:]][o.name] = "\(o.name) has \(size) bytes, \(o.size) recorded" }
                     } else {
-                        mine[m.id, default: [:]][o.name] = "\(o.name) is missing"
+                        mine[id, default: [:]][o.name] = "\(o.name) is missing"
                     }
                 }
             }
@@ -242,7 +250,6 @@ extension Catalog {
             }
             bad = both
         }
-        guard let bad else { throw firstError ?? WaybackError(.internal, "no repository to list") }
-        return bad.mapValues { objects in objects.keys.sorted().map { objects[$0]! } }
+        return (bad ?? [:]).mapValues { objects in objects.keys.sorted().map { objects[$0]! } }
     }
 }

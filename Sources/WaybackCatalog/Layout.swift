@@ -12,6 +12,8 @@ import Foundation
 /// <cluster>/backups/<id>/wal/<segment>              copies of the WAL the backup needs
 /// <cluster>/backups/<id>/manifest.json, .copy.json  written last: the backup exists once it is there
 /// <cluster>/restores/<time>-<run id>.json            what each restore measured (for estimates)
+/// <cluster>/index.json                              summaries of the complete backups (`StatusIndex`:
+///                                                   a cache, each repository its own, never copied)
 /// ```
 public struct RepositoryLayout: Sendable {
     public let cluster: String
@@ -21,6 +23,7 @@ public struct RepositoryLayout: Sendable {
     public var bindingCopyKey: String { "\(cluster)/cluster.copy.json" }
     public var walPrefix: String { "\(cluster)/wal/" }
     public var backupsPrefix: String { "\(cluster)/backups/" }
+    public var indexKey: String { "\(cluster)/index.json" }
 
     public func walKey(_ name: WALFileName) -> String {
         switch name.kind {
@@ -58,6 +61,8 @@ public struct RepositoryLayout: Sendable {
         /// (`manifest.json`, `pack/00-0000.pack`, `wal/<segment>`).
         case backup(BackupID, String)
         case restoreRecord(String)
+        /// The repository's own status index (`StatusIndex`).
+        case index
 
         /// The backup whose folder holds it.
         public var backupID: BackupID? { if case .backup(let id, _) = self { return id }; return nil }
@@ -77,6 +82,7 @@ public struct RepositoryLayout: Sendable {
         switch parts.first {
         case "cluster.json" where parts.count == 1: return .binding
         case "cluster.copy.json" where parts.count == 1: return .bindingCopy
+        case "index.json" where parts.count == 1: return .index
         case "wal" where parts.count == 3:
             guard let name = WALFileName(String(parts[2])) else { return nil }
             return walKey(name) == key ? .wal(name) : nil

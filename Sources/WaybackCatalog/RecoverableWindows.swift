@@ -23,11 +23,13 @@ public struct BackupFacts: Sendable, Equatable {
         self.walCopies = walCopies; self.copySeconds = copySeconds
     }
 
-    public init(_ m: BackupManifest) {
-        self.init(id: m.id, timeline: m.timeline, startLSN: m.startLSN, stopLSN: m.stopLSN, startTime: m.startTime,
-                  stopTime: m.stopTime, bytes: m.sizes.database, files: m.files.count,
-                  walCopies: Set(m.wal.compactMap { WALFileName($0.name)?.segmentNumber(segmentSize: m.walSegmentSize) }),
-                  copySeconds: m.copySeconds)
+    public init(_ m: BackupManifest) { self.init(BackupSummary(m)) }
+
+    public init(_ s: BackupSummary) {
+        self.init(id: s.id, timeline: s.timeline, startLSN: s.startLSN, stopLSN: s.stopLSN, startTime: s.startTime,
+                  stopTime: s.stopTime, bytes: s.sizes.database, files: s.sizes.files,
+                  walCopies: Set(s.walCopies.compactMap { WALFileName($0)?.segmentNumber(segmentSize: s.walSegmentSize) }),
+                  copySeconds: s.copySeconds)
     }
 }
 
@@ -79,21 +81,18 @@ public enum RecoverableWindows {
     }
 
     /// The backups whose whole chain is there (the others cannot be restored), in order.
-    public static func restorable(_ all: [BackupManifest]) -> [BackupManifest] {
+    public static func restorable<M: ChainMember>(_ all: [M]) -> [M] {
         let byID = Dictionary(all.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         return all.filter { (try? BackupChains.chain($0.id, in: byID)) != nil }
     }
 
     /// The recoverable window of every timeline (for `status`), from the same backups the plan
-    /// can use, so that `status` and `restore --dry-run` agree.
-    /// `all` and `wal`: the manifests and the archive's listing when the caller already read them.
-    public static func compute(catalog: Catalog, manifests all: [BackupManifest]? = nil, wal: [WALFileName]? = nil) async throws -> [RecoveryWindow] {
-        let read: [BackupManifest]
-        if let all { read = all } else { read = try await catalog.manifests() }
-        let manifests = restorable(read)
-        guard let newest = manifests.last else { return [] }
+    /// can use, so that `status` and `restore --dry-run` agree. `wal`: the archive's listing.
+    public static func compute(catalog: Catalog, backups all: [BackupSummary], wal: [WALFileName]) async throws -> [RecoveryWindow] {
+        let backups = restorable(all)
+        guard let newest = backups.last else { return [] }
         let archive = try await catalog.archiveContents(segmentSize: newest.walSegmentSize, listed: wal)
-        return try await compute(facts: manifests.map(BackupFacts.init), archive: archive, catalog: catalog)
+        return try await compute(facts: backups.map(BackupFacts.init), archive: archive, catalog: catalog)
     }
 
     /// Earliest and latest recoverable point of every timeline in the archive.

@@ -8,7 +8,8 @@ import WaybackStorage
 /// backup its data objects, then its manifest copy, and its manifest last (the backup exists in
 /// the target only once everything it needs is there). Objects stream through (constant memory);
 /// WAL objects are verified against their checksum on the way, so a damaged source is never
-/// copied (with a `ReplicatedStorage` source, the next repository is read instead).
+/// copied (with a `ReplicatedStorage` source, the next repository is read instead). The target's
+/// `StatusIndex` is its own: it is rebuilt from the target's listing, never copied.
 public enum RepositorySync {
     public enum Scope: Sendable { case all, wal }
 
@@ -35,6 +36,7 @@ public enum RepositorySync {
             case _ where scope == .wal: continue
             case .binding?, .bindingCopy?: first.append(k)
             case .restoreRecord?: records.append(k)
+            case .index?: continue  // each repository's own, rebuilt from its own listing
             case .backup(let id, _)? where complete.contains(id):
                 if layout.parse(k)?.isManifest == true { manifests.append(k) } else { data.append(k) }
             default: continue
@@ -49,7 +51,7 @@ public enum RepositorySync {
     /// manifest. Throws the first failure (what was copied stays: it is complete).
     @discardableResult
     public static func run(cluster: String, from source: Repository, to target: Repository, scope: Scope = .all,
-                           parallelism: Int, logger: Logger) async throws -> Result {
+                           parallelism: Int, logger: Logger, events: EventLog? = nil) async throws -> Result {
         let layout = RepositoryLayout(cluster: cluster)
         let prefix = cluster + "/"
         let keys = plan(layout: layout, source: try await source.driver.list(prefix: prefix),
@@ -73,6 +75,9 @@ public enum RepositorySync {
             counter.add(try await copy(k, from: source.driver, to: target.driver, layout: layout))
             if case .backup(let id, "manifest.json")? = layout.parse(k) { result.backups.append(id.rawValue) }
         }
+        // The target's own index, from its own listing (also when nothing was copied: it may lack one).
+        await StatusIndex.refreshEach(Catalog(repository: target, cluster: cluster), known: [],
+                                      events: events ?? .logging(.sync, cluster: cluster, to: logger))
         result.objects = keys.count
         result.bytes = counter.current
         if result.objects > 0 {

@@ -43,17 +43,46 @@ public struct StatusOverview: Sendable {
     public var repositories: [RepositoryState]
 
     /// `catalog` reads all repositories as one; `members` are the same repositories one by one.
+    ///
+    /// The cost is a few requests per repository whatever the number of backups: its binding, one
+    /// listing of its backups folder (which checks every backup's objects), its `StatusIndex`,
+    /// one listing of its archive, and the last segments of each timeline for the windows.
+    /// Manifests are read only for backups the indexes lack (none when every index is current).
     public static func gather(_ catalog: Catalog, members: [Member], queue: WALQueue) async throws -> StatusOverview {
-        // Every manifest and the archive's listing are read once, for the report and the windows.
         let binding = try await catalog.requireBinding()
-        let manifests = try await catalog.manifests()
-        let wal = try await catalog.archivedWAL()
-        let report = try await StatusReport.gather(catalog, binding: binding, manifests: manifests, wal: wal)
-        let windows = try await RecoverableWindows.compute(catalog: catalog, manifests: manifests, wal: wal)
+        let cluster = catalog.layout.cluster
+        let looks = await withTaskGroup(of: (Int, Look).self) { group in
+            for (i, m) in members.enumerated() {
+                group.addTask { (i, await Look.take(Catalog(repository: m.repository, cluster: cluster))) }
+            }
+            var out = [Look?](repeating: nil, count: members.count)
+            for await (i, look) in group { out[i] = look }
+            return out.compactMap { $0 }
+        }
+        let seen = looks.filter { $0.error == nil }
+        guard !seen.isEmpty else { throw looks.compactMap(\.error).first ?? WaybackError(.internal, "no repository to read") }
+
+        // Each backup's summary from an index that matches its repository's listing, else from
+        // its manifest (read once, from whichever repository has it).
+        var listed = Set<BackupID>(), known = [BackupID: BackupSummary]()
+        for look in seen {
+            listed.formUnion(look.manifests.keys)
+            for (id, summary) in look.index?.matching(look.manifests) ?? [:] where known[id] == nil { known[id] = summary }
+        }
+        let summaries = try await StatusIndex.resolve(listed: listed, known: known) { BackupSummary(try await catalog.manifest($0)) }.summaries
+        let wal = Set(seen.flatMap(\.wal)).sorted()
+        let problems = Catalog.objectProblems(summaries.map { ($0.id, $0.objects.map { ($0.name, $0.size) }) }, listings: seen.map(\.backups), layout: catalog.layout)
+        let report = StatusReport(repository: catalog.repository.name, cluster: cluster, binding: binding, summaries: summaries,
+                                  problems: problems, wal: wal)
+        let windows = try await RecoverableWindows.compute(catalog: catalog, backups: summaries, wal: wal)
+
         var states = [RepositoryState]()
-        for m in members {
-            var s = await RepositoryState.gather(Catalog(repository: m.repository, cluster: catalog.layout.cluster), type: m.type,
-                                                 location: m.location, allBackups: report.backups.map(\.id))
+        for (m, look) in zip(members, looks) {
+            var s = RepositoryState(name: m.repository.name, type: m.type, location: m.location, reachable: look.error == nil,
+                                    error: look.error.map { ($0 as? WaybackError)?.message ?? String(describing: $0) },
+                                    backups: look.manifests.keys.sorted().map(\.rawValue), missingBackups: [],
+                                    archive: TimelineRange.summarize(look.wal, segmentSize: binding.walSegmentSize))
+            s.missingBackups = report.backups.map(\.id).filter { !s.backups.contains($0) }
             s.walPush = m.walPush
             if m.walPush == "async" {
                 s.queuedWAL = queue.entries(m.repository.name).count
@@ -62,5 +91,31 @@ public struct StatusOverview: Sendable {
             states.append(s)
         }
         return StatusOverview(report: report, windows: windows, repositories: states)
+    }
+
+    /// What one look at one repository found.
+    struct Look: Sendable {
+        /// The listing of the backups folder.
+        var backups = [ObjectInfo]()
+        /// Complete backups (those with a manifest) and their manifest's size.
+        var manifests = [BackupID: Int64]()
+        var index: StatusIndex?
+        var wal = [WALFileName]()
+        /// Why the repository could not be read (then the rest is empty).
+        var error: (any Error)?
+
+        static func take(_ catalog: Catalog) async -> Look {
+            var look = Look()
+            do {
+                _ = try await catalog.requireBinding()
+                look.backups = try await catalog.driver.list(prefix: catalog.layout.backupsPrefix)
+                look.manifests = StatusIndex.manifestSizes(look.backups, layout: catalog.layout)
+                look.wal = try await catalog.archivedWAL()
+                if !look.manifests.isEmpty { look.index = await StatusIndex.read(catalog) }
+            } catch {
+                return Look(error: error)
+            }
+            return look
+        }
     }
 }

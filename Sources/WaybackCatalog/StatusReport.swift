@@ -26,7 +26,7 @@ public struct StatusReport: Codable, Sendable {
     }
 
     /// What `status` looked at, and what it did not: it never claims more than it checked.
-    public static let checked = "object listings (every backup's objects present with their recorded sizes; WAL names, gaps) and the last WAL segments of each timeline (decoded for the recoverable window); not read: backup data and the other WAL segments ('restore --dry-run' reads all the WAL a restore needs)"
+    public static let checked = "each repository's status index where it matches the listing, else the manifests; object listings (every backup's objects present with their recorded sizes; WAL names, gaps) and the last WAL segments of each timeline (decoded for the recoverable window); not read: backup data and the other WAL segments ('restore --dry-run' reads all the WAL a restore needs)"
 
     public var repository: String
     public var cluster: String
@@ -35,27 +35,22 @@ public struct StatusReport: Codable, Sendable {
     public var backups: [Backup]
     public var archive: [TimelineRange]
 
-    /// `binding`, `manifests` and `wal`: what the caller already read (`StatusOverview` reads them
-    /// once for the report and the windows both).
-    public static func gather(_ catalog: Catalog, binding knownBinding: ClusterBinding? = nil, manifests knownManifests: [BackupManifest]? = nil,
-                              wal knownWAL: [WALFileName]? = nil) async throws -> StatusReport {
-        let binding: ClusterBinding, manifests: [BackupManifest], wal: [WALFileName]
-        if let knownBinding { binding = knownBinding } else { binding = try await catalog.requireBinding() }
-        if let knownManifests { manifests = knownManifests } else { manifests = try await catalog.manifests() }
-        if let knownWAL { wal = knownWAL } else { wal = try await catalog.archivedWAL() }
-        let problems = try await catalog.objectProblems(manifests)
-        return StatusReport(
-            repository: catalog.repository.name, cluster: catalog.layout.cluster, systemIdentifier: binding.systemIdentifier,
-            pgVersion: binding.pgVersionNumber,
-            backups: manifests.map { m in
-                Backup(id: m.id.rawValue, type: m.type.rawValue, reference: m.reference?.rawValue, startTime: m.startTime,
-                       stopTime: m.stopTime, startLSN: m.startLSN.description, stopLSN: m.stopLSN.description, timeline: m.timeline,
-                       databaseBytes: m.sizes.database, repositoryBytes: m.sizes.repository, copiedBytes: m.sizes.copied ?? m.sizes.database,
-                       files: m.sizes.files,
-                       compressionRatio: (m.compressionRatio * 100).rounded() / 100, sha256: m.digests.sha256, md5: m.digests.md5,
-                       problems: problems[m.id])
-            },
-            archive: TimelineRange.summarize(wal, segmentSize: binding.walSegmentSize))
+    /// The report of the backups `summaries` (with `problems` from `Catalog.objectProblems`) and
+    /// the archive `wal` (pure: `StatusOverview.gather` reads them).
+    public init(repository: String, cluster: String, binding: ClusterBinding, summaries: [BackupSummary], problems: [BackupID: [String]], wal: [WALFileName]) {
+        self.repository = repository
+        self.cluster = cluster
+        systemIdentifier = binding.systemIdentifier
+        pgVersion = binding.pgVersionNumber
+        backups = summaries.map { m in
+            Backup(id: m.id.rawValue, type: m.type.rawValue, reference: m.reference?.rawValue, startTime: m.startTime,
+                   stopTime: m.stopTime, startLSN: m.startLSN.description, stopLSN: m.stopLSN.description, timeline: m.timeline,
+                   databaseBytes: m.sizes.database, repositoryBytes: m.sizes.repository, copiedBytes: m.sizes.copied ?? m.sizes.database,
+                   files: m.sizes.files,
+                   compressionRatio: (m.compressionRatio * 100).rounded() / 100, sha256: m.digests.sha256, md5: m.digests.md5,
+                   problems: problems[m.id])
+        }
+        archive = TimelineRange.summarize(wal, segmentSize: binding.walSegmentSize)
     }
 }
 
@@ -75,21 +70,6 @@ public struct RepositoryState: Codable, Sendable {
     /// WAL files queued for this repository (asynchronous repositories).
     public var queuedWAL: Int?
     public var queueOverflowed: Bool?
-
-    public static func gather(_ catalog: Catalog, type: String, location: String, allBackups: [String]) async -> RepositoryState {
-        var s = RepositoryState(name: catalog.repository.name, type: type, location: location, reachable: false, error: nil,
-                                backups: [], missingBackups: [], archive: [])
-        do {
-            let binding = try await catalog.requireBinding()
-            s.backups = try await catalog.backupIDs().map(\.rawValue)
-            s.archive = TimelineRange.summarize(try await catalog.archivedWAL(), segmentSize: binding.walSegmentSize)
-            s.reachable = true
-        } catch {
-            s.error = (error as? WaybackError)?.message ?? String(describing: error)
-        }
-        s.missingBackups = allBackups.filter { !s.backups.contains($0) }
-        return s
-    }
 
     public var text: String {
         guard reachable else { return "\(name) (\(type) \(location)): UNAVAILABLE: \(error ?? "unknown error")" }

@@ -49,7 +49,7 @@ struct RepoSyncCommand: AsyncParsableCommand {
             let source = Repository.combined(sources, events: run.events)
             do {
                 _ = try await target.driver.removeLeftovers(olderThan: Date().addingTimeInterval(-86400))
-                let r = try await RepositorySync.run(cluster: config.cluster.name, from: source, to: target, parallelism: config.parallelism, logger: logger)
+                let r = try await RepositorySync.run(cluster: config.cluster.name, from: source, to: target, parallelism: config.parallelism, logger: logger, events: run.events)
                 outcomes.append(Outcome(from: source.name, to: target.name, objects: r.objects, bytes: r.bytes, backups: r.backups, error: nil))
             } catch {
                 let e = WaybackError.wrap(error, as: .io, "sync into \(target.name) failed")

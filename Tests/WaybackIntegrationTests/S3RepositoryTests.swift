@@ -97,6 +97,12 @@ struct S3RepositoryTests {
         let repos = try Self.statusJSON(t)["repositories"] as! [[String: Any]]
         #expect(repos.map { $0["name"] as? String } == ["local", "offsite"])
         #expect(repos.allSatisfy { ($0["backups"] as? [String]) == [id] && ($0["reachable"] as? Bool) == true })
+        // The backup left each repository its own status index (the local one read here; the
+        // unit tests prove readers never trust one that does not match).
+        let local = Catalog(repository: Repository(name: "local", driver: LocalStorage(root: repoDir)), cluster: t.name)
+        let index = try #require(await StatusIndex.read(local), "the backup wrote no status index")
+        #expect(index.entries.map(\.summary.id.rawValue) == [id])
+        #expect(try FileSystem.status(repoDir + "/" + local.layout.indexKey).map { $0.mode & 0o777 } == 0o600)
 
         // The local repository is lost. With the same configuration the restore refuses before it
         // writes anything: recovery could not tell the end of the archive (the local repository may

@@ -34,6 +34,10 @@ import WaybackTesting
                 #expect(e.code == .corrupt && e.message.contains("chain lacks a backup it builds on"), "\(e.message)")
             }
         }
-        #expect(try await RecoverableWindows.compute(catalog: catalog).isEmpty, "status shows a window the plan refuses")
+        let status = try await StatusOverview.gather(
+            catalog, members: [.init(repository: catalog.repository, type: "local", location: "/mem", walPush: "sync")],
+            queue: WALQueue(path: "/nonexistent"))
+        #expect(status.report.backups.count == 1)
+        #expect(status.windows.isEmpty, "status shows a window the plan refuses")
     }
 }

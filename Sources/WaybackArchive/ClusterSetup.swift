@@ -17,20 +17,23 @@ public enum ClusterSetup {
         public var restoreCommand: String
         /// Settings the server still needs, with the reason (empty when all is set).
         public var todo: [String]
+        /// The catalog's migrations applied now (nil: the catalog is switched off).
+        public var catalogMigrations: [Int]?
     }
 
     /// - Parameters:
     ///   - waybackCommand: how PostgreSQL should call wayback (`/usr/bin/wayback --config F`).
     public static func initialize(repository: Repository, cluster: String, pgdata: String, connection: ConnectionSettings,
-                                  waybackCommand: String, lockDirectory: String, clock: any WaybackClock = SystemClock(),
-                                  logger: Logger) async throws -> Report {
+                                  waybackCommand: String, lockDirectory: String, catalog: CatalogSettings? = nil,
+                                  clock: any WaybackClock = SystemClock(), logger: Logger) async throws -> Report {
         // Run as root, the lock directory is made for the PostgreSQL OS user (who takes backups).
         let pgdataOwner = try FileSystem.status(pgdata, followLinks: true).map { (uid: $0.uid, gid: $0.gid) }
-        let lock = try RepositoryLock.acquire(directory: lockDirectory, cluster: cluster, command: "init", owner: pgdataOwner)
-        defer { lock.release() }
         let session = try await PostgresSession.connect(connection, logger: logger)
         let facts: ClusterFacts
         do { facts = try await session.facts(); await session.close() } catch { await session.close(); throw error }
+        let lock = try RepositoryLock.acquire(directory: lockDirectory, cluster: cluster, systemIdentifier: facts.systemIdentifier,
+                                              repository: repository, command: "init", owner: pgdataOwner)
+        defer { lock.release() }
 
         guard facts.majorVersion >= 13 else {
             throw WaybackError(.cluster, "PostgreSQL \(facts.majorVersion) is not supported; Wayback needs PostgreSQL 13 or newer")
@@ -79,7 +82,18 @@ public enum ClusterSetup {
         var todo = [String]()
         if facts.archiveMode != "on" && facts.archiveMode != "always" { todo.append("archive_mode = on (needs a restart)") }
         if facts.archiveCommand != archive { todo.append("archive_command = '\(archive)' (then SELECT pg_reload_conf())") }
+        var migrations: [Int]?
+        if let catalog {
+            // The repositories are bound by now; only the catalog remains to do.
+            do {
+                let store = try await CatalogStore.open(catalog, logger: logger)
+                do { migrations = try await store.migrate(); await store.close() } catch { await store.close(); throw error }
+            } catch {
+                let reason = (error as? WaybackError)?.message ?? String(describing: error)
+                throw WaybackError(.connection, "the repositories are initialised, but the backup_logs catalog (schema \(catalog.schema) at \(catalog.connection.redacted)) could not be set up: \(reason); fix catalog.connection (or set catalog.enabled: false) and run 'wayback init' again")
+            }
+        }
         return Report(facts: facts, pgdataOwner: owner, alreadyInitialized: already, initialized: initialized, archiveCommand: archive,
-                      restoreCommand: restore, todo: todo)
+                      restoreCommand: restore, todo: todo, catalogMigrations: migrations)
     }
 }

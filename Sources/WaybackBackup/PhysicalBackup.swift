@@ -33,6 +33,8 @@ public struct BackupConfiguration: Sendable {
     public var maxChainLength = 30
     /// Where the backup's warnings go (damaged pages, a type decided otherwise, leftovers).
     public var events: EventLog
+    /// Where the backup's `backup_logs` row is written (nil: nowhere).
+    public var backupLog: BackupLog?
 
     public init(repository: Repository, cluster: String, pgdata: String, connection: ConnectionSettings,
                 compression: CompressionSettings, parallelism: Int, lockDirectory: String,
@@ -54,13 +56,14 @@ public enum PhysicalBackup {
         if getuid() == 0 {
             throw WaybackError(.cluster, "wayback backup must not run as root: it reads PGDATA as the PostgreSQL OS user and stores files that user can restore; run it as that user, e.g. 'sudo -u postgres wayback backup'")
         }
-        let lock = try RepositoryLock.acquire(directory: config.lockDirectory, cluster: config.cluster, command: "backup")
-        defer { lock.release() }
-
         let catalog = Catalog(repository: config.repository, cluster: config.cluster)
         let session = try await PostgresSession.connect(config.connection, logger: logger)
         do {
-            let manifest = try await run(config, session: session, catalog: catalog, clock: clock, logger: logger, progress: progress)
+            let facts = try await session.facts()
+            let lock = try RepositoryLock.acquire(directory: config.lockDirectory, cluster: config.cluster, systemIdentifier: facts.systemIdentifier,
+                                                  repository: config.repository, command: "backup")
+            defer { lock.release() }
+            let manifest = try await run(config, session: session, facts: facts, catalog: catalog, clock: clock, logger: logger, progress: progress)
             await session.close()
             return manifest
         } catch {
@@ -69,9 +72,8 @@ public enum PhysicalBackup {
         }
     }
 
-    static func run(_ config: BackupConfiguration, session: PostgresSession, catalog: Catalog, clock: any WaybackClock,
+    static func run(_ config: BackupConfiguration, session: PostgresSession, facts: ClusterFacts, catalog: Catalog, clock: any WaybackClock,
                     logger: Logger, progress: ProgressHandler?) async throws -> BackupManifest {
-        let facts = try await session.facts()
         let binding = try await catalog.requireBinding(systemIdentifier: facts.systemIdentifier)
         try checkCluster(facts, config: config)
         // Copied from the directory it was proven to be (symbolic links resolved).
@@ -101,6 +103,25 @@ public enum PhysicalBackup {
         let startTime = clock.now
         var id = try await uniqueID(catalog: catalog, start: startTime, type: decision.type)
         if let resume { id = resume.id }
+        await config.backupLog?.started(id, type: decision.type, at: startTime)
+        do {
+            let manifest = try await copy(id, config: config, session: session, catalog: catalog, facts: facts, binding: binding,
+                                          decision: decision, reference: reference, resume: resume, startTime: startTime,
+                                          clock: clock, logger: logger, progress: progress)
+            let failed = Set((catalog.repository.driver as? ReplicatedStorage)?.failures.map(\.repository) ?? [])
+            await config.backupLog?.finished(manifest, holders: catalog.repository.members.map(\.name).filter { !failed.contains($0) })
+            return manifest
+        } catch {
+            await config.backupLog?.failed(id, type: decision.type, at: startTime,
+                                           error: (error as? WaybackError)?.message ?? String(describing: error))
+            throw error
+        }
+    }
+
+    /// The backup proper, once its id is chosen: start, copy, stop, WAL, manifest.
+    static func copy(_ id: BackupID, config: BackupConfiguration, session: PostgresSession, catalog: Catalog, facts: ClusterFacts,
+                     binding: ClusterBinding, decision: BackupChains.Decision, reference: BackupManifest?, resume: ResumePoint?,
+                     startTime: Date, clock: any WaybackClock, logger: Logger, progress: ProgressHandler?) async throws -> BackupManifest {
         var log = logger
         log[metadataKey: "wayback.backup"] = "\(id)"
         log.info("backup starting", metadata: ["wayback.cluster": "\(config.cluster)", "type": "\(decision.type)",

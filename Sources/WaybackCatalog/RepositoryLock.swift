@@ -5,8 +5,9 @@ import Foundation
 import WaybackCore
 import WaybackStorage
 
-/// An exclusive lock per cluster, so two commands that change a repository for the same cluster
-/// never run at once. A `flock(2)` on `<directory>/<cluster>.lock`; the holder writes what it is into
+/// An exclusive lock per cluster and repositories, so two commands that change a repository for
+/// the same cluster never run at once. A `flock(2)` on `<directory>/<cluster>-<system
+/// identifier>-<repositories' digest>.lock` (see `fileName`); the holder writes what it is into
 /// the file so that the refused command can name it. Released when the process ends, even by kill -9.
 ///
 /// The lock directory and file are trusted only when no other user can have planted them:
@@ -24,11 +25,26 @@ public final class RepositoryLock: @unchecked Sendable {
     private init(fd: Int32, path: String) { self.fd = fd; self.path = path }
     deinit { release() }
 
-    public static func acquire(directory: String, cluster: String, command: String,
+    /// The lock of what must not change twice at once: one PostgreSQL cluster (its system
+    /// identifier) in one set of repositories, so that two unrelated clusters that share a name on
+    /// one host (Debian names every cluster `main`) never block each other.
+    public static func acquire(directory: String, cluster: String, systemIdentifier: UInt64, repository: Repository, command: String,
                                owner: (uid: UInt32, gid: UInt32)? = nil) throws -> RepositoryLock {
+        let name = fileName(cluster: cluster, systemIdentifier: systemIdentifier, repositories: repository.members.map(\.description))
+        return try acquire(directory: directory, file: name, cluster: cluster, command: command, owner: owner)
+    }
+
+    /// `<cluster>-<system identifier>-<12 hex digits of the repositories' SHA-256>.lock`.
+    public static func fileName(cluster: String, systemIdentifier: UInt64, repositories: [String]) -> String {
+        let digest = SHA256Hasher.hex(Array(repositories.sorted().joined(separator: "\n").utf8)).prefix(12)
+        return "\(cluster)-\(systemIdentifier)-\(digest).lock"
+    }
+
+    static func acquire(directory: String, file: String, cluster: String, command: String,
+                        owner: (uid: UInt32, gid: UInt32)?) throws -> RepositoryLock {
         let dir = FileSystem.absolute(directory)
         let dirStatus = try safeDirectory(dir, owner: owner)
-        let path = dir + "/" + cluster + ".lock"
+        let path = dir + "/" + file
         var created = true
         var fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         if fd < 0 && errno == EEXIST {

@@ -39,6 +39,8 @@ public struct StatusOverview: Sendable {
     }
 
     public var report: StatusReport
+    /// Every complete backup's summary, oldest first (what the report was made from).
+    public var summaries: [BackupSummary]
     public var windows: [RecoveryWindow]
     public var repositories: [RepositoryState]
 
@@ -90,7 +92,7 @@ public struct StatusOverview: Sendable {
             }
             states.append(s)
         }
-        return StatusOverview(report: report, windows: windows, repositories: states)
+        return StatusOverview(report: report, summaries: summaries, windows: windows, repositories: states)
     }
 
     /// What one look at one repository found.

@@ -34,10 +34,10 @@ public enum ConfigLoader {
     public static func parse(_ text: String, path: String, environment: [String: String]) throws -> WaybackConfiguration {
         var values = ConfigValues(file: path)
         try values.read(yaml: text)
-        let fileHasPassword = values.string("cluster.connection").map {
-            (try? ConnectionSettings.parse(url: $0, defaults: ConnectionSettings(password: nil)))?.password != nil
-        } ?? false
-        let secrets = values.secretKeys(connectionHasPassword: fileHasPassword)
+        let withPassword = ["cluster.connection", "catalog.connection"].filter { key in
+            values.string(key).map { (try? ConnectionSettings.parse(url: $0, defaults: ConnectionSettings(password: nil)))?.password != nil } ?? false
+        }
+        let secrets = values.secretKeys(connectionsWithPassword: withPassword)
         // The variables named by passphrase_env hold passphrases, not keys.
         let passphrases = Set(values.keys.filter { $0.hasSuffix(".encryption.passphrase_env") }.compactMap { values.string($0) })
         try values.overlay(environment: environment, also: passphrases)
@@ -55,6 +55,15 @@ public enum ConfigLoader {
         }
         let pgdata = try v.required("cluster.pgdata")
         let cluster = WaybackConfiguration.ClusterSettings(name: name, pgdata: pgdata, connection: try connection(v, environment: environment))
+        var catalog: CatalogSettings?
+        if try v.defaulted("catalog.enabled", ConfigValues.bool) {
+            let schema = try v.defaulted("catalog.schema", ConfigValues.string)
+            guard CatalogStore.validSchema(schema) else {
+                throw WaybackError(.config, "\(v.origin("catalog.schema")): catalog.schema '\(schema)' must be a plain lower-case identifier (a-z, 0-9, '_', at most 63 bytes), e.g. wayback")
+            }
+            catalog = CatalogSettings(connection: try connection(v, environment: environment, key: "catalog.connection") ?? cluster.connection,
+                                      schema: schema)
+        }
 
         var repos = [WaybackConfiguration.RepositorySettings]()
         var i = 0
@@ -90,11 +99,25 @@ public enum ConfigLoader {
             path: path, cluster: cluster, repositories: repos, compression: CompressionSettings(algorithm: alg, level: level),
             parallelism: try v.defaulted("parallelism", ConfigValues.int), lockPath: try v.defaulted("lock_path", ConfigValues.string),
             logLevel: try v.defaulted("log_level", as: LogLevel.self),
-            backup: backup, restore: .init(prefetchSegments: try v.defaulted("restore.prefetch_segments", ConfigValues.int)), archive: archive)
+            backup: backup, restore: .init(prefetchSegments: try v.defaulted("restore.prefetch_segments", ConfigValues.int)), archive: archive,
+            catalog: catalog)
+    }
+
+    /// The connection of another key than `cluster.connection` (`catalog.connection`), built the
+    /// same way; nil when the key is not set.
+    static func connection(_ v: ConfigValues, environment: [String: String], key: String) throws -> ConnectionSettings? {
+        guard let url = v.string(key) else { return nil }
+        var base = try connection(v, environment: environment, url: nil)
+        base = try ConnectionSettings.parse(url: url, defaults: base)
+        return base
     }
 
     /// libpq's environment first, then the URL on top; libpq's default CA file for the verifying modes.
     static func connection(_ v: ConfigValues, environment: [String: String]) throws -> ConnectionSettings {
+        try connection(v, environment: environment, url: v.string("cluster.connection"))
+    }
+
+    static func connection(_ v: ConfigValues, environment: [String: String], url: String?) throws -> ConnectionSettings {
         func env(_ name: String) -> String? { environment[name].flatMap { $0.isEmpty ? nil : $0 } }
         var conn = ConnectionSettings(host: env("PGHOST") ?? "/var/run/postgresql", port: Int(environment["PGPORT"] ?? "") ?? 5432,
                                       user: env("PGUSER") ?? "postgres", password: environment["PGPASSWORD"],
@@ -106,7 +129,7 @@ public enum ConfigLoader {
             conn.sslMode = mode
         }
         conn.sslRootCert = env("PGSSLROOTCERT"); conn.sslCert = env("PGSSLCERT"); conn.sslKey = env("PGSSLKEY")
-        if let url = v.string("cluster.connection") {
+        if let url {
             conn = try ConnectionSettings.parse(url: url, defaults: conn)
         }
         if conn.sslMode.verifiesCertificate, conn.sslRootCert == nil, let home = env("HOME"),

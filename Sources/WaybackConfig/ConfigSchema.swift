@@ -132,6 +132,10 @@ public enum ConfigSchema {
 
         ConfigKey("archive.spool_path", .path, .derived("<cluster.pgdata>/pg_wal/wayback-spool")),
         ConfigKey("archive.spool_limit_mb", .int(16...Int.max), .value("4096")),
+
+        ConfigKey("catalog.enabled", .bool, .value("true")),
+        ConfigKey("catalog.connection", .string, .derived("cluster.connection")),
+        ConfigKey("catalog.schema", .string, .value("wayback")),
     ]
 
     /// Environment variables that start with `WAYBACK_` but are not keys (besides those named by

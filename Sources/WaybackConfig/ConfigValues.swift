@@ -205,8 +205,8 @@ struct ConfigValues {
     }
 
     /// The keys given a value whose key is a secret, and a password inside `cluster.connection`.
-    func secretKeys(connectionHasPassword: Bool) -> [String] {
-        var out = connectionHasPassword ? ["the password in cluster.connection"] : []
+    func secretKeys(connectionsWithPassword: [String]) -> [String] {
+        var out = connectionsWithPassword.map { "the password in \($0)" }
         out += keys.filter { k in values[k].map { !$0.origin.hasPrefix("environment") } ?? false && ConfigSchema.key(k)?.secret == true }
         return out
     }

@@ -60,6 +60,8 @@ public struct WaybackConfiguration: Sendable {
     public var backup: BackupSettings
     public var restore: RestoreSettings
     public var archive: ArchiveSettings
+    /// Where `backup_logs` is written (nil: `catalog.enabled: false`).
+    public var catalog: CatalogSettings?
     /// `WAYBACK_PG_BIN`: the PostgreSQL bin directory for the clusters Wayback starts (nil: the
     /// one of each data directory's version).
     public var pgBinDirectory: String?

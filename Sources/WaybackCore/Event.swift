@@ -46,7 +46,8 @@ public struct WaybackEvent: Sendable, Equatable, Codable, CustomStringConvertibl
     /// The operation that noticed it.
     public enum Operation: String, Sendable, Codable, CaseIterable {
         case initialize = "init", backup, walPush = "wal-push", walFetch = "wal-fetch", walDrain = "wal-drain",
-             walPrefetch = "wal-prefetch", restore, status, sync = "repo-sync", demo, expire, verify, drill, dump, daemon
+             walPrefetch = "wal-prefetch", restore, status, sync = "repo-sync", demo, expire, verify, drill, dump, daemon,
+             catalogSync = "catalog-sync"
     }
 
     public var time: Date

@@ -154,6 +154,19 @@ public final class PostgresSession: @unchecked Sendable {
         }
     }
 
+    /// A statement with bound values (never spliced into its text); `name` stands for it in errors.
+    func query(_ query: PostgresQuery, name: String) async throws -> [[String?]] {
+        do {
+            var out = [[String?]]()
+            for try await row in try await connection.query(query, logger: logger) {
+                out.append(row.map { Self.text($0) })
+            }
+            return out
+        } catch {
+            throw WaybackError(.postgres, "PostgreSQL rejected a query: \(Self.reason(error))", cause: .query(name))
+        }
+    }
+
     /// A cell as text: Wayback's own queries cast to text; other types are decoded as the
     /// common scalar types.
     static func text(_ cell: PostgresCell) -> String? {

@@ -25,12 +25,16 @@ struct InitCommand: AsyncParsableCommand {
         let r = try await ClusterSetup.initialize(
             repository: run.repository(), cluster: config.cluster.name, pgdata: config.cluster.pgdata,
             connection: config.cluster.connection, waybackCommand: Context.waybackCommand(configPath: config.path),
-            lockDirectory: config.lockPath, logger: logger)
+            lockDirectory: config.lockPath, catalog: config.catalog, logger: logger)
         print("cluster '\(config.cluster.name)': PostgreSQL \(Format.postgresVersion(r.facts.versionNumber)), system identifier \(r.facts.systemIdentifier)")
         print("  data directory \(r.facts.dataDirectory) (owner \(r.pgdataOwner)), wal_level \(r.facts.walLevel), data checksums \(r.facts.dataChecksums ? "on" : "off")")
         for repo in config.repositories {
             let state = r.initialized.contains(repo.name) ? "initialised" : "already initialised for this cluster"
             print("repository '\(repo.name)' (\(repo.path)): \(state)")
+        }
+        if let catalog = config.catalog, let applied = r.catalogMigrations {
+            let what = applied.isEmpty ? "up to date" : "migrations \(applied.map(String.init).joined(separator: ", ")) applied"
+            print("catalog: table \(catalog.schema).backup_logs at \(catalog.connection.redacted): \(what)")
         }
         print("")
         print("Set in postgresql.conf:")
@@ -172,6 +176,7 @@ struct BackupCommand: AsyncParsableCommand {
                                 failOnPageChecksum: config.backup.pageChecksumFailures == .fail, type: type,
                                 maxChainLength: config.backup.maxChainLength, resume: !noResume, events: run.events)
         backup.maxRateBytes = config.backup.maxRateBytes
+        backup.backupLog = run.backupLog()
         let m = try await PhysicalBackup.run(backup,
             logger: logger, progress: json ? nil : Context.progressHandler(logger: logger))
         let seconds = monotonicSeconds() - started
@@ -384,13 +389,7 @@ struct StatusCommand: AsyncParsableCommand {
     }
 
     func run(_ run: CommandRun) async throws {
-        let config = run.config
-        let repository = try run.repository()
-        let members = zip(repository.members, config.repositories).map {
-            StatusOverview.Member(repository: $0, type: $1.type.rawValue, location: $1.path, walPush: $1.walPush.rawValue)
-        }
-        let overview = try await StatusOverview.gather(Catalog(repository: repository, cluster: config.cluster.name), members: members,
-                                                       queue: WALQueue(path: config.archive.spoolPath))
+        let overview = try await run.statusOverview()
         if json { try Context.printJSON(StatusOutput(overview: overview)); return }
         let report = overview.report, windows = overview.windows, states = overview.repositories
         print("cluster '\(report.cluster)' (system identifier \(report.systemIdentifier), PostgreSQL \(Format.postgresVersion(report.pgVersion))) in repository '\(report.repository)'")

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import Synchronization
+import WaybackCatalog
 import WaybackConfig
 import WaybackCore
 import WaybackS3
@@ -45,6 +46,23 @@ struct CommandRun: Sendable {
 
     func repositoryList(only: Set<String>? = nil) throws -> [Repository] {
         try config.repositoryList(logger: logger, http: http, only: only)
+    }
+
+    /// Everything `status` shows (`StatusOverview.gather` over the configured repositories).
+    func statusOverview(_ set: Repository? = nil) async throws -> StatusOverview {
+        let repository = try set ?? repository()
+        let members = zip(repository.members, config.repositories).map {
+            StatusOverview.Member(repository: $0, type: $1.type.rawValue, location: $1.path, walPush: $1.walPush.rawValue)
+        }
+        return try await StatusOverview.gather(Catalog(repository: repository, cluster: config.cluster.name), members: members,
+                                               queue: WALQueue(path: config.archive.spoolPath))
+    }
+
+    /// The writer of `backup_logs` (writes nothing with `catalog.enabled: false`).
+    func backupLog() -> BackupLog {
+        BackupLog(settings: config.catalog,
+                  repositories: config.repositories.map { RepositoryAddress(name: $0.name, isS3: $0.type == .s3, base: $0.path) },
+                  cluster: config.cluster.name, events: events, logger: logger)
     }
 
     static func with<T>(_ configPath: String, _ operation: WaybackEvent.Operation,

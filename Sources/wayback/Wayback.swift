@@ -21,11 +21,16 @@ struct Wayback: AsyncParsableCommand {
             """,
         version: WaybackVersion.string,
         subcommands: [InitCommand.self, WalPushCommand.self, WalFetchCommand.self, WalPrefetchCommand.self, WalDrainCommand.self,
-                      BackupCommand.self, RestoreCommand.self, StatusCommand.self, RepoCommand.self, DemoCommand.self])
+                      BackupCommand.self, RestoreCommand.self, StatusCommand.self, RepoCommand.self, CatalogCommand.self, DemoCommand.self])
 
     /// The names a first argument may have.
     static var commandNames: Set<String> {
         Set(configuration.subcommands.map { $0._commandName } + ["help"])
+    }
+
+    /// Commands that are groups of subcommands (`repo sync`, `catalog sync`).
+    static var commandGroups: Set<String> {
+        Set(configuration.subcommands.filter { !$0.configuration.subcommands.isEmpty }.map { $0._commandName })
     }
 }
 
@@ -49,8 +54,8 @@ enum CLI {
             }
         }
         guard !leading.isEmpty, i < args.count, !args[i].hasPrefix("-") else { return args }
-        // Command groups (`repo sync`): behind the whole command path.
-        let path = args[i] == "repo" && i + 1 < args.count && !args[i + 1].hasPrefix("-") ? 2 : 1
+        // Command groups (`repo sync`, `catalog sync`): behind the whole command path.
+        let path = Wayback.commandGroups.contains(args[i]) && i + 1 < args.count && !args[i + 1].hasPrefix("-") ? 2 : 1
         return Array(args[i..<(i + path)]) + leading + Array(args[(i + path)...])
     }
 

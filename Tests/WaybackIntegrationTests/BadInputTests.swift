@@ -254,10 +254,20 @@ struct BadInputTests {
             #expect(r.status == Code.cluster.rawValue)
             #expect(r.stderr.contains("must not run as root"))
         }
-        let lock = try RepositoryLock.acquire(directory: t.root + "/locks", cluster: "main", command: "backup")
+        let sysid = try #require(UInt64(try t.psql("SELECT system_identifier FROM pg_control_system()")))
+        let repository = Repository(name: "local", driver: LocalStorage(root: t.repositoryPath))
+        // Another cluster also named 'main' (another system identifier) holding its lock on this
+        // host does not block this one.
+        let other = try RepositoryLock.acquire(directory: t.root + "/locks", cluster: "main", systemIdentifier: sysid + 1,
+                                               repository: repository, command: "backup")
+        let unblocked = try t.wayback(["backup"])
+        other.release()
+        #expect(unblocked.status == 0, "a lock of another cluster named main blocked this one: \(unblocked.stderr)")
+        let lock = try RepositoryLock.acquire(directory: t.root + "/locks", cluster: "main", systemIdentifier: sysid,
+                                              repository: repository, command: "backup")
         let r = try t.wayback(["backup"])
         lock.release()
-        #expect(r.status == Code.locked.rawValue)
+        #expect(r.status == Code.locked.rawValue, "\(r.status) \(r.stderr)")
         #expect(r.stderr.contains("'wayback backup'"))
         #expect(try t.wayback(["backup"]).status == 0)
     }

@@ -149,7 +149,12 @@ struct DataSafetyTests {
         try t.waybackOK(["init"])
         let dirMode = try #require(try FileSystem.status(locks)).mode
         #expect(dirMode & 0o777 == 0o700, "lock directory mode \(String(dirMode, radix: 8))")
-        let fileStatus = try #require(try FileSystem.status(locks + "/main.lock"))
+        // Keyed by the cluster's system identifier and its repositories, named for the cluster.
+        let sysid = try t.psql("SELECT system_identifier FROM pg_control_system()")
+        let lockFiles = try FileSystem.list(locks).filter { $0.hasSuffix(".lock") }
+        #expect(lockFiles.count == 1 && lockFiles[0].hasPrefix("main-\(sysid)-"), "\(lockFiles)")
+        let lockFile = locks + "/" + (lockFiles.first ?? "main.lock")
+        let fileStatus = try #require(try FileSystem.status(lockFile))
         #expect(fileStatus.mode & 0o777 == 0o600)
         let rootOwner = try FileSystem.status(t.root)?.uid
         #expect(getuid() != 0 || fileStatus.uid == rootOwner, "lock file owned by the cluster's user")
@@ -158,14 +163,14 @@ struct DataSafetyTests {
         let victim = t.root + "/victim"
         try "precious\n".write(toFile: victim, atomically: true, encoding: .utf8)
         _ = chmod(victim, 0o644)
-        try FileSystem.remove(locks + "/main.lock")
-        try FileSystem.symlink(target: victim, at: locks + "/main.lock")
+        try FileSystem.remove(lockFile)
+        try FileSystem.symlink(target: victim, at: lockFile)
         let r = try t.wayback(["init"], asRoot: true)
         #expect(r.status == Code.io.rawValue, "\(r.status) \(r.stderr)")
         #expect(r.stderr.contains("symbolic link"), "\(r.stderr)")
         #expect(try String(contentsOfFile: victim, encoding: .utf8) == "precious\n")
         #expect(try #require(try FileSystem.status(victim)).mode & 0o777 == 0o644)
-        try FileSystem.remove(locks + "/main.lock")
+        try FileSystem.remove(lockFile)
 
         // A lock directory another user can write (the old /tmp/wayback, mode 1777, owned by root).
         if getuid() == 0 {
@@ -183,10 +188,10 @@ struct DataSafetyTests {
         }
         // A lock file of another user's (uid 65534, nobody) is not taken over.
         if getuid() == 0 {
-            try Self.write("", locks + "/main.lock")
-            chown(locks + "/main.lock", 65534, 65534)
+            try Self.write("", lockFile)
+            chown(lockFile, 65534, 65534)
             let other = try t.wayback(["backup"])
-            #expect(other.status != 0 && other.stderr.contains("main.lock"), "\(other.status) \(other.stderr)")
+            #expect(other.status != 0 && other.stderr.contains(lockFile), "\(other.status) \(other.stderr)")
         }
     }
 

@@ -71,6 +71,8 @@ let package = Package(
                                                       .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
         .target(name: "WaybackRestore", dependencies: ["WaybackCore", "WaybackStorage", "WaybackCatalog", "WaybackPostgres",
                                                        .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
+        .target(name: "WaybackRetention", dependencies: ["WaybackCore", "WaybackStorage", "WaybackCatalog",
+                                                         .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
 
         // Layer 4: configuration (read at the edge), the demo, the command line.
         .target(name: "WaybackConfig", dependencies: [
@@ -85,7 +87,7 @@ let package = Package(
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "wayback", dependencies: [
             "WaybackCore", "WaybackStorage", "WaybackS3", "WaybackCatalog", "WaybackPostgres",
-            "WaybackArchive", "WaybackBackup", "WaybackRestore", "WaybackConfig", "WaybackDemo",
+            "WaybackArchive", "WaybackBackup", "WaybackRestore", "WaybackRetention", "WaybackConfig", "WaybackDemo",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
@@ -103,6 +105,7 @@ let package = Package(
         .testTarget(name: "WaybackArchiveTests", dependencies: ["WaybackArchive", "WaybackCore"], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackBackupTests", dependencies: ["WaybackBackup", "WaybackStorage"], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackRestoreTests", dependencies: ["WaybackRestore", "WaybackCatalog", "WaybackPostgres", "WaybackCore", "WaybackStorage", "WaybackTesting", .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
+        .testTarget(name: "WaybackRetentionTests", dependencies: ["WaybackRetention", "WaybackCatalog", "WaybackCore"], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackIntegrationTests", dependencies: ["WaybackCore", "WaybackCatalog", "WaybackStorage", "WaybackPostgres", "WaybackTesting"], swiftSettings: swiftSettings),
     ]
 )

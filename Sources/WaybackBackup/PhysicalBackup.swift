@@ -35,6 +35,8 @@ public struct BackupConfiguration: Sendable {
     public var events: EventLog
     /// Where the backup's `backup_logs` row is written (nil: nowhere).
     public var backupLog: BackupLog?
+    /// Pin the backup once it is complete (`backup --pin`): retention never expires it.
+    public var pin = false
 
     public init(repository: Repository, cluster: String, pgdata: String, connection: ConnectionSettings,
                 compression: CompressionSettings, parallelism: Int, lockDirectory: String,
@@ -202,6 +204,7 @@ public enum PhysicalBackup {
         } catch {
             config.events.emit(.warning, .cleanup, "could not remove the pack indexes of backup \(id): \(error)", backup: id.rawValue)
         }
+        if config.pin { try await catalog.pin(id, until: nil, now: clock.now) }
         // The backup counts from its manifest on; the index only makes reading the state cheaper.
         await StatusIndex.refreshEach(catalog, known: [final], events: config.events)
         log.info("backup complete", metadata: ["bytes": "\(manifest.sizes.database)", "stored": "\(manifest.sizes.repository)"])

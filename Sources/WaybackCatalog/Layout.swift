@@ -12,6 +12,7 @@ import Foundation
 /// <cluster>/backups/<id>/wal/<segment>              copies of the WAL the backup needs
 /// <cluster>/backups/<id>/manifest.json, .copy.json  written last: the backup exists once it is there
 /// <cluster>/restores/<time>-<run id>.json            what each restore measured (for estimates)
+/// <cluster>/pins/<backup id>.json                   a backup kept whatever the retention policy says
 /// <cluster>/index.json                              summaries of the complete backups (`StatusIndex`:
 ///                                                   a cache, each repository its own, never copied)
 /// ```
@@ -24,6 +25,8 @@ public struct RepositoryLayout: Sendable {
     public var walPrefix: String { "\(cluster)/wal/" }
     public var backupsPrefix: String { "\(cluster)/backups/" }
     public var indexKey: String { "\(cluster)/index.json" }
+    public var pinsPrefix: String { "\(cluster)/pins/" }
+    public func pinKey(_ id: BackupID) -> String { "\(cluster)/pins/\(id).json" }
 
     public func walKey(_ name: WALFileName) -> String {
         switch name.kind {
@@ -63,6 +66,8 @@ public struct RepositoryLayout: Sendable {
         case restoreRecord(String)
         /// The repository's own status index (`StatusIndex`).
         case index
+        /// A pin of a backup (`Pin`).
+        case pin(BackupID)
 
         /// The backup whose folder holds it.
         public var backupID: BackupID? { if case .backup(let id, _) = self { return id }; return nil }
@@ -90,6 +95,8 @@ public struct RepositoryLayout: Sendable {
             guard let id = BackupID(String(parts[1])), !parts[2...].contains(where: \.isEmpty) else { return nil }
             return .backup(id, parts[2...].joined(separator: "/"))
         case "restores" where parts.count == 2 && parts[1].hasSuffix(".json"): return .restoreRecord(String(parts[1]))
+        case "pins" where parts.count == 2 && parts[1].hasSuffix(".json"):
+            return BackupID(String(parts[1].dropLast(5))).map { .pin($0) }
         default: return nil
         }
     }

@@ -80,6 +80,17 @@ public enum RecoverableWindows {
         return best
     }
 
+    /// The newest segment of the path at or below `last` that is not archived (nil: none down to
+    /// segment 1).
+    public static func lastHole(_ archive: ArchiveContents, history: TimelineHistory, from last: UInt64) -> UInt64? {
+        var s = last
+        while s > 1 {
+            s -= 1
+            if !archive.has(history.timeline(forSegment: s, segmentSize: archive.segmentSize), s) { return s }
+        }
+        return nil
+    }
+
     /// The backups whose whole chain is there (the others cannot be restored), in order.
     public static func restorable<M: ChainMember>(_ all: [M]) -> [M] {
         let byID = Dictionary(all.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
@@ -101,7 +112,14 @@ public enum RecoverableWindows {
         let segSize = archive.segmentSize
         for tli in Set(archive.timelines).union(facts.map(\.timeline)).sorted() {
             guard let h = archive.history(of: tli) else { continue }
-            let usable = usable(facts, history: h)
+            var usable = usable(facts, history: h)
+            // Recovery runs from a backup's end through every archived segment after it: a backup
+            // before a hole in the archive (an expired range, a lost file) restores to its own end
+            // only, so the window starts at the first backup after the last hole.
+            if let last = lastSegment(archive, history: h), let hole = lastHole(archive, history: h, from: last) {
+                let after = usable.filter { $0.stopLSN.segmentNumber(segmentSize: segSize) >= hole }
+                if !after.isEmpty { usable = after }
+            }
             var w = RecoveryWindow(timeline: tli, earliest: usable.first?.stopTime, earliestLSN: usable.first?.stopLSN)
             // The last transaction end: scan the last segments of the path, newest first. A
             // segment that cannot be read or decoded is a gap: recovery stops before it.

@@ -4,7 +4,7 @@ import WaybackCore
 import WaybackStorage
 
 /// Copies what one repository has of a cluster and another lacks, in an order that keeps the
-/// target consistent at every moment: the binding, WAL files, restore records, then for each
+/// target consistent at every moment: the binding, WAL files, restore records and pins, then for each
 /// backup its data objects, then its manifest copy, and its manifest last (the backup exists in
 /// the target only once everything it needs is there). Objects stream through (constant memory);
 /// WAL objects are verified against their checksum on the way, so a damaged source is never
@@ -35,7 +35,7 @@ public enum RepositorySync {
             case .wal?: wal.append(k)
             case _ where scope == .wal: continue
             case .binding?, .bindingCopy?: first.append(k)
-            case .restoreRecord?: records.append(k)
+            case .restoreRecord?, .pin?: records.append(k)
             case .index?: continue  // each repository's own, rebuilt from its own listing
             case .backup(let id, _)? where complete.contains(id):
                 if layout.parse(k)?.isManifest == true { manifests.append(k) } else { data.append(k) }

@@ -65,10 +65,13 @@ public enum ConfigLoader {
                                       schema: schema)
         }
 
+        let retention = try retentionPolicy(v, prefix: "retention", base: .default)
         var repos = [WaybackConfiguration.RepositorySettings]()
         var i = 0
         while v.keys.contains(where: { $0.hasPrefix("repositories.\(i).") }) {
-            repos.append(try repositorySettings(i, values: v, environment: environment, existing: repos))
+            var r = try repositorySettings(i, values: v, environment: environment, existing: repos)
+            r.retention = try retentionPolicy(v, prefix: "repositories.\(i).retention", base: retention)
+            repos.append(r)
             i += 1
         }
         guard !repos.isEmpty else {
@@ -100,7 +103,31 @@ public enum ConfigLoader {
             parallelism: try v.defaulted("parallelism", ConfigValues.int), lockPath: try v.defaulted("lock_path", ConfigValues.string),
             logLevel: try v.defaulted("log_level", as: LogLevel.self),
             backup: backup, restore: .init(prefetchSegments: try v.defaulted("restore.prefetch_segments", ConfigValues.int)), archive: archive,
-            catalog: catalog)
+            retention: retention, catalog: catalog)
+    }
+
+    /// A retention policy from `<prefix>.*` keys over `base` (the defaults, or `retention:` for a
+    /// repository's own), checked: durations, the zone, and that it keeps something.
+    static func retentionPolicy(_ v: ConfigValues, prefix: String, base: RetentionPolicy) throws -> RetentionPolicy {
+        var p = base
+        func int(_ k: String) -> Int? { v.int("\(prefix).\(k)") }
+        p.hourly = int("hourly") ?? p.hourly
+        p.daily = int("daily") ?? p.daily
+        p.weekly = int("weekly") ?? p.weekly
+        p.monthly = int("monthly") ?? p.monthly
+        p.quarterly = int("quarterly") ?? p.quarterly
+        p.minFull = int("min_full") ?? p.minFull
+        for (k, path) in [("pitr_window", \RetentionPolicy.pitrWindow), ("stale_after", \RetentionPolicy.staleAfter)] {
+            guard let text = v.string("\(prefix).\(k)") else { continue }
+            guard let seconds = RetentionPolicy.parseDuration(text) else {
+                throw WaybackError(.config, "\(v.origin("\(prefix).\(k)")): \(prefix).\(k) '\(text)' is not a duration; write a number and a unit (s, m, h, d, w), e.g. 7d")
+            }
+            p[keyPath: path] = seconds
+        }
+        p.timeZone = v.string("\(prefix).timezone") ?? p.timeZone
+        let touched = v.keys.contains { $0.hasPrefix(prefix + ".") }
+        if touched || prefix == "retention" { try p.validate(origin: "\(v.origin(prefix + ".timezone")): \(prefix)") }
+        return p
     }
 
     /// The connection of another key than `cluster.connection` (`catalog.connection`), built the
@@ -159,7 +186,10 @@ public enum ConfigLoader {
         case .local:
             // Keys of S3 repositories (every repository key but these) do not apply.
             let localKeys: Set<String> = ["name", "type", "path", "wal_push", "encryption.key_file", "encryption.passphrase_env"]
-            if let k = v.keys.first(where: { $0.hasPrefix(key("")) && !localKeys.contains(String($0.dropFirst(key("").count))) }) {
+            if let k = v.keys.first(where: { k in
+                let rest = String(k.dropFirst(key("").count))
+                return k.hasPrefix(key("")) && !localKeys.contains(rest) && !rest.hasPrefix("retention.")
+            }) {
                 throw WaybackError(.config, "\(at).\(k.dropFirst(key("").count)) applies to S3 repositories only; this one has type: local")
             }
             guard let p = str("path") else { throw WaybackError(.config, "\(at): required key 'path' is missing (the repository directory)") }

@@ -114,6 +114,7 @@ public enum ConfigSchema {
         ConfigKey("repositories.*.upload_concurrency", .int(1...64), .value("4")),
         ConfigKey("repositories.*.request_timeout_seconds", .number(atLeast: nil), .value("120")),
         ConfigKey("repositories.*.deadline_seconds", .number(atLeast: nil), .value("900")),
+    ] + retention.map { ConfigKey("repositories.*.retention.\($0.name)", $0.kind, .derived("retention.\($0.name)")) } + [
 
         ConfigKey("compression.algorithm", .choice(["zstd", "lz4", "gzip", "none"]), .value("zstd")),
         ConfigKey("compression.level", .int(nil), .derived("1 (gzip: 6); zstd 1-19, lz4 1-12, gzip 1-9")),
@@ -133,9 +134,18 @@ public enum ConfigSchema {
         ConfigKey("archive.spool_path", .path, .derived("<cluster.pgdata>/pg_wal/wayback-spool")),
         ConfigKey("archive.spool_limit_mb", .int(16...Int.max), .value("4096")),
 
+    ] + retention.map { ConfigKey("retention.\($0.name)", $0.kind, .value($0.value)) } + [
+
         ConfigKey("catalog.enabled", .bool, .value("true")),
         ConfigKey("catalog.connection", .string, .derived("cluster.connection")),
         ConfigKey("catalog.schema", .string, .value("wayback")),
+    ]
+
+    /// The keys of a retention policy (`retention:`, and each repository's own), with their defaults.
+    static let retention: [(name: String, kind: ConfigKey.Kind, value: String)] = [
+        ("hourly", .int(0...Int.max), "24"), ("daily", .int(0...Int.max), "30"), ("weekly", .int(0...Int.max), "12"),
+        ("monthly", .int(0...Int.max), "12"), ("quarterly", .int(0...Int.max), "28"), ("min_full", .int(0...Int.max), "2"),
+        ("pitr_window", .string, "7d"), ("timezone", .string, "UTC"), ("stale_after", .string, "3d"),
     ]
 
     /// Environment variables that start with `WAYBACK_` but are not keys (besides those named by

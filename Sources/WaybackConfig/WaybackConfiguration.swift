@@ -22,6 +22,8 @@ public struct WaybackConfiguration: Sendable {
         public var walPush: WALPushMode
         /// Client-side encryption of everything stored in this repository (nil: none).
         public var encryption: EncryptionKeySource? = nil
+        /// What `expire` keeps here (`retention:`, with this repository's own keys on top).
+        public var retention = RetentionPolicy.default
     }
 
     public struct BackupSettings: Sendable {
@@ -60,6 +62,8 @@ public struct WaybackConfiguration: Sendable {
     public var backup: BackupSettings
     public var restore: RestoreSettings
     public var archive: ArchiveSettings
+    /// What `expire` keeps (`retention:`; each repository may override it).
+    public var retention = RetentionPolicy.default
     /// Where `backup_logs` is written (nil: `catalog.enabled: false`).
     public var catalog: CatalogSettings?
     /// `WAYBACK_PG_BIN`: the PostgreSQL bin directory for the clusters Wayback starts (nil: the

@@ -47,6 +47,9 @@ public struct WaybackError: Error, CustomStringConvertible, Sendable {
         /// Data pages failed their checksum while being backed up: the source cluster has
         /// corruption. The backup is complete (unless configured to fail) and lists the pages.
         case pageChecksum = 16
+        /// An expiry would remove more than half of a repository's complete backups (a policy
+        /// typo?); nothing was removed there. `--force` applies it by hand; the daemon never does.
+        case expiryRefused = 17
         /// A bug: an invariant did not hold.
         case `internal` = 70
     }

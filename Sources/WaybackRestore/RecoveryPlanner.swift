@@ -200,7 +200,7 @@ public enum RecoveryPlanner {
         var endSeg: UInt64
         func unreachable(_ what: String, _ otherwise: String) -> WaybackError {
             problems.isEmpty ? WaybackError(.restoreTarget, otherwise)
-                             : WaybackError(.restoreTarget, "\(what) \(request.target): \(problems.joined(separator: "; "))")
+                             : WaybackError(.restoreTarget, "\(what) \(request.target): \(problems.joined(separator: "; ")). Recoverable: \(windowText)")
         }
         switch request.target {
         case .backupEnd:

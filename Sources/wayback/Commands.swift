@@ -7,6 +7,7 @@ import WaybackCatalog
 import WaybackConfig
 import WaybackCore
 import WaybackRestore
+import WaybackRetention
 import WaybackStorage
 
 struct InitCommand: AsyncParsableCommand {
@@ -159,6 +160,7 @@ struct BackupCommand: AsyncParsableCommand {
             transform: Arguments.backupType)
     var type: BackupType = .full
     @Flag(help: "Start over instead of continuing an interrupted backup (whose leftover is then removed).") var noResume = false
+    @Flag(help: "Pin the backup: retention never expires it ('wayback unpin' lets it go).") var pin = false
     @Flag(help: "Print a JSON summary.") var json = false
 
     func run() async throws {
@@ -177,6 +179,7 @@ struct BackupCommand: AsyncParsableCommand {
                                 maxChainLength: config.backup.maxChainLength, resume: !noResume, events: run.events)
         backup.maxRateBytes = config.backup.maxRateBytes
         backup.backupLog = run.backupLog()
+        backup.pin = pin
         let m = try await PhysicalBackup.run(backup,
             logger: logger, progress: json ? nil : Context.progressHandler(logger: logger))
         let seconds = monotonicSeconds() - started
@@ -356,13 +359,16 @@ struct RestoreCommand: AsyncParsableCommand {
 /// each repository.
 struct StatusOutput: Encodable {
     var overview: StatusOverview
+    /// What the next `expire` does with `retention:` (each repository's own policy may differ).
+    var retention: RetentionPlan
     func encode(to encoder: any Encoder) throws {
         try overview.report.encode(to: encoder)
-        enum K: String, CodingKey { case recoverable, repositories, checked }
+        enum K: String, CodingKey { case recoverable, repositories, checked, retention }
         var c = encoder.container(keyedBy: K.self)
         try c.encode(overview.windows, forKey: .recoverable)
         try c.encode(overview.repositories, forKey: .repositories)
         try c.encode(StatusReport.checked, forKey: .checked)
+        try c.encode(retention, forKey: .retention)
     }
 }
 
@@ -389,8 +395,12 @@ struct StatusCommand: AsyncParsableCommand {
     }
 
     func run(_ run: CommandRun) async throws {
-        let overview = try await run.statusOverview()
-        if json { try Context.printJSON(StatusOutput(overview: overview)); return }
+        let repository = try run.repository()
+        let overview = try await run.statusOverview(repository)
+        let pins = try await Catalog(repository: repository, cluster: run.config.cluster.name).pins()
+        let retention = RetentionPlanner.plan(overview.summaries, policy: run.config.retention, pins: pins, now: Date())
+        if json { try Context.printJSON(StatusOutput(overview: overview, retention: retention)); return }
+        let why = Dictionary(retention.decisions.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         let report = overview.report, windows = overview.windows, states = overview.repositories
         print("cluster '\(report.cluster)' (system identifier \(report.systemIdentifier), PostgreSQL \(Format.postgresVersion(report.pgVersion))) in repository '\(report.repository)'")
         if report.backups.isEmpty { print("no backups") }
@@ -398,6 +408,9 @@ struct StatusCommand: AsyncParsableCommand {
             let kind = b.reference.map { "\(b.type) on \($0), \(Format.bytes(b.copiedBytes)) changed" } ?? b.type
             print("  \(b.id)  \(kind)  \(Format.timestamp(b.startTime)) .. \(Format.timestamp(b.stopTime))  LSN \(b.startLSN)..\(b.stopLSN)  TL \(b.timeline)  \(Format.bytes(b.databaseBytes)) -> \(Format.bytes(b.repositoryBytes)) (\(b.compressionRatio)x)")
             if let p = b.problems { print("    DAMAGED: \(p.joined(separator: "; ")); it cannot be restored") }
+            if let d = why[b.id] {
+                print(d.action == .keep ? "    kept: \(d.reasons.joined(separator: "; "))" : "    expires at the next 'wayback expire' (no bucket, pin or chain keeps it)")
+            }
         }
         if report.archive.isEmpty { print("WAL archive: empty") }
         for t in report.archive {
@@ -413,6 +426,11 @@ struct StatusCommand: AsyncParsableCommand {
         }
         if !windows.isEmpty { print("recoverable:") }
         for w in windows { print("  \(w.text)") }
+        if let anchor = retention.decisions.first(where: { $0.id == retention.pitrAnchor }) {
+            print("after retention (retention: in the configuration): every point from \(Format.timestamp(anchor.stopTime)) on (backup \(anchor.id) and the WAL after it); older kept backups restore to their end")
+        } else if retention.stale {
+            print("after retention: nothing expires while backups are stale (the newest is older than retention.stale_after)")
+        }
         print("checked: \(StatusReport.checked)")
     }
 }

@@ -21,7 +21,8 @@ struct Wayback: AsyncParsableCommand {
             """,
         version: WaybackVersion.string,
         subcommands: [InitCommand.self, WalPushCommand.self, WalFetchCommand.self, WalPrefetchCommand.self, WalDrainCommand.self,
-                      BackupCommand.self, RestoreCommand.self, StatusCommand.self, RepoCommand.self, CatalogCommand.self, DemoCommand.self])
+                      BackupCommand.self, RestoreCommand.self, StatusCommand.self, RepoCommand.self, CatalogCommand.self,
+                      ExpireCommand.self, PinCommand.self, UnpinCommand.self, DemoCommand.self])
 
     /// The names a first argument may have.
     static var commandNames: Set<String> {

@@ -35,6 +35,25 @@ import WaybackCore
         #expect(c.parallelism == 2 && c.backup.archiveWaitSeconds == 120 && c.backup.fastCheckpoint)
     }
 
+    @Test func retentionHasDefaultsAndEachRepositoryMayOverrideIt() throws {
+        #expect(try parse(minimal).retention == RetentionPolicy.default)
+        let text = minimal.replacingOccurrences(of: "    path: /var/backups/wayback\n", with: "    path: /var/backups/wayback\n    retention: { daily: 7, weekly: 0, monthly: 0, quarterly: 0 }\n")
+            + "\nretention:\n  quarterly: 40\n  pitr_window: 36h\n  timezone: Europe/Berlin\n"
+        let c = try parse(text)
+        #expect(c.retention.quarterly == 40 && c.retention.pitrWindow == 36 * 3600 && c.retention.timeZone == "Europe/Berlin")
+        let local = c.repositories[0].retention
+        #expect(local.daily == 7 && local.quarterly == 0 && local.pitrWindow == 36 * 3600 && local.hourly == 24)
+        // Catalog defaults: the cluster's connection, schema wayback.
+        #expect(c.catalog?.schema == "wayback" && c.catalog?.connection.host == "localhost")
+        #expect(try parse(minimal + "\ncatalog: { enabled: false }\n").catalog == nil)
+        for (bad, words) in [("retention: { pitr_window: 7 days }", "not a duration"), ("retention: { timezone: Mars/Olympus }", "IANA"),
+                             ("retention: { hourly: 0, daily: 0, weekly: 0, monthly: 0, quarterly: 0, min_full: 0 }", "keeps nothing"),
+                             ("retention: { daily: -1 }", "retention.daily"), ("catalog: { schema: Public }", "catalog.schema")] {
+            let e = try #require(error(minimal + "\n" + bad + "\n"), "\(bad) was accepted")
+            #expect(e.code == .config && e.message.contains(words), "\(bad): \(e.message)")
+        }
+    }
+
     @Test func unknownKeysAreNamedWithTheirLine() throws {
         let e = try #require(error(minimal + "\ncolour: blue\n"))
         #expect(e.code == .config)

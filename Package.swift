@@ -21,6 +21,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // C libraries: Debian's libzstd-dev, liblz4-dev and zlib1g-dev (scripts/setup installs them).
@@ -64,6 +65,13 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
 
+        // The daemon's schedule: cron, the pure planner, the scheduler service.
+        .target(name: "WaybackSchedule", dependencies: [
+            "WaybackCore", "WaybackStorage",
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftSettings),
+
         // Layer 3: operations (never import each other).
         .target(name: "WaybackArchive", dependencies: ["WaybackCore", "WaybackStorage", "WaybackCatalog", "WaybackPostgres",
                                                        .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
@@ -87,7 +95,9 @@ let package = Package(
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "wayback", dependencies: [
             "WaybackCore", "WaybackStorage", "WaybackS3", "WaybackCatalog", "WaybackPostgres",
-            "WaybackArchive", "WaybackBackup", "WaybackRestore", "WaybackRetention", "WaybackConfig", "WaybackDemo",
+            "WaybackArchive", "WaybackBackup", "WaybackRestore", "WaybackRetention", "WaybackSchedule", "WaybackConfig", "WaybackDemo",
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
@@ -105,6 +115,7 @@ let package = Package(
         .testTarget(name: "WaybackArchiveTests", dependencies: ["WaybackArchive", "WaybackCore"], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackBackupTests", dependencies: ["WaybackBackup", "WaybackStorage"], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackRestoreTests", dependencies: ["WaybackRestore", "WaybackCatalog", "WaybackPostgres", "WaybackCore", "WaybackStorage", "WaybackTesting", .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
+        .testTarget(name: "WaybackScheduleTests", dependencies: ["WaybackSchedule", "WaybackCore", "WaybackStorage", "WaybackTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackRetentionTests", dependencies: ["WaybackRetention", "WaybackCatalog", "WaybackCore"], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackIntegrationTests", dependencies: ["WaybackCore", "WaybackCatalog", "WaybackStorage", "WaybackPostgres", "WaybackTesting"], swiftSettings: swiftSettings),
     ]

@@ -28,9 +28,12 @@ public final class RepositoryLock: @unchecked Sendable {
     /// The lock of what must not change twice at once: one PostgreSQL cluster (its system
     /// identifier) in one set of repositories, so that two unrelated clusters that share a name on
     /// one host (Debian names every cluster `main`) never block each other.
+    /// `role` "daemon" is the daemon's own lock (`...daemon.lock`): one daemon per cluster and
+    /// repositories, beside the lock its jobs take like any command.
     public static func acquire(directory: String, cluster: String, systemIdentifier: UInt64, repository: Repository, command: String,
-                               owner: (uid: UInt32, gid: UInt32)? = nil) throws -> RepositoryLock {
-        let name = fileName(cluster: cluster, systemIdentifier: systemIdentifier, repositories: repository.members.map(\.description))
+                               owner: (uid: UInt32, gid: UInt32)? = nil, role: String? = nil) throws -> RepositoryLock {
+        var name = fileName(cluster: cluster, systemIdentifier: systemIdentifier, repositories: repository.members.map(\.description))
+        if let role { name = String(name.dropLast(".lock".count)) + ".\(role).lock" }
         return try acquire(directory: directory, file: name, cluster: cluster, command: command, owner: owner)
     }
 

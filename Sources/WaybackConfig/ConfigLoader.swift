@@ -42,6 +42,7 @@ public enum ConfigLoader {
         let passphrases = Set(values.keys.filter { $0.hasSuffix(".encryption.passphrase_env") }.compactMap { values.string($0) })
         try values.overlay(environment: environment, also: passphrases)
         var c = try build(values, environment: environment)
+        c.schedule = try scheduleSettings(values)
         c.secretKeysInFile = secrets
         c.pgBinDirectory = environment["WAYBACK_PG_BIN"].flatMap { $0.isEmpty ? nil : $0 }
         return c
@@ -104,6 +105,30 @@ public enum ConfigLoader {
             logLevel: try v.defaulted("log_level", as: LogLevel.self),
             backup: backup, restore: .init(prefetchSegments: try v.defaulted("restore.prefetch_segments", ConfigValues.int)), archive: archive,
             retention: retention, catalog: catalog)
+    }
+
+    /// `schedule:`: cron expressions checked now (a malformed field is named), `null`/`off`
+    /// switches a job off, the zone must be an IANA name.
+    static func scheduleSettings(_ v: ConfigValues) throws -> WaybackConfiguration.ScheduleSettings {
+        let zone = try v.defaulted("schedule.timezone", ConfigValues.string)
+        guard TimeZone(identifier: zone) != nil else {
+            throw WaybackError(.config, "\(v.origin("schedule.timezone")): schedule.timezone '\(zone)' is not an IANA time zone name (e.g. UTC, Europe/Berlin)")
+        }
+        func cron(_ job: String) throws -> CronExpression? {
+            let key = "schedule.\(job)"
+            let text = try v.defaulted(key, ConfigValues.string)
+            if ["null", "~", "off", "none", ""].contains(text.lowercased()) { return nil }
+            return try CronExpression(text, origin: "\(v.origin(key)): \(key)")
+        }
+        var expire: WaybackConfiguration.ScheduleSettings.Expire?
+        let e = try v.defaulted("schedule.expire", ConfigValues.string)
+        if e.lowercased() == "after-backup" { expire = .afterBackup } else if let c = try cron("expire") { expire = .cron(c) }
+        let stop = try v.defaulted("schedule.stop_timeout", ConfigValues.string)
+        guard let stopSeconds = RetentionPolicy.parseDuration(stop), stopSeconds > 0 else {
+            throw WaybackError(.config, "\(v.origin("schedule.stop_timeout")): schedule.stop_timeout '\(stop)' is not a duration; write e.g. 60s or 5m")
+        }
+        return .init(timeZone: zone, full: try cron("full"), incr: try cron("incr"), diff: try cron("diff"), expire: expire,
+                     retries: try v.defaulted("schedule.retries", ConfigValues.int), stopTimeoutSeconds: stopSeconds)
     }
 
     /// A retention policy from `<prefix>.*` keys over `base` (the defaults, or `retention:` for a

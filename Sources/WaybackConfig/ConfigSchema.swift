@@ -136,6 +136,14 @@ public enum ConfigSchema {
 
     ] + retention.map { ConfigKey("retention.\($0.name)", $0.kind, .value($0.value)) } + [
 
+        ConfigKey("schedule.timezone", .string, .value("UTC")),
+        ConfigKey("schedule.full", .string, .value("0 2 * * *")),
+        ConfigKey("schedule.incr", .string, .value("0 * * * *")),
+        ConfigKey("schedule.diff", .string, .value("null")),
+        ConfigKey("schedule.expire", .string, .value("after-backup")),
+        ConfigKey("schedule.retries", .int(0...10), .value("2")),
+        ConfigKey("schedule.stop_timeout", .string, .value("60s")),
+
         ConfigKey("catalog.enabled", .bool, .value("true")),
         ConfigKey("catalog.connection", .string, .derived("cluster.connection")),
         ConfigKey("catalog.schema", .string, .value("wayback")),

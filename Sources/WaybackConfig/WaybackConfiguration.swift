@@ -62,6 +62,20 @@ public struct WaybackConfiguration: Sendable {
     public var backup: BackupSettings
     public var restore: RestoreSettings
     public var archive: ArchiveSettings
+    /// When the daemon runs each job (`schedule:`).
+    public struct ScheduleSettings: Sendable, Equatable {
+        public enum Expire: Sendable, Equatable { case afterBackup, cron(CronExpression) }
+        public var timeZone: String
+        public var full: CronExpression?
+        public var incr: CronExpression?
+        public var diff: CronExpression?
+        /// nil: the daemon never expires.
+        public var expire: Expire?
+        public var retries: Int
+        public var stopTimeoutSeconds: Double
+    }
+
+    public var schedule = ScheduleSettings(timeZone: "UTC", full: nil, incr: nil, diff: nil, expire: nil, retries: 2, stopTimeoutSeconds: 60)
     /// What `expire` keeps (`retention:`; each repository may override it).
     public var retention = RetentionPolicy.default
     /// Where `backup_logs` is written (nil: `catalog.enabled: false`).

@@ -171,14 +171,8 @@ struct BackupCommand: AsyncParsableCommand {
         let config = run.config, logger = run.logger
         let started = monotonicSeconds()
         let repository = try run.repository()
-        var backup = BackupConfiguration(repository: repository, cluster: config.cluster.name, pgdata: config.cluster.pgdata,
-                                connection: config.cluster.connection, compression: config.compression, parallelism: config.parallelism,
-                                lockDirectory: config.lockPath, archiveWaitSeconds: config.backup.archiveWaitSeconds,
-                                fastCheckpoint: config.backup.fastCheckpoint, packTargetBytes: config.backup.packSizeBytes,
-                                failOnPageChecksum: config.backup.pageChecksumFailures == .fail, type: type,
-                                maxChainLength: config.backup.maxChainLength, resume: !noResume, events: run.events)
-        backup.maxRateBytes = config.backup.maxRateBytes
-        backup.backupLog = run.backupLog()
+        var backup = run.backupConfiguration(repository, type: type)
+        backup.resume = !noResume
         backup.pin = pin
         let m = try await PhysicalBackup.run(backup,
             logger: logger, progress: json ? nil : Context.progressHandler(logger: logger))

@@ -1,0 +1,205 @@
+import ArgumentParser
+import Foundation
+import Logging
+import ServiceLifecycle
+import Synchronization
+import UnixSignals
+import WaybackBackup
+import WaybackCatalog
+import WaybackConfig
+import WaybackCore
+import WaybackRetention
+import WaybackS3
+import WaybackSchedule
+import WaybackStorage
+
+extension CommandRun {
+    /// What a backup of `type` needs, from the configuration (the command and the daemon's jobs).
+    func backupConfiguration(_ repository: Repository, type: BackupType) -> BackupConfiguration {
+        var b = BackupConfiguration(repository: repository, cluster: config.cluster.name, pgdata: config.cluster.pgdata,
+                                    connection: config.cluster.connection, compression: config.compression, parallelism: config.parallelism,
+                                    lockDirectory: config.lockPath, archiveWaitSeconds: config.backup.archiveWaitSeconds,
+                                    fastCheckpoint: config.backup.fastCheckpoint, packTargetBytes: config.backup.packSizeBytes,
+                                    failOnPageChecksum: config.backup.pageChecksumFailures == .fail, type: type,
+                                    maxChainLength: config.backup.maxChainLength, resume: true, events: events)
+        b.maxRateBytes = config.backup.maxRateBytes
+        b.backupLog = backupLog()
+        return b
+    }
+}
+
+/// The daemon's jobs from the configuration (the table later issues add to).
+enum DaemonJobs {
+    static func schedule(_ config: WaybackConfiguration) -> Schedule {
+        let s = config.schedule
+        var jobs = [JobSpec]()
+        if let c = s.full { jobs.append(JobSpec(name: "full", trigger: .cron(c), supersedes: ["diff", "incr"], isBackup: true)) }
+        if let c = s.diff { jobs.append(JobSpec(name: "diff", trigger: .cron(c), supersedes: ["incr"], isBackup: true)) }
+        if let c = s.incr { jobs.append(JobSpec(name: "incr", trigger: .cron(c), isBackup: true)) }
+        switch s.expire {
+        case .afterBackup?: jobs.append(JobSpec(name: "expire", trigger: .afterBackup))
+        case .cron(let c)?: jobs.append(JobSpec(name: "expire", trigger: .cron(c)))
+        case nil: break
+        }
+        return Schedule(jobs: jobs, timeZone: TimeZone(identifier: s.timeZone) ?? TimeZone(identifier: "UTC")!, timeZoneName: s.timeZone)
+    }
+
+    /// The command line each job stands for (`schedule --print-crontab`).
+    static func commands(configPath: String) -> [String: String] {
+        let w = Context.waybackCommand(configPath: configPath)
+        return ["full": "\(w) backup --type full", "diff": "\(w) backup --type diff", "incr": "\(w) backup --type incr", "expire": "\(w) expire"]
+    }
+
+    /// Runs one job with its own repositories, HTTP clients and events, as a command would.
+    static func run(_ job: JobSpec, config: WaybackConfiguration, logger: Logger) async -> JobResult {
+        let operation: WaybackEvent.Operation = job.name == "expire" ? .expire : .backup
+        let events = EventLog.logging(operation, cluster: config.cluster.name, to: logger)
+        var log = logger
+        log[metadataKey: "wayback.job"] = "\(job.name)"
+        do {
+            return try await HTTPClientPool.with { http in
+                let run = CommandRun(config: config, logger: log, events: events, http: http)
+                let repository = try run.repository()
+                if let type = BackupType(rawValue: job.name) {
+                    let m = try await PhysicalBackup.run(run.backupConfiguration(repository, type: type), logger: log)
+                    let partial = (repository.driver as? ReplicatedStorage)?.failures.map(\.repository) ?? []
+                    events.emit(partial.isEmpty ? .info : .warning, .jobOutcome,
+                                "scheduled \(job.name) backup \(m.id) complete" + (partial.isEmpty ? "" : "; failed in \(partial.joined(separator: ", ")) (run 'wayback repo sync')"),
+                                backup: m.id.rawValue)
+                    return .succeeded
+                }
+                let lock = try await run.lockByBinding(repository, command: "daemon expire")
+                defer { lock.release() }
+                let report = await Expiry.run(ExpiryConfiguration(members: run.expiryMembers(repository), cluster: config.cluster.name,
+                                                                  lockDirectory: config.lockPath, dryRun: false, force: false, events: events,
+                                                                  backupLog: run.backupLog()), now: Date(), logger: log)
+                let expired = report.repositories.reduce(0) { $0 + ($1.plan?.expired.count ?? 0) }
+                if let refused = report.repositories.first(where: { $0.error != nil }) {
+                    return .refused("repository '\(refused.name)': \(refused.error!)")
+                }
+                events.emit(.info, .jobOutcome, "scheduled expire: \(expired) backup(s) expired, \(Format.bytes(report.repositories.reduce(0) { $0 + $1.freedBytes })) freed")
+                return .succeeded
+            }
+        } catch let e as WaybackError where e.code == .locked {
+            return .busy(e.message)
+        } catch is CancellationError {
+            events.emit(.warning, .jobOutcome, "scheduled \(job.name) stopped by the daemon's shutdown; the next backup resumes it")
+            return .failed("stopped")
+        } catch {
+            let message = (error as? WaybackError)?.message ?? String(describing: error)
+            events.emit(.error, .jobOutcome, "scheduled \(job.name) failed: \(message)")
+            return .failed(message)
+        }
+    }
+}
+
+struct DaemonCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "daemon",
+        abstract: "Run the scheduled jobs (backups, expiry) until stopped.",
+        discussion: """
+            Runs the jobs of schedule: (docs/configuration.md), one at a time, through the same lock \
+            as the commands. A run missed while the daemon was down runs once when it is back. SIGTERM or \
+            SIGINT stops it within schedule.stop_timeout (a running backup ends, and the next one resumes \
+            it); SIGHUP reloads the configuration (an invalid one is reported and the old one kept). One \
+            daemon per cluster and repositories. Run as the PostgreSQL OS user; see packaging/wayback.service.
+            """)
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        let path = global.configPath
+        let config = try GlobalOptions.load(path)
+        let logger = Context.logger(config.logLevel.rawValue)
+        if getuid() == 0 {
+            throw WaybackError(.cluster, "wayback daemon must not run as root: its backups read PGDATA as the PostgreSQL OS user; run it as that user (packaging/wayback.service sets User=postgres)")
+        }
+        let (lock, statePath) = try await HTTPClientPool.with { http in
+            let repository = try config.repository(logger: logger, http: http, events: EventLog.logging(.daemon, cluster: config.cluster.name, to: logger))
+            let binding = try await Catalog(repository: repository, cluster: config.cluster.name).requireBinding()
+            let lock = try RepositoryLock.acquire(directory: config.lockPath, cluster: config.cluster.name, systemIdentifier: binding.systemID,
+                                                  repository: repository, command: "daemon", role: "daemon")
+            return (lock, lock.path.replacingOccurrences(of: ".daemon.lock", with: ".schedule.json"))
+        }
+        defer { lock.release() }
+        let current = Mutex(config)
+        let scheduler = SchedulerService(schedule: DaemonJobs.schedule(config), store: ScheduleStateStore(path: statePath),
+                                         retries: config.schedule.retries, logger: logger) { job in
+            await DaemonJobs.run(job, config: current.withLock { $0 }, logger: logger)
+        }
+        let reloader = ReloadService { () -> Bool in
+            do {
+                let fresh = try GlobalOptions.load(path)
+                current.withLock { $0 = fresh }
+                scheduler.reload(DaemonJobs.schedule(fresh))
+                logger.notice("configuration reloaded from \(path)")
+                return true
+            } catch {
+                logger.error("configuration not reloaded, the old one stays: \((error as? WaybackError)?.message ?? String(describing: error))")
+                return false
+            }
+        }
+        for job in scheduler.schedule.jobs {
+            let next = SchedulePlanner.nextRun(job, schedule: scheduler.schedule, state: ScheduleStateStore(path: statePath).load(), now: Date())
+            let when = job.cron.map { "\"\($0.text)\"" } ?? "after each backup"
+            let nextText = next.map { ", next \(Format.timestamp($0))" } ?? ""
+            logger.notice("job \(job.name): \(when)\(nextText)")
+        }
+        var groupConfig = ServiceGroupConfiguration(services: [.init(service: scheduler), .init(service: reloader)],
+                                                   gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        groupConfig.maximumGracefulShutdownDuration = .milliseconds(Int64(config.schedule.stopTimeoutSeconds * 1000))
+        logger.notice("wayback daemon started for cluster '\(config.cluster.name)' (pid \(getpid()))")
+        try await ServiceGroup(configuration: groupConfig).run()
+        logger.notice("wayback daemon stopped")
+    }
+}
+
+/// Reloads the configuration at each SIGHUP, until the daemon stops.
+struct ReloadService: Service {
+    let reload: @Sendable () -> Bool
+    init(_ reload: @escaping @Sendable () -> Bool) { self.reload = reload }
+
+    func run() async throws {
+        let signals = await UnixSignalsSequence(trapping: .sighup)
+        await cancelWhenGracefulShutdown {
+            for await _ in signals { _ = reload() }
+        }
+    }
+}
+
+struct ScheduleCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "schedule",
+        abstract: "Show when the daemon runs each job next, or the equivalent crontab.")
+    @OptionGroup var global: GlobalOptions
+    @Flag(help: "Print JSON: [{job, trigger, next}].") var json = false
+    @Flag(help: "Print a crontab that runs the same jobs (for running Wayback from cron instead of the daemon).") var printCrontab = false
+
+    struct Entry: Encodable { var job: String; var trigger: String; var next: Date? }
+
+    func run() async throws {
+        let config = try GlobalOptions.load(global.configPath)
+        let schedule = DaemonJobs.schedule(config)
+        if printCrontab {
+            print(SchedulePlanner.crontab(schedule, commands: DaemonJobs.commands(configPath: config.path)), terminator: "")
+            return
+        }
+        // The daemon's own state, when it has run: the next times count from its last runs.
+        var state = ScheduleState()
+        if let file = try? FileSystem.list(config.lockPath).first(where: { $0.hasPrefix(config.cluster.name + "-") && $0.hasSuffix(".schedule.json") }) {
+            state = ScheduleStateStore(path: config.lockPath + "/" + file).load()
+        }
+        let now = Date()
+        let entries = schedule.jobs.map { j in
+            Entry(job: j.name, trigger: j.cron?.text ?? "after each backup",
+                  next: SchedulePlanner.nextRun(j, schedule: schedule, state: SchedulePlanner.baseline(schedule, state: state, now: now), now: now))
+        }
+        if json { try Context.printJSON(entries); return }
+        print("schedule in \(schedule.timeZoneName):")
+        if entries.isEmpty { print("  no jobs (schedule: switches every one off)") }
+        let jobWidth = entries.map(\.job.count).max() ?? 0, triggerWidth = entries.map(\.trigger.count).max() ?? 0
+        for e in entries {
+            let next = e.next.map(Format.timestamp) ?? (e.trigger == "after each backup" ? "after the next backup" : "never")
+            print("  \(e.job.padding(toLength: jobWidth, withPad: " ", startingAt: 0))  \(e.trigger.padding(toLength: triggerWidth, withPad: " ", startingAt: 0))  next: \(next)")
+        }
+    }
+}

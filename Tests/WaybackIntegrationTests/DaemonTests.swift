@@ -1,0 +1,124 @@
+import Foundation
+import Testing
+import WaybackCatalog
+import WaybackCore
+import WaybackPostgres
+import WaybackStorage
+import WaybackTesting
+
+/// `wayback daemon` as it runs in production: a real process with a real cluster, stopped by
+/// SIGTERM. These are the few tests that wait for a real minute.
+@Suite("daemon against real PostgreSQL", .serialized, .enabled(if: TestEnvironment.runIntegration))
+struct DaemonTests {
+    /// A daemon process as the cluster's OS user (setpriv execs, so signals reach wayback itself).
+    final class Daemon {
+        let process = Process()
+        let log: String
+
+        init(_ t: TestCluster, config: String? = nil, log: String) throws {
+            self.log = log
+            let command = [TestEnvironment.waybackBinary, "--config", config ?? t.configPath, "daemon"]
+            process.executableURL = URL(fileURLWithPath: getuid() == 0 ? "/usr/bin/setpriv" : command[0])
+            process.arguments = getuid() == 0 ? ["--reuid=\(t.cluster.osUser)", "--regid=\(t.cluster.osUser)", "--init-groups", "--"] + command
+                                              : Array(command.dropFirst())
+            FileManager.default.createFile(atPath: log, contents: nil)
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+            process.standardError = handle
+            process.standardOutput = handle
+            try process.run()
+        }
+
+        var output: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
+
+        /// Sends `signal` and waits up to `timeout` seconds; returns the exit status (nil: still running).
+        func stop(_ signal: Int32 = SIGTERM, timeout: Double = 30) -> Int32? {
+            kill(process.processIdentifier, signal)
+            let deadline = monotonicSeconds() + timeout
+            while process.isRunning && monotonicSeconds() < deadline { usleep(100_000) }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit(); return nil }
+            return process.terminationStatus
+        }
+
+        deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+    }
+
+    static func backups(_ t: TestCluster) throws -> [String] {
+        let s = try JSONSerialization.jsonObject(with: Data(try t.waybackOK(["status", "--json"]).utf8)) as? [String: Any]
+        return ((s?["backups"] as? [[String: Any]]) ?? []).compactMap { $0["id"] as? String }
+    }
+
+    static func waitFor(_ what: String, timeout: Double, _ check: () throws -> Bool) throws {
+        let deadline = monotonicSeconds() + timeout
+        while monotonicSeconds() < deadline {
+            if try check() { return }
+            usleep(500_000)
+        }
+        throw WaybackError(.internal, "timed out after \(Int(timeout)) s waiting for \(what)")
+    }
+
+    @Test("a daemon with full: \"* * * * *\" backs up within two minutes with a complete backup_logs row; a second daemon is refused; SIGTERM ends it with 0; a missed run is caught up at start; SIGHUP with a bad file keeps the old configuration")
+    func daemonRunsStopsAndCatchesUp() async throws {
+        let t = try TestCluster(extraConfig: "schedule:\n  full: \"* * * * *\"\n  incr: null\n  expire: after-backup\n")
+        defer { t.cleanup() }
+        try t.waybackOK(["init"])
+        let schedule = try t.waybackOK(["schedule"])
+        #expect(schedule.contains("full") && schedule.contains("* * * * *") && schedule.contains("after each backup"), "\(schedule)")
+        let crontab = try t.waybackOK(["schedule", "--print-crontab"])
+        #expect(crontab.contains("* * * * *  ") && crontab.contains("backup --type full"), "\(crontab)")
+
+        let daemon = try Daemon(t, log: t.root + "/daemon.log")
+        try Self.waitFor("the daemon's first backup", timeout: 150) { try !Self.backups(t).isEmpty }
+        let id = try #require(try Self.backups(t).first)
+        // Its backup_logs row, every column as defined (the catalog test checks the values).
+        try Self.waitFor("the row to say complete", timeout: 30) {
+            try t.psql("SELECT status FROM wayback.backup_logs WHERE backup_id = '\(id)'") == "complete"
+        }
+        #expect(try t.psql("SELECT count(*) FROM wayback.backup_logs WHERE backup_id = '\(id)' AND backup_type = 'full' AND backup_size_bytes > 0 AND length(checksum_md5) = 32 AND length(checksum_sha256) = 64 AND location_local LIKE '%/main/backups/\(id)/' AND recovery_tested = false AND created_at IS NOT NULL AND error_message IS NULL") == "1")
+
+        // A second daemon for the same cluster and repositories: refused, naming the first.
+        let second = try t.wayback(["daemon"])
+        #expect(second.status == WaybackError.Code.locked.rawValue && second.stderr.contains("'wayback daemon'"), "\(second.status) \(second.stderr)")
+
+        // SIGHUP with an invalid file: logged, the daemon goes on with the old configuration.
+        let original = try String(contentsOfFile: t.configPath, encoding: .utf8)
+        try (original + "\ncolour: blue\n").write(toFile: t.configPath, atomically: false, encoding: .utf8)
+        kill(daemon.process.processIdentifier, SIGHUP)
+        try Self.waitFor("the reload to be refused", timeout: 20) { daemon.output.contains("configuration not reloaded") }
+        try original.write(toFile: t.configPath, atomically: false, encoding: .utf8)
+        #expect(daemon.process.isRunning)
+
+        let stopped = daemon.stop()
+        #expect(stopped == 0, "daemon exit \(String(describing: stopped)): \(daemon.output)")
+
+        // Catch-up: the daemon was down when its 02:00 full was due (the state says the full last
+        // ran two days ago): it runs once, at start, without waiting for 02:00.
+        let lockDir = t.root + "/locks"
+        let stateFile = try #require(try FileSystem.list(lockDir).first { $0.hasSuffix(".schedule.json") })
+        let twoDaysAgo = Date().addingTimeInterval(-2 * 86400).timeIntervalSince1970
+        try Data("{\"lastRun\":{\"full\":\(twoDaysAgo),\"expire\":\(twoDaysAgo)}}".utf8).write(to: URL(fileURLWithPath: lockDir + "/" + stateFile))
+        let nightly = try t.configVariant("nightly.yaml", replace: [("full: \"* * * * *\"", "full: \"0 2 * * *\"")])
+        let before = try Self.backups(t).count
+        let late = try Daemon(t, config: nightly, log: t.root + "/daemon2.log")
+        try Self.waitFor("the missed full to run", timeout: 60) { try Self.backups(t).count == before + 1 }
+        // Once: the next run is tomorrow's 02:00.
+        usleep(3_000_000)
+        #expect(try Self.backups(t).count == before + 1)
+        #expect(late.stop() == 0, "\(late.output)")
+    }
+
+    @Test("packaging/wayback.service passes systemd-analyze verify (with the binary where the unit expects it)")
+    func systemdUnitVerifies() throws {
+        let unit = try String(contentsOfFile: S3TestServer.packageRoot + "/packaging/wayback.service", encoding: .utf8)
+        #expect(unit.contains("User=postgres") && unit.contains("ExecReload=/bin/kill -HUP $MAINPID") && unit.contains("Restart=on-failure"))
+        let dir = try TestEnvironment.makeTemporaryDirectory("unit")
+        defer { try? FileSystem.removeTree(dir) }
+        let path = dir + "/wayback.service"
+        try unit.replacingOccurrences(of: "/usr/local/bin/wayback", with: TestEnvironment.waybackBinary).write(toFile: path, atomically: true, encoding: .utf8)
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/systemd-analyze") else {
+            #expect(ProcessInfo.processInfo.environment["CI"] != "true", "systemd-analyze is missing (Debian's systemd package)")
+            return
+        }
+        let r = try Command.run(["/usr/bin/systemd-analyze", "verify", path], check: false)
+        #expect(r.status == 0 && r.stderr.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, "\(r.status) \(r.stderr)")
+    }
+}

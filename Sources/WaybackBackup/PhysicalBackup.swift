@@ -35,6 +35,10 @@ public struct BackupConfiguration: Sendable {
     public var events: EventLog
     /// Where the backup's `backup_logs` row is written (nil: nowhere).
     public var backupLog: BackupLog?
+    /// Local repositories (name, path) whose free space must hold the backup's expected size.
+    public var localRepositories: [(name: String, path: String)] = []
+    /// Back up even when the expected size does not fit (`--force`).
+    public var force = false
     /// Pin the backup once it is complete (`backup --pin`): retention never expires it.
     public var pin = false
 
@@ -92,6 +96,7 @@ public enum PhysicalBackup {
         }
 
         let decision = try await decideType(config, facts: facts, catalog: catalog)
+        if !config.force { try await requireSpace(config, type: decision.type, catalog: catalog) }
         var reference: BackupManifest?
         if let r = decision.reference { reference = try await catalog.manifest(r) }
         if let note = decision.note { config.events.emit(.warning, .backupDecision, note) }
@@ -209,6 +214,20 @@ public enum PhysicalBackup {
         await StatusIndex.refreshEach(catalog, known: [final], events: config.events)
         log.info("backup complete", metadata: ["bytes": "\(manifest.sizes.database)", "stored": "\(manifest.sizes.repository)"])
         return final
+    }
+
+    /// Refuses a backup whose expected size does not fit in a local repository's free space.
+    static func requireSpace(_ config: BackupConfiguration, type: BackupType, catalog: Catalog) async throws {
+        guard !config.localRepositories.isEmpty else { return }
+        let backups = try await StatusIndex.summaries(catalog).summaries
+        let expected = DiskWatch.expectedSize(type: type, backups: backups,
+                                              firstFullBytes: (try? DataDirectoryScan.scan(pgdata: config.pgdata).files.reduce(Int64(0)) { $0 + $1.size }) ?? 0)
+        for r in config.localRepositories {
+            let usage = try FileSystemUsage.of(r.path)
+            if expected > usage.availableBytes {
+                throw WaybackError(.noSpace, "the \(type) backup will need about \(Format.bytes(expected)) but repository '\(r.name)' (\(r.path)) has \(Format.bytes(usage.availableBytes)) free; nothing was written. Free space there or run 'wayback expire', or 'wayback backup --force' to try anyway")
+            }
+        }
     }
 
     static func checkCluster(_ facts: ClusterFacts, config: BackupConfiguration) throws {

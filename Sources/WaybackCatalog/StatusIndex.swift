@@ -103,6 +103,16 @@ public struct StatusIndex: Codable, Sendable, Equatable {
         return (found.values.sorted { $0.id < $1.id }, missing)
     }
 
+    /// The summaries of every complete backup of `catalog` (one listing, the index, and the
+    /// manifests it lacks), oldest first; also the listing's manifest sizes.
+    public static func summaries(_ catalog: Catalog) async throws -> (summaries: [BackupSummary], listing: [ObjectInfo]) {
+        let listing = try await catalog.driver.list(prefix: catalog.layout.backupsPrefix)
+        let listed = manifestSizes(listing, layout: catalog.layout)
+        let known = await read(catalog)?.matching(listed) ?? [:]
+        let resolved = try await resolve(listed: Set(listed.keys), known: known) { BackupSummary(try await catalog.manifest($0)) }
+        return (resolved.summaries, listing)
+    }
+
     /// The index of `catalog`'s repository; nil when there is none or it cannot be used (damaged,
     /// of another format, unreadable): it is a cache, and the manifests are read instead.
     public static func read(_ catalog: Catalog) async -> StatusIndex? {

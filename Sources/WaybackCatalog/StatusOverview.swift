@@ -85,6 +85,7 @@ public struct StatusOverview: Sendable {
                                     backups: look.manifests.keys.sorted().map(\.rawValue), missingBackups: [],
                                     archive: TimelineRange.summarize(look.wal, segmentSize: binding.walSegmentSize))
             s.missingBackups = report.backups.map(\.id).filter { !s.backups.contains($0) }
+            s.storedBytes = look.storedBytes
             s.walPush = m.walPush
             if m.walPush == "async" {
                 s.queuedWAL = queue.entries(m.repository.name).count
@@ -103,6 +104,8 @@ public struct StatusOverview: Sendable {
         var manifests = [BackupID: Int64]()
         var index: StatusIndex?
         var wal = [WALFileName]()
+        /// Bytes of the cluster's backups and WAL in this repository (from the listings).
+        var storedBytes: Int64?
         /// Why the repository could not be read (then the rest is empty).
         var error: (any Error)?
 
@@ -112,7 +115,12 @@ public struct StatusOverview: Sendable {
                 _ = try await catalog.requireBinding()
                 look.backups = try await catalog.driver.list(prefix: catalog.layout.backupsPrefix)
                 look.manifests = StatusIndex.manifestSizes(look.backups, layout: catalog.layout)
-                look.wal = try await catalog.archivedWAL()
+                let walObjects = try await catalog.driver.list(prefix: catalog.layout.walPrefix)
+                look.wal = walObjects.compactMap { o in
+                    if case .wal(let name)? = catalog.layout.parse(o.key) { return name }
+                    return nil
+                }.sorted()
+                look.storedBytes = look.backups.reduce(Int64(0)) { $0 + $1.size } + walObjects.reduce(Int64(0)) { $0 + $1.size }
                 if !look.manifests.isEmpty { look.index = await StatusIndex.read(catalog) }
             } catch {
                 return Look(error: error)

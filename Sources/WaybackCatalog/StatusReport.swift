@@ -70,6 +70,8 @@ public struct RepositoryState: Codable, Sendable {
     /// WAL files queued for this repository (asynchronous repositories).
     public var queuedWAL: Int?
     public var queueOverflowed: Bool?
+    /// Bytes of this cluster's backups and WAL here (from the listings).
+    public var storedBytes: Int64?
 
     public var text: String {
         guard reachable else { return "\(name) (\(type) \(location)): UNAVAILABLE: \(error ?? "unknown error")" }

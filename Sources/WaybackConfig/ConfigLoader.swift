@@ -43,6 +43,11 @@ public enum ConfigLoader {
         try values.overlay(environment: environment, also: passphrases)
         var c = try build(values, environment: environment)
         c.schedule = try scheduleSettings(values)
+        c.diskWarnPercent = try values.defaulted("monitor.disk_warn_percent", ConfigValues.number)
+        c.diskCriticalPercent = try values.defaulted("monitor.disk_critical_percent", ConfigValues.number)
+        guard c.diskWarnPercent < c.diskCriticalPercent, c.diskCriticalPercent <= 100 else {
+            throw WaybackError(.config, "\(values.origin("monitor.disk_critical_percent")): monitor.disk_warn_percent (\(c.diskWarnPercent)) must be below monitor.disk_critical_percent (\(c.diskCriticalPercent)), which is at most 100")
+        }
         c.secretKeysInFile = secrets
         c.pgBinDirectory = environment["WAYBACK_PG_BIN"].flatMap { $0.isEmpty ? nil : $0 }
         return c
@@ -72,6 +77,10 @@ public enum ConfigLoader {
         while v.keys.contains(where: { $0.hasPrefix("repositories.\(i).") }) {
             var r = try repositorySettings(i, values: v, environment: environment, existing: repos)
             r.retention = try retentionPolicy(v, prefix: "repositories.\(i).retention", base: retention)
+            if let gb = v.number("repositories.\(i).quota_gb") {
+                guard r.type == .s3 else { throw WaybackError(.config, "\(v.origin("repositories.\(i).quota_gb")): repositories[\(i)].quota_gb applies to S3 repositories; a local one is watched by its file system's free space") }
+                r.quotaBytes = Int64(gb * 1_000_000_000)
+            }
             repos.append(r)
             i += 1
         }

@@ -114,6 +114,7 @@ public enum ConfigSchema {
         ConfigKey("repositories.*.upload_concurrency", .int(1...64), .value("4")),
         ConfigKey("repositories.*.request_timeout_seconds", .number(atLeast: nil), .value("120")),
         ConfigKey("repositories.*.deadline_seconds", .number(atLeast: nil), .value("900")),
+        ConfigKey("repositories.*.quota_gb", .number(atLeast: 0), .derived("none: no quota (S3 repositories)")),
     ] + retention.map { ConfigKey("repositories.*.retention.\($0.name)", $0.kind, .derived("retention.\($0.name)")) } + [
 
         ConfigKey("compression.algorithm", .choice(["zstd", "lz4", "gzip", "none"]), .value("zstd")),
@@ -143,6 +144,9 @@ public enum ConfigSchema {
         ConfigKey("schedule.expire", .string, .value("after-backup")),
         ConfigKey("schedule.retries", .int(0...10), .value("2")),
         ConfigKey("schedule.stop_timeout", .string, .value("60s")),
+
+        ConfigKey("monitor.disk_warn_percent", .number(atLeast: 1), .value("80")),
+        ConfigKey("monitor.disk_critical_percent", .number(atLeast: 1), .value("90")),
 
         ConfigKey("catalog.enabled", .bool, .value("true")),
         ConfigKey("catalog.connection", .string, .derived("cluster.connection")),

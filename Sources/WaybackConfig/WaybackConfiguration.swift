@@ -22,6 +22,8 @@ public struct WaybackConfiguration: Sendable {
         public var walPush: WALPushMode
         /// Client-side encryption of everything stored in this repository (nil: none).
         public var encryption: EncryptionKeySource? = nil
+        /// The space an S3 repository may use (`quota_gb`; nil: no quota).
+        public var quotaBytes: Int64? = nil
         /// What `expire` keeps here (`retention:`, with this repository's own keys on top).
         public var retention = RetentionPolicy.default
     }
@@ -62,6 +64,10 @@ public struct WaybackConfiguration: Sendable {
     public var backup: BackupSettings
     public var restore: RestoreSettings
     public var archive: ArchiveSettings
+    /// Disk-space thresholds (`monitor:`), in percent used.
+    public var diskWarnPercent: Double = 80
+    public var diskCriticalPercent: Double = 90
+
     /// When the daemon runs each job (`schedule:`).
     public struct ScheduleSettings: Sendable, Equatable {
         public enum Expire: Sendable, Equatable { case afterBackup, cron(CronExpression) }

@@ -41,6 +41,8 @@ public struct WaybackEvent: Sendable, Equatable, Codable, CustomStringConvertibl
         case recordFailed = "record-failed"
         /// The outcome of a whole operation or scheduled job.
         case jobOutcome = "job-outcome"
+        /// A file system (or an S3 quota) crossed a disk-space threshold, or could not be looked at.
+        case diskSpace = "disk-space"
     }
 
     /// The operation that noticed it.

@@ -50,6 +50,9 @@ public struct WaybackError: Error, CustomStringConvertible, Sendable {
         /// An expiry would remove more than half of a repository's complete backups (a policy
         /// typo?); nothing was removed there. `--force` applies it by hand; the daemon never does.
         case expiryRefused = 17
+        /// A backup's expected size does not fit in the free space of a local repository;
+        /// nothing was written (`--force` tries anyway).
+        case noSpace = 18
         /// A bug: an invariant did not hold.
         case `internal` = 70
     }

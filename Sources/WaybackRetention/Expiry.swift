@@ -114,10 +114,8 @@ public enum Expiry {
         let driver = member.repository.driver
         let layout = catalog.layout
         _ = try await catalog.requireBinding()
-        let listing = try await driver.list(prefix: layout.backupsPrefix)
+        let (summaries, listing) = try await StatusIndex.summaries(catalog)
         let listed = StatusIndex.manifestSizes(listing, layout: layout)
-        let known = await StatusIndex.read(catalog)?.matching(listed) ?? [:]
-        let summaries = try await StatusIndex.resolve(listed: Set(listed.keys), known: known) { BackupSummary(try await catalog.manifest($0)) }.summaries
         let pins = try await catalog.pins()
         let walObjects = try await driver.list(prefix: layout.walPrefix)
         let plan = RetentionPlanner.plan(summaries, policy: member.policy, pins: pins, now: now)

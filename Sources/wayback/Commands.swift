@@ -161,6 +161,7 @@ struct BackupCommand: AsyncParsableCommand {
     var type: BackupType = .full
     @Flag(help: "Start over instead of continuing an interrupted backup (whose leftover is then removed).") var noResume = false
     @Flag(help: "Pin the backup: retention never expires it ('wayback unpin' lets it go).") var pin = false
+    @Flag(help: "Back up even when the expected size does not fit in a local repository's free space.") var force = false
     @Flag(help: "Print a JSON summary.") var json = false
 
     func run() async throws {
@@ -174,6 +175,7 @@ struct BackupCommand: AsyncParsableCommand {
         var backup = run.backupConfiguration(repository, type: type)
         backup.resume = !noResume
         backup.pin = pin
+        backup.force = force
         let m = try await PhysicalBackup.run(backup,
             logger: logger, progress: json ? nil : Context.progressHandler(logger: logger))
         let seconds = monotonicSeconds() - started
@@ -355,14 +357,17 @@ struct StatusOutput: Encodable {
     var overview: StatusOverview
     /// What the next `expire` does with `retention:` (each repository's own policy may differ).
     var retention: RetentionPlan
+    /// Free space where Wayback and PostgreSQL write.
+    var disks: [DiskWatch.Entry]
     func encode(to encoder: any Encoder) throws {
         try overview.report.encode(to: encoder)
-        enum K: String, CodingKey { case recoverable, repositories, checked, retention }
+        enum K: String, CodingKey { case recoverable, repositories, checked, retention, disks }
         var c = encoder.container(keyedBy: K.self)
         try c.encode(overview.windows, forKey: .recoverable)
         try c.encode(overview.repositories, forKey: .repositories)
         try c.encode(StatusReport.checked, forKey: .checked)
         try c.encode(retention, forKey: .retention)
+        try c.encode(disks, forKey: .disks)
     }
 }
 
@@ -393,7 +398,9 @@ struct StatusCommand: AsyncParsableCommand {
         let overview = try await run.statusOverview(repository)
         let pins = try await Catalog(repository: repository, cluster: run.config.cluster.name).pins()
         let retention = RetentionPlanner.plan(overview.summaries, policy: run.config.retention, pins: pins, now: Date())
-        if json { try Context.printJSON(StatusOutput(overview: overview, retention: retention)); return }
+        let disks = DiskWatch.check(run.config.diskTargets(overview), thresholds: run.config.diskThresholds,
+                                    growthPerDay: DiskWatch.growthPerDay(backups: overview.summaries, now: Date()))
+        if json { try Context.printJSON(StatusOutput(overview: overview, retention: retention, disks: disks)); return }
         let why = Dictionary(retention.decisions.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         let report = overview.report, windows = overview.windows, states = overview.repositories
         print("cluster '\(report.cluster)' (system identifier \(report.systemIdentifier), PostgreSQL \(Format.postgresVersion(report.pgVersion))) in repository '\(report.repository)'")
@@ -425,6 +432,8 @@ struct StatusCommand: AsyncParsableCommand {
         } else if retention.stale {
             print("after retention: nothing expires while backups are stale (the newest is older than retention.stale_after)")
         }
+        print("disk space:")
+        for d in disks { print("  \(d.text)") }
         print("checked: \(StatusReport.checked)")
     }
 }

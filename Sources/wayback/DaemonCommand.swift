@@ -24,7 +24,28 @@ extension CommandRun {
                                     maxChainLength: config.backup.maxChainLength, resume: true, events: events)
         b.maxRateBytes = config.backup.maxRateBytes
         b.backupLog = backupLog()
+        b.localRepositories = config.repositories.filter { $0.type == .local }.map { ($0.name, $0.path) }
         return b
+    }
+}
+
+extension WaybackConfiguration {
+    /// Where disk space is watched: the local repositories, PGDATA, pg_wal, and the S3
+    /// repositories with a quota (their bytes from `overview`, when there is one).
+    func diskTargets(_ overview: StatusOverview?) -> [DiskWatch.Target] {
+        var targets = repositories.filter { $0.type == .local }.map { DiskWatch.Target(label: "repository '\($0.name)'", path: $0.path) }
+        targets.append(DiskWatch.Target(label: "PGDATA", path: cluster.pgdata))
+        targets.append(DiskWatch.Target(label: "pg_wal", path: cluster.pgdata + "/pg_wal"))
+        for r in repositories where r.type == .s3 {
+            guard let quota = r.quotaBytes else { continue }
+            let used = overview?.repositories.first { $0.name == r.name }?.storedBytes
+            targets.append(DiskWatch.Target(label: "repository '\(r.name)' (quota_gb)", usedBytes: used, quotaBytes: quota))
+        }
+        return targets
+    }
+
+    var diskThresholds: DiskWatch.Thresholds {
+        DiskWatch.Thresholds(warnPercent: diskWarnPercent, criticalPercent: diskCriticalPercent)
     }
 }
 
@@ -144,12 +165,63 @@ struct DaemonCommand: AsyncParsableCommand {
             let nextText = next.map { ", next \(Format.timestamp($0))" } ?? ""
             logger.notice("job \(job.name): \(when)\(nextText)")
         }
-        var groupConfig = ServiceGroupConfiguration(services: [.init(service: scheduler), .init(service: reloader)],
+        let disks = DiskWatchService(config: { current.withLock { $0 } }, logger: logger)
+        var groupConfig = ServiceGroupConfiguration(services: [.init(service: scheduler), .init(service: reloader), .init(service: disks)],
                                                    gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         groupConfig.maximumGracefulShutdownDuration = .milliseconds(Int64(config.schedule.stopTimeoutSeconds * 1000))
         logger.notice("wayback daemon started for cluster '\(config.cluster.name)' (pid \(getpid()))")
         try await ServiceGroup(configuration: groupConfig).run()
         logger.notice("wayback daemon stopped")
+    }
+}
+
+/// Checks the disk space every minute (S3 quotas every 15 minutes: they cost a listing): logs
+/// and publishes a `disk-space` event when a file system's level changes (and logs it again
+/// every hour while it is not ok), with a forecast from the growth it measured.
+struct DiskWatchService: Service {
+    let config: @Sendable () -> WaybackConfiguration
+    let logger: Logger
+    var interval: Double = 60
+    var quotaInterval: Double = 900
+
+    func run() async throws {
+        do {
+            try await cancelWhenGracefulShutdown { try await self.loop() }
+        } catch is CancellationError {}
+    }
+
+    func loop() async throws {
+        var levels = [String: DiskWatch.Level](), lastLogged = [String: Date]()
+        var samples = [String: [(time: Date, usedBytes: Int64)]]()
+        var overview: StatusOverview?, overviewAt = Date.distantPast
+        while !Task.isCancelled {
+            let config = self.config()
+            let now = Date()
+            let events = EventLog.logging(.daemon, cluster: config.cluster.name, to: logger)
+            if config.repositories.contains(where: { $0.quotaBytes != nil }), now.timeIntervalSince(overviewAt) >= quotaInterval {
+                overview = try? await HTTPClientPool.with { http in
+                    try await CommandRun(config: config, logger: logger, events: events, http: http).statusOverview()
+                }
+                overviewAt = now
+            }
+            for var e in DiskWatch.check(config.diskTargets(overview), thresholds: config.diskThresholds) {
+                let key = e.labels.joined(separator: ", ")
+                if let total = e.totalBytes, let available = e.availableBytes {
+                    var s = (samples[key] ?? []).filter { now.timeIntervalSince($0.time) < 86400 }
+                    s.append((now, total - available))
+                    samples[key] = s
+                    e.daysUntilFull = DiskWatch.forecast(availableBytes: available, growthPerDay: DiskWatch.growthPerDay(s))
+                }
+                let previous = levels[key] ?? .ok
+                levels[key] = e.level
+                let hourly = e.level != .ok && now.timeIntervalSince(lastLogged[key] ?? .distantPast) >= 3600
+                guard e.level != previous || hourly else { continue }
+                lastLogged[key] = now
+                let severity: WaybackEvent.Severity = e.level == .critical ? .critical : e.level == .warning ? .warning : e.level == .unknown ? .error : .info
+                events.emit(severity, .diskSpace, e.level == .ok ? "disk space back under the threshold: \(e.text)" : "disk space: \(e.text)")
+            }
+            try await Task.sleep(for: .seconds(interval))
+        }
     }
 }
 

@@ -80,6 +80,12 @@ public struct AsyncSpool: Sendable {
         try FileSystem.makeDirectories(path, mode: 0o700)
         guard let lock = DirectoryLock.hold(path) else { return }
         defer { close(lock) }
+        try await drainHeld(cluster: cluster, source: source, targets: targets, parallelism: parallelism, events: events, logger: logger)
+    }
+
+    /// The drainer's rounds, for a caller that holds the spool's lock (`hold()`: the daemon holds
+    /// it for as long as it runs, so `wal-push` starts no drainer of its own meanwhile).
+    public func drainHeld(cluster: String, source: Repository, targets: [Repository], parallelism: Int, events: EventLog, logger: Logger) async throws {
         let layout = RepositoryLayout(cluster: cluster)
         var progress = true
         while progress {
@@ -108,6 +114,74 @@ public struct AsyncSpool: Sendable {
                 }
             }
         }
+    }
+}
+
+extension AsyncSpool {
+    /// Takes the spool's lock (the drainer's) without waiting: the descriptor to close, or nil
+    /// when a drainer holds it.
+    public func hold() throws -> Int32? {
+        try FileSystem.makeDirectories(path, mode: 0o700)
+        return DirectoryLock.hold(path)
+    }
+
+    /// Waits until an entry is queued for one of `repositories` (inotify on their queue
+    /// directories), `timeout` seconds pass, or the task is cancelled; on a thread of its own,
+    /// woken through a pipe at cancellation. Returns at once when something is queued already.
+    public func waitForEntries(_ repositories: [String], timeout: Double) async throws {
+        for r in repositories { try FileSystem.makeDirectories(directory(r), mode: 0o700) }
+        if repositories.contains(where: { !entries($0).isEmpty || overflowed($0) }) { return }
+        let dirs = repositories.map(directory)
+        let wake = try WakePipe()
+        defer { wake.close() }
+        try await withTaskCancellationHandler {
+            try await Blocking.run {
+                let fd = inotify_init1(Int32(IN_CLOEXEC))
+                guard fd >= 0 else { throw PosixError.make(errno, "inotify_init1", dirs.first ?? "") }
+                defer { Glibc.close(fd) }
+                for d in dirs where inotify_add_watch(fd, d, UInt32(IN_CREATE) | UInt32(IN_MOVED_TO)) < 0 {
+                    throw PosixError.make(errno, "inotify_add_watch", d)
+                }
+                // Entries queued between the check above and the watch.
+                if dirs.contains(where: { ((try? FileSystem.list($0)) ?? []).contains { !$0.hasPrefix(".") || $0 == Self.overflowMark } }) { return }
+                var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: wake.readEnd, events: Int16(POLLIN), revents: 0)]
+                _ = poll(&fds, 2, Int32(timeout * 1000))
+            }
+        } onCancel: {
+            wake.signal()
+        }
+        try Task.checkCancellation()
+    }
+}
+
+/// A pipe that wakes a thread blocked in `poll` (at cancellation); its ends are closed once,
+/// and never written after.
+final class WakePipe: @unchecked Sendable {
+    let readEnd: Int32
+    private let writeEnd: Int32
+    private let state = NSLock()
+    private var closed = false
+
+    init() throws {
+        var fds: [Int32] = [-1, -1]
+        guard pipe(&fds) == 0 else { throw PosixError.make(errno, "pipe", "wake-up pipe") }
+        readEnd = fds[0]; writeEnd = fds[1]
+        _ = fcntl(readEnd, F_SETFD, FD_CLOEXEC)
+        _ = fcntl(writeEnd, F_SETFD, FD_CLOEXEC)
+    }
+
+    func signal() {
+        state.lock(); defer { state.unlock() }
+        guard !closed else { return }
+        var one: UInt8 = 1
+        _ = write(writeEnd, &one, 1)
+    }
+
+    func close() {
+        state.lock(); defer { state.unlock() }
+        guard !closed else { return }
+        closed = true
+        Glibc.close(readEnd); Glibc.close(writeEnd)
     }
 }
 

@@ -4,6 +4,7 @@ import Logging
 import ServiceLifecycle
 import Synchronization
 import UnixSignals
+import WaybackArchive
 import WaybackBackup
 import WaybackCatalog
 import WaybackConfig
@@ -166,7 +167,9 @@ struct DaemonCommand: AsyncParsableCommand {
             logger.notice("job \(job.name): \(when)\(nextText)")
         }
         let disks = DiskWatchService(config: { current.withLock { $0 } }, logger: logger)
-        var groupConfig = ServiceGroupConfiguration(services: [.init(service: scheduler), .init(service: reloader), .init(service: disks)],
+        let drain = WALDrainService(config: { current.withLock { $0 } }, logger: logger)
+        var groupConfig = ServiceGroupConfiguration(services: [.init(service: scheduler), .init(service: reloader), .init(service: disks),
+                                                               .init(service: drain)],
                                                    gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         groupConfig.maximumGracefulShutdownDuration = .milliseconds(Int64(config.schedule.stopTimeoutSeconds * 1000))
         logger.notice("wayback daemon started for cluster '\(config.cluster.name)' (pid \(getpid()))")
@@ -221,6 +224,52 @@ struct DiskWatchService: Service {
                 events.emit(severity, .diskSpace, e.level == .ok ? "disk space back under the threshold: \(e.text)" : "disk space: \(e.text)")
             }
             try await Task.sleep(for: .seconds(interval))
+        }
+    }
+}
+
+/// Drains the WAL queued for the asynchronous repositories while the daemon runs: it holds the
+/// spool's lock (so `wal-push` starts no `wal-drain` process of its own), copies what is queued,
+/// and sleeps until `wal-push` queues more (inotify), never polling.
+struct WALDrainService: Service {
+    let config: @Sendable () -> WaybackConfiguration
+    let logger: Logger
+
+    func run() async throws {
+        do {
+            try await cancelWhenGracefulShutdown { try await self.loop() }
+        } catch is CancellationError {}
+    }
+
+    func loop() async throws {
+        var held: (fd: Int32, path: String)?
+        defer { if let held { close(held.fd) } }
+        while !Task.isCancelled {
+            let config = self.config()
+            let names = config.repositoryNames(walPush: .async)
+            let spool = AsyncSpool(path: config.archive.spoolPath, limitBytes: config.archive.spoolLimitBytes)
+            if let h = held, h.path != spool.path { close(h.fd); held = nil }
+            guard !names.isEmpty else { try await Task.sleep(for: .seconds(60)); continue }
+            if held == nil, let fd = try? spool.hold() { held = (fd, spool.path) }
+            // A wal-drain process started before the daemon still runs: let it finish.
+            guard held != nil else { try await Task.sleep(for: .seconds(5)); continue }
+            let events = EventLog.logging(.walDrain, cluster: config.cluster.name, to: logger)
+            do {
+                try await HTTPClientPool.with { http in
+                    let run = CommandRun(config: config, logger: logger, events: events, http: http)
+                    let archive = try archiveConfiguration(run, forPush: true)
+                    let targets = try run.repositoryList(only: Set(archive.asyncRepositories))
+                    try await spool.drainHeld(cluster: config.cluster.name, source: archive.repository, targets: targets,
+                                              parallelism: config.parallelism, events: events, logger: logger)
+                }
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                events.emit(.warning, .walQueueFailed, "the daemon could not drain the WAL queue (\(error)); it tries again in a minute")
+                try await Task.sleep(for: .seconds(60))
+                continue
+            }
+            try await spool.waitForEntries(names, timeout: 600)
         }
     }
 }

@@ -106,6 +106,39 @@ struct DaemonTests {
         #expect(late.stop() == 0, "\(late.output)")
     }
 
+    @Test("while the daemon runs it drains the asynchronous WAL queue itself (it holds the drainer's lock, so wal-push starts no wal-drain), and the S3 repository gets every segment")
+    func daemonDrainsTheWALQueue() async throws {
+        let s3 = try S3TestServer()
+        defer { s3.stop() }
+        let repoDir = try TestEnvironment.makeTemporaryDirectory("repo")
+        defer { try? FileSystem.removeTree(repoDir) }
+        let t = try TestCluster(repositoryPath: repoDir, extraConfig: "schedule:\n  full: null\n  incr: null\n  expire: null\n",
+                                repositories: S3RepositoryTests.localYAML(repoDir) + s3.repositoryYAML(prefix: "daemon/"))
+        defer { t.cleanup() }
+        try t.waybackOK(["init"])
+        let daemon = try Daemon(t, log: t.root + "/daemon.log")
+        let lockFile = t.cluster.dataDirectory + "/pg_wal/wayback-spool/.lock"
+        func held() -> Bool {
+            let fd = open(lockFile, O_RDWR | O_CLOEXEC)
+            guard fd >= 0 else { return false }
+            defer { close(fd) }
+            if flock(fd, LOCK_EX | LOCK_NB) == 0 { _ = flock(fd, LOCK_UN); return false }
+            return true
+        }
+        try Self.waitFor("the daemon to hold the drainer's lock", timeout: 30) { held() }
+        try t.psql("CREATE TABLE w AS SELECT g FROM generate_series(1, 1000) g")
+        for _ in 0..<4 {
+            try t.psql("INSERT INTO w SELECT g FROM generate_series(1, 1000) g")
+            try t.switchAndWaitForArchive()
+        }
+        try S3RepositoryTests.waitForDrain(t)
+        #expect(held(), "the daemon let go of the drainer's lock")
+        #expect(!daemon.output.contains("cannot start wal-drain"), "\(daemon.output)")
+        #expect(daemon.stop() == 0, "\(daemon.output)")
+        // Stopped: the lock is free again for wal-push's own drainer.
+        #expect(!held())
+    }
+
     @Test("packaging/wayback.service passes systemd-analyze verify (with the binary where the unit expects it)")
     func systemdUnitVerifies() throws {
         let unit = try String(contentsOfFile: S3TestServer.packageRoot + "/packaging/wayback.service", encoding: .utf8)

@@ -11,6 +11,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "wayback", targets: ["wayback"]),
+        .executable(name: "wayback-bench", targets: ["WaybackBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -101,6 +102,10 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
+
+        // Benchmarks of pure steps (bench/expiry.sh); not shipped.
+        .executableTarget(name: "WaybackBench", dependencies: ["WaybackCore", "WaybackStorage", "WaybackCatalog", "WaybackRetention"],
+                          path: "Sources/WaybackBench", swiftSettings: swiftSettings),
 
         // Test-only helpers: in-memory storage, conformance suite, throwaway clusters.
         .target(name: "WaybackTesting", dependencies: ["WaybackCore", "WaybackStorage", "WaybackPostgres"], swiftSettings: swiftSettings),

@@ -119,8 +119,14 @@ public enum PhysicalBackup {
             await config.backupLog?.finished(manifest, holders: catalog.repository.members.map(\.name).filter { !failed.contains($0) })
             return manifest
         } catch {
-            await config.backupLog?.failed(id, type: decision.type, at: startTime,
-                                           error: (error as? WaybackError)?.message ?? String(describing: error))
+            // Recorded even when the backup was stopped by cancellation (a daemon's shutdown):
+            // the write runs in a task of its own, which that cancellation does not reach.
+            if let log = config.backupLog {
+                let message = error is CancellationError ? "stopped before it finished (the daemon was shut down); the next backup resumes it"
+                                                         : (error as? WaybackError)?.message ?? String(describing: error)
+                let type = decision.type
+                await Task.detached { await log.failed(id, type: type, at: startTime, error: message) }.value
+            }
             throw error
         }
     }

@@ -81,16 +81,22 @@ public struct RepositoryLayout: Sendable {
 
     /// The meaning of `key`, or nil for a key that is not this cluster's or not of the layout.
     public func parse(_ key: String) -> Key? {
-        guard key.hasPrefix(cluster + "/") else { return nil }
-        let rest = key.dropFirst(cluster.count + 1)
-        let parts = rest.split(separator: "/", omittingEmptySubsequences: false)
+        // Byte-wise: a listing of a large archive parses a million keys.
+        let k = key.utf8, c = cluster.utf8
+        guard k.count > c.count, k.starts(with: c), k[k.index(k.startIndex, offsetBy: c.count)] == UInt8(ascii: "/") else { return nil }
+        let parts = k[k.index(k.startIndex, offsetBy: c.count + 1)...].split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)
+            .map { Substring($0) }
         switch parts.first {
         case "cluster.json" where parts.count == 1: return .binding
         case "cluster.copy.json" where parts.count == 1: return .bindingCopy
         case "index.json" where parts.count == 1: return .index
         case "wal" where parts.count == 3:
             guard let name = WALFileName(String(parts[2])) else { return nil }
-            return walKey(name) == key ? .wal(name) : nil
+            // Only where walKey puts it: history files under history/, the others under the
+            // first 16 characters of their segment name.
+            let folder = parts[1].utf8
+            let fits = name.kind == .history ? parts[1] == "history" : folder.count == 16 && folder.elementsEqual(parts[2].utf8.prefix(16))
+            return fits ? .wal(name) : nil
         case "backups" where parts.count >= 3:
             guard let id = BackupID(String(parts[1])), !parts[2...].contains(where: \.isEmpty) else { return nil }
             return .backup(id, parts[2...].joined(separator: "/"))

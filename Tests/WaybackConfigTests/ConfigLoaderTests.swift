@@ -54,6 +54,21 @@ import WaybackCore
         }
     }
 
+    @Test func theScheduleHasDefaultsAndBadCronOrZonesAreNamed() throws {
+        let d = try parse(minimal).schedule
+        #expect(d.full?.text == "0 2 * * *" && d.incr?.text == "0 * * * *" && d.diff == nil && d.expire == .afterBackup && d.retries == 2)
+        let off = try parse(minimal + "\nschedule:\n  full: \"@daily\"\n  incr: null\n  expire: \"30 3 * * *\"\n  timezone: Europe/Berlin\n").schedule
+        let expireAt = try CronExpression("30 3 * * *")
+        #expect(off.full?.text == "@daily" && off.incr == nil && off.expire == .cron(expireAt) && off.timeZone == "Europe/Berlin")
+        for (bad, words) in [("schedule: { full: \"61 * * * *\" }", "schedule.full: cron field 'minute' is '61'"),
+                             ("schedule: { incr: \"0 * * *\" }", "schedule.incr"), ("schedule: { timezone: Mars/Olympus }", "schedule.timezone"),
+                             ("schedule: { stop_timeout: soon }", "schedule.stop_timeout"),
+                             ("monitor: { disk_warn_percent: 95, disk_critical_percent: 90 }", "monitor.disk_warn_percent")] {
+            let e = try #require(error(minimal + "\n" + bad + "\n"), "\(bad) was accepted")
+            #expect(e.code == .config && e.message.contains(words), "\(bad): \(e.message)")
+        }
+    }
+
     @Test func unknownKeysAreNamedWithTheirLine() throws {
         let e = try #require(error(minimal + "\ncolour: blue\n"))
         #expect(e.code == .config)

@@ -106,6 +106,32 @@ struct DaemonTests {
         #expect(late.stop() == 0, "\(late.output)")
     }
 
+    @Test("SIGTERM during a scheduled backup: the daemon ends it and exits 0 within schedule.stop_timeout; the next backup resumes it")
+    func sigtermDuringABackup() async throws {
+        let t = try TestCluster(extraConfig: "schedule:\n  full: \"* * * * *\"\n  incr: null\n  expire: null\n  stop_timeout: 20s\n")
+        defer { t.cleanup() }
+        try t.waybackOK(["init"])
+        try t.cluster.pgbench(["-i", "-q", "-s", "3"])
+        // Slow enough to be caught in the middle: 2 MB/s from the data directory.
+        let slow = try t.configVariant("slow.yaml", replace: [("backup:\n", "backup:\n  max_rate_mb: 2\n  pack_size_mb: 1\n")])
+        let daemon = try Daemon(t, config: slow, log: t.root + "/daemon.log")
+        let backups = t.repositoryPath + "/main/backups"
+        try Self.waitFor("the scheduled backup to store its first pack", timeout: 150) {
+            ((try? FileSystem.list(backups)) ?? []).contains { id in ((try? FileSystem.list(backups + "/" + id + "/pack")) ?? []).contains { $0.hasSuffix(".index") } }
+        }
+        let started = monotonicSeconds()
+        let status = daemon.stop(SIGTERM, timeout: 30)
+        #expect(status == 0, "daemon exit \(String(describing: status)) after \(monotonicSeconds() - started) s: \(daemon.output)")
+        #expect(monotonicSeconds() - started < 25, "the daemon took \(monotonicSeconds() - started) s to stop")
+        #expect(try Self.backups(t).isEmpty, "the interrupted backup counts as complete")
+        #expect(try t.psql("SELECT status FROM wayback.backup_logs") == "failed")
+        // The next backup continues it (same id, the stored files reused).
+        let next = try JSONSerialization.jsonObject(with: Data(try t.waybackOK(["backup", "--json"]).utf8)) as? [String: Any]
+        let resumed = next?["resumed"] as? [String: Any]
+        #expect((resumed?["files"] as? Int ?? 0) > 0, "the next backup did not resume: \(String(describing: next))")
+        #expect(try t.psql("SELECT status FROM wayback.backup_logs") == "complete")
+    }
+
     @Test("while the daemon runs it drains the asynchronous WAL queue itself (it holds the drainer's lock, so wal-push starts no wal-drain), and the S3 repository gets every segment")
     func daemonDrainsTheWALQueue() async throws {
         let s3 = try S3TestServer()

@@ -18,6 +18,17 @@ public struct WALQueue: Sendable {
         ((try? FileSystem.list(directory(repository))) ?? []).filter { !$0.hasPrefix(".") }
     }
 
+    /// How many WAL files are queued for `repository`: 0 when it has no queue directory yet;
+    /// an error when the directory is there but cannot be read (never "nothing queued" then).
+    public func count(_ repository: String) -> Result<Int, WaybackError> {
+        do {
+            guard try FileSystem.status(directory(repository), followLinks: true) != nil else { return .success(0) }
+            return .success(try FileSystem.list(directory(repository)).filter { !$0.hasPrefix(".") }.count)
+        } catch {
+            return .failure(WaybackError.wrap(error, as: .io, "cannot read the WAL queue \(directory(repository))"))
+        }
+    }
+
     public func overflowed(_ repository: String) -> Bool {
         (try? FileSystem.status(directory(repository) + "/" + Self.overflowMark)) != nil
     }
@@ -88,7 +99,10 @@ public struct StatusOverview: Sendable {
             s.storedBytes = look.storedBytes
             s.walPush = m.walPush
             if m.walPush == "async" {
-                s.queuedWAL = queue.entries(m.repository.name).count
+                switch queue.count(m.repository.name) {
+                case .success(let n): s.queuedWAL = n
+                case .failure(let e): s.queueError = e.message
+                }
                 s.queueOverflowed = queue.overflowed(m.repository.name)
             }
             states.append(s)

@@ -70,6 +70,8 @@ public struct RepositoryState: Codable, Sendable {
     /// WAL files queued for this repository (asynchronous repositories).
     public var queuedWAL: Int?
     public var queueOverflowed: Bool?
+    /// Why the WAL queue could not be read (then `queuedWAL` is nil: unknown, not zero).
+    public var queueError: String?
     /// Bytes of this cluster's backups and WAL here (from the listings).
     public var storedBytes: Int64?
 
@@ -78,6 +80,7 @@ public struct RepositoryState: Codable, Sendable {
         var parts = ["\(backups.count) backup(s)"]
         if !missingBackups.isEmpty { parts.append("MISSING backups \(missingBackups.joined(separator: ", "))") }
         for t in archive { parts.append("WAL TL\(t.timeline) \(t.first)..\(t.last)" + (t.gaps.isEmpty ? "" : " with gaps")) }
+        if let e = queueError { parts.append("WAL queue UNKNOWN: \(e)") }
         if let q = queuedWAL, q > 0 || queueOverflowed == true {
             parts.append("\(q) WAL file(s) queued" + (queueOverflowed == true ? ", queue over its limit (run 'wayback repo sync')" : ""))
         }

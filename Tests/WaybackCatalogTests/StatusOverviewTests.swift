@@ -174,4 +174,21 @@ import WaybackTesting
         #expect(index.entries.map(\.summary.id) == ids, "the target's index is not its own")
         #expect(RepositorySync.plan(layout: Self.layout, source: [ObjectInfo(key: Self.layout.indexKey, size: 1)], target: [], scope: .all).isEmpty)
     }
+
+    @Test func aWALQueueThatCannotBeReadIsUnknownNeverEmpty() async throws {
+        let (catalog, _) = try await Self.repository(1)
+        let spool = NSTemporaryDirectory() + "wayback-queue-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: spool, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: spool) }
+        let queue = WALQueue(path: spool)
+        #expect(try queue.count("mem").get() == 0, "no queue directory yet: nothing queued")
+        // The repository's queue is a file, not a directory: it cannot be listed.
+        FileManager.default.createFile(atPath: spool + "/mem", contents: Data("x".utf8))
+        guard case .failure = queue.count("mem") else { Issue.record("an unreadable queue counted as a number"); return }
+        let overview = try await StatusOverview.gather(
+            catalog, members: [.init(repository: catalog.repository, type: "s3", location: "s3://b/p", walPush: "async")], queue: queue)
+        let state = try #require(overview.repositories.first)
+        #expect(state.queuedWAL == nil && state.queueError?.contains(spool + "/mem") == true, "\(state)")
+        #expect(state.text.contains("WAL queue UNKNOWN"))
+    }
 }

@@ -175,6 +175,9 @@ struct S3RepositoryTests {
         #expect(b.stderr.contains("complete in 'local' but failed in 'offsite'"))
         let id = b.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(BackupID(id) != nil)
+        // backup_logs: partial, stored locally only.
+        #expect(try t.psql("SELECT status || '|' || coalesce(location_local, '-') || '|' || coalesce(location_s3, '-') FROM wayback.backup_logs WHERE backup_id = '\(id)'")
+                == "partial|\(repoDir)/main/backups/\(id)/|-")
         // wal-push still succeeds: the offsite copy is queued, up to the limit (32 MiB: two
         // segments), then no more names are queued, with a warning.
         for _ in 0..<4 { try t.switchAndWaitForArchive() }
@@ -196,6 +199,10 @@ struct S3RepositoryTests {
         let sync = try t.waybackOK(["repo", "sync"])
         #expect(sync.contains("local -> offsite: copied") && sync.contains(id), "\(sync)")
         #expect(try t.waybackOK(["repo", "sync"]).contains("local -> offsite: copied 0 object(s)"))
+        // catalog sync: complete now, with its S3 location.
+        try t.waybackOK(["catalog", "sync"])
+        #expect(try t.psql("SELECT status || '|' || coalesce(location_s3, '-') FROM wayback.backup_logs WHERE backup_id = '\(id)'")
+                == "complete|s3://\(s3.buckets[0])/late/main/backups/\(id)/")
         // Restore from the offsite copy alone.
         try FileSystem.removeTree(repoDir)
         let offsiteOnly = try Self.offsiteOnly(t, local: Self.localYAML(repoDir))

@@ -104,7 +104,7 @@ let package = Package(
         ], swiftSettings: swiftSettings),
 
         // Benchmarks of pure steps (bench/expiry.sh); not shipped.
-        .executableTarget(name: "WaybackBench", dependencies: ["WaybackCore", "WaybackStorage", "WaybackCatalog", "WaybackRetention"],
+        .executableTarget(name: "WaybackBench", dependencies: ["WaybackCore", "WaybackStorage", "WaybackCatalog", "WaybackRetention", "WaybackConfig"],
                           path: "Sources/WaybackBench", swiftSettings: swiftSettings),
 
         // Test-only helpers: in-memory storage, conformance suite, throwaway clusters.

@@ -1,5 +1,6 @@
 import Foundation
 import WaybackCatalog
+import WaybackConfig
 import WaybackCore
 import WaybackRetention
 import WaybackStorage
@@ -16,8 +17,17 @@ func seconds(_ body: () -> Void) -> Double {
 }
 
 let args = CommandLine.arguments.dropFirst()
+// wayback-bench config FILE: the cost of reading a configuration (every command, wal-push too,
+// reads it once): the first read (time zones and the like loaded) and the mean of 200 more.
+if args.first == "config", let file = args.dropFirst().first {
+    let env = ProcessInfo.processInfo.environment
+    let first = seconds { _ = try? ConfigLoader.load(path: file, environment: env) }
+    let more = seconds { for _ in 0..<200 { _ = try? ConfigLoader.load(path: file, environment: env) } }
+    print(String(format: "read %@: first %.2f ms, then %.3f ms each", file, first * 1000, more * 1000 / 200))
+    exit(0)
+}
 guard args.first == "expiry" else {
-    FileHandle.standardError.write(Data("usage: wayback-bench expiry [BACKUPS] [SEGMENTS]\n".utf8))
+    FileHandle.standardError.write(Data("usage: wayback-bench expiry [BACKUPS] [SEGMENTS] | config FILE\n".utf8))
     exit(2)
 }
 let backupCount = args.dropFirst().first.flatMap { Int($0) } ?? 20_000

@@ -165,7 +165,13 @@ public enum ConfigSchema {
     public static let variables = ["WAYBACK_CONFIG", "WAYBACK_PG_BIN", "WAYBACK_ENCRYPTION_PASSPHRASE"]
 
     /// The key `key` (with list indexes) is, if any.
-    public static func key(_ key: String) -> ConfigKey? { keys.first { $0.matches(key) } }
+    public static func key(_ key: String) -> ConfigKey? {
+        // Every key of the file and of the environment is looked up (wal-push reads the file for
+        // every segment): a dictionary of the paths with list indexes as `*`.
+        byPath[key.split(separator: ".", omittingEmptySubsequences: false).map { Int($0) != nil ? "*" : String($0) }.joined(separator: ".")]
+    }
+
+    static let byPath: [String: ConfigKey] = Dictionary(keys.map { ($0.path, $0) }, uniquingKeysWith: { a, _ in a })
 
     /// Paths (with `*` for indexes) that hold a list: every key under `P.*`.
     static let lists: Set<String> = Set(keys.compactMap { k -> String? in

@@ -51,6 +51,8 @@ public enum PushOutcome: Sendable, Equatable {
     case stored(bytes: Int64)
     /// The same content was already in the archive (PostgreSQL retried a push that had succeeded).
     case alreadyArchived
+    /// The daemon had stored it ahead (`PushAhead`), and the object checked out.
+    case storedAhead(bytes: Int64)
 }
 
 /// `archive_command` and `restore_command`: one WAL file in, one out.
@@ -66,22 +68,29 @@ public enum WALArchive {
             throw WaybackError(.usage, "'\(fileName)' is not a WAL file name; archive_command must be 'wayback wal-push %p'")
         }
         let first = configuration.syncRepositories[0]
-        let binding = try await Catalog(repository: first, cluster: configuration.cluster).requireBinding()
+        let file = try openWAL(path)
 
+        // With the daemon pushing ahead, the segment is usually stored already: check and return.
+        var claim: SegmentClaim?
+        defer { claim?.release() }
+        if name.kind == .segment {
+            let ahead = PushAhead(pgWAL: FileSystem.parentPath(path))
+            if ahead.daemonRunning {
+                if let outcome = try await ahead.take(name, file: file, configuration: configuration, logger: logger) {
+                    queueForAsyncRepositories(fileName, configuration: configuration, segmentSize: try PushAhead.identity(file.fd, path: path).size)
+                    return outcome
+                }
+                // Storing it here: the daemon leaves it alone meanwhile.
+                claim = SegmentClaim.take(ahead.claimPath(name))
+            }
+        }
+
+        let binding = try await Catalog(repository: first, cluster: configuration.cluster).requireBinding()
         // A WAL segment is the unit PostgreSQL hands us; it is read whole (16 MiB by default) so that
         // hashing and compressing its frames can run in parallel.
-        let file = try openWAL(path)
         let size = Int(try FileSystem.status(path, followLinks: true)?.size ?? 0)
         if name.kind == .segment || name.kind == .partial {
-            var head = [UInt8](repeating: 0, count: WALSegmentHeader.length)
-            let n = try head.withUnsafeMutableBytes { try file.pread(into: $0, offset: 0) }
-            let header = head.withUnsafeBytes { n == head.count ? WALSegmentHeader.parse($0) : nil }
-            guard let header else {
-                throw WaybackError(.corrupt, "\(path) does not start with a WAL page header; it is not a WAL segment")
-            }
-            guard header.systemIdentifier == binding.systemID else {
-                throw WaybackError(.repository, "\(fileName) belongs to the cluster with system identifier \(header.systemIdentifier), but cluster '\(configuration.cluster)' in \(first.description) is bound to \(binding.systemIdentifier); check cluster.name in the configuration")
-            }
+            try checkSegmentHeader(file, path: path, binding: binding, configuration: configuration)
         }
 
         if name.kind == .history || name.kind == .backupHistory {
@@ -108,15 +117,32 @@ public enum WALArchive {
                 failed.append((repo.name, e))
             }
         }
-        if !configuration.asyncRepositories.isEmpty {
-            AsyncSpool(path: configuration.spoolPath, limitBytes: configuration.spoolLimitBytes)
-                .enqueue(fileName, repositories: configuration.asyncRepositories, segmentSize: Int64(binding.walSegmentSize),
-                         drainCommand: configuration.drainCommand, events: configuration.events)
-        }
+        queueForAsyncRepositories(fileName, configuration: configuration, segmentSize: Int64(binding.walSegmentSize))
         if let (repo, e) = failed.first {
             throw WaybackError(.replica, "WAL file \(fileName) is stored in '\(first.name)' but not in '\(repo)' (\(e.message)); PostgreSQL will push it again, or set wal_push: async for '\(repo)'")
         }
         return outcome
+    }
+
+    /// Queues the file for the asynchronous repositories.
+    static func queueForAsyncRepositories(_ fileName: String, configuration: ArchiveConfiguration, segmentSize: Int64) {
+        guard !configuration.asyncRepositories.isEmpty else { return }
+        AsyncSpool(path: configuration.spoolPath, limitBytes: configuration.spoolLimitBytes)
+            .enqueue(fileName, repositories: configuration.asyncRepositories, segmentSize: segmentSize,
+                     drainCommand: configuration.drainCommand, events: configuration.events)
+    }
+
+    /// Refuses a segment that is not one, or belongs to another cluster than the repository's.
+    static func checkSegmentHeader(_ file: PosixFile, path: String, binding: ClusterBinding, configuration: ArchiveConfiguration) throws {
+        var head = [UInt8](repeating: 0, count: WALSegmentHeader.length)
+        let n = try head.withUnsafeMutableBytes { try file.pread(into: $0, offset: 0) }
+        let header = head.withUnsafeBytes { n == head.count ? WALSegmentHeader.parse($0) : nil }
+        guard let header else {
+            throw WaybackError(.corrupt, "\(path) does not start with a WAL page header; it is not a WAL segment")
+        }
+        guard header.systemIdentifier == binding.systemID else {
+            throw WaybackError(.repository, "\(FileSystem.lastComponent(path)) belongs to the cluster with system identifier \(header.systemIdentifier), but cluster '\(configuration.cluster)' in \(configuration.syncRepositories[0].description) is bound to \(binding.systemIdentifier); check cluster.name in the configuration")
+        }
     }
 
     /// Stores the file in one repository unless it is there (then compares).

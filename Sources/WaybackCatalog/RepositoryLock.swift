@@ -39,8 +39,20 @@ public final class RepositoryLock: @unchecked Sendable {
 
     /// `<cluster>-<system identifier>-<12 hex digits of the repositories' SHA-256>.lock`.
     public static func fileName(cluster: String, systemIdentifier: UInt64, repositories: [String]) -> String {
-        let digest = SHA256Hasher.hex(Array(repositories.sorted().joined(separator: "\n").utf8)).prefix(12)
-        return "\(cluster)-\(systemIdentifier)-\(digest).lock"
+        "\(cluster)-\(systemIdentifier)-\(repositoriesDigest(repositories)).lock"
+    }
+
+    static func repositoriesDigest(_ repositories: [String]) -> Substring {
+        SHA256Hasher.hex(Array(repositories.sorted().joined(separator: "\n").utf8)).prefix(12)
+    }
+
+    /// Whether `file` is named after the lock of `cluster` in `repositories` (whatever the system
+    /// identifier), with `suffix` in place of `.lock`: the daemon's `.schedule.json` of this
+    /// configuration, and not that of a cluster whose name starts the same (`main-2`).
+    public static func isNamed(_ file: String, cluster: String, repositories: [String], suffix: String) -> Bool {
+        let tail = "-\(repositoriesDigest(repositories))\(suffix)"
+        guard file.hasPrefix(cluster + "-"), file.hasSuffix(tail), file.count > cluster.count + 1 + tail.count else { return false }
+        return file.dropFirst(cluster.count + 1).dropLast(tail.count).allSatisfy { $0.isASCII && $0.isNumber }
     }
 
     static func acquire(directory: String, file: String, cluster: String, command: String,

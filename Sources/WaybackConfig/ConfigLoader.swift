@@ -107,7 +107,8 @@ public enum ConfigLoader {
             maxRateBytes: rate > 0 ? Int64(rate) << 20 : nil)
         let archive = WaybackConfiguration.ArchiveSettings(
             spoolPath: v.string("archive.spool_path") ?? pgdata + "/pg_wal/wayback-spool",
-            spoolLimitBytes: Int64(try v.defaulted("archive.spool_limit_mb", ConfigValues.int)) << 20)
+            spoolLimitBytes: Int64(try v.defaulted("archive.spool_limit_mb", ConfigValues.int)) << 20,
+            pushAhead: try v.defaulted("archive.push_ahead", ConfigValues.bool))
         return WaybackConfiguration(
             path: path, cluster: cluster, repositories: repos, compression: CompressionSettings(algorithm: alg, level: level),
             parallelism: try v.defaulted("parallelism", ConfigValues.int), lockPath: try v.defaulted("lock_path", ConfigValues.string),

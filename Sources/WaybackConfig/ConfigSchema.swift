@@ -134,6 +134,7 @@ public enum ConfigSchema {
 
         ConfigKey("archive.spool_path", .path, .derived("<cluster.pgdata>/pg_wal/wayback-spool")),
         ConfigKey("archive.spool_limit_mb", .int(16...Int.max), .value("4096")),
+        ConfigKey("archive.push_ahead", .bool, .value("true")),
 
     ] + retention.map { ConfigKey("retention.\($0.name)", $0.kind, .value($0.value)) } + [
 

@@ -52,6 +52,8 @@ public struct WaybackConfiguration: Sendable {
         /// Bytes queued for one asynchronous repository above which `wal-push` warns and stops
         /// queueing (the drainer then catches up by comparing listings).
         public var spoolLimitBytes: Int64
+        /// Whether the daemon stores WAL segments before PostgreSQL asks (`PushAhead`).
+        public var pushAhead: Bool
     }
 
     public var path: String

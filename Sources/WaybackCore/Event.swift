@@ -27,6 +27,8 @@ public struct WaybackEvent: Sendable, Equatable, Codable, CustomStringConvertibl
         case walQueueBehind = "wal-queue-behind"
         /// WAL could not be queued for, or copied to, an asynchronous repository.
         case walQueueFailed = "wal-queue-failed"
+        /// The daemon could not store a WAL segment ahead of PostgreSQL (`wal-push` stores it).
+        case walAhead = "wal-ahead"
         /// Data pages failed their checksum while being backed up.
         case damagedPages = "damaged-pages"
         /// A backup's type or reference was decided otherwise than asked (a diff/incr became a full).

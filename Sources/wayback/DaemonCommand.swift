@@ -73,7 +73,7 @@ enum DaemonJobs {
     }
 
     /// Runs one job with its own repositories, HTTP clients and events, as a command would.
-    static func run(_ job: JobSpec, config: WaybackConfiguration, logger: Logger) async -> JobResult {
+    static func run(_ job: JobSpec, config: WaybackConfiguration, clock: any WaybackClock, logger: Logger) async -> JobResult {
         let operation: WaybackEvent.Operation = job.name == "expire" ? .expire : .backup
         let events = EventLog.logging(operation, cluster: config.cluster.name, to: logger)
         var log = logger
@@ -94,7 +94,7 @@ enum DaemonJobs {
                 defer { lock.release() }
                 let report = await Expiry.run(ExpiryConfiguration(members: run.expiryMembers(repository), cluster: config.cluster.name,
                                                                   lockDirectory: config.lockPath, dryRun: false, force: false, events: events,
-                                                                  backupLog: run.backupLog()), now: Date(), logger: log)
+                                                                  backupLog: run.backupLog()), now: clock.now, logger: log)
                 let expired = report.repositories.reduce(0) { $0 + ($1.plan?.expired.count ?? 0) }
                 if let refused = report.repositories.first(where: { $0.error != nil }) {
                     return .refused("repository '\(refused.name)': \(refused.error!)")
@@ -144,14 +144,17 @@ struct DaemonCommand: AsyncParsableCommand {
         }
         defer { lock.release() }
         let current = Mutex(config)
-        let scheduler = SchedulerService(schedule: DaemonJobs.schedule(config), store: ScheduleStateStore(path: statePath),
+        let reloads = Atomic<Int>(0)
+        let clock: any WaybackClock = SystemClock()
+        let scheduler = SchedulerService(schedule: DaemonJobs.schedule(config), store: ScheduleStateStore(path: statePath), clock: clock,
                                          retries: config.schedule.retries, logger: logger) { job in
-            await DaemonJobs.run(job, config: current.withLock { $0 }, logger: logger)
+            await DaemonJobs.run(job, config: current.withLock { $0 }, clock: clock, logger: logger)
         }
         let reloader = ReloadService { () -> Bool in
             do {
                 let fresh = try GlobalOptions.load(path)
                 current.withLock { $0 = fresh }
+                reloads.add(1, ordering: .relaxed)
                 scheduler.reload(DaemonJobs.schedule(fresh))
                 logger.notice("configuration reloaded from \(path)")
                 return true
@@ -161,15 +164,16 @@ struct DaemonCommand: AsyncParsableCommand {
             }
         }
         for job in scheduler.schedule.jobs {
-            let next = SchedulePlanner.nextRun(job, schedule: scheduler.schedule, state: ScheduleStateStore(path: statePath).load(), now: Date())
+            let next = SchedulePlanner.nextRun(job, schedule: scheduler.schedule, state: ScheduleStateStore(path: statePath).load(), now: clock.now)
             let when = job.cron.map { "\"\($0.text)\"" } ?? "after each backup"
             let nextText = next.map { ", next \(Format.timestamp($0))" } ?? ""
             logger.notice("job \(job.name): \(when)\(nextText)")
         }
-        let disks = DiskWatchService(config: { current.withLock { $0 } }, logger: logger)
+        let disks = DiskWatchService(config: { current.withLock { $0 } }, clock: clock, logger: logger)
         let drain = WALDrainService(config: { current.withLock { $0 } }, logger: logger)
+        let ahead = PushAheadService(config: { current.withLock { $0 } }, generation: { reloads.load(ordering: .relaxed) }, logger: logger)
         var groupConfig = ServiceGroupConfiguration(services: [.init(service: scheduler), .init(service: reloader), .init(service: disks),
-                                                               .init(service: drain)],
+                                                               .init(service: drain), .init(service: ahead)],
                                                    gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         groupConfig.maximumGracefulShutdownDuration = .milliseconds(Int64(config.schedule.stopTimeoutSeconds * 1000))
         logger.notice("wayback daemon started for cluster '\(config.cluster.name)' (pid \(getpid()))")
@@ -178,20 +182,28 @@ struct DaemonCommand: AsyncParsableCommand {
     }
 }
 
-/// Checks the disk space every minute (S3 quotas every 15 minutes: they cost a listing): logs
-/// and publishes a `disk-space` event when a file system's level changes (and logs it again
-/// every hour while it is not ok), with a forecast from the growth it measured.
-struct DiskWatchService: Service {
-    let config: @Sendable () -> WaybackConfiguration
-    let logger: Logger
-    var interval: Double = 60
-    var quotaInterval: Double = 900
+/// A daemon service whose work is one loop, ended by the daemon's graceful shutdown.
+protocol LoopingService: Service {
+    func loop() async throws
+}
 
+extension LoopingService {
     func run() async throws {
         do {
             try await cancelWhenGracefulShutdown { try await self.loop() }
         } catch is CancellationError {}
     }
+}
+
+/// Checks the disk space every minute (S3 quotas every 15 minutes: they cost a listing): logs
+/// and publishes a `disk-space` event when a file system's level changes (and logs it again
+/// every hour while it is not ok), with a forecast from the growth it measured.
+struct DiskWatchService: LoopingService {
+    let config: @Sendable () -> WaybackConfiguration
+    let clock: any WaybackClock
+    let logger: Logger
+    var interval: Double = 60
+    var quotaInterval: Double = 900
 
     func loop() async throws {
         var levels = [String: DiskWatch.Level](), lastLogged = [String: Date]()
@@ -199,7 +211,7 @@ struct DiskWatchService: Service {
         var overview: StatusOverview?, overviewAt = Date.distantPast
         while !Task.isCancelled {
             let config = self.config()
-            let now = Date()
+            let now = clock.now
             let events = EventLog.logging(.daemon, cluster: config.cluster.name, to: logger)
             if config.repositories.contains(where: { $0.quotaBytes != nil }), now.timeIntervalSince(overviewAt) >= quotaInterval {
                 overview = try? await HTTPClientPool.with { http in
@@ -231,15 +243,9 @@ struct DiskWatchService: Service {
 /// Drains the WAL queued for the asynchronous repositories while the daemon runs: it holds the
 /// spool's lock (so `wal-push` starts no `wal-drain` process of its own), copies what is queued,
 /// and sleeps until `wal-push` queues more (inotify), never polling.
-struct WALDrainService: Service {
+struct WALDrainService: LoopingService {
     let config: @Sendable () -> WaybackConfiguration
     let logger: Logger
-
-    func run() async throws {
-        do {
-            try await cancelWhenGracefulShutdown { try await self.loop() }
-        } catch is CancellationError {}
-    }
 
     func loop() async throws {
         var held: (fd: Int32, path: String)?
@@ -274,6 +280,56 @@ struct WALDrainService: Service {
     }
 }
 
+/// Stores WAL segments as soon as PostgreSQL marks them ready, before it runs `wal-push`
+/// (`PushAhead`; `archive.push_ahead`). It sleeps until a segment is marked ready (inotify),
+/// never polling; a round that fails is logged and tried again at the next segment or in a minute.
+struct PushAheadService: LoopingService {
+    let config: @Sendable () -> WaybackConfiguration
+    /// Counts the reloads: a new value starts a new session.
+    let generation: @Sendable () -> Int
+    let logger: Logger
+
+    func loop() async throws {
+        var held: (fd: Int32, path: String)?
+        defer { if let held { close(held.fd) } }
+        var done = Set<String>()
+        while !Task.isCancelled {
+            let started = generation()
+            let config = self.config()
+            let pgWAL = config.cluster.pgdata + "/pg_wal"
+            let ahead = PushAhead(pgWAL: pgWAL)
+            if let h = held, h.path != ahead.directory || !config.archive.pushAhead { close(h.fd); held = nil }
+            // Switched off: wait for a reload (SIGHUP) to look again.
+            guard config.archive.pushAhead else { try await Task.sleep(for: .seconds(60)); continue }
+            if held == nil, let fd = try? ahead.hold() { held = (fd, ahead.directory) }
+            guard held != nil else {
+                logger.warning("another process holds \(ahead.directory)/.lock; WAL is not pushed ahead until it lets go")
+                try await Task.sleep(for: .seconds(60)); continue
+            }
+            let events = EventLog.logging(.daemon, cluster: config.cluster.name, to: logger)
+            do {
+                try await HTTPClientPool.with { http in
+                    let run = CommandRun(config: config, logger: logger, events: events, http: http)
+                    let roots = Dictionary(config.repositories.filter { $0.type == .local }.map { ($0.name, FileSystem.absolute($0.path)) }) { a, _ in a }
+                    let session = try await PushAhead.Session(pgWAL: pgWAL, configuration: archiveConfiguration(run, forPush: true),
+                                                              configPath: config.path, environment: ProcessInfo.processInfo.environment,
+                                                              localRoots: roots)
+                    // One session per configuration: a reload (SIGHUP) takes effect at the next segment.
+                    while !Task.isCancelled && generation() == started {
+                        let tried = try await session.storeReady(workers: config.parallelism, done: &done, events: events, logger: logger)
+                        try await ahead.waitForReady(pgWAL: pgWAL, skip: done.union(tried), timeout: 600)
+                    }
+                }
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                events.emit(.warning, .walAhead, "the daemon could not push WAL ahead (\((error as? WaybackError)?.message ?? String(describing: error))); wal-push stores each segment itself, and the daemon tries again in a minute")
+                try await Task.sleep(for: .seconds(60))
+            }
+        }
+    }
+}
+
 /// Reloads the configuration at each SIGHUP, until the daemon stops.
 struct ReloadService: Service {
     let reload: @Sendable () -> Bool
@@ -304,12 +360,20 @@ struct ScheduleCommand: AsyncParsableCommand {
             print(SchedulePlanner.crontab(schedule, commands: DaemonJobs.commands(configPath: config.path)), terminator: "")
             return
         }
-        // The daemon's own state, when it has run: the next times count from its last runs.
+        // The daemon's own state, when it has run: the next times count from its last runs. Its
+        // file is named after the daemon's lock: this cluster in these repositories.
+        let logger = Context.logger(config.logLevel.rawValue)
+        let repositories = try await HTTPClientPool.with { http in
+            try config.repository(logger: logger, http: http, events: EventLog.logging(.daemon, cluster: config.cluster.name, to: logger))
+                .members.map(\.description)
+        }
         var state = ScheduleState()
-        if let file = try? FileSystem.list(config.lockPath).first(where: { $0.hasPrefix(config.cluster.name + "-") && $0.hasSuffix(".schedule.json") }) {
+        if let file = try? FileSystem.list(config.lockPath).first(where: {
+            RepositoryLock.isNamed($0, cluster: config.cluster.name, repositories: repositories, suffix: ".schedule.json")
+        }) {
             state = ScheduleStateStore(path: config.lockPath + "/" + file).load()
         }
-        let now = Date()
+        let now = SystemClock().now
         let entries = schedule.jobs.map { j in
             Entry(job: j.name, trigger: j.cron?.text ?? "after each backup",
                   next: SchedulePlanner.nextRun(j, schedule: schedule, state: SchedulePlanner.baseline(schedule, state: state, now: now), now: now))

@@ -1,12 +1,22 @@
 import ArgumentParser
 import Foundation
+import WaybackArchive
 import WaybackConfig
 import WaybackCore
 
 @main
 struct Main {
-    static func main() async {
-        await CLI.run(Array(CommandLine.arguments.dropFirst()))
+    /// Synchronous on purpose: a `wal-push` whose segment the daemon stored ahead is answered here,
+    /// before the concurrency runtime starts its threads (which costs more than the whole check).
+    static func main() {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        if case .push(let path, let config)? = CLI.ArchiveCall(arguments),
+           PushAhead.takeBeforeConfiguration(walPath: path, configPath: GlobalOptions.configPath(config),
+                                             environment: ProcessInfo.processInfo.environment) {
+            exit(0)
+        }
+        Task { await CLI.run(arguments) }  // exits with the command's status
+        dispatchMain()
     }
 }
 

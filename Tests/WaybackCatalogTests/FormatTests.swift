@@ -256,3 +256,25 @@ import WaybackTesting
         }
     }
 }
+
+/// The daemon's state file is found by the name of its lock, never by a prefix another cluster
+/// shares (`main` and `main-2`).
+@Suite struct LockFileNameTests {
+    @Test func aFileNamedAfterTheLockOfThisClusterAndRepositoriesOnly() {
+        let repos = ["local (/srv/wayback)", "offsite (s3://bucket/prefix)"]
+        let lock = RepositoryLock.fileName(cluster: "main", systemIdentifier: 7_716_143_406_864_573_845, repositories: repos)
+        let state = lock.replacingOccurrences(of: ".lock", with: ".schedule.json")
+        #expect(RepositoryLock.isNamed(state, cluster: "main", repositories: repos, suffix: ".schedule.json"))
+        #expect(RepositoryLock.isNamed(state, cluster: "main", repositories: repos.reversed(), suffix: ".schedule.json"), "order matters")
+        // Another cluster whose name starts with this one's, the same repositories.
+        let other = RepositoryLock.fileName(cluster: "main-2", systemIdentifier: 42, repositories: repos)
+            .replacingOccurrences(of: ".lock", with: ".schedule.json")
+        #expect(!RepositoryLock.isNamed(other, cluster: "main", repositories: repos, suffix: ".schedule.json"))
+        #expect(RepositoryLock.isNamed(other, cluster: "main-2", repositories: repos, suffix: ".schedule.json"))
+        // The same cluster with other repositories, another suffix, a mangled identifier.
+        #expect(!RepositoryLock.isNamed(state, cluster: "main", repositories: ["local (/srv/wayback)"], suffix: ".schedule.json"))
+        #expect(!RepositoryLock.isNamed(lock, cluster: "main", repositories: repos, suffix: ".schedule.json"))
+        #expect(!RepositoryLock.isNamed(state.replacingOccurrences(of: "7716143406864573845", with: "77x6"), cluster: "main",
+                                        repositories: repos, suffix: ".schedule.json"))
+    }
+}

@@ -165,6 +165,88 @@ struct DaemonTests {
         #expect(!held())
     }
 
+    @Test("with the daemon running, each segment PostgreSQL marks ready is stored before archive_command runs; wal-push then checks it and returns without reading its configuration; a marker that lies (object gone) or is damaged sends wal-push down its usual path, which stores the segment")
+    func daemonPushesWALAhead() async throws {
+        let t = try TestCluster(extraConfig: "schedule:\n  full: null\n  incr: null\n  expire: null\n")
+        defer { t.cleanup() }
+        try t.waybackOK(["init"])
+        try t.switchAndWaitForArchive()
+        // PostgreSQL's own archiving fails meanwhile, so whatever is stored is the daemon's doing.
+        _ = try t.psql("ALTER SYSTEM SET archive_command = 'false'")
+        _ = try t.psql("SELECT pg_reload_conf()")
+        let archivedBefore = try t.psql("SELECT archived_count FROM pg_stat_archiver")
+        let daemon = try Daemon(t, log: t.root + "/daemon.log")
+        let pgWAL = t.cluster.dataDirectory + "/pg_wal"
+        let ahead = pgWAL + "/wayback-ahead"
+        try Self.waitFor("the daemon to push ahead", timeout: 30) { FileManager.default.fileExists(atPath: ahead + "/.lock") }
+        _ = try t.psql("CREATE TABLE w AS SELECT g FROM generate_series(1, 1000) g")
+        var segments = [String]()
+        for _ in 0..<4 {
+            _ = try t.psql("INSERT INTO w SELECT g FROM generate_series(1, 1000) g")
+            segments.append(try t.psql("SELECT pg_walfile_name(pg_switch_wal())"))
+        }
+        // The oldest ready segment is the archiver's (wal-push stores it); the daemon goes ahead
+        // from the next one.
+        let oldest = segments.removeFirst()
+        try Self.waitFor("a marker for each segment after the oldest", timeout: 60) {
+            segments.allSatisfy { FileManager.default.fileExists(atPath: ahead + "/" + $0) }
+        }
+        #expect(!FileManager.default.fileExists(atPath: ahead + "/" + oldest))
+        let objects = segments.map { t.repositoryPath + "/main/wal/" + $0.prefix(16) + "/" + $0 }
+        for o in objects { #expect(FileManager.default.fileExists(atPath: o), "\(o) not stored ahead") }
+        #expect(try t.psql("SELECT archived_count FROM pg_stat_archiver") == archivedBefore, "PostgreSQL archived something itself")
+        // Markers and the directory are the daemon's alone.
+        #expect(try FileSystem.status(ahead)?.mode == 0o700)
+        #expect(try FileSystem.status(ahead + "/" + segments[0])?.mode == 0o600)
+
+        // wal-push as PostgreSQL runs it: the first segment is taken from its marker without
+        // reading the configuration (unreadable meanwhile: chmod keeps the file's identity);
+        // asked again (no marker now) it reads it, finds the object and says so.
+        let info = try t.configVariant("info.yaml", replace: [("log_level: warning", "log_level: info")])
+        try FileSystem.chmod(t.configPath, 0)
+        let fast = try t.wayback(["wal-push", pgWAL + "/" + segments[0]])
+        try FileSystem.chmod(t.configPath, 0o600)
+        #expect(fast.status == 0 && fast.stderr.isEmpty, "\(fast.status) \(fast.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: ahead + "/" + segments[0]), "the marker was not consumed")
+        let again = try t.wayback(["wal-push", pgWAL + "/" + segments[0]], config: info)
+        #expect(again.status == 0 && again.stderr.contains("already archived"), "\(again.stderr)")
+
+        // The object of the second segment is gone from the repository: the marker lies, and
+        // wal-push stores the segment again rather than believe it.
+        try FileSystem.remove(objects[1])
+        let lied = try t.wayback(["wal-push", pgWAL + "/" + segments[1]], config: info)
+        #expect(lied.status == 0 && lied.stderr.contains("storing it now"), "\(lied.status) \(lied.stderr)")
+        #expect(FileManager.default.fileExists(atPath: objects[1]))
+
+        // A damaged marker: ignored, removed, and the segment checked the usual way.
+        try Data("wayback-ahead 1\nfile garbage\n".utf8).write(to: URL(fileURLWithPath: ahead + "/" + segments[2]))
+        let damaged = try t.wayback(["wal-push", pgWAL + "/" + segments[2]], config: info)
+        #expect(damaged.status == 0 && damaged.stderr.contains("damaged push-ahead marker"), "\(damaged.status) \(damaged.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: ahead + "/" + segments[2]))
+
+        // PostgreSQL archiving again: it gets every segment, the daemon's markers are all used or
+        // cleared, and the archive restores to the end.
+        _ = try t.psql("ALTER SYSTEM RESET archive_command")
+        _ = try t.psql("SELECT pg_reload_conf()")
+        _ = try t.psql("INSERT INTO w SELECT g FROM generate_series(1, 1000) g")
+        try t.switchAndWaitForArchive()
+        try Self.waitFor("the markers to be gone", timeout: 30) {
+            try FileSystem.list(ahead).filter { !$0.hasPrefix(".") }.isEmpty
+        }
+        let rows = try t.psql("SELECT count(*) FROM w")
+        try t.waybackOK(["backup"])
+        _ = try t.psql("INSERT INTO w SELECT g FROM generate_series(1, 1000) g")
+        try t.switchAndWaitForArchive()
+        #expect(daemon.stop() == 0, "\(daemon.output)")
+        #expect(!daemon.output.contains("wal-ahead"), "\(daemon.output)")
+        let target = t.root + "/restored"
+        try t.waybackOK(["restore", "--target-dir", target])
+        let restored = t.restoredCluster(at: target)
+        defer { try? restored.stop(mode: "immediate") }
+        try t.startRestored(restored)
+        #expect(try restored.psql("SELECT count(*) FROM w") == String((Int(rows) ?? 0) + 1000))
+    }
+
     @Test("packaging/wayback.service passes systemd-analyze verify (with the binary where the unit expects it)")
     func systemdUnitVerifies() throws {
         let unit = try String(contentsOfFile: S3TestServer.packageRoot + "/packaging/wayback.service", encoding: .utf8)

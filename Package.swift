@@ -82,6 +82,8 @@ let package = Package(
                                                        .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
         .target(name: "WaybackRetention", dependencies: ["WaybackCore", "WaybackStorage", "WaybackCatalog",
                                                          .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
+        .target(name: "WaybackVerify", dependencies: ["WaybackCore", "WaybackStorage", "WaybackCatalog", "WaybackPostgres",
+                                                      .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
 
         // Layer 4: configuration (read at the edge), the demo, the command line.
         .target(name: "WaybackConfig", dependencies: [
@@ -96,8 +98,8 @@ let package = Package(
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "wayback", dependencies: [
             "WaybackCore", "WaybackStorage", "WaybackS3", "WaybackCatalog", "WaybackPostgres",
-            "WaybackArchive", "WaybackBackup", "WaybackRestore", "WaybackRetention", "WaybackSchedule", "WaybackConfig", "WaybackDemo",
-            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            "WaybackArchive", "WaybackBackup", "WaybackRestore", "WaybackRetention", "WaybackSchedule", "WaybackVerify", "WaybackConfig",
+            "WaybackDemo", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
@@ -122,6 +124,7 @@ let package = Package(
         .testTarget(name: "WaybackRestoreTests", dependencies: ["WaybackRestore", "WaybackCatalog", "WaybackPostgres", "WaybackCore", "WaybackStorage", "WaybackTesting", .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackScheduleTests", dependencies: ["WaybackSchedule", "WaybackCore", "WaybackStorage", "WaybackTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackRetentionTests", dependencies: ["WaybackRetention", "WaybackCatalog", "WaybackCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "WaybackVerifyTests", dependencies: ["WaybackVerify", "WaybackCore"], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackIntegrationTests", dependencies: ["WaybackCore", "WaybackCatalog", "WaybackStorage", "WaybackPostgres", "WaybackTesting"], swiftSettings: swiftSettings),
     ]
 )

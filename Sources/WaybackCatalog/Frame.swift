@@ -173,8 +173,18 @@ public final class FrameReader {
     private var unfiltered: [UInt8] = []
     private var buffer: [UInt8] = []
     private var position = 0
+    /// Bytes consumed so far: the offset of the next frame from where the reader started.
+    public private(set) var consumed: Int64 = 0
 
     public init(reader: any ObjectReader, name: String) { self.reader = reader; self.name = name }
+
+    /// Whether the object ends here (no byte left to read).
+    public func atEnd() async throws -> Bool {
+        if position < buffer.count { return false }
+        let chunk = try await reader.read(maxLength: 1 << 20)
+        buffer = chunk; position = 0
+        return chunk.isEmpty
+    }
 
     /// Exactly `count` bytes, or `.corrupt` when the object ends first.
     public func readExactly(_ count: Int) async throws -> [UInt8] {
@@ -186,6 +196,7 @@ public final class FrameReader {
         }
         let out = Array(buffer[position..<(position + count)])
         position += count
+        consumed += Int64(count)
         return out
     }
 

@@ -43,6 +43,7 @@ public enum ConfigLoader {
         try values.overlay(environment: environment, also: passphrases)
         var c = try build(values, environment: environment)
         c.schedule = try scheduleSettings(values)
+        c.verifyResamplePercent = try values.defaulted("verify.resample_percent", ConfigValues.int)
         c.diskWarnPercent = try values.defaulted("monitor.disk_warn_percent", ConfigValues.number)
         c.diskCriticalPercent = try values.defaulted("monitor.disk_critical_percent", ConfigValues.number)
         guard c.diskWarnPercent < c.diskCriticalPercent, c.diskCriticalPercent <= 100 else {
@@ -137,8 +138,11 @@ public enum ConfigLoader {
         guard let stopSeconds = RetentionPolicy.parseDuration(stop), stopSeconds > 0 else {
             throw WaybackError(.config, "\(v.origin("schedule.stop_timeout")): schedule.stop_timeout '\(stop)' is not a duration; write e.g. 60s or 5m")
         }
-        return .init(timeZone: zone, full: try cron("full"), incr: try cron("incr"), diff: try cron("diff"), expire: expire,
-                     retries: try v.defaulted("schedule.retries", ConfigValues.int), stopTimeoutSeconds: stopSeconds)
+        var s = WaybackConfiguration.ScheduleSettings(timeZone: zone, full: try cron("full"), incr: try cron("incr"), diff: try cron("diff"),
+                                                      expire: expire, retries: try v.defaulted("schedule.retries", ConfigValues.int),
+                                                      stopTimeoutSeconds: stopSeconds)
+        s.verify = try cron("verify")
+        return s
     }
 
     /// A retention policy from `<prefix>.*` keys over `base` (the defaults, or `retention:` for a

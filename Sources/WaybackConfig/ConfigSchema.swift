@@ -143,6 +143,7 @@ public enum ConfigSchema {
         ConfigKey("schedule.incr", .string, .value("0 * * * *")),
         ConfigKey("schedule.diff", .string, .value("null")),
         ConfigKey("schedule.expire", .string, .value("after-backup")),
+        ConfigKey("schedule.verify", .string, .value("30 3 * * *")),
         ConfigKey("schedule.retries", .int(0...10), .value("2")),
         ConfigKey("schedule.stop_timeout", .string, .value("60s")),
 
@@ -152,6 +153,8 @@ public enum ConfigSchema {
         ConfigKey("catalog.enabled", .bool, .value("true")),
         ConfigKey("catalog.connection", .string, .derived("cluster.connection")),
         ConfigKey("catalog.schema", .string, .value("wayback")),
+
+        ConfigKey("verify.resample_percent", .int(0...100), .value("10")),
     ]
 
     /// The keys of a retention policy (`retention:`, and each repository's own), with their defaults.

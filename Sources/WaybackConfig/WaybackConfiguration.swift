@@ -81,11 +81,15 @@ public struct WaybackConfiguration: Sendable {
         public var expire: Expire?
         public var retries: Int
         public var stopTimeoutSeconds: Double
+        /// nil: the daemon never verifies.
+        public var verify: CronExpression?
     }
 
     public var schedule = ScheduleSettings(timeZone: "UTC", full: nil, incr: nil, diff: nil, expire: nil, retries: 2, stopTimeoutSeconds: 60)
     /// What `expire` keeps (`retention:`; each repository may override it).
     public var retention = RetentionPolicy.default
+    /// The share of verified objects `verify` reads again each run.
+    public var verifyResamplePercent = 10
     /// Where `backup_logs` is written (nil: `catalog.enabled: false`).
     public var catalog: CatalogSettings?
     /// `WAYBACK_PG_BIN`: the PostgreSQL bin directory for the clusters Wayback starts (nil: the

@@ -45,6 +45,8 @@ public struct WaybackEvent: Sendable, Equatable, Codable, CustomStringConvertibl
         case jobOutcome = "job-outcome"
         /// A file system (or an S3 quota) crossed a disk-space threshold, or could not be looked at.
         case diskSpace = "disk-space"
+        /// `verify` found an object damaged or missing, a broken chain, or a hole in the WAL.
+        case verifyProblem = "verify-problem"
     }
 
     /// The operation that noticed it.

@@ -13,6 +13,7 @@ import WaybackRetention
 import WaybackS3
 import WaybackSchedule
 import WaybackStorage
+import WaybackVerify
 
 extension CommandRun {
     /// What a backup of `type` needs, from the configuration (the command and the daemon's jobs).
@@ -63,18 +64,20 @@ enum DaemonJobs {
         case .cron(let c)?: jobs.append(JobSpec(name: "expire", trigger: .cron(c)))
         case nil: break
         }
+        if let c = s.verify { jobs.append(JobSpec(name: "verify", trigger: .cron(c))) }
         return Schedule(jobs: jobs, timeZone: TimeZone(identifier: s.timeZone) ?? TimeZone(identifier: "UTC")!, timeZoneName: s.timeZone)
     }
 
     /// The command line each job stands for (`schedule --print-crontab`).
     static func commands(configPath: String) -> [String: String] {
         let w = Context.waybackCommand(configPath: configPath)
-        return ["full": "\(w) backup --type full", "diff": "\(w) backup --type diff", "incr": "\(w) backup --type incr", "expire": "\(w) expire"]
+        return ["full": "\(w) backup --type full", "diff": "\(w) backup --type diff", "incr": "\(w) backup --type incr", "expire": "\(w) expire",
+                "verify": "\(w) verify"]
     }
 
     /// Runs one job with its own repositories, HTTP clients and events, as a command would.
     static func run(_ job: JobSpec, config: WaybackConfiguration, clock: any WaybackClock, logger: Logger) async -> JobResult {
-        let operation: WaybackEvent.Operation = job.name == "expire" ? .expire : .backup
+        let operation: WaybackEvent.Operation = job.name == "expire" ? .expire : job.name == "verify" ? .verify : .backup
         let events = EventLog.logging(operation, cluster: config.cluster.name, to: logger)
         var log = logger
         log[metadataKey: "wayback.job"] = "\(job.name)"
@@ -89,6 +92,16 @@ enum DaemonJobs {
                                 "scheduled \(job.name) backup \(m.id) complete" + (partial.isEmpty ? "" : "; failed in \(partial.joined(separator: ", ")) (run 'wayback repo sync')"),
                                 backup: m.id.rawValue)
                     return .succeeded
+                }
+                if job.name == "verify" {
+                    // Read-only: no lock.
+                    let report = await Verify.run(try run.verifyConfiguration(all: false, backup: nil, repository: nil), now: clock.now, logger: log)
+                    let read = report.repositories.reduce(0) { $0 + $1.objectsRead }
+                    if report.sound {
+                        events.emit(.info, .jobOutcome, "scheduled verify: all sound (\(read) object(s) read)")
+                        return .succeeded
+                    }
+                    return .refused("verify found \(report.problems.count) problem(s): \(report.problems.first!.message)")
                 }
                 let lock = try await run.lockByBinding(repository, command: "daemon expire")
                 defer { lock.release() }

@@ -1,0 +1,168 @@
+import Foundation
+import WaybackCatalog
+import WaybackCore
+import WaybackPostgres
+import WaybackStorage
+
+/// Reading one object whole and checking everything it can be checked against.
+extension RepositoryVerifier {
+    func verify(_ item: Item, binding: ClusterBinding, findings: Findings, counter: ByteCounter) async {
+        let layout = RepositoryLayout(cluster: config.cluster)
+        switch item {
+        case .pack(let m, let i):
+            let key = layout.objectKey(m.id, m.objects[i].name)
+            await reading(key, size: m.objects[i].size, sha256: m.objects[i].sha256, backup: m.id, findings: findings) {
+                try await verifyPack(m, object: i, key: key, findings: findings, counter: counter)
+            }
+        case .walCopy(let m, let i):
+            let o = m.objects[i]
+            let key = layout.objectKey(m.id, o.name)
+            await reading(key, size: o.size, sha256: o.sha256, backup: m.id, findings: findings) {
+                let bytes = try await driver.readAll(key, limit: Int(o.size) + 1)
+                guard Int64(bytes.count) == o.size, SHA256Hasher.hex(bytes) == o.sha256 else {
+                    throw WaybackError(.corrupt, "\(o.name) of backup \(m.id) fails its SHA-256 check")
+                }
+                let name = String(o.name.dropFirst("wal/".count))
+                try await checkWAL(key: key, name: WALFileName(name), binding: binding)
+                counter.add(o.size)
+            }
+        case .archived(let name, let key, let size):
+            await reading(key, size: size, sha256: nil, segment: name.description, findings: findings) {
+                try await checkWAL(key: key, name: name, binding: binding)
+                counter.add(size)
+            }
+        }
+    }
+
+    /// Runs `body` and records the outcome: sound, a problem, or gone (expired meanwhile: no
+    /// record, no problem).
+    func reading(_ key: String, size: Int64, sha256: String?, backup: BackupID? = nil, segment: String? = nil, findings: Findings,
+                 _ body: () async throws -> Void) async {
+        do {
+            try await body()
+            findings.read(key, size: size, sha256: sha256, sound: true, at: now)
+        } catch let e as WaybackError where e.code == .notFound {
+            // Removed since the listing: an expiry (its manifest goes first) or damage.
+            if let backup, (try? await driver.info(RepositoryLayout(cluster: config.cluster).manifestKey(backup))) == nil {
+                findings.state.withLock { _ = $0.gone.insert(key) }
+                return
+            }
+            if backup == nil { findings.state.withLock { _ = $0.gone.insert(key) }; return }
+            findings.add(problem(.missing, "\(key) disappeared while it was read: \(e.message)", object: key, backup: backup))
+        } catch {
+            findings.read(key, size: size, sha256: sha256, sound: false, at: now)
+            let kind: VerifyProblem.Kind = segment != nil ? .wal : (error is FileMismatch ? .file : .damaged)
+            findings.add(problem(kind, (error as? FileMismatch)?.message ?? Self.text(error), object: key, backup: backup, segment: segment))
+        }
+    }
+
+    /// An archived WAL file (or a backup's copy of one): its checksum, frames, size, and that it
+    /// is what its name says (a segment of this cluster, at its position, on its timeline; a
+    /// history file that parses).
+    func checkWAL(key: String, name: WALFileName?, binding: ClusterBinding) async throws {
+        guard let name else { throw WaybackError(.corrupt, "\(key) is not named after a WAL file") }
+        var head = [UInt8](), text = [UInt8]()
+        let header = try await WALObject.read(driver, key: key, name: name.description) { plain, offset in
+            if name.kind == .segment || name.kind == .partial {
+                if head.count < WALSegmentHeader.length, offset == Int64(head.count) {
+                    head += plain.prefix(WALSegmentHeader.length - head.count)
+                }
+            } else if text.count < ArchivedTextFile.maximumSize {
+                text += plain.prefix(ArchivedTextFile.maximumSize - text.count)
+            }
+        }
+        switch name.kind {
+        case .segment, .partial:
+            let size = UInt64(binding.walSegmentSize)
+            guard name.kind == .partial || header.size == Int64(size) else {
+                throw WaybackError(.corrupt, "archived segment \(name) has \(header.size) bytes, not \(size)")
+            }
+            guard let h = head.withUnsafeBytes({ WALSegmentHeader.parse($0) }) else {
+                throw WaybackError(.corrupt, "archived segment \(name) does not start with a WAL page header")
+            }
+            guard h.systemIdentifier == binding.systemID, h.timeline == name.timeline,
+                  h.pageAddress == name.segmentNumber(segmentSize: size) * size else {
+                throw WaybackError(.corrupt, "archived segment \(name) holds WAL of system \(h.systemIdentifier), timeline \(h.timeline), position \(LSN(h.pageAddress)): not what its name says")
+            }
+        case .history:
+            try ArchivedTextFile.validateHistory(text, timeline: name.timeline)
+        case .backupHistory:
+            try ArchivedTextFile.validateBackupHistory(text, name: name, segmentSize: binding.walSegmentSize)
+        }
+    }
+
+    /// A pack, read once from start to end: its SHA-256 and size as recorded, every frame
+    /// decoded (zstd's content checksums), and the SHA-256 of every file it stores whole.
+    func verifyPack(_ m: BackupManifest, object index: Int, key: String, findings: Findings, counter: ByteCounter) async throws {
+        let o = m.objects[index]
+        var owners = [Int64: (file: Int, chunk: Int)]()
+        var hashed = Set<Int>()
+        for (fi, f) in m.files.enumerated() where !f.chunks.isEmpty {
+            for (ci, c) in f.chunks.enumerated() where c.object == index { owners[c.offset] = (fi, ci) }
+            // Hashed here when stored whole, in this pack alone, in order.
+            if f.base == nil, f.blocks == nil, f.chunks.allSatisfy({ $0.object == index }),
+               zip(f.chunks, f.chunks.dropFirst()).allSatisfy({ $0.offset < $1.offset }) { hashed.insert(fi) }
+        }
+        var running = [Int: (hasher: SHA256Hasher, next: Int, bytes: Int64)]()
+        try await driver.withReader(key, range: nil) { raw in
+            let reader = DigestReader(raw)
+            let frames = FrameReader(reader: reader, name: "\(o.name) of backup \(m.id)")
+            while !(try await frames.atEnd()) {
+                let owner = owners[frames.consumed]
+                let n = try await frames.nextFrame { plain -> Int in
+                    guard let (fi, ci) = owner else { return plain.count }
+                    let f = m.files[fi]
+                    guard plain.count == f.chunks[ci].raw else {
+                        throw FileMismatch("file \(f.path) of backup \(m.id): a frame of \(o.name) holds \(plain.count) bytes, \(f.chunks[ci].raw) recorded")
+                    }
+                    guard hashed.contains(fi) else { return plain.count }
+                    var r = running[fi] ?? (SHA256Hasher(), 0, 0)
+                    guard r.next == ci else {
+                        throw FileMismatch("file \(f.path) of backup \(m.id): the frames of \(o.name) are not in the recorded order")
+                    }
+                    r.hasher.update(plain); r.next += 1; r.bytes += Int64(plain.count)
+                    if r.next == f.chunks.count {
+                        running[fi] = nil
+                        guard r.bytes == f.size, r.hasher.finalizeHex() == f.sha256 else {
+                            throw FileMismatch("file \(f.path) of backup \(m.id) fails its SHA-256 check (read from \(o.name))")
+                        }
+                    } else {
+                        running[fi] = r
+                    }
+                    return plain.count
+                }
+                counter.add(Int64(n))
+            }
+            guard reader.count == o.size, reader.finalizeHex() == o.sha256 else {
+                throw WaybackError(.corrupt, "\(o.name) of backup \(m.id) fails its SHA-256 check: the object is damaged")
+            }
+        }
+        if let (fi, _) = running.first {
+            throw FileMismatch("file \(m.files[fi].path) of backup \(m.id): \(o.name) ends before the file does")
+        }
+    }
+}
+
+/// A file of a backup that does not come out as its manifest records it.
+struct FileMismatch: Error {
+    let message: String
+    init(_ message: String) { self.message = message }
+}
+
+/// An object reader that hashes and counts every byte passing through it.
+final class DigestReader: ObjectReader {
+    let inner: any ObjectReader
+    private var hasher = SHA256Hasher()
+    private(set) var count: Int64 = 0
+
+    init(_ inner: any ObjectReader) { self.inner = inner }
+
+    func read(maxLength: Int) async throws -> [UInt8] {
+        let chunk = try await inner.read(maxLength: maxLength)
+        hasher.update(chunk)
+        count += Int64(chunk.count)
+        return chunk
+    }
+
+    func finalizeHex() -> String { hasher.finalizeHex() }
+}

@@ -1,0 +1,93 @@
+import Foundation
+import WaybackCatalog
+import WaybackCore
+import WaybackStorage
+
+/// What `verify` remembers per object, in the repository it verified: when it last read the
+/// object whole, what it found, and what the object was then (size, recorded SHA-256), so that a
+/// changed object counts as new. One sealed file per group of objects: a backup's folder
+/// (`<cluster>/verify/backups/<id>.json`) or a WAL directory (`<cluster>/verify/wal/<dir>.json`,
+/// at most 256 segments), so that no run holds the records of a whole archive at once.
+public struct VerifyRecord: Codable, Sendable, Equatable {
+    public var size: Int64
+    /// The SHA-256 the object is recorded with (a manifest's entry, a WAL object's header).
+    public var sha256: String?
+    public var verifiedAt: Date
+    public var sound: Bool
+
+    public init(size: Int64, sha256: String?, verifiedAt: Date, sound: Bool) {
+        self.size = size; self.sha256 = sha256; self.verifiedAt = verifiedAt; self.sound = sound
+    }
+}
+
+public struct VerifyRecordFile: Codable, Sendable, Equatable {
+    public static let kind = "verify-records"
+    /// Object key (relative to the cluster's folder) → its record.
+    public var records: [String: VerifyRecord]
+    public init(records: [String: VerifyRecord] = [:]) { self.records = records }
+}
+
+/// An object `verify` may read: its key, the group its record lives in, and what it is now.
+public struct VerifyCandidate: Sendable, Equatable {
+    public var key: String
+    public var group: String
+    public var size: Int64
+    public var sha256: String?
+    public init(key: String, group: String, size: Int64, sha256: String?) {
+        self.key = key; self.group = group; self.size = size; self.sha256 = sha256
+    }
+}
+
+/// Which objects a run reads: a pure function of the candidates and their records.
+public enum VerifySelection {
+    /// With `all`, every candidate. Otherwise every candidate that is new (no record), changed
+    /// (another size or recorded SHA-256) or found damaged before, plus the `resamplePercent` share
+    /// (rounded up) of the others that were read longest ago, so that every object is read again
+    /// within `100 / resamplePercent` runs.
+    public static func choose(_ candidates: [VerifyCandidate], records: [String: VerifyRecord], resamplePercent: Int, all: Bool) -> Set<String> {
+        if all { return Set(candidates.map(\.key)) }
+        var chosen = Set<String>()
+        var old = [(key: String, at: Date)]()
+        for c in candidates {
+            guard let r = records[c.key], r.sound, r.size == c.size, r.sha256 == c.sha256 else {
+                chosen.insert(c.key)
+                continue
+            }
+            old.append((c.key, r.verifiedAt))
+        }
+        let share = (old.count * max(0, min(100, resamplePercent)) + 99) / 100
+        for o in old.sorted(by: { ($0.at, $0.key) < ($1.at, $1.key) }).prefix(share) { chosen.insert(o.key) }
+        return chosen
+    }
+}
+
+/// The record files of one repository.
+struct VerifyRecordStore {
+    let driver: any StorageDriver
+    let cluster: String
+
+    func key(_ group: String) -> String { "\(cluster)/verify/\(group).json" }
+    var prefix: String { "\(cluster)/verify/" }
+
+    /// The records of `group`; empty when there are none, or when the file is damaged (then every
+    /// object of the group is read again, which is the safe side).
+    func load(_ group: String) async -> VerifyRecordFile {
+        guard let bytes = try? await driver.readAll(key(group), limit: 64 << 20),
+              let file = try? SealedJSON.decode(VerifyRecordFile.self, from: bytes, kind: VerifyRecordFile.kind, name: key(group)) else {
+            return VerifyRecordFile()
+        }
+        return file
+    }
+
+    func save(_ group: String, _ file: VerifyRecordFile) async throws {
+        try await driver.writeAll(key(group), try SealedJSON.encode(file, kind: VerifyRecordFile.kind))
+    }
+
+    /// Removes the record files of groups that no longer exist (expired backups, removed WAL).
+    func removeStale(keeping groups: Set<String>) async throws {
+        for o in try await driver.list(prefix: prefix) where o.key.hasSuffix(".json") {
+            let group = String(o.key.dropFirst(prefix.count).dropLast(".json".count))
+            if !groups.contains(group) { try await driver.remove(o.key) }
+        }
+    }
+}

@@ -7,9 +7,10 @@
 #   wayback.verify wayback verify --all of a repository holding one full backup (every object's
 #                  SHA-256, every frame decoded, every file's SHA-256, the WAL)
 #
-# Then the incremental case: a pgbench run, an incr, and a default `verify` (new objects plus
-# verify.resample_percent of the rest): the share of the repository's bytes it read.
-# Needs root (drop_caches, runuser) and a release build (built if missing). env: REPS (3),
+# Then the incremental case: INCR_TX (5000) pgbench transactions, an incr, and a default `verify`
+# (new objects plus verify.resample_percent of the rest): the share of the repository's bytes it
+# read. What is new (the incr, the WAL since) is read whole, so the share follows the change.
+# Needs root (drop_caches, runuser) and a release build (built if missing). env: REPS (3), INCR_TX,
 # BENCH_ROOT (/var/tmp/wayback-bench-verify), PORT (5436).
 set -euo pipefail
 SCALE=${1:-100}
@@ -49,16 +50,23 @@ done
 REPO_BYTES=$(du -sb "$ROOT/repo" | cut -f1)
 as_pg "$WB" --config "$ROOT/wayback.yaml" verify --all --json > "$ROOT/log/verify-all.json"
 
-echo "== incremental: pgbench 60 s, an incr, a default verify"
-as_pg "$PGBIN/pgbench" -T 60 -c 2 -h "$ROOT/run" -p "$PORT" -U postgres postgres >/dev/null 2>&1
+echo "== incremental: ${INCR_TX:-5000} pgbench transactions, an incr, a default verify"
+as_pg "$PGBIN/pgbench" -t "${INCR_TX:-5000}" -c 2 -h "$ROOT/run" -p "$PORT" -U postgres postgres >/dev/null 2>&1
 as_pg "$WB" --config "$ROOT/wayback.yaml" backup --type incr >/dev/null
 as_pg "${PSQL[@]}" -c "SELECT pg_switch_wal()" >/dev/null; sleep 2
 as_pg "$WB" --config "$ROOT/wayback.yaml" verify --json > "$ROOT/log/verify-incremental.json"
 REPO_AFTER=$(du -sb "$ROOT/repo" | cut -f1)
 
-python3 - "$RES" "$PLAIN" "$ROOT/log/verify-all.json" "$ROOT/log/verify-incremental.json" "$REPO_AFTER" <<'PY'
+echo "== a drill against restore --start of the same backup (to the latest point)"
+mkdir -p "$ROOT/scratch"; chown postgres: "$ROOT/scratch"
+cold; as_pg "$WB" --config "$ROOT/wayback.yaml" restore --target-dir "$ROOT/scratch/restored" --start --port $((PORT + 1)) --json > "$ROOT/log/restore.json"
+as_pg "$PGBIN/pg_ctl" -D "$ROOT/scratch/restored" -m fast -w stop >/dev/null; rm -rf "$ROOT/scratch/restored"
+echo "drill: { scratch_dir: $ROOT/scratch }" >> "$ROOT/wayback.yaml"
+cold; as_pg "$WB" --config "$ROOT/wayback.yaml" drill --json > "$ROOT/log/drill.json"
+
+python3 - "$RES" "$PLAIN" "$ROOT/log/verify-all.json" "$ROOT/log/verify-incremental.json" "$REPO_AFTER" "$ROOT/log" <<'PY'
 import json, statistics, sys
-res, plain, all_json, incr_json, repo_after = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
+res, plain, all_json, incr_json, repo_after, logs = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6]
 t = {}
 for line in open(res):
     label, secs, rss = line.split()
@@ -73,4 +81,9 @@ for k in ("ref.unzstd", "wayback.verify"):
 print(f"- wayback verify --all speed / zstd -d: {med['ref.unzstd'] / med['wayback.verify']:.2f}x (goal: at least 0.8x)")
 print(f"- incremental verify after one incr: read {incr['bytesRead'] / 1e6:.0f} MB of a {repo_after / 1e6:.0f} MB repository "
       f"({100 * incr['bytesRead'] / repo_after:.1f} %; goal under 20 %), {incr['objectsRead']} objects, {incr['objectsNotDue']} not due")
+restore = json.load(open(logs + "/restore.json"))
+restore_s = restore["planSeconds"] + restore["filesSeconds"] + restore["start"]["recoverySeconds"]
+drill = json.load(open(logs + "/drill.json"))
+print(f"- drill recovery time {drill['recoverySeconds']:.2f} s (checks {drill['checksSeconds']:.2f} s more) vs restore --start {restore_s:.2f} s: "
+      f"{drill['recoverySeconds'] / restore_s:.2f}x (goal: at most 1.2x)")
 PY

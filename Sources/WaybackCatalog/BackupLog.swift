@@ -75,6 +75,18 @@ public struct BackupLog: Sendable {
         })
     }
 
+    /// A restore drill of the backup ran: `recovery_tested` says whether it passed; the test's
+    /// time and recovery time are those of the last drill. The status stays as the repositories say.
+    public func drilled(_ m: BackupManifest, passed: Bool, at time: Date, recoverySeconds: Double) async {
+        var r = row(BackupSummary(m), holders: repositories.map(\.name))
+        r.sizeBytes = nil; r.locationLocal = nil; r.locationS3 = nil
+        r.recoveryTested = passed
+        r.testTimestamp = time
+        r.recoveryTimeSeconds = Int(recoverySeconds.rounded(.up))
+        r.keepsStatus = true
+        await write([r])
+    }
+
     /// Writes `rows` in one session; false (and a warning) when the catalog cannot be written.
     @discardableResult
     public func write(_ rows: [BackupLogRow]) async -> Bool {

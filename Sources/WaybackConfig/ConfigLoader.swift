@@ -44,6 +44,7 @@ public enum ConfigLoader {
         var c = try build(values, environment: environment)
         c.schedule = try scheduleSettings(values)
         c.verifyResamplePercent = try values.defaulted("verify.resample_percent", ConfigValues.int)
+        c.drill = try drillSettings(values)
         c.diskWarnPercent = try values.defaulted("monitor.disk_warn_percent", ConfigValues.number)
         c.diskCriticalPercent = try values.defaulted("monitor.disk_critical_percent", ConfigValues.number)
         guard c.diskWarnPercent < c.diskCriticalPercent, c.diskCriticalPercent <= 100 else {
@@ -142,7 +143,34 @@ public enum ConfigLoader {
                                                       expire: expire, retries: try v.defaulted("schedule.retries", ConfigValues.int),
                                                       stopTimeoutSeconds: stopSeconds)
         s.verify = try cron("verify")
+        s.drill = try cron("drill")
+        s.drillAged = try cron("drill_aged")
+        s.drillOffsite = try cron("drill_offsite")
         return s
+    }
+
+    /// `drill:`: the scratch directory, the objectives, the age of the aged drill, the assertions.
+    static func drillSettings(_ v: ConfigValues) throws -> WaybackConfiguration.DrillSettings {
+        var d = WaybackConfiguration.DrillSettings()
+        d.scratchDirectory = try v.defaulted("drill.scratch_dir", ConfigValues.string)
+        d.rtoSeconds = try v.defaulted("drill.rto_seconds", ConfigValues.number)
+        d.rpoSeconds = try v.defaulted("drill.rpo_seconds", ConfigValues.number)
+        let aged = try v.defaulted("drill.aged", ConfigValues.string)
+        guard let agedSeconds = RetentionPolicy.parseDuration(aged), agedSeconds > 0 else {
+            throw WaybackError(.config, "\(v.origin("drill.aged")): drill.aged '\(aged)' is not a duration; write e.g. 7d")
+        }
+        d.agedSeconds = agedSeconds
+        var i = 0
+        while v.keys.contains(where: { $0.hasPrefix("drill.assertions.\(i).") }) {
+            let at = "\(v.file): drill.assertions[\(i)]"
+            guard let name = v.string("drill.assertions.\(i).name"), !name.isEmpty else { throw WaybackError(.config, "\(at) has no name; give each assertion a name") }
+            guard let sql = v.string("drill.assertions.\(i).sql"), !sql.isEmpty else {
+                throw WaybackError(.config, "\(at) ('\(name)') has no sql; write a query that returns one boolean, e.g. select count(*) > 0 from orders")
+            }
+            d.assertions.append(.init(name: name, database: v.string("drill.assertions.\(i).database") ?? "postgres", sql: sql))
+            i += 1
+        }
+        return d
     }
 
     /// A retention policy from `<prefix>.*` keys over `base` (the defaults, or `retention:` for a

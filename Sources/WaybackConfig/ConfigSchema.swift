@@ -144,6 +144,9 @@ public enum ConfigSchema {
         ConfigKey("schedule.diff", .string, .value("null")),
         ConfigKey("schedule.expire", .string, .value("after-backup")),
         ConfigKey("schedule.verify", .string, .value("30 3 * * *")),
+        ConfigKey("schedule.drill", .string, .value("0 4 * * 0")),
+        ConfigKey("schedule.drill_aged", .string, .value("null")),
+        ConfigKey("schedule.drill_offsite", .string, .value("0 5 1 */3 *")),
         ConfigKey("schedule.retries", .int(0...10), .value("2")),
         ConfigKey("schedule.stop_timeout", .string, .value("60s")),
 
@@ -155,6 +158,14 @@ public enum ConfigSchema {
         ConfigKey("catalog.schema", .string, .value("wayback")),
 
         ConfigKey("verify.resample_percent", .int(0...100), .value("10")),
+
+        ConfigKey("drill.scratch_dir", .path, .value("/var/tmp/wayback-drill")),
+        ConfigKey("drill.rto_seconds", .number(atLeast: 0.001), .value("900")),
+        ConfigKey("drill.rpo_seconds", .number(atLeast: 1), .value("3600")),
+        ConfigKey("drill.aged", .string, .value("7d")),
+        ConfigKey("drill.assertions.*.name", .string, .derived("required for each assertion")),
+        ConfigKey("drill.assertions.*.database", .string, .value("postgres")),
+        ConfigKey("drill.assertions.*.sql", .string, .derived("required for each assertion")),
     ]
 
     /// The keys of a retention policy (`retention:`, and each repository's own), with their defaults.

@@ -83,6 +83,25 @@ public struct WaybackConfiguration: Sendable {
         public var stopTimeoutSeconds: Double
         /// nil: the daemon never verifies.
         public var verify: CronExpression?
+        /// Restore drills: of the newest backup, of the newest at least `drill.aged` old, and from
+        /// the last repository alone (nil: off).
+        public var drill: CronExpression?
+        public var drillAged: CronExpression?
+        public var drillOffsite: CronExpression?
+    }
+
+    public struct DrillSettings: Sendable, Equatable {
+        public struct Assertion: Sendable, Equatable {
+            public var name: String
+            public var database: String
+            public var sql: String
+        }
+        public var scratchDirectory = "/var/tmp/wayback-drill"
+        public var rtoSeconds: Double = 900
+        public var rpoSeconds: Double = 3600
+        /// The age of the backup `schedule.drill_aged` drills.
+        public var agedSeconds: Double = 7 * 86400
+        public var assertions: [Assertion] = []
     }
 
     public var schedule = ScheduleSettings(timeZone: "UTC", full: nil, incr: nil, diff: nil, expire: nil, retries: 2, stopTimeoutSeconds: 60)
@@ -90,6 +109,8 @@ public struct WaybackConfiguration: Sendable {
     public var retention = RetentionPolicy.default
     /// The share of verified objects `verify` reads again each run.
     public var verifyResamplePercent = 10
+    /// `drill:`.
+    public var drill = DrillSettings()
     /// Where `backup_logs` is written (nil: `catalog.enabled: false`).
     public var catalog: CatalogSettings?
     /// `WAYBACK_PG_BIN`: the PostgreSQL bin directory for the clusters Wayback starts (nil: the

@@ -47,6 +47,8 @@ public struct WaybackEvent: Sendable, Equatable, Codable, CustomStringConvertibl
         case diskSpace = "disk-space"
         /// `verify` found an object damaged or missing, a broken chain, or a hole in the WAL.
         case verifyProblem = "verify-problem"
+        /// A restore drill's result (passed, failed a check, missed an objective).
+        case drillResult = "drill-result"
     }
 
     /// The operation that noticed it.

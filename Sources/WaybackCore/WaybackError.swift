@@ -53,6 +53,12 @@ public struct WaybackError: Error, CustomStringConvertible, Sendable {
         /// A backup's expected size does not fit in the free space of a local repository;
         /// nothing was written (`--force` tries anyway).
         case noSpace = 18
+        /// A restore drill's check failed (an assertion false, amcheck or pg_checksums errors, the
+        /// restored files not as the manifest says); the scratch copy is kept for inspection.
+        case drillFailed = 19
+        /// A restore drill passed its checks but missed an objective: the recovery time over
+        /// `drill.rto_seconds`, or the recovery point older than `drill.rpo_seconds`.
+        case objectiveMissed = 20
         /// A bug: an invariant did not hold.
         case `internal` = 70
     }

@@ -91,6 +91,9 @@ public struct BackupLogRow: Sendable, Equatable {
     public var recoveryTimeSeconds: Int?
     /// Read only: when the row was made.
     public var createdAt: Date?
+    /// Update the other columns of an existing row but leave its `status` and `error_message`
+    /// (a drill's result says nothing of where the backup is stored).
+    public var keepsStatus = false
 
     public init(backupID: String, backupType: String, backupTimestamp: Date, status: Status) {
         self.backupID = backupID; self.backupType = backupType; self.backupTimestamp = backupTimestamp; self.status = status
@@ -176,13 +179,13 @@ public final class CatalogStore: Sendable {
                 checksum_sha256 = COALESCE(EXCLUDED.checksum_sha256, backup_logs.checksum_sha256),
                 location_local = COALESCE(EXCLUDED.location_local, backup_logs.location_local),
                 location_s3 = COALESCE(EXCLUDED.location_s3, backup_logs.location_s3),
-                status = EXCLUDED.status,
+                status = CASE WHEN \(row.keepsStatus) THEN backup_logs.status ELSE EXCLUDED.status END,
                 recovery_tested = COALESCE(\(row.recoveryTested), backup_logs.recovery_tested),
                 test_timestamp = COALESCE(EXCLUDED.test_timestamp, backup_logs.test_timestamp),
                 recovery_time_seconds = COALESCE(EXCLUDED.recovery_time_seconds, backup_logs.recovery_time_seconds),
                 verified_at = COALESCE(EXCLUDED.verified_at, backup_logs.verified_at),
                 purged_at = COALESCE(EXCLUDED.purged_at, backup_logs.purged_at),
-                error_message = EXCLUDED.error_message
+                error_message = CASE WHEN \(row.keepsStatus) THEN backup_logs.error_message ELSE EXCLUDED.error_message END
             """, name: "record backup_logs row")
     }
 

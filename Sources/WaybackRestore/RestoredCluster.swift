@@ -26,6 +26,8 @@ public enum RestoredCluster {
         /// PostgreSQL promotes the moment it reaches the target; the stop is checked right after.
         /// For copies that do not archive (nothing of theirs leaves them before the check).
         public var earlyPromotion: Bool
+        /// Settings for this start only (`-c name=value`): a drill's copy that must not reach out.
+        public var settings: [String: String] = [:]
         public init(port: Int = 5432, osUser: String, binDirectory: String? = nil,
                     timeoutSeconds: Double = 6 * 3600, connection: ConnectionSettings = ConnectionSettings(), promoteAfterCheck: Bool = false,
                     earlyPromotion: Bool = false) {
@@ -61,6 +63,7 @@ public enum RestoredCluster {
         // The restore synced every file already: one syncfs instead of an fsync per file (and a
         // flush each) when the server syncs the data directory before recovery (PostgreSQL 14+).
         if let major = DataDirectory.majorVersion(directory).flatMap({ Int($0) }), major >= 14 { opts += " -c recovery_init_sync_method=syncfs" }
+        for (k, v) in options.settings.sorted(by: { $0.key < $1.key }) { opts += " -c \(k)='\(v)'" }
         let began = monotonicSeconds()
         let r = try await cluster.execute([bin + "/pg_ctl", "-D", directory, "-l", logFile, "-W", "-o", opts, "start"], check: false)
         guard r.status == 0 else {

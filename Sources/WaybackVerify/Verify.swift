@@ -161,29 +161,73 @@ struct RepositoryVerifier: Sendable {
             var bytesRead: Int64 = 0
             var objectsRead = 0
             var gone = Set<String>()
+            /// Objects read in parts: parts still to come, and whether every part was sound.
+            var parts = [String: (left: Int, sound: Bool)]()
         }
         let state = Mutex(State())
         func add(_ p: VerifyProblem) { state.withLock { $0.problems.append(p) } }
+        func expect(_ key: String, parts: Int) { state.withLock { $0.parts[key] = (parts, true) } }
+        /// One part of an object was read; the object's record is made when its last part is.
         func read(_ key: String, size: Int64, sha256: String?, sound: Bool, at: Date) {
             state.withLock {
-                $0.records[key] = VerifyRecord(size: size, sha256: sha256, verifiedAt: at, sound: sound)
+                var p = $0.parts[key] ?? (1, true)
+                p.left -= 1; p.sound = p.sound && sound
+                $0.parts[key] = p
+                guard p.left == 0 else { return }
+                $0.records[key] = VerifyRecord(size: size, sha256: sha256, verifiedAt: at, sound: p.sound)
                 $0.objectsRead += 1
                 $0.bytesRead += size
             }
         }
     }
 
-    /// A piece of work: one object to read.
+    /// A piece of work: one object to read, or a part of a large pack.
     enum Item: Sendable {
+        /// A pack read whole: its SHA-256, and (`range` nil) its frames and files too.
         case pack(BackupManifest, Int)
+        /// Only the SHA-256 of a pack whose frames are verified in `packRange`s.
+        case packDigest(BackupManifest, Int)
+        /// The frames and files of a part of a pack (whole files, at file boundaries), so that
+        /// the workers share one large pack (compression can put most of a database in one).
+        case packRange(BackupManifest, Int, Range<Int64>, plain: Int64)
         case walCopy(BackupManifest, Int)
         case archived(WALFileName, key: String, size: Int64)
-        var size: Int64 {
+        /// The work it stands for (plain bytes to decode; what sorts the largest first).
+        var weight: Int64 {
             switch self {
-            case .pack(let m, let i), .walCopy(let m, let i): return m.objects[i].size
+            case .pack(let m, let i): return m.files.reduce(Int64(0)) { $0 + $1.chunks.filter { $0.object == i }.reduce(Int64(0)) { $0 + Int64($1.raw) } }
+            case .packDigest(let m, let i), .walCopy(let m, let i): return m.objects[i].size
+            case .packRange(_, _, _, let plain): return plain
             case .archived(_, _, let size): return size
             }
         }
+    }
+
+    /// The parts of a pack for the workers: a pack whose files hold more than `partBytes` of
+    /// plain data is read once for its SHA-256 and in parts, each a run of whole files.
+    static func items(_ m: BackupManifest, object i: Int, partBytes: Int64) -> [Item] {
+        var files = [(start: Int64, end: Int64, plain: Int64)]()
+        for f in m.files {
+            let chunks = f.chunks.filter { $0.object == i }
+            guard let first = chunks.map(\.offset).min(), let last = chunks.map({ $0.offset + Int64($0.length) }).max() else { continue }
+            files.append((first, last, chunks.reduce(Int64(0)) { $0 + Int64($1.raw) }))
+        }
+        files.sort { $0.start < $1.start }
+        let total = files.reduce(Int64(0)) { $0 + $1.plain }
+        // Parts must not cut a file, and files must not overlap (they never do when written).
+        guard total > partBytes, zip(files, files.dropFirst()).allSatisfy({ $0.end <= $1.start }) else { return [.pack(m, i)] }
+        var out: [Item] = [.packDigest(m, i)]
+        var start: Int64 = 0, plain: Int64 = 0
+        for (n, f) in files.enumerated() {
+            plain += f.plain
+            let isLast = n == files.count - 1
+            if plain >= partBytes || isLast {
+                let end = isLast ? m.objects[i].size : files[n + 1].start
+                out.append(.packRange(m, i, start..<end, plain: plain))
+                start = end; plain = 0
+            }
+        }
+        return out
     }
 
     func problem(_ kind: VerifyProblem.Kind, _ message: String, object: String? = nil, backup: BackupID? = nil, segment: String? = nil) -> VerifyProblem {
@@ -255,7 +299,7 @@ struct RepositoryVerifier: Sendable {
         }
 
         // The objects: listed sizes first (missing and truncated objects need no reading).
-        var candidates = [VerifyCandidate](), items = [String: Item]()
+        var candidates = [VerifyCandidate](), items = [String: [Item]]()
         for m in scope {
             let files = folders[m.id] ?? [:]
             for (i, o) in m.objects.enumerated() {
@@ -268,7 +312,7 @@ struct RepositoryVerifier: Sendable {
                     continue
                 }
                 candidates.append(VerifyCandidate(key: key, group: "backups/\(m.id)", size: size, sha256: o.sha256))
-                items[key] = o.name.hasPrefix("wal/") ? .walCopy(m, i) : .pack(m, i)
+                items[key] = o.name.hasPrefix("wal/") ? [.walCopy(m, i)] : Self.items(m, object: i, partBytes: 64 << 20)
             }
         }
         var archived = [WALFileName: Int64]()
@@ -279,7 +323,7 @@ struct RepositoryVerifier: Sendable {
             let key = layout.walKey(name)
             let dir = name.kind == .history ? "history" : String(name.description.prefix(16))
             candidates.append(VerifyCandidate(key: key, group: "wal/\(dir)", size: size, sha256: nil))
-            items[key] = .archived(name, key: key, size: size)
+            items[key] = [.archived(name, key: key, size: size)]
         }
 
         // What is due: new and changed objects, a share of the old (all of one backup's chain with --backup).
@@ -287,11 +331,13 @@ struct RepositoryVerifier: Sendable {
         var records = [String: VerifyRecord]()
         for group in Set(candidates.map(\.group)) { records.merge(await store.load(group).records) { a, _ in a } }
         let due = VerifySelection.choose(candidates, records: records, resamplePercent: config.resamplePercent, all: config.all || config.backup != nil)
-        let work = candidates.filter { due.contains($0.key) }.compactMap { items[$0.key] }.sorted { $0.size > $1.size }
-        report.objectsNotDue = candidates.count - work.count
+        let dueCandidates = candidates.filter { due.contains($0.key) }
+        let work = dueCandidates.flatMap { items[$0.key] ?? [] }.sorted { $0.weight > $1.weight }
+        report.objectsNotDue = candidates.count - dueCandidates.count
+        for c in dueCandidates { findings.expect(c.key, parts: items[c.key]?.count ?? 1) }
 
         let counter = ByteCounter()
-        let total = work.reduce(Int64(0)) { $0 + $1.size }
+        let total = work.reduce(Int64(0)) { $0 + $1.weight }
         let cursor = WorkCursor(limit: work.count)
         do {
             try await withProgress(phase: "verify \(repository.name)", total: total, counter: counter, interval: 2, handler: progress) {

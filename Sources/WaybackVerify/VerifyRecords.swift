@@ -41,22 +41,29 @@ public struct VerifyCandidate: Sendable, Equatable {
 /// Which objects a run reads: a pure function of the candidates and their records.
 public enum VerifySelection {
     /// With `all`, every candidate. Otherwise every candidate that is new (no record), changed
-    /// (another size or recorded SHA-256) or found damaged before, plus the `resamplePercent` share
-    /// (rounded up) of the others that were read longest ago, so that every object is read again
-    /// within `100 / resamplePercent` runs.
+    /// (another size or recorded SHA-256) or found damaged before, plus the others that were read
+    /// longest ago, up to `resamplePercent` of their bytes (at least one object when the share is
+    /// not 0), so that every object is read again within `100 / resamplePercent` runs.
     public static func choose(_ candidates: [VerifyCandidate], records: [String: VerifyRecord], resamplePercent: Int, all: Bool) -> Set<String> {
         if all { return Set(candidates.map(\.key)) }
         var chosen = Set<String>()
-        var old = [(key: String, at: Date)]()
+        var old = [(key: String, at: Date, size: Int64)]()
         for c in candidates {
             guard let r = records[c.key], r.sound, r.size == c.size, r.sha256 == c.sha256 else {
                 chosen.insert(c.key)
                 continue
             }
-            old.append((c.key, r.verifiedAt))
+            old.append((c.key, r.verifiedAt, c.size))
         }
-        let share = (old.count * max(0, min(100, resamplePercent)) + 99) / 100
-        for o in old.sorted(by: { ($0.at, $0.key) < ($1.at, $1.key) }).prefix(share) { chosen.insert(o.key) }
+        let percent = Int64(max(0, min(100, resamplePercent)))
+        guard percent > 0 else { return chosen }
+        let share = (old.reduce(Int64(0)) { $0 + $1.size } * percent + 99) / 100
+        var taken: Int64 = 0
+        for o in old.sorted(by: { ($0.at, $0.key) < ($1.at, $1.key) }) {
+            if taken >= share && taken > 0 { break }
+            chosen.insert(o.key)
+            taken += max(1, o.size)
+        }
         return chosen
     }
 }

@@ -82,15 +82,16 @@ struct WalFetchCommand: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Argument(help: "WAL file name (%f).") var name: String
     @Argument(help: "Destination path (%p).") var destination: String
+    @Option(help: ArgumentHelp("Read this repository alone (a drill of an offsite copy).", valueName: "name")) var repository: String?
 
     func run() async throws {
-        try await Self.fetch(name: name, destination: destination, configPath: global.configPath)
+        try await Self.fetch(name: name, destination: destination, configPath: global.configPath, repository: repository)
     }
 
-    static func fetch(name: String, destination: String, configPath: String) async throws {
+    static func fetch(name: String, destination: String, configPath: String, repository: String? = nil) async throws {
         let placed = try await CommandRun.with(configPath, .walFetch) { run in
-            var archive = try archiveConfiguration(run)
-            archive.prefetchCommand = [Context.executablePath, "--config", run.config.path, "wal-prefetch"]
+            var archive = try archiveConfiguration(run, only: repository)
+            archive.prefetchCommand = [Context.executablePath, "--config", run.config.path, "wal-prefetch"] + (repository.map { ["--repository", $0] } ?? [])
             return try await WALArchive.restore(name: name, destination: destination, configuration: archive, logger: run.logger)
         }
         // A segment handed over in pg_wal: exit 1 (quietly) makes PostgreSQL read it from there.
@@ -108,11 +109,12 @@ struct WalPrefetchCommand: AsyncParsableCommand {
     @Argument(help: "The segment recovery asks for: the window starts there.") var from: String
     @Argument(help: "How many segments to fetch ahead.") var count: Int
     @Argument(help: "The spool directory.") var spool: String
+    @Option(help: ArgumentHelp("Read this repository alone.", valueName: "name")) var repository: String?
 
     func run() async throws {
         guard let name = WALFileName(from), name.kind == .segment else { throw ValidationError("'\(from)' is not a WAL segment name") }
         try await CommandRun.with(global.configPath, .walPrefetch) { run in
-            try await Prefetch.run(from: name, count: count, spool: spool, configuration: archiveConfiguration(run), logger: run.logger)
+            try await Prefetch.run(from: name, count: count, spool: spool, configuration: archiveConfiguration(run, only: repository), logger: run.logger)
         }
     }
 }
@@ -139,11 +141,18 @@ struct WalDrainCommand: AsyncParsableCommand {
 
 /// `wal-push` writes the synchronous repositories (and never builds a driver for the others);
 /// `wal-fetch` reads every repository in priority order.
-func archiveConfiguration(_ run: CommandRun, forPush: Bool = false) throws -> ArchiveConfiguration {
+/// `only`: `wal-fetch --repository NAME` reads that repository alone.
+func archiveConfiguration(_ run: CommandRun, forPush: Bool = false, only: String? = nil) throws -> ArchiveConfiguration {
     let c = run.config
     let asyncNames = c.repositoryNames(walPush: .async)
     let sync = try run.repositoryList(only: Set(c.repositoryNames(walPush: .sync)))
-    let read = forPush ? Repository.combined(sync, events: run.events) : try run.repository()
+    var read = forPush ? Repository.combined(sync, events: run.events) : try run.repository()
+    if let only {
+        guard let one = read.members.first(where: { $0.name == only }) else {
+            throw WaybackError(.usage, "--repository '\(only)' is not in the configuration; it has \(c.repositories.map { "'\($0.name)'" }.joined(separator: ", "))")
+        }
+        read = one
+    }
     return ArchiveConfiguration(repository: read, syncRepositories: sync, asyncRepositories: asyncNames, cluster: c.cluster.name,
                                 compression: c.compression, parallelism: c.parallelism, prefetchSegments: c.restore.prefetchSegments,
                                 spoolPath: c.archive.spoolPath, spoolLimitBytes: c.archive.spoolLimitBytes,

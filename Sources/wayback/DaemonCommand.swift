@@ -65,19 +65,24 @@ enum DaemonJobs {
         case nil: break
         }
         if let c = s.verify { jobs.append(JobSpec(name: "verify", trigger: .cron(c))) }
+        if let c = s.drill { jobs.append(JobSpec(name: "drill", trigger: .cron(c))) }
+        if let c = s.drillAged { jobs.append(JobSpec(name: "drill_aged", trigger: .cron(c))) }
+        if let c = s.drillOffsite { jobs.append(JobSpec(name: "drill_offsite", trigger: .cron(c))) }
         return Schedule(jobs: jobs, timeZone: TimeZone(identifier: s.timeZone) ?? TimeZone(identifier: "UTC")!, timeZoneName: s.timeZone)
     }
 
     /// The command line each job stands for (`schedule --print-crontab`).
-    static func commands(configPath: String) -> [String: String] {
-        let w = Context.waybackCommand(configPath: configPath)
+    static func commands(_ config: WaybackConfiguration) -> [String: String] {
+        let w = Context.waybackCommand(configPath: config.path)
         return ["full": "\(w) backup --type full", "diff": "\(w) backup --type diff", "incr": "\(w) backup --type incr", "expire": "\(w) expire",
-                "verify": "\(w) verify"]
+                "verify": "\(w) verify", "drill": "\(w) drill", "drill_aged": "\(w) drill --age \(Int(config.drill.agedSeconds))s",
+                "drill_offsite": "\(w) drill --repository \(config.repositories.last.map { Context.quoteIfNeeded($0.name) } ?? "")"]
     }
 
     /// Runs one job with its own repositories, HTTP clients and events, as a command would.
     static func run(_ job: JobSpec, config: WaybackConfiguration, clock: any WaybackClock, logger: Logger) async -> JobResult {
-        let operation: WaybackEvent.Operation = job.name == "expire" ? .expire : job.name == "verify" ? .verify : .backup
+        let operation: WaybackEvent.Operation = job.name == "expire" ? .expire : job.name == "verify" ? .verify
+            : job.name.hasPrefix("drill") ? .drill : .backup
         let events = EventLog.logging(operation, cluster: config.cluster.name, to: logger)
         var log = logger
         log[metadataKey: "wayback.job"] = "\(job.name)"
@@ -91,6 +96,14 @@ enum DaemonJobs {
                     events.emit(partial.isEmpty ? .info : .warning, .jobOutcome,
                                 "scheduled \(job.name) backup \(m.id) complete" + (partial.isEmpty ? "" : "; failed in \(partial.joined(separator: ", ")) (run 'wayback repo sync')"),
                                 backup: m.id.rawValue)
+                    return .succeeded
+                }
+                if job.name.hasPrefix("drill") {
+                    let choice: DrillChoice = job.name == "drill_aged" ? .aged(config.drill.agedSeconds) : .newest
+                    let from = job.name == "drill_offsite" ? config.repositories.last?.name : nil
+                    let record = try await run.drill(choice, toTime: nil, repository: from, keep: false, clock: clock, progress: nil)
+                    guard record.passed else { return .refused("drill of \(record.backup) failed: \(record.checks.filter { !$0.passed }.map { $0.name }.joined(separator: ", "))") }
+                    guard record.rtoMet && record.rpoMet else { return .refused("drill of \(record.backup) missed an objective (recovery \(Format.seconds(record.recoverySeconds)))") }
                     return .succeeded
                 }
                 if job.name == "verify" {
@@ -370,7 +383,7 @@ struct ScheduleCommand: AsyncParsableCommand {
         let config = try GlobalOptions.load(global.configPath)
         let schedule = DaemonJobs.schedule(config)
         if printCrontab {
-            print(SchedulePlanner.crontab(schedule, commands: DaemonJobs.commands(configPath: config.path)), terminator: "")
+            print(SchedulePlanner.crontab(schedule, commands: DaemonJobs.commands(config)), terminator: "")
             return
         }
         // The daemon's own state, when it has run: the next times count from its last runs. Its

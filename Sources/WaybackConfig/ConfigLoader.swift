@@ -45,6 +45,8 @@ public enum ConfigLoader {
         c.schedule = try scheduleSettings(values)
         c.verifyResamplePercent = try values.defaulted("verify.resample_percent", ConfigValues.int)
         c.drill = try drillSettings(values)
+        c.reportDirectory = values.string("report.dir") ?? c.lockPath + "/reports"
+        c.reportKeepDays = try values.defaulted("report.keep", ConfigValues.int)
         c.diskWarnPercent = try values.defaulted("monitor.disk_warn_percent", ConfigValues.number)
         c.diskCriticalPercent = try values.defaulted("monitor.disk_critical_percent", ConfigValues.number)
         guard c.diskWarnPercent < c.diskCriticalPercent, c.diskCriticalPercent <= 100 else {
@@ -146,6 +148,7 @@ public enum ConfigLoader {
         s.drill = try cron("drill")
         s.drillAged = try cron("drill_aged")
         s.drillOffsite = try cron("drill_offsite")
+        s.report = try cron("report")
         return s
     }
 

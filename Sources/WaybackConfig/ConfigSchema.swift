@@ -147,6 +147,7 @@ public enum ConfigSchema {
         ConfigKey("schedule.drill", .string, .value("0 4 * * 0")),
         ConfigKey("schedule.drill_aged", .string, .value("null")),
         ConfigKey("schedule.drill_offsite", .string, .value("0 5 1 */3 *")),
+        ConfigKey("schedule.report", .string, .value("0 6 * * *")),
         ConfigKey("schedule.retries", .int(0...10), .value("2")),
         ConfigKey("schedule.stop_timeout", .string, .value("60s")),
 
@@ -166,6 +167,9 @@ public enum ConfigSchema {
         ConfigKey("drill.assertions.*.name", .string, .derived("required for each assertion")),
         ConfigKey("drill.assertions.*.database", .string, .value("postgres")),
         ConfigKey("drill.assertions.*.sql", .string, .derived("required for each assertion")),
+
+        ConfigKey("report.dir", .path, .derived("<lock_path>/reports")),
+        ConfigKey("report.keep", .int(1...3650), .value("30")),
     ]
 
     /// The keys of a retention policy (`retention:`, and each repository's own), with their defaults.

@@ -88,6 +88,8 @@ public struct WaybackConfiguration: Sendable {
         public var drill: CronExpression?
         public var drillAged: CronExpression?
         public var drillOffsite: CronExpression?
+        /// The daily integrity report (nil: off).
+        public var report: CronExpression?
     }
 
     public struct DrillSettings: Sendable, Equatable {
@@ -111,6 +113,9 @@ public struct WaybackConfiguration: Sendable {
     public var verifyResamplePercent = 10
     /// `drill:`.
     public var drill = DrillSettings()
+    /// Where the daemon writes the daily report, and for how many days it keeps them.
+    public var reportDirectory = "/tmp/wayback/reports"
+    public var reportKeepDays = 30
     /// Where `backup_logs` is written (nil: `catalog.enabled: false`).
     public var catalog: CatalogSettings?
     /// `WAYBACK_PG_BIN`: the PostgreSQL bin directory for the clusters Wayback starts (nil: the

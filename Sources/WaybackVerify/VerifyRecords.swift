@@ -98,3 +98,33 @@ struct VerifyRecordStore {
         }
     }
 }
+
+/// What the records say of one backup in one repository.
+public struct BackupVerification: Codable, Sendable, Equatable {
+    /// When every object of the backup had been read (the oldest of their last reads); nil when
+    /// some were never read.
+    public var verifiedAt: Date?
+    /// false when an object was damaged at its last read; nil when not every object was read.
+    public var sound: Bool?
+}
+
+extension Verify {
+    /// The verification state of each backup from the records `verify` keeps in `repository`.
+    public static func states(_ repository: Repository, cluster: String, backups: [BackupSummary]) async -> [BackupID: BackupVerification] {
+        let store = VerifyRecordStore(driver: repository.driver, cluster: cluster)
+        let layout = RepositoryLayout(cluster: cluster)
+        var out = [BackupID: BackupVerification]()
+        for b in backups {
+            let records = await store.load("backups/\(b.id)").records
+            let mine = b.objects.map { records[layout.objectKey(b.id, $0.name)] }
+            if mine.contains(where: { $0?.sound == false }) {
+                out[b.id] = BackupVerification(verifiedAt: nil, sound: false)
+            } else if !mine.isEmpty, mine.allSatisfy({ $0 != nil }) {
+                out[b.id] = BackupVerification(verifiedAt: mine.compactMap { $0?.verifiedAt }.min(), sound: true)
+            } else {
+                out[b.id] = BackupVerification(verifiedAt: nil, sound: nil)
+            }
+        }
+        return out
+    }
+}

@@ -68,6 +68,7 @@ enum DaemonJobs {
         if let c = s.drill { jobs.append(JobSpec(name: "drill", trigger: .cron(c))) }
         if let c = s.drillAged { jobs.append(JobSpec(name: "drill_aged", trigger: .cron(c))) }
         if let c = s.drillOffsite { jobs.append(JobSpec(name: "drill_offsite", trigger: .cron(c))) }
+        if let c = s.report { jobs.append(JobSpec(name: "report", trigger: .cron(c))) }
         return Schedule(jobs: jobs, timeZone: TimeZone(identifier: s.timeZone) ?? TimeZone(identifier: "UTC")!, timeZoneName: s.timeZone)
     }
 
@@ -76,6 +77,7 @@ enum DaemonJobs {
         let w = Context.waybackCommand(configPath: config.path)
         return ["full": "\(w) backup --type full", "diff": "\(w) backup --type diff", "incr": "\(w) backup --type incr", "expire": "\(w) expire",
                 "verify": "\(w) verify", "drill": "\(w) drill", "drill_aged": "\(w) drill --age \(Int(config.drill.agedSeconds))s",
+                "report": "\(w) report --format html --output \(Context.quoteIfNeeded(config.reportDirectory))/report-$(date +\\%Y\\%m\\%d).html",
                 "drill_offsite": "\(w) drill --repository \(config.repositories.last.map { Context.quoteIfNeeded($0.name) } ?? "")"]
     }
 
@@ -96,6 +98,13 @@ enum DaemonJobs {
                     events.emit(partial.isEmpty ? .info : .warning, .jobOutcome,
                                 "scheduled \(job.name) backup \(m.id) complete" + (partial.isEmpty ? "" : "; failed in \(partial.joined(separator: ", ")) (run 'wayback repo sync')"),
                                 backup: m.id.rawValue)
+                    return .succeeded
+                }
+                if job.name == "report" {
+                    let report = try await run.integrityReport(since: clock.now.addingTimeInterval(-86400), now: clock.now)
+                    try ReportCommand.writeDaily(report, directory: config.reportDirectory, keepDays: config.reportKeepDays, now: clock.now)
+                    events.emit(report.problems.isEmpty ? .info : .warning, .jobOutcome,
+                                "daily report written to \(config.reportDirectory): \(report.problems.count) open problem(s)")
                     return .succeeded
                 }
                 if job.name.hasPrefix("drill") {

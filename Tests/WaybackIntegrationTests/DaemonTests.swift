@@ -56,11 +56,19 @@ struct DaemonTests {
         throw WaybackError(.internal, "timed out after \(Int(timeout)) s waiting for \(what)")
     }
 
-    @Test("a daemon with full: \"* * * * *\" backs up within two minutes with a complete backup_logs row; a second daemon is refused; SIGTERM ends it with 0; a missed run is caught up at start; SIGHUP with a bad file keeps the old configuration")
+    @Test("a daemon with full: \"* * * * *\" backs up within two minutes with a complete backup_logs row; a second daemon is refused; SIGTERM ends it with 0; a missed run is caught up at start; SIGHUP with a bad file keeps the old configuration; the report job writes today's report and removes one older than report.keep")
     func daemonRunsStopsAndCatchesUp() async throws {
-        let t = try TestCluster(extraConfig: "schedule:\n  full: \"* * * * *\"\n  incr: null\n  expire: after-backup\n")
+        let t = try TestCluster(extraConfig: "schedule:\n  full: \"* * * * *\"\n  incr: null\n  expire: after-backup\n  report: \"* * * * *\"\n")
         defer { t.cleanup() }
         try t.waybackOK(["init"])
+        // A report older than report.keep (30 days): the daily report job removes it.
+        let reports = t.root + "/locks/reports"
+        try FileSystem.makeDirectories(reports, mode: 0o700)
+        try Data("old".utf8).write(to: URL(fileURLWithPath: reports + "/report-20200101.html"))
+        var old = [timespec(tv_sec: 1_577_836_800, tv_nsec: 0), timespec(tv_sec: 1_577_836_800, tv_nsec: 0)]
+        _ = utimensat(AT_FDCWD, reports + "/report-20200101.html", &old, 0)
+        try FileSystem.chown(t.root + "/locks", uid: try #require(getpwnam(t.cluster.osUser)).pointee.pw_uid, gid: try #require(getpwnam(t.cluster.osUser)).pointee.pw_gid)
+        try FileSystem.chown(reports, uid: try #require(getpwnam(t.cluster.osUser)).pointee.pw_uid, gid: try #require(getpwnam(t.cluster.osUser)).pointee.pw_gid)
         let schedule = try t.waybackOK(["schedule"])
         #expect(schedule.contains("full") && schedule.contains("* * * * *") && schedule.contains("after each backup"), "\(schedule)")
         let crontab = try t.waybackOK(["schedule", "--print-crontab"])
@@ -74,6 +82,13 @@ struct DaemonTests {
             try t.psql("SELECT status FROM wayback.backup_logs WHERE backup_id = '\(id)'") == "complete"
         }
         #expect(try t.psql("SELECT count(*) FROM wayback.backup_logs WHERE backup_id = '\(id)' AND backup_type = 'full' AND backup_size_bytes > 0 AND length(checksum_md5) = 32 AND length(checksum_sha256) = 64 AND location_local LIKE '%/main/backups/\(id)/' AND recovery_tested = false AND created_at IS NOT NULL AND error_message IS NULL") == "1")
+
+        // The daily report (every minute here): today's HTML and JSON, the old one removed.
+        try Self.waitFor("the daemon's report", timeout: 120) {
+            (try FileSystem.list(reports)).contains { $0.hasSuffix(".json") && $0 != "report-20200101.json" }
+        }
+        let written = try FileSystem.list(reports)
+        #expect(written.contains { $0.hasSuffix(".html") && $0 != "report-20200101.html" } && !written.contains("report-20200101.html"), "\(written)")
 
         // A second daemon for the same cluster and repositories: refused, naming the first.
         let second = try t.wayback(["daemon"])

@@ -126,17 +126,21 @@ public enum Verify {
             for m in manifests[r.name] ?? [] { byID[m.id] = m; holders[m.id, default: []].append(r.name) }
             for b in r.backups where b.sound { if let id = BackupID(b.id) { soundIn[id, default: []].append(r.name) } }
         }
+        let readable = report.repositories.filter { r in !r.problems.contains { $0.kind == .unreachable } }.count
         var rows = [BackupLogRow]()
         for (id, m) in byID.sorted(by: { $0.key < $1.key }) {
             let held = holders[id] ?? [], sound = soundIn[id] ?? []
             let problem = report.problems.first { $0.breaks.contains(id.rawValue) }
             guard sound.count == held.count || problem != nil else { continue }  // not verified in every copy this time
-            var row = log.row(BackupSummary(m), holders: sound)
+            var row = log.row(BackupSummary(m), holders: held)
             if let problem {
                 row.status = sound.isEmpty ? .failed : .partial
                 row.errorMessage = "verify: repository '\(problem.repository)': \(problem.message)"
             } else {
                 row.verifiedAt = now
+                // Where it is stored is known only when every configured repository was read
+                // (then a status a past problem set is put right); otherwise the status stays.
+                row.keepsStatus = readable < log.repositories.count
             }
             rows.append(row)
         }

@@ -107,6 +107,8 @@ struct VerifyTests {
         #expect((chain["message"] as? String)?.contains(full) == true && chain["breaks"] as? [String] == [incr], "\(chain)")
         for name in ["manifest.json", "manifest.copy.json"] { try FileSystem.rename(t.root + "/" + name, backups + full + "/" + name) }
         #expect(try Self.verify(t, ["--all"]).status == 0)
+        // Sound again, in the only repository: the row that said failed says complete again.
+        #expect(try t.psql("SELECT status || ' ' || coalesce(error_message, '-') FROM wayback.backup_logs WHERE backup_id = '\(full)'") == "complete -")
     }
 
     @Test("incremental verify: a run after a full one reads only the resampled share; a new backup's objects are read; with resample_percent 50 two runs re-read everything")

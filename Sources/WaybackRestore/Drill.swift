@@ -52,7 +52,7 @@ public struct DrillRecord: Codable, Sendable {
     public var filesSeconds: Double
     public var replaySeconds: Double
     public var checksSeconds: Double
-    /// From the start of the drill to a server that accepts queries at the target.
+    /// A restore's time to a server that accepts queries at the target: plan, files, replay.
     public var recoverySeconds: Double
     public var rtoSeconds: Double
     /// The time of the last transaction the copy replayed, and how far it is behind the drill's
@@ -86,8 +86,10 @@ public enum Drill {
 
     public static func run(_ config: DrillConfiguration, clock: any WaybackClock = SystemClock(), logger: Logger,
                            progress: ProgressHandler? = nil) async throws -> DrillRecord {
+        guard getuid() != 0 else {
+            throw WaybackError(.cluster, "wayback drill must not run as root: PostgreSQL refuses to start a copy owned by root; run it as the PostgreSQL OS user (sudo -u postgres wayback drill)")
+        }
         let id = "drill-" + String(Int64(clock.now.timeIntervalSince1970 * 1000)) + "-" + RunID.make()
-        let began = monotonicSeconds()
         let startedAt = clock.now
         try FileSystem.makeDirectories(config.scratchDirectory, mode: 0o700)
         var restore = config.restore
@@ -122,14 +124,20 @@ public enum Drill {
                              clock: clock, events: restore.events)
         let copy = LocalCluster(binDirectory: bin, dataDirectory: dir, socketDirectory: started.socketDirectory, port: started.port, osUser: user)
         let checksBegan = monotonicSeconds()
-        let user_ = config.connection.user ?? "postgres"
-        let conn = ["-h", started.socketDirectory, "-p", String(started.port), "-U", user_]
+        let role = config.connection.user ?? "postgres"
+        let conn = ["-h", started.socketDirectory, "-p", String(started.port), "-U", role]
         checks.append(await check("pg_amcheck") {
             try await tool(bin + "/pg_amcheck", conn + ["--all", "--install-missing", "--no-strict-names"], user: user)
         })
-        let databases = (try? await copy.execute([bin + "/psql", "-X", "-A", "-t"] + conn + ["-d", "postgres", "-c",
-            "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1"]).stdout) ?? ""
-        for db in databases.split(separator: "\n").map(String.init) where !db.isEmpty {
+        // Every database read once; a list that cannot be read is a failed check, never "none".
+        var databases = [String]()
+        checks.append(await check("list databases") {
+            let r = try await copy.execute([bin + "/psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"] + conn + ["-d", "postgres", "-c",
+                "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1"], check: false)
+            guard r.status == 0 else { throw WaybackError(.cluster, "psql: \(r.stderr.trimmingCharacters(in: .whitespacesAndNewlines))") }
+            databases = r.stdout.split(separator: "\n").map(String.init).filter { !$0.isEmpty }
+        })
+        for db in databases {
             checks.append(await check("pg_dump \(db)") {
                 try await tool(bin + "/pg_dump", conn + ["-d", db, "-f", "/dev/null"], user: user)
             })
@@ -154,7 +162,9 @@ public enum Drill {
         var record = DrillRecord(id: id, repository: restore.repository.name, backup: plan.backup.rawValue, target: plan.target,
                                  startedAt: startedAt, planSeconds: report.planSeconds, filesSeconds: report.seconds - report.planSeconds,
                                  replaySeconds: ready - filesDone, checksSeconds: done - checksBegan,
-                                 recoverySeconds: (filesDone - began) + (ready - filesDone) - (checks.first?.seconds ?? 0),
+                                 // Restore (plan and files) and replay; pg_verifybackup ran in between and
+                                 // does not count, nor the plan made above for the space check.
+                                 recoverySeconds: report.seconds + (ready - filesDone) - (checks.first?.seconds ?? 0),
                                  rtoSeconds: config.rtoSeconds, recoveryPoint: nil, recoveryPointSeconds: nil, rpoSeconds: config.rpoSeconds,
                                  checks: checks, bytes: report.bytes, keptAt: dir)
         if plan.targetKind == .latest, let t = started.lastReplayedTransaction.flatMap({ Format.parseInstant($0) }) {

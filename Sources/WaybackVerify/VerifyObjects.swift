@@ -9,11 +9,6 @@ extension RepositoryVerifier {
     func verify(_ item: Item, binding: ClusterBinding, findings: Findings, counter: ByteCounter) async {
         let layout = RepositoryLayout(cluster: config.cluster)
         switch item {
-        case .pack(let m, let i):
-            let key = layout.objectKey(m.id, m.objects[i].name)
-            await reading(key, size: m.objects[i].size, sha256: m.objects[i].sha256, backup: m.id, findings: findings) {
-                try await verifyPack(m, object: i, key: key, range: nil, counter: counter)
-            }
         case .packDigest(let m, let i):
             let o = m.objects[i]
             let key = layout.objectKey(m.id, o.name)
@@ -26,7 +21,9 @@ extension RepositoryVerifier {
                     }
                 }
             }
-        case .packRange(let m, let i, let range, _):
+        case .pack(let m, let i), .packRange(let m, let i, _, _):
+            var range: Range<Int64>?
+            if case .packRange(_, _, let r, _) = item { range = r }
             let key = layout.objectKey(m.id, m.objects[i].name)
             await reading(key, size: m.objects[i].size, sha256: m.objects[i].sha256, backup: m.id, findings: findings) {
                 try await verifyPack(m, object: i, key: key, range: range, counter: counter)

@@ -398,12 +398,18 @@ struct ScheduleCommand: AsyncParsableCommand {
         // The daemon's own state, when it has run: the next times count from its last runs. Its
         // file is named after the daemon's lock: this cluster in these repositories.
         let logger = Context.logger(config.logLevel.rawValue)
-        let repositories = try await HTTPClientPool.with { http in
-            try config.repository(logger: logger, http: http, events: EventLog.logging(.daemon, cluster: config.cluster.name, to: logger))
-                .members.map(\.description)
-        }
         var state = ScheduleState()
-        if let file = try? FileSystem.list(config.lockPath).first(where: {
+        let repositories: [String]
+        do {
+            repositories = try await HTTPClientPool.with { http in
+                try config.repository(logger: logger, http: http, events: EventLog.logging(.daemon, cluster: config.cluster.name, to: logger))
+                    .members.map(\.description)
+            }
+        } catch {
+            FileHandle.standardError.write(Data("wayback: warning: the repositories cannot be set up (\((error as? WaybackError)?.message ?? String(describing: error))), so the daemon's last runs are not read; the times below count from now\n".utf8))
+            repositories = []
+        }
+        if !repositories.isEmpty, let file = try? FileSystem.list(config.lockPath).first(where: {
             RepositoryLock.isNamed($0, cluster: config.cluster.name, repositories: repositories, suffix: ".schedule.json")
         }) {
             state = ScheduleStateStore(path: config.lockPath + "/" + file).load()

@@ -66,7 +66,16 @@ extension CommandRun {
         for w in overview.windows where !(w.damaged ?? []).isEmpty { problems.append("WAL damaged: \(w.text)") }
 
         let states = await Verify.states(first, cluster: config.cluster.name, backups: overview.summaries)
-        let drillRecords = (try? await Drill.records(first, cluster: config.cluster.name)) ?? []
+        // Drills are recorded in the repository they restored from (an offsite drill in the offsite one).
+        var drillRecords = [DrillRecord]()
+        for member in try repository().members {
+            do {
+                drillRecords += try await Drill.records(member, cluster: config.cluster.name)
+            } catch {
+                problems.append("the drill records of repository '\(member.name)' cannot be read (\((error as? WaybackError)?.message ?? String(describing: error))): its drills are not listed")
+            }
+        }
+        drillRecords.sort { $0.startedAt < $1.startedAt }
         let drilledIDs = Set(drillRecords.filter(\.passed).map(\.backup))
         let backups = overview.summaries.map { s in
             IntegrityReport.Backup(id: s.id.rawValue, type: s.type.rawValue, start: s.startTime, seconds: s.stopTime.timeIntervalSince(s.startTime),

@@ -41,6 +41,8 @@ public struct BackupConfiguration: Sendable {
     public var force = false
     /// Pin the backup once it is complete (`backup --pin`): retention never expires it.
     public var pin = false
+    /// Count every table's rows in one snapshot right after `pg_backup_stop` (`backup.record_row_counts`).
+    public var recordRowCounts = false
 
     public init(repository: Repository, cluster: String, pgdata: String, connection: ConnectionSettings,
                 compression: CompressionSettings, parallelism: Int, lockDirectory: String,
@@ -178,6 +180,16 @@ public enum PhysicalBackup {
         let stopTime = clock.now
         let label = try BackupLabel.parse(stop.backupLabel)
         log.info("pg_backup_stop done", metadata: ["lsn": "\(stop.stopLSN)"])
+        // Row counts are taken while the backup's WAL reaches the archive.
+        let counting: Task<RowCounts?, Never>? = config.recordRowCounts && !facts.isInRecovery ? Task {
+            do {
+                return try await RowCounts.take(config.connection, clock: clock, logger: log)
+            } catch {
+                config.events.emit(.warning, .backupDecision, "the row counts (backup.record_row_counts) could not be taken, so drills of backup \(id) will not compare them: \((error as? WaybackError)?.message ?? String(describing: error))", backup: id.rawValue)
+                return nil
+            }
+        } : nil
+        defer { counting?.cancel() }
 
         // The WAL from the start to the stop segment must be in the archive before the backup counts.
         let segSize = facts.walSegmentSize
@@ -208,6 +220,7 @@ public enum PhysicalBackup {
         final.hintsLogged = facts.hintsLogged
         if resume != nil { final.resumed = .init(files: reused.count, bytes: reused.reduce(Int64(0)) { $0 + $1.file.size }) }
         final.pageChecksumFailures = copied.pageFailures.isEmpty ? nil : copied.pageFailures
+        final.rowCounts = await counting?.value
         try await catalog.writeManifest(final)
         // Pack indexes (and packs a resumed backup did not use) are not needed any more.
         do {

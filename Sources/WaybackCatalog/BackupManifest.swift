@@ -1,5 +1,6 @@
 import Foundation
 import WaybackCore
+import WaybackPostgres
 
 /// The manifest of one backup: the truth of what the backup is and where every byte lives.
 /// Stored as sealed JSON at `backups/<id>/manifest.json` (and `manifest.copy.json`), written after
@@ -174,6 +175,8 @@ public struct BackupManifest: Codable, Sendable {
     public var hintsLogged: Bool?
     /// Set when the backup continued an interrupted one: the files it reused from there.
     public var resumed: Resumed?
+    /// Every table's rows, counted right after the backup (`backup.record_row_counts`; nil: not taken).
+    public var rowCounts: RowCounts?
 
     public struct Resumed: Codable, Sendable, Equatable {
         public var files: Int

@@ -129,6 +129,7 @@ public enum ConfigSchema {
         ConfigKey("backup.max_chain_length", .int(1...Int.max), .value("30")),
         ConfigKey("backup.pack_size_mb", .int(1...4096), .value("256")),
         ConfigKey("backup.max_rate_mb", .int(0...Int.max), .value("0")),
+        ConfigKey("backup.record_row_counts", .bool, .value("false")),
 
         ConfigKey("restore.prefetch_segments", .int(0...256), .value("8")),
 

@@ -39,6 +39,8 @@ public struct WaybackConfiguration: Sendable {
         public var packSizeBytes: Int64
         /// Read the data directory at most this fast (bytes/s; nil: no limit).
         public var maxRateBytes: Int64?
+        /// Count every table's rows right after the backup (a drill compares them).
+        public var recordRowCounts = false
     }
 
     public struct RestoreSettings: Sendable {

@@ -20,6 +20,10 @@ public struct WALEvent: Sendable, Equatable, CustomStringConvertible {
     /// The record's timestamp in microseconds since 2000-01-01 00:00 UTC (PostgreSQL's TimestampTz).
     public var timestamp: Int64
 
+    public init(kind: Kind, lsn: LSN, endLSN: LSN, xid: UInt32, timestamp: Int64) {
+        self.kind = kind; self.lsn = lsn; self.endLSN = endLSN; self.xid = xid; self.timestamp = timestamp
+    }
+
     public var unixSeconds: Double { PostgresTime.unixSeconds(timestamp) }
 
     public var description: String {

@@ -41,6 +41,8 @@ public struct DrillRecord: Codable, Sendable {
         public var seconds: Double
         /// What failed (the first lines of the tool's output, or the assertion's result).
         public var detail: String?
+        /// The check could not apply to this drill (the detail says why); it neither passes nor fails it.
+        public var skipped: Bool? = nil
     }
     public var id: String
     public var repository: String
@@ -96,8 +98,20 @@ public enum Drill {
         restore.targetDirectory = FileSystem.absolute(config.scratchDirectory + "/" + id)
         restore.archiveMode = .off
         restore.promoteAfterCheck = true
+        // A drill to a backup's end stops where the backup's row counts were taken, when it has them.
+        let catalog = Catalog(repository: restore.repository, cluster: restore.cluster)
+        var counts: (compare: [RowCounts.Database], skipped: String?)?
+        if restore.request.target == .backupEnd, let id = restore.request.backupID,
+           let recorded = try await catalog.manifest(id).rowCounts {
+            let found = await countPoint(recorded, manifest: try await catalog.manifest(id), catalog: catalog, parallelism: restore.parallelism)
+            counts = (found.compare, found.skipped)
+            if let lsn = found.stopAfter { restore.request.target = .lsn(lsn); restore.request.exclusive = false }
+        }
         let plan = try await Restore.plan(restore, logger: logger)
-        let manifest = try await Catalog(repository: restore.repository, cluster: restore.cluster).manifest(plan.backup)
+        let manifest = try await catalog.manifest(plan.backup)
+        if counts == nil, manifest.rowCounts != nil {
+            counts = ([], "the drill's target is not where the backup's row counts were taken; a drill of one backup (--backup or --age, without --to-time) compares them")
+        }
         // Room for it: the data the backup restores and the WAL it replays.
         let need = manifest.sizes.database + manifest.sizes.wal + Int64(plan.wal.segments) * Int64(manifest.walSegmentSize)
         if let usage = try? FileSystemUsage.of(config.scratchDirectory), usage.availableBytes < need {
@@ -130,6 +144,10 @@ public enum Drill {
             try await tool(bin + "/pg_amcheck", conn + ["--all", "--install-missing", "--no-strict-names"], user: user)
         })
         // Every database read once; a list that cannot be read is a failed check, never "none".
+        if let counts {
+            checks.append(await compareCounts(counts.compare, skipped: counts.skipped, socket: started.socketDirectory, port: started.port,
+                                               role: role, connection: config.connection, logger: logger))
+        }
         var databases = [String]()
         checks.append(await check("list databases") {
             let r = try await copy.execute([bin + "/psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"] + conn + ["-d", "postgres", "-c",
@@ -179,6 +197,63 @@ public enum Drill {
         }
         await store(record, manifest: manifest, config: config)
         return record
+    }
+
+    /// Where to stop for the backup's row counts: after the last commit the counting snapshot saw,
+    /// found in the WAL from the backup's end to the counts' position. The databases whose
+    /// snapshots saw the same transactions are compared; nil `stopAfter` with no `skipped` means
+    /// the backup's end itself.
+    static func countPoint(_ counts: RowCounts, manifest: BackupManifest, catalog: Catalog, parallelism: Int) async
+        -> (stopAfter: LSN?, compare: [RowCounts.Database], skipped: String?) {
+        guard let main = counts.databases.max(by: { $0.tables.count < $1.tables.count }),
+              let snapshot = TransactionSnapshot(main.snapshot) else { return (nil, [], "the backup's row counts hold no table") }
+        let compare = counts.databases.filter { TransactionSnapshot($0.snapshot).map { $0.seesSameAs(snapshot) } ?? false }
+        let size = manifest.walSegmentSize
+        let segments = (manifest.stopLSN.segmentNumber(segmentSize: size)...counts.lsn.segmentNumber(segmentSize: size))
+            .map { SegmentOnPath(timeline: manifest.timeline, number: $0) }
+        var commits = [WALEvent](), problem: String?
+        do {
+            try await catalog.scanSegments(segments, segmentSize: size, parallelism: parallelism) { seg, result in
+                switch result {
+                case .success(let scan): commits += scan.events.filter { $0.kind == .commit }; return true
+                case .failure(let e):
+                    problem = e.code == .notFound
+                        ? "the WAL up to where the row counts were taken (segment \(seg.name(segmentSize: size))) is not archived yet"
+                        : "the WAL up to where the row counts were taken cannot be read (\(e.message))"
+                    return false
+                }
+            }
+        } catch {
+            problem = "the WAL up to where the row counts were taken cannot be read (\((error as? WaybackError)?.message ?? String(describing: error)))"
+        }
+        if let problem { return (nil, [], problem) }
+        switch RowCounts.countPoint(snapshot: snapshot, commits: commits, stop: manifest.stopLSN, lsn: counts.lsn) {
+        case .backupEnd: return (nil, compare, nil)
+        case .after(let lsn): return (lsn, compare, nil)
+        case .none(let xids):
+            return (nil, [], "no point in the WAL matches the counting snapshot: transactions \(xids.prefix(5).map(String.init).joined(separator: ", ")) committed before the last one it saw, but it did not see them")
+        }
+    }
+
+    /// The copy's rows against the backup's counts, database by database.
+    static func compareCounts(_ databases: [RowCounts.Database], skipped: String?, socket: String, port: Int, role: String,
+                              connection: ConnectionSettings, logger: Logger) async -> DrillRecord.Check {
+        if let skipped { return .init(name: "row counts", passed: true, seconds: 0, detail: "not compared: " + skipped, skipped: true) }
+        var result = await check("row counts") {
+            var differences = [String]()
+            for db in databases {
+                var s = connection
+                s.host = socket; s.port = port; s.user = role; s.database = db.name; s.password = nil; s.sslMode = .disable
+                differences += RowCounts.differences(recorded: db, copy: try await RowCounts.current(s, logger: logger))
+            }
+            guard differences.isEmpty else {
+                throw WaybackError(.cluster, "\(differences.count) table(s) differ: " + differences.prefix(10).joined(separator: "; "))
+            }
+        }
+        if result.passed {
+            result.detail = "\(databases.reduce(0) { $0 + $1.tables.count }) tables in \(databases.count) database(s) match"
+        }
+        return result
     }
 
     /// Runs one check, timing it; a check that throws has failed (with its message).

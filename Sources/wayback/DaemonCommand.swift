@@ -25,6 +25,7 @@ extension CommandRun {
                                     failOnPageChecksum: config.backup.pageChecksumFailures == .fail, type: type,
                                     maxChainLength: config.backup.maxChainLength, resume: true, events: events)
         b.maxRateBytes = config.backup.maxRateBytes
+        b.recordRowCounts = config.backup.recordRowCounts
         b.backupLog = backupLog()
         b.localRepositories = config.repositories.filter { $0.type == .local }.map { ($0.name, $0.path) }
         return b

@@ -131,7 +131,7 @@ struct DrillCommand: AsyncParsableCommand {
         if let p = r.recoveryPoint, let s = r.recoveryPointSeconds {
             Swift.print("  recovery point \(Format.timestamp(p)), \(Format.seconds(s)) behind (objective \(Format.seconds(r.rpoSeconds)): \(r.rpoMet ? "met" : "MISSED"))")
         }
-        for c in r.checks { Swift.print("  \(c.passed ? "ok  " : "FAIL") \(c.name) (\(Format.seconds(c.seconds)))\(c.detail.map { ": \($0)" } ?? "")") }
+        for c in r.checks { Swift.print("  \(c.skipped == true ? "skip" : c.passed ? "ok  " : "FAIL") \(c.name) (\(Format.seconds(c.seconds)))\(c.detail.map { ": \($0)" } ?? "")") }
         if let k = r.keptAt { Swift.print("  the copy is in \(k)") }
         Swift.print(r.passed ? "drill passed" : "drill FAILED")
     }

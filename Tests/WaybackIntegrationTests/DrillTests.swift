@@ -1,6 +1,8 @@
 import Foundation
 import Testing
+import WaybackCatalog
 import WaybackCore
+import WaybackPostgres
 import WaybackStorage
 import WaybackTesting
 
@@ -112,5 +114,61 @@ struct DrillTests {
         // Without --repository the unreadable local copy is an error, never a silent skip.
         let plain = try t.wayback(["drill"])
         #expect(plain.status != 0)
+    }
+
+    @Test("backup.record_row_counts: a backup under pgbench load records every table's rows in one snapshot; a drill of it restores to where they were taken and every table matches; counts that differ fail the drill and name the table; a drill to the latest point says it did not compare them")
+    func rowCountsMatchTheBackup() async throws {
+        let scratch = try TestEnvironment.makeTemporaryDirectory("scratch")
+        defer { try? FileSystem.removeTree(scratch) }
+        let t = try TestCluster(extraConfig: "drill:\n  scratch_dir: \(scratch)\n")
+        defer { t.cleanup() }
+        try t.waybackOK(["init"])
+        try t.cluster.pgbench(["-i", "-s", "1"])
+        _ = try t.psql("CREATE DATABASE shop")
+        _ = try t.psql("CREATE SCHEMA \"Sales\"; CREATE TABLE \"Sales\".\"Order Items\" AS SELECT g AS id FROM generate_series(1, 1234) g",
+                       database: "shop")
+        let counting = try t.configVariant("counts.yaml", replace: [("archive_wait_seconds: 60", "archive_wait_seconds: 60\n  record_row_counts: true")])
+        let load = try t.startPgbench(["-T", "6", "-c", "2"])
+        usleep(1_500_000)
+        let r = try t.wayback(["backup"], config: counting)
+        #expect(r.status == 0, "\(r.stderr)")
+        let id = try #require(BackupID(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)))
+        try load.wait()
+        try t.switchAndWaitForArchive()
+
+        let catalog = Catalog(repository: Repository(name: "local", driver: LocalStorage(root: t.repositoryPath)), cluster: "main")
+        var manifest = try await catalog.manifest(id)
+        let counts = try #require(manifest.rowCounts)
+        let postgres = try #require(counts.databases.first { $0.name == "postgres" })
+        let shop = try #require(counts.databases.first { $0.name == "shop" })
+        #expect(postgres.tables["public.pgbench_accounts"] == 100_000)
+        #expect(postgres.tables["public.pgbench_history"] != nil)
+        #expect(shop.tables == ["\"Sales\".\"Order Items\"": 1234], "\(shop.tables)")
+        #expect(counts.lsn > manifest.stopLSN)
+
+        let drilled = try Self.drill(t, ["--backup", id.rawValue])
+        #expect(drilled.status == 0, "\(drilled.stderr)")
+        let checks = drilled.json["checks"] as? [[String: Any]] ?? []
+        let rows = try #require(checks.first { $0["name"] as? String == "row counts" }, "\(checks)")
+        #expect(rows["passed"] as? Bool == true && rows["skipped"] == nil, "\(rows)")
+        #expect((rows["detail"] as? String ?? "").contains("tables in 2 database(s) match"), "\(rows)")
+
+        // The default drill goes to the latest point, where the counts do not apply: said, not failed.
+        let latest = try Self.drill(t)
+        #expect(latest.status == 0, "\(latest.stderr)")
+        let skipped = (latest.json["checks"] as? [[String: Any]] ?? []).first { $0["name"] as? String == "row counts" }
+        #expect(skipped?["skipped"] as? Bool == true, "\(String(describing: skipped))")
+
+        // Counts that the copy does not have: the drill fails and names the table and both numbers.
+        manifest.rowCounts?.databases = counts.databases.map { d in
+            var d = d
+            if d.name == "shop" { d.tables["\"Sales\".\"Order Items\""] = 1235 }
+            return d
+        }
+        try await catalog.writeManifest(manifest)
+        let wrong = try Self.drill(t, ["--backup", id.rawValue])
+        #expect(wrong.status == WaybackError.Code.drillFailed.rawValue, "\(wrong.status) \(wrong.stderr)")
+        #expect(wrong.stderr.contains("shop.\"Sales\".\"Order Items\": 1235 recorded, 1234 in the copy"), "\(wrong.stderr)")
+        if let kept = wrong.json["keptAt"] as? String { try FileSystem.removeTree(kept) }
     }
 }

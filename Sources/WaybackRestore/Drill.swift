@@ -131,7 +131,13 @@ public enum Drill {
         var options = RestoredCluster.Options(port: 5432, osUser: user, binDirectory: bin, connection: config.connection,
                                               promoteAfterCheck: true, earlyPromotion: true)
         options.settings = isolation
-        let started = try await RestoredCluster.start(directory: dir, plan: report.plan, options: options, logger: logger)
+        let started: RestoredCluster.Report
+        do {
+            started = try await RestoredCluster.start(directory: dir, plan: report.plan, options: options, logger: logger)
+        } catch let e as WaybackError {
+            // The copy stays for inspection, as after any failed drill; the error says where.
+            throw WaybackError(e.code, e.message + "; the drill's copy is kept in \(dir) (remove it when done)", cause: e.cause)
+        }
         let ready = monotonicSeconds()
         // Its phases feed the estimates of later plans, as a restore's do.
         await Restore.record(report, started: started, catalog: Catalog(repository: restore.repository, cluster: restore.cluster),

@@ -84,10 +84,16 @@ let package = Package(
                                                          .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
         .target(name: "WaybackVerify", dependencies: ["WaybackCore", "WaybackStorage", "WaybackCatalog", "WaybackPostgres",
                                                       .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
+        // Health (check), metrics, the status page, notifications and the daemon's HTTP listener.
+        .target(name: "WaybackMonitor", dependencies: ["WaybackCore", "WaybackStorage", "WaybackCatalog",
+                                                       .product(name: "NIOCore", package: "swift-nio"),
+                                                       .product(name: "NIOPosix", package: "swift-nio"),
+                                                       .product(name: "NIOHTTP1", package: "swift-nio"),
+                                                       .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
 
         // Layer 4: configuration (read at the edge), the demo, the command line.
         .target(name: "WaybackConfig", dependencies: [
-            "WaybackCore", "WaybackStorage", "WaybackS3", "WaybackPostgres",
+            "WaybackCore", "WaybackStorage", "WaybackS3", "WaybackPostgres", "WaybackMonitor",
             .product(name: "Yams", package: "Yams"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
@@ -98,8 +104,8 @@ let package = Package(
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "wayback", dependencies: [
             "WaybackCore", "WaybackStorage", "WaybackS3", "WaybackCatalog", "WaybackPostgres",
-            "WaybackArchive", "WaybackBackup", "WaybackRestore", "WaybackRetention", "WaybackSchedule", "WaybackVerify", "WaybackConfig",
-            "WaybackDemo", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            "WaybackArchive", "WaybackBackup", "WaybackRestore", "WaybackRetention", "WaybackSchedule", "WaybackVerify", "WaybackMonitor",
+            "WaybackConfig", "WaybackDemo", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
@@ -112,6 +118,7 @@ let package = Package(
         // Test-only helpers: in-memory storage, conformance suite, throwaway clusters.
         .target(name: "WaybackTesting", dependencies: ["WaybackCore", "WaybackStorage", "WaybackPostgres"], swiftSettings: swiftSettings),
 
+        .testTarget(name: "WaybackMonitorTests", dependencies: ["WaybackMonitor", "WaybackCatalog", "WaybackCore"], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackCoreTests", dependencies: ["WaybackCore"], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackStorageTests", dependencies: ["WaybackStorage", "WaybackTesting", "WaybackCore", .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackS3Tests", dependencies: ["WaybackS3", "WaybackStorage", "WaybackCore", "WaybackPostgres", "WaybackTesting"], swiftSettings: swiftSettings),

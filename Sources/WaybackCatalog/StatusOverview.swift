@@ -61,12 +61,22 @@ public struct StatusOverview: Sendable {
     /// listing of its backups folder (which checks every backup's objects), its `StatusIndex`,
     /// one listing of its archive, and the last segments of each timeline for the windows.
     /// Manifests are read only for backups the indexes lack (none when every index is current).
-    public static func gather(_ catalog: Catalog, members: [Member], queue: WALQueue) async throws -> StatusOverview {
-        let binding = try await catalog.requireBinding()
+    ///
+    /// With `timeout`, a repository that does not answer its look in time is unreachable, and the
+    /// rest is read from the others alone (`check` must answer while a repository hangs).
+    public static func gather(_ catalog: Catalog, members: [Member], queue: WALQueue, timeout: Double? = nil) async throws -> StatusOverview {
         let cluster = catalog.layout.cluster
         let looks = await withTaskGroup(of: (Int, Look).self) { group in
             for (i, m) in members.enumerated() {
-                group.addTask { (i, await Look.take(Catalog(repository: m.repository, cluster: cluster))) }
+                group.addTask {
+                    let one = Catalog(repository: m.repository, cluster: cluster)
+                    guard let timeout else { return (i, await Look.take(one)) }
+                    do {
+                        return (i, try await Deadline.run(timeout, what: "repository '\(m.repository.name)'") { await Look.take(one) })
+                    } catch {
+                        return (i, Look(error: error))
+                    }
+                }
             }
             var out = [Look?](repeating: nil, count: members.count)
             for await (i, look) in group { out[i] = look }
@@ -74,6 +84,10 @@ public struct StatusOverview: Sendable {
         }
         let seen = looks.filter { $0.error == nil }
         guard !seen.isEmpty else { throw looks.compactMap(\.error).first ?? WaybackError(.internal, "no repository to read") }
+        let answered = zip(members, looks).filter { $0.1.error == nil }.map(\.0.repository)
+        let catalog = timeout != nil && seen.count < members.count
+            ? Catalog(repository: Repository.combined(answered, events: .collecting(.status)), cluster: cluster) : catalog
+        let binding = try await catalog.requireBinding()
 
         // Each backup's summary from an index that matches its repository's listing, else from
         // its manifest (read once, from whichever repository has it).

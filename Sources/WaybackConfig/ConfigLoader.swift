@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import WaybackCore
+import WaybackMonitor
 import WaybackPostgres
 import WaybackS3
 import WaybackStorage
@@ -45,6 +46,7 @@ public enum ConfigLoader {
         c.schedule = try scheduleSettings(values)
         c.verifyResamplePercent = try values.defaulted("verify.resample_percent", ConfigValues.int)
         c.drill = try drillSettings(values)
+        c.check = try checkSettings(values)
         c.reportDirectory = values.string("report.dir") ?? c.lockPath + "/reports"
         c.reportKeepDays = try values.defaulted("report.keep", ConfigValues.int)
         c.diskWarnPercent = try values.defaulted("monitor.disk_warn_percent", ConfigValues.number)
@@ -151,6 +153,33 @@ public enum ConfigLoader {
         s.drillOffsite = try cron("drill_offsite")
         s.report = try cron("report")
         return s
+    }
+
+    /// `check:`: durations (`90s`, `26h`, `8d`), each critical threshold above its warning.
+    static func checkSettings(_ v: ConfigValues) throws -> HealthThresholds {
+        func duration(_ key: String) throws -> Double {
+            let text = try v.defaulted("check." + key, ConfigValues.string)
+            guard let s = RetentionPolicy.parseDuration(text), s > 0 else {
+                throw WaybackError(.config, "\(v.origin("check." + key)): check.\(key) '\(text)' is not a duration; write e.g. 90s, 26h or 8d")
+            }
+            return s
+        }
+        var c = HealthThresholds()
+        c.backupAgeWarning = try duration("backup_age_warning"); c.backupAgeCritical = try duration("backup_age_critical")
+        c.fullAgeWarning = try duration("full_age_warning"); c.fullAgeCritical = try duration("full_age_critical")
+        c.walAgeWarning = try duration("wal_age_warning"); c.walAgeCritical = try duration("wal_age_critical")
+        c.queueWarning = try v.defaulted("check.queue_warning", ConfigValues.int)
+        c.queueCritical = try v.defaulted("check.queue_critical", ConfigValues.int)
+        c.verifyAgeWarning = try duration("verify_age_warning"); c.drillAgeWarning = try duration("drill_age_warning")
+        c.timeoutSeconds = try duration("timeout")
+        for (w, cr, name) in [(c.backupAgeWarning, c.backupAgeCritical, "backup_age"), (c.fullAgeWarning, c.fullAgeCritical, "full_age"),
+                              (c.walAgeWarning, c.walAgeCritical, "wal_age"), (Double(c.queueWarning), Double(c.queueCritical), "queue")] where w > cr {
+            throw WaybackError(.config, "\(v.origin("check.\(name)_critical")): check.\(name)_warning must not be above check.\(name)_critical")
+        }
+        guard c.timeoutSeconds <= 9 else {
+            throw WaybackError(.config, "\(v.origin("check.timeout")): check.timeout must be at most 9s: a Nagios check answers within 10 s")
+        }
+        return c
     }
 
     /// `drill:`: the scratch directory, the objectives, the age of the aged drill, the assertions.

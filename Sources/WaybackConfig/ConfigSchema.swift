@@ -152,6 +152,18 @@ public enum ConfigSchema {
         ConfigKey("schedule.retries", .int(0...10), .value("2")),
         ConfigKey("schedule.stop_timeout", .string, .value("60s")),
 
+        ConfigKey("check.backup_age_warning", .string, .value("2h")),
+        ConfigKey("check.backup_age_critical", .string, .value("26h")),
+        ConfigKey("check.full_age_warning", .string, .value("26h")),
+        ConfigKey("check.full_age_critical", .string, .value("50h")),
+        ConfigKey("check.wal_age_warning", .string, .value("90m")),
+        ConfigKey("check.wal_age_critical", .string, .value("6h")),
+        ConfigKey("check.queue_warning", .int(0...Int.max), .value("100")),
+        ConfigKey("check.queue_critical", .int(0...Int.max), .value("1000")),
+        ConfigKey("check.verify_age_warning", .string, .value("50h")),
+        ConfigKey("check.drill_age_warning", .string, .value("8d")),
+        ConfigKey("check.timeout", .string, .value("5s")),
+
         ConfigKey("monitor.disk_warn_percent", .number(atLeast: 1), .value("80")),
         ConfigKey("monitor.disk_critical_percent", .number(atLeast: 1), .value("90")),
 

@@ -1,4 +1,5 @@
 import WaybackCore
+import WaybackMonitor
 import WaybackPostgres
 import WaybackS3
 import WaybackStorage
@@ -107,6 +108,9 @@ public struct WaybackConfiguration: Sendable {
         public var agedSeconds: Double = 7 * 86400
         public var assertions: [Assertion] = []
     }
+
+    /// `check:`: the thresholds of `wayback check`.
+    public var check = HealthThresholds()
 
     public var schedule = ScheduleSettings(timeZone: "UTC", full: nil, incr: nil, diff: nil, expire: nil, retries: 2, stopTimeoutSeconds: 60)
     /// What `expire` keeps (`retention:`; each repository may override it).

@@ -21,6 +21,15 @@ public enum Format {
         return String(format: "%dm%02ds", m, Int(s) % 60)
     }
 
+    /// An age or a threshold at a glance: `45s`, `12m`, `3h05m`, `2d04h`.
+    public static func age(_ s: Double) -> String {
+        let n = Int(max(0, s).rounded())
+        if n < 60 { return "\(n)s" }
+        if n < 3600 { return "\(n / 60)m" }
+        if n < 86400 { return String(format: "%dh%02dm", n / 3600, n % 3600 / 60) }
+        return String(format: "%dd%02dh", n / 86400, n % 86400 / 3600)
+    }
+
     /// RFC 3339 UTC with milliseconds (`2026-11-29T00:41:07.123Z`). Hand-written with gmtime_r:
     /// Foundation's ISO8601DateFormatter costs milliseconds to create, and `wal-push` reads a
     /// timestamp on every call.

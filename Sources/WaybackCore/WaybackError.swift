@@ -59,6 +59,8 @@ public struct WaybackError: Error, CustomStringConvertible, Sendable {
         /// A restore drill passed its checks but missed an objective: the recovery time over
         /// `drill.rto_seconds`, or the recovery point older than `drill.rpo_seconds`.
         case objectiveMissed = 20
+        /// Something Wayback waited on (a repository, the server) did not answer in time.
+        case timeout = 21
         /// A bug: an invariant did not hold.
         case `internal` = 70
     }

@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import PostgresNIO
 import WaybackCore
@@ -38,6 +39,8 @@ public struct ArchiverState: Sendable, CustomStringConvertible {
     public var lastArchivedWAL: String
     public var failedCount: Int
     public var lastFailedWAL: String
+    public var lastArchivedTime: Date?
+    public var lastFailedTime: Date?
     public var description: String {
         "pg_stat_archiver: archived \(archivedCount) (last \(lastArchivedWAL.isEmpty ? "none" : lastArchivedWAL)), failed \(failedCount) (last \(lastFailedWAL.isEmpty ? "none" : lastFailedWAL))"
     }
@@ -272,10 +275,12 @@ public final class PostgresSession: @unchecked Sendable {
     }
 
     public func archiverState() async throws -> ArchiverState {
-        let r = try await rows("SELECT archived_count::text, coalesce(last_archived_wal, ''), failed_count::text, coalesce(last_failed_wal, '') FROM pg_stat_archiver")
+        let r = try await rows("SELECT archived_count::text, coalesce(last_archived_wal, ''), failed_count::text, coalesce(last_failed_wal, ''), extract(epoch FROM last_archived_time)::text, extract(epoch FROM last_failed_time)::text FROM pg_stat_archiver")
         let c = r.first ?? []
+        func time(_ i: Int) -> Date? { c.count > i ? c[i].flatMap(Double.init).map { Date(timeIntervalSince1970: $0) } : nil }
         return ArchiverState(archivedCount: Int(c.first.flatMap { $0 } ?? "") ?? 0, lastArchivedWAL: c.count > 1 ? (c[1] ?? "") : "",
-                             failedCount: c.count > 2 ? Int(c[2] ?? "") ?? 0 : 0, lastFailedWAL: c.count > 3 ? (c[3] ?? "") : "")
+                             failedCount: c.count > 2 ? Int(c[2] ?? "") ?? 0 : 0, lastFailedWAL: c.count > 3 ? (c[3] ?? "") : "",
+                             lastArchivedTime: time(4), lastFailedTime: time(5))
     }
 
     /// Runs a statement (for demo and tests); returns the rows as text.

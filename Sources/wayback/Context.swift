@@ -49,13 +49,13 @@ struct CommandRun: Sendable {
     }
 
     /// Everything `status` shows (`StatusOverview.gather` over the configured repositories).
-    func statusOverview(_ set: Repository? = nil) async throws -> StatusOverview {
+    func statusOverview(_ set: Repository? = nil, timeout: Double? = nil) async throws -> StatusOverview {
         let repository = try set ?? repository()
         let members = zip(repository.members, config.repositories).map {
             StatusOverview.Member(repository: $0, type: $1.type.rawValue, location: $1.path, walPush: $1.walPush.rawValue)
         }
         return try await StatusOverview.gather(Catalog(repository: repository, cluster: config.cluster.name), members: members,
-                                               queue: WALQueue(path: config.archive.spoolPath))
+                                               queue: WALQueue(path: config.archive.spoolPath), timeout: timeout)
     }
 
     /// The writer of `backup_logs` (writes nothing with `catalog.enabled: false`).

@@ -47,6 +47,7 @@ public enum ConfigLoader {
         c.verifyResamplePercent = try values.defaulted("verify.resample_percent", ConfigValues.int)
         c.drill = try drillSettings(values)
         c.check = try checkSettings(values)
+        c.monitor = try monitorSettings(values)
         c.reportDirectory = values.string("report.dir") ?? c.lockPath + "/reports"
         c.reportKeepDays = try values.defaulted("report.keep", ConfigValues.int)
         c.diskWarnPercent = try values.defaulted("monitor.disk_warn_percent", ConfigValues.number)
@@ -153,6 +154,32 @@ public enum ConfigLoader {
         s.drillOffsite = try cron("drill_offsite")
         s.report = try cron("report")
         return s
+    }
+
+    /// `monitor:`: the listener as `host:port` (`[::1]:9187` for IPv6; null: none), its token
+    /// file, how often it gathers.
+    static func monitorSettings(_ v: ConfigValues) throws -> WaybackConfiguration.MonitorSettings {
+        var m = WaybackConfiguration.MonitorSettings()
+        let listen = try v.defaulted("monitor.listen", ConfigValues.string)
+        if listen == "null" || listen.isEmpty {
+            m.host = nil
+        } else {
+            guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]), (0...65535).contains(port) else {
+                throw WaybackError(.config, "\(v.origin("monitor.listen")): monitor.listen '\(listen)' is not host:port; write e.g. 127.0.0.1:9187, [::1]:9187, or null for no listener")
+            }
+            var host = String(listen[..<colon])
+            if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+            guard !host.isEmpty else { throw WaybackError(.config, "\(v.origin("monitor.listen")): monitor.listen '\(listen)' has no host; write e.g. 127.0.0.1:\(port)") }
+            m.host = host
+            m.port = port
+        }
+        m.tokenFile = v.string("monitor.token_file")
+        let refresh = try v.defaulted("monitor.refresh", ConfigValues.string)
+        guard let seconds = RetentionPolicy.parseDuration(refresh), seconds >= 1 else {
+            throw WaybackError(.config, "\(v.origin("monitor.refresh")): monitor.refresh '\(refresh)' is not a duration of a second or more; write e.g. 60s")
+        }
+        m.refreshSeconds = seconds
+        return m
     }
 
     /// `check:`: durations (`90s`, `26h`, `8d`), each critical threshold above its warning.

@@ -166,6 +166,9 @@ public enum ConfigSchema {
 
         ConfigKey("monitor.disk_warn_percent", .number(atLeast: 1), .value("80")),
         ConfigKey("monitor.disk_critical_percent", .number(atLeast: 1), .value("90")),
+        ConfigKey("monitor.listen", .string, .value("127.0.0.1:9187")),
+        ConfigKey("monitor.token_file", .path),
+        ConfigKey("monitor.refresh", .string, .value("60s")),
 
         ConfigKey("catalog.enabled", .bool, .value("true")),
         ConfigKey("catalog.connection", .string, .derived("cluster.connection")),

@@ -109,6 +109,18 @@ public struct WaybackConfiguration: Sendable {
         public var assertions: [Assertion] = []
     }
 
+    /// `monitor:`: the daemon's HTTP listener (`/metrics`, `/`, `/status.json`).
+    public struct MonitorSettings: Sendable, Equatable {
+        /// nil: no listener (`monitor.listen: null`).
+        public var host: String? = "127.0.0.1"
+        public var port = 9187
+        /// A file holding the bearer token every request must carry (nil: none).
+        public var tokenFile: String?
+        /// How often the daemon gathers what it serves (and after each job).
+        public var refreshSeconds: Double = 60
+    }
+    public var monitor = MonitorSettings()
+
     /// `check:`: the thresholds of `wayback check`.
     public var check = HealthThresholds()
 

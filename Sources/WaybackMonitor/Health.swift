@@ -25,9 +25,12 @@ public struct HealthFacts: Codable, Sendable {
         /// Segments queued for this (asynchronous) repository.
         public var queued: Int?
         public var queueError: String?
-        public init(name: String, reachable: Bool, error: String?, walPush: String, storedBytes: Int64?, queued: Int?, queueError: String?) {
+        /// The backups it holds.
+        public var backups: [String]
+        public init(name: String, reachable: Bool, error: String?, walPush: String, storedBytes: Int64?, queued: Int?, queueError: String?,
+                    backups: [String] = []) {
             self.name = name; self.reachable = reachable; self.error = error; self.walPush = walPush; self.storedBytes = storedBytes
-            self.queued = queued; self.queueError = queueError
+            self.queued = queued; self.queueError = queueError; self.backups = backups
         }
     }
     /// `pg_stat_archiver`.
@@ -253,8 +256,8 @@ public enum HealthCheck {
         // Disks (the disk watch's thresholds).
         for d in facts.disks {
             let s: HealthStatus = d.level == .critical ? .critical : d.level == .warning ? .warning : d.level == .unknown ? .unknown : .ok
-            items.append(HealthItem("disk \(d.labels.joined(separator: ", "))", s, d.text,
-                                    perf: d.usedPercent.map { [PerfValue("disk \(d.labels.first ?? d.path)", ($0 * 10).rounded() / 10, unit: "%")] } ?? []))
+            items.append(HealthItem("disk \(d.path)", s, d.text,
+                                    perf: d.usedPercent.map { [PerfValue("disk \(d.path)", ($0 * 10).rounded() / 10, unit: "%")] } ?? []))
         }
 
         // Verification.

@@ -64,7 +64,7 @@ extension CommandRun {
             facts.windows = overview.windows
             facts.repositories = overview.repositories.map {
                 .init(name: $0.name, reachable: $0.reachable, error: $0.error, walPush: $0.walPush ?? "sync", storedBytes: $0.storedBytes,
-                      queued: $0.queuedWAL, queueError: $0.queueError)
+                      queued: $0.queuedWAL, queueError: $0.queueError, backups: $0.backups)
             }
             // The verification records of the first repository that answered.
             if let first = zip(members, overview.repositories).first(where: { $0.1.reachable })?.0 {

@@ -9,6 +9,7 @@ import WaybackBackup
 import WaybackCatalog
 import WaybackConfig
 import WaybackCore
+import WaybackMonitor
 import WaybackRetention
 import WaybackS3
 import WaybackSchedule
@@ -182,9 +183,10 @@ struct DaemonCommand: AsyncParsableCommand {
         let current = Mutex(config)
         let reloads = Atomic<Int>(0)
         let clock: any WaybackClock = SystemClock()
+        let board = JobBoard(jobs: DaemonJobs.schedule(config).jobs.map(\.name))
         let scheduler = SchedulerService(schedule: DaemonJobs.schedule(config), store: ScheduleStateStore(path: statePath), clock: clock,
                                          retries: config.schedule.retries, logger: logger) { job in
-            await DaemonJobs.run(job, config: current.withLock { $0 }, clock: clock, logger: logger)
+            await board.run(job) { await DaemonJobs.run(job, config: current.withLock { $0 }, clock: clock, logger: logger) }
         }
         let reloader = ReloadService { () -> Bool in
             do {
@@ -192,6 +194,7 @@ struct DaemonCommand: AsyncParsableCommand {
                 current.withLock { $0 = fresh }
                 reloads.add(1, ordering: .relaxed)
                 scheduler.reload(DaemonJobs.schedule(fresh))
+                board.reset(jobs: DaemonJobs.schedule(fresh).jobs.map(\.name))
                 logger.notice("configuration reloaded from \(path)")
                 return true
             } catch {
@@ -208,8 +211,13 @@ struct DaemonCommand: AsyncParsableCommand {
         let disks = DiskWatchService(config: { current.withLock { $0 } }, clock: clock, logger: logger)
         let drain = WALDrainService(config: { current.withLock { $0 } }, logger: logger)
         let ahead = PushAheadService(config: { current.withLock { $0 } }, generation: { reloads.load(ordering: .relaxed) }, logger: logger)
+        let monitorState = MonitorState()
+        let refresh = MonitorRefreshService(config: { current.withLock { $0 } }, state: monitorState, board: board, clock: clock, logger: logger)
+        // The listener's address and token are read at start (a restart changes them; a reload does not).
+        let listener = MonitorHTTPService(settings: config.monitor, state: monitorState, logger: logger)
         var groupConfig = ServiceGroupConfiguration(services: [.init(service: scheduler), .init(service: reloader), .init(service: disks),
-                                                               .init(service: drain), .init(service: ahead)],
+                                                               .init(service: drain), .init(service: ahead), .init(service: refresh),
+                                                               .init(service: listener)],
                                                    gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         groupConfig.maximumGracefulShutdownDuration = .milliseconds(Int64(config.schedule.stopTimeoutSeconds * 1000))
         logger.notice("wayback daemon started for cluster '\(config.cluster.name)' (pid \(getpid()))")

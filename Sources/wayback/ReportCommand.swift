@@ -3,6 +3,7 @@ import Foundation
 import WaybackCatalog
 import WaybackConfig
 import WaybackCore
+import WaybackMonitor
 import WaybackPostgres
 import WaybackRestore
 import WaybackStorage
@@ -49,6 +50,8 @@ struct IntegrityReport: Codable, Sendable {
     /// How far behind the newest archived transaction is (the recovery point a restore now gets).
     var recoveryPointSeconds: Double?
     var disks: [DiskWatch.Entry]
+    /// The status page's view (the state, the window): the HTML report starts with it.
+    var status: StatusDocument?
 }
 
 extension CommandRun {
@@ -123,9 +126,12 @@ extension CommandRun {
         let disks = DiskWatch.check(config.diskTargets(overview), thresholds: config.diskThresholds)
         for d in disks where d.level != .ok { problems.append("disk space: \(d.text)") }
 
+        let facts = await healthFacts(now: now, timeout: max(config.check.timeoutSeconds, 10), budget: 60)
+        let status = StatusDocument(health: HealthCheck.evaluate(facts, thresholds: config.check, now: now), facts: facts, jobsRunning: [:])
         return IntegrityReport(cluster: config.cluster.name, generatedAt: now, since: since, problems: problems, notes: notes,
                                backupsTaken: backups.filter { $0.start >= since }, backups: backups, failedBackups: failed,
-                               expiredBackups: expired, drills: drills, windows: overview.windows, recoveryPointSeconds: rpo, disks: disks)
+                               expiredBackups: expired, drills: drills, windows: overview.windows, recoveryPointSeconds: rpo, disks: disks,
+                               status: status)
     }
 }
 
@@ -181,7 +187,11 @@ enum ReportRendering {
             if inTable { body += "</tbody></table></div>\n"; inTable = false }
         }
         for line in markdown(r).split(separator: "\n", omittingEmptySubsequences: false).map(String.init) {
-            if line.hasPrefix("# ") { close(); body += "<h1>\(escape(String(line.dropFirst(2))))</h1>\n" }
+            if line.hasPrefix("# ") {
+                close()
+                body += "<h1>\(escape(String(line.dropFirst(2))))</h1>\n"
+                if let s = r.status { body += StatusPage.summary(s, now: r.generatedAt).replacingOccurrences(of: "<h1>", with: "<p><strong>").replacingOccurrences(of: "</h1>", with: "</strong></p>") }
+            }
             else if line.hasPrefix("## ") {
                 close()
                 let title = String(line.dropFirst(3))
@@ -220,6 +230,7 @@ enum ReportRendering {
             table { border-collapse: collapse; font-size: 0.9rem; }
             th, td { border: 1px solid #ddd; padding: 0.25rem 0.5rem; text-align: left; white-space: nowrap; }
             th { background: #f4f4f4; }
+            \(StatusPage.css)
             </style></head><body>
             \(body)</body></html>
 

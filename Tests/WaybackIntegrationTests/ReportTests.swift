@@ -66,6 +66,6 @@ struct ReportTests {
         guard let browser else { return }
         let dom = try Command.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", "file://" + html], check: false)
         #expect(dom.status == 0, "\(dom.stderr)")
-        for text in [full, failedID, "Restore drills", "passed", "DAMAGED"] { #expect(dom.stdout.contains(text), "rendered page lacks \(text)") }
+        for text in [full, failedID, "Restore drills", "passed", "DAMAGED", "data-status=\"CRITICAL\"", "<svg class=\"window\""] { #expect(dom.stdout.contains(text), "rendered page lacks \(text)") }
     }
 }

@@ -85,7 +85,10 @@ let package = Package(
         .target(name: "WaybackVerify", dependencies: ["WaybackCore", "WaybackStorage", "WaybackCatalog", "WaybackPostgres",
                                                       .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
         // Health (check), metrics, the status page, notifications and the daemon's HTTP listener.
-        .target(name: "WaybackMonitor", dependencies: ["WaybackCore", "WaybackStorage", "WaybackCatalog",
+        .target(name: "WaybackMonitor", dependencies: ["WaybackCore", "WaybackStorage", "WaybackCatalog", "WaybackS3",
+                                                       .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                                                       .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                                                       .product(name: "Crypto", package: "swift-crypto"),
                                                        .product(name: "NIOCore", package: "swift-nio"),
                                                        .product(name: "NIOPosix", package: "swift-nio"),
                                                        .product(name: "NIOHTTP1", package: "swift-nio"),

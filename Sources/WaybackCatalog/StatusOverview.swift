@@ -66,6 +66,9 @@ public struct StatusOverview: Sendable {
     /// rest is read from the others alone (`check` must answer while a repository hangs).
     public static func gather(_ catalog: Catalog, members: [Member], queue: WALQueue, timeout: Double? = nil) async throws -> StatusOverview {
         let cluster = catalog.layout.cluster
+        // Without a timeout the binding is read first, through all repositories together (its
+        // error is the one that says most); with one, only the repositories that answered are asked.
+        let early: ClusterBinding? = timeout == nil ? try await catalog.requireBinding() : nil
         let looks = await withTaskGroup(of: (Int, Look).self) { group in
             for (i, m) in members.enumerated() {
                 group.addTask {
@@ -87,7 +90,8 @@ public struct StatusOverview: Sendable {
         let answered = zip(members, looks).filter { $0.1.error == nil }.map(\.0.repository)
         let catalog = timeout != nil && seen.count < members.count
             ? Catalog(repository: Repository.combined(answered, events: .collecting(.status)), cluster: cluster) : catalog
-        let binding = try await catalog.requireBinding()
+        let binding: ClusterBinding
+        if let early { binding = early } else { binding = try await catalog.requireBinding() }
 
         // Each backup's summary from an index that matches its repository's listing, else from
         // its manifest (read once, from whichever repository has it).

@@ -48,6 +48,7 @@ public enum ConfigLoader {
         c.drill = try drillSettings(values)
         c.check = try checkSettings(values)
         c.monitor = try monitorSettings(values)
+        c.notifications = try notificationSettings(values)
         c.reportDirectory = values.string("report.dir") ?? c.lockPath + "/reports"
         c.reportKeepDays = try values.defaulted("report.keep", ConfigValues.int)
         c.diskWarnPercent = try values.defaulted("monitor.disk_warn_percent", ConfigValues.number)
@@ -180,6 +181,70 @@ public enum ConfigLoader {
         }
         m.refreshSeconds = seconds
         return m
+    }
+
+    /// The events a sink gets when its `events` is not given: every problem and its recovery.
+    static let defaultEvents: Set<AlertEvent> = [.backupFailed, .walArchiveFailing, .repositoryUnreachable, .diskWarning, .diskCritical,
+                                                 .verifyFailed, .drillFailed, .checkRecovered]
+
+    /// `notifications:`: the sinks, each checked for what its type needs.
+    static func notificationSettings(_ v: ConfigValues) throws -> WaybackConfiguration.NotificationSettings {
+        var n = WaybackConfiguration.NotificationSettings()
+        let repeatText = try v.defaulted("notifications.repeat", ConfigValues.string)
+        guard let r = RetentionPolicy.parseDuration(repeatText), r > 0 else {
+            throw WaybackError(.config, "\(v.origin("notifications.repeat")): notifications.repeat '\(repeatText)' is not a duration; write e.g. 6h")
+        }
+        n.repeatSeconds = r
+        var i = 0
+        while v.keys.contains(where: { $0.hasPrefix("notifications.sinks.\(i).") }) {
+            let p = "notifications.sinks.\(i)."
+            let at = "\(v.file): notifications.sinks[\(i)]"
+            func s(_ k: String) -> String? { v.string(p + k).flatMap { $0.isEmpty ? nil : $0 } }
+            guard let name = s("name") else { throw WaybackError(.config, "\(at) has no name; give each sink a name") }
+            guard !n.sinks.contains(where: { $0.name == name }) else { throw WaybackError(.config, "\(at): two sinks are named '\(name)'; names must differ") }
+            guard let kind = s("type").flatMap(SinkSettings.Kind.init) else {
+                throw WaybackError(.config, "\(at) ('\(name)') needs a type: slack, webhook or email")
+            }
+            var events = Set<AlertEvent>()
+            var j = 0
+            while let e = s("events.\(j)") {
+                guard let ev = AlertEvent(rawValue: e), ev != .test else {
+                    throw WaybackError(.config, "\(at) ('\(name)'): unknown event '\(e)'; the events are \(AlertEvent.allCases.filter { $0 != .test }.map(\.rawValue).joined(separator: ", "))")
+                }
+                events.insert(ev)
+                j += 1
+            }
+            var sink = SinkSettings(name: name, kind: kind, events: j == 0 ? defaultEvents : events)
+            sink.url = s("url"); sink.urlFile = s("url_file"); sink.urlEnv = s("url_env"); sink.secretFile = s("secret_file")
+            sink.passwordFile = s("password_file"); sink.passwordEnv = s("password_env")
+            switch kind {
+            case .slack:
+                guard sink.url == nil else {
+                    throw WaybackError(.config, "\(at) ('\(name)'): a Slack webhook URL is a secret: put it in a file (url_file) or an environment variable (url_env), not in the configuration")
+                }
+                guard sink.urlFile != nil || sink.urlEnv != nil else { throw WaybackError(.config, "\(at) ('\(name)') needs url_file or url_env") }
+            case .webhook:
+                guard sink.url != nil || sink.urlFile != nil || sink.urlEnv != nil else { throw WaybackError(.config, "\(at) ('\(name)') needs url, url_file or url_env") }
+                if let u = sink.url, !(u.hasPrefix("https://") || u.hasPrefix("http://")) {
+                    throw WaybackError(.config, "\(at) ('\(name)'): url '\(u)' must start with https:// or http://")
+                }
+            case .email:
+                guard let host = s("host"), let from = s("from") else { throw WaybackError(.config, "\(at) ('\(name)') needs host and from") }
+                var to = [String]()
+                while let t = s("to.\(to.count)") { to.append(t) }
+                guard !to.isEmpty else { throw WaybackError(.config, "\(at) ('\(name)') needs at least one address in to") }
+                let security = s("tls").flatMap(SMTPSettings.Security.init) ?? .starttls
+                let port = v.int(p + "port") ?? (security == .tls ? 465 : security == .starttls ? 587 : 25)
+                if s("username") != nil && sink.passwordFile == nil && sink.passwordEnv == nil {
+                    throw WaybackError(.config, "\(at) ('\(name)') has a username but no password_file or password_env")
+                }
+                sink.smtp = SMTPSettings(host: host, port: port, security: security, username: s("username"), password: nil, from: from, to: to,
+                                         caFile: s("ca_file"))
+            }
+            n.sinks.append(sink)
+            i += 1
+        }
+        return n
     }
 
     /// `check:`: durations (`90s`, `26h`, `8d`), each critical threshold above its warning.

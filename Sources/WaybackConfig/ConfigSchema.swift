@@ -1,4 +1,5 @@
 import WaybackCore
+import WaybackMonitor
 
 /// One configuration key: where it is (`*` for a list index), its type, its default, and whether
 /// its value is a secret. The table below is the only place that says so: the loader validates and
@@ -170,6 +171,25 @@ public enum ConfigSchema {
         ConfigKey("monitor.token_file", .path),
         ConfigKey("monitor.refresh", .string, .value("60s")),
 
+        ConfigKey("notifications.repeat", .string, .value("6h")),
+        ConfigKey("notifications.sinks.*.name", .string, .derived("required for each sink")),
+        ConfigKey("notifications.sinks.*.type", .choice(SinkSettings.Kind.allCases.map(\.rawValue)), .derived("required for each sink")),
+        ConfigKey("notifications.sinks.*.events.*", .choice(AlertEvent.allCases.filter { $0 != .test }.map(\.rawValue)),
+                  .derived("the problems and recoveries (see docs/monitoring.md)")),
+        ConfigKey("notifications.sinks.*.url", .string, .derived("webhook: required unless url_file or url_env")),
+        ConfigKey("notifications.sinks.*.url_file", .path),
+        ConfigKey("notifications.sinks.*.url_env", .string),
+        ConfigKey("notifications.sinks.*.secret_file", .path),
+        ConfigKey("notifications.sinks.*.host", .string, .derived("email: required")),
+        ConfigKey("notifications.sinks.*.port", .int(1...65535), .derived("587 (starttls), 465 (tls), 25 (none)")),
+        ConfigKey("notifications.sinks.*.tls", .choice(SMTPSettings.Security.allCases.map(\.rawValue)), .value("starttls")),
+        ConfigKey("notifications.sinks.*.username", .string),
+        ConfigKey("notifications.sinks.*.password_file", .path),
+        ConfigKey("notifications.sinks.*.password_env", .string),
+        ConfigKey("notifications.sinks.*.from", .string, .derived("email: required")),
+        ConfigKey("notifications.sinks.*.to.*", .string, .derived("email: at least one")),
+        ConfigKey("notifications.sinks.*.ca_file", .path),
+
         ConfigKey("catalog.enabled", .bool, .value("true")),
         ConfigKey("catalog.connection", .string, .derived("cluster.connection")),
         ConfigKey("catalog.schema", .string, .value("wayback")),
@@ -209,9 +229,9 @@ public enum ConfigSchema {
     static let byPath: [String: ConfigKey] = Dictionary(keys.map { ($0.path, $0) }, uniquingKeysWith: { a, _ in a })
 
     /// Paths (with `*` for indexes) that hold a list: every key under `P.*`.
-    static let lists: Set<String> = Set(keys.compactMap { k -> String? in
-        guard let r = k.path.range(of: ".*") else { return nil }
-        return String(k.path[..<r.lowerBound])
+    static let lists: Set<String> = Set(keys.flatMap { k -> [String] in
+        let parts = k.path.split(separator: ".").map(String.init)
+        return parts.indices.filter { parts[$0] == "*" }.map { parts[..<$0].joined(separator: ".") }
     })
 
     /// Top-level names that hold a mapping or a list.

@@ -121,6 +121,13 @@ public struct WaybackConfiguration: Sendable {
     }
     public var monitor = MonitorSettings()
 
+    /// `notifications:`: where the daemon sends what happens, and how often it repeats a problem.
+    public struct NotificationSettings: Sendable, Equatable {
+        public var repeatSeconds: Double = 6 * 3600
+        public var sinks: [SinkSettings] = []
+    }
+    public var notifications = NotificationSettings()
+
     /// `check:`: the thresholds of `wayback check`.
     public var check = HealthThresholds()
 

@@ -84,7 +84,8 @@ enum DaemonJobs {
     }
 
     /// Runs one job with its own repositories, HTTP clients and events, as a command would.
-    static func run(_ job: JobSpec, config: WaybackConfiguration, clock: any WaybackClock, logger: Logger) async -> JobResult {
+    static func run(_ job: JobSpec, config: WaybackConfiguration, clock: any WaybackClock, logger: Logger, desk: AlertDesk? = nil) async -> JobResult {
+        let cluster = config.cluster.name
         let operation: WaybackEvent.Operation = job.name == "expire" ? .expire : job.name == "verify" ? .verify
             : job.name.hasPrefix("drill") ? .drill : .backup
         let events = EventLog.logging(operation, cluster: config.cluster.name, to: logger)
@@ -100,11 +101,23 @@ enum DaemonJobs {
                     events.emit(partial.isEmpty ? .info : .warning, .jobOutcome,
                                 "scheduled \(job.name) backup \(m.id) complete" + (partial.isEmpty ? "" : "; failed in \(partial.joined(separator: ", ")) (run 'wayback repo sync')"),
                                 backup: m.id.rawValue)
+                    desk?.raise(Alert(event: .backupSucceeded, cluster: cluster, time: clock.now, severity: partial.isEmpty ? "info" : "warning",
+                                      message: "scheduled \(m.type.rawValue) backup \(m.id) complete" + (partial.isEmpty ? "" : "; not stored in \(partial.joined(separator: ", ")) (run 'wayback repo sync')"),
+                                      backup: m.id.rawValue,
+                                      details: [.init("type", m.type.rawValue), .init("size", Format.bytes(m.sizes.repository)),
+                                                .init("duration", Format.seconds(m.stopTime.timeIntervalSince(m.startTime))),
+                                                .init("repositories", repository.members.map(\.name).filter { !partial.contains($0) }.joined(separator: ", "))]))
+                    desk?.clear("backup.failed:\(job.name)", message: "scheduled \(job.name) backups work again: \(m.id) is complete")
                     return .succeeded
                 }
                 if job.name == "report" {
                     let report = try await run.integrityReport(since: clock.now.addingTimeInterval(-86400), now: clock.now)
                     try ReportCommand.writeDaily(report, directory: config.reportDirectory, keepDays: config.reportKeepDays, now: clock.now)
+                    var daily = Alert(event: .reportDaily, cluster: cluster, time: clock.now, severity: report.problems.isEmpty ? "info" : "warning",
+                                      message: "daily integrity report: \(report.problems.count) open problem(s)" + (report.problems.isEmpty ? "" : ": " + report.problems.prefix(3).joined(separator: "; ")),
+                                      details: [.init("backups taken", String(report.backupsTaken.count)), .init("report", config.reportDirectory)])
+                    daily.html = ReportRendering.html(report)
+                    desk?.raise(daily)
                     events.emit(report.problems.isEmpty ? .info : .warning, .jobOutcome,
                                 "daily report written to \(config.reportDirectory): \(report.problems.count) open problem(s)")
                     return .succeeded
@@ -113,8 +126,20 @@ enum DaemonJobs {
                     let choice: DrillChoice = job.name == "drill_aged" ? .aged(config.drill.agedSeconds) : .newest
                     let from = job.name == "drill_offsite" ? config.repositories.last?.name : nil
                     let record = try await run.drill(choice, toTime: nil, repository: from, keep: false, clock: clock, progress: nil)
-                    guard record.passed else { return .refused("drill of \(record.backup) failed: \(record.checks.filter { !$0.passed }.map { $0.name }.joined(separator: ", "))") }
-                    guard record.rtoMet && record.rpoMet else { return .refused("drill of \(record.backup) missed an objective (recovery \(Format.seconds(record.recoverySeconds)))") }
+                    let details: [Alert.Detail] = [.init("recovery time", Format.seconds(record.recoverySeconds)), .init("objective", Format.seconds(record.rtoSeconds)),
+                                                   .init("drill", record.id)]
+                    let failed = !record.passed ? "failed: \(record.checks.filter { !$0.passed }.map { $0.name }.joined(separator: ", "))"
+                        : !(record.rtoMet && record.rpoMet) ? "missed an objective (recovery \(Format.seconds(record.recoverySeconds)))" : nil
+                    if let failed {
+                        desk?.raise(Alert(event: .drillFailed, cluster: cluster, time: clock.now, severity: "critical",
+                                          message: "\(job.name) of backup \(record.backup) from '\(record.repository)' \(failed)" + (record.keptAt.map { "; the copy is kept in \($0)" } ?? ""),
+                                          backup: record.backup, repository: record.repository, details: details, problem: "drill.failed:\(job.name)"))
+                        return .refused("drill of \(record.backup) \(failed)")
+                    }
+                    desk?.raise(Alert(event: .drillSucceeded, cluster: cluster, time: clock.now, severity: "info",
+                                      message: "\(job.name) of backup \(record.backup) from '\(record.repository)' passed, recovery \(Format.seconds(record.recoverySeconds))",
+                                      backup: record.backup, repository: record.repository, details: details))
+                    desk?.clear("drill.failed:\(job.name)", message: "\(job.name) passes again")
                     return .succeeded
                 }
                 if job.name == "verify" {
@@ -123,8 +148,12 @@ enum DaemonJobs {
                     let read = report.repositories.reduce(0) { $0 + $1.objectsRead }
                     if report.sound {
                         events.emit(.info, .jobOutcome, "scheduled verify: all sound (\(read) object(s) read)")
+                        desk?.clear("verify.failed", message: "verify finds every backup sound again")
                         return .succeeded
                     }
+                    desk?.raise(Alert(event: .verifyFailed, cluster: cluster, time: clock.now, severity: "critical",
+                                      message: "verify found \(report.problems.count) problem(s): \(report.problems.first!.message)",
+                                      details: report.problems.prefix(5).map { .init($0.kind.rawValue, $0.message) }, problem: "verify.failed"))
                     return .refused("verify found \(report.problems.count) problem(s): \(report.problems.first!.message)")
                 }
                 let lock = try await run.lockByBinding(repository, command: "daemon expire")
@@ -147,6 +176,11 @@ enum DaemonJobs {
         } catch {
             let message = (error as? WaybackError)?.message ?? String(describing: error)
             events.emit(.error, .jobOutcome, "scheduled \(job.name) failed: \(message)")
+            if job.isBackup {
+                desk?.raise(Alert(event: .backupFailed, cluster: cluster, time: clock.now, severity: "critical",
+                                  message: "scheduled \(job.name) backup failed: \(message)", details: [.init("type", job.name), .init("error", message)],
+                                  problem: "backup.failed:\(job.name)"))
+            }
             return .failed(message)
         }
     }
@@ -184,9 +218,14 @@ struct DaemonCommand: AsyncParsableCommand {
         let reloads = Atomic<Int>(0)
         let clock: any WaybackClock = SystemClock()
         let board = JobBoard(jobs: DaemonJobs.schedule(config).jobs.map(\.name))
+        // Notifications: the sinks of the configuration at start (a restart changes them).
+        let alertHTTP = HTTPClientPool()
+        let desk = AlertDesk(notifier: Notifier(sinks: config.notifications.sinks, http: alertHTTP, logger: logger),
+                             repeatSeconds: config.notifications.repeatSeconds,
+                             store: statePath.replacingOccurrences(of: ".schedule.json", with: ".alerts.json"), clock: clock)
         let scheduler = SchedulerService(schedule: DaemonJobs.schedule(config), store: ScheduleStateStore(path: statePath), clock: clock,
                                          retries: config.schedule.retries, logger: logger) { job in
-            await board.run(job) { await DaemonJobs.run(job, config: current.withLock { $0 }, clock: clock, logger: logger) }
+            await board.run(job) { await DaemonJobs.run(job, config: current.withLock { $0 }, clock: clock, logger: logger, desk: desk) }
         }
         let reloader = ReloadService { () -> Bool in
             do {
@@ -212,12 +251,13 @@ struct DaemonCommand: AsyncParsableCommand {
         let drain = WALDrainService(config: { current.withLock { $0 } }, logger: logger)
         let ahead = PushAheadService(config: { current.withLock { $0 } }, generation: { reloads.load(ordering: .relaxed) }, logger: logger)
         let monitorState = MonitorState()
-        let refresh = MonitorRefreshService(config: { current.withLock { $0 } }, state: monitorState, board: board, clock: clock, logger: logger)
+        let refresh = MonitorRefreshService(config: { current.withLock { $0 } }, state: monitorState, board: board, desk: desk, clock: clock, logger: logger)
+        let notifications = NotificationService(notifier: desk.notifier, http: alertHTTP)
         // The listener's address and token are read at start (a restart changes them; a reload does not).
         let listener = MonitorHTTPService(settings: config.monitor, state: monitorState, logger: logger)
         var groupConfig = ServiceGroupConfiguration(services: [.init(service: scheduler), .init(service: reloader), .init(service: disks),
                                                                .init(service: drain), .init(service: ahead), .init(service: refresh),
-                                                               .init(service: listener)],
+                                                               .init(service: listener), .init(service: notifications)],
                                                    gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         groupConfig.maximumGracefulShutdownDuration = .milliseconds(Int64(config.schedule.stopTimeoutSeconds * 1000))
         logger.notice("wayback daemon started for cluster '\(config.cluster.name)' (pid \(getpid()))")

@@ -59,6 +59,7 @@ struct MonitorRefreshService: LoopingService {
     let config: @Sendable () -> WaybackConfiguration
     let state: MonitorState
     let board: JobBoard
+    let desk: AlertDesk?
     let clock: any WaybackClock
     let logger: Logger
 
@@ -76,6 +77,7 @@ struct MonitorRefreshService: LoopingService {
                         .healthFacts(now: now, timeout: max(config.check.timeoutSeconds, 10), budget: 60)
                 }
                 failures = await Self.failures(config, logger: logger) ?? board.failures.withLock { $0 }
+                if let facts { desk?.observe(facts) }
             }
             if let facts {
                 let now = clock.now
@@ -140,5 +142,16 @@ struct MonitorHTTPService: Service {
         }
         try? await gracefulShutdown()
         await server?.stop()
+    }
+}
+
+/// Delivers the daemon's notifications until it stops; owns their HTTP clients.
+struct NotificationService: Service {
+    let notifier: Notifier
+    let http: HTTPClientPool
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await notifier.run() }
+        await http.shutdown()
     }
 }

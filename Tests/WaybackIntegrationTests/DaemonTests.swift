@@ -42,6 +42,20 @@ struct DaemonTests {
         deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
     }
 
+    /// A schedule with one job, the full at 02:00 (tests make it overdue), and every other job off;
+    /// more `schedule:` keys may follow.
+    static let nightlyFullOnly = """
+        schedule:
+          full: "0 2 * * *"
+          incr: null
+          expire: null
+          verify: null
+          drill: null
+          drill_offsite: null
+          report: null
+
+        """
+
     static func backups(_ t: TestCluster) throws -> [String] {
         let s = try JSONSerialization.jsonObject(with: Data(try t.waybackOK(["status", "--json"]).utf8)) as? [String: Any]
         return ((s?["backups"] as? [[String: Any]]) ?? []).compactMap { $0["id"] as? String }

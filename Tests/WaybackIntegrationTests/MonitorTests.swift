@@ -48,15 +48,7 @@ struct MonitorTests {
         if browser == nil && TestEnvironment.isCI { Issue.record("chromium is not installed (scripts/setup installs it)"); return }
         if Self.promtool == nil && TestEnvironment.isCI { Issue.record("promtool is not installed (scripts/setup installs prometheus)"); return }
         let port = try Self.freePort()
-        let t = try TestCluster(extraConfig: """
-            schedule:
-              full: "0 2 * * *"
-              incr: null
-              expire: null
-              verify: null
-              drill: null
-              drill_offsite: null
-              report: null
+        let t = try TestCluster(extraConfig: DaemonTests.nightlyFullOnly + """
             monitor:
               listen: 127.0.0.1:\(port)
               refresh: 2s

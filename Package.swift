@@ -115,7 +115,8 @@ let package = Package(
         ], swiftSettings: swiftSettings),
 
         // Benchmarks of pure steps (bench/expiry.sh); not shipped.
-        .executableTarget(name: "WaybackBench", dependencies: ["WaybackCore", "WaybackStorage", "WaybackCatalog", "WaybackRetention", "WaybackConfig"],
+        .executableTarget(name: "WaybackBench", dependencies: ["WaybackCore", "WaybackStorage", "WaybackCatalog", "WaybackRetention", "WaybackConfig",
+                                                             "WaybackMonitor"],
                           path: "Sources/WaybackBench", swiftSettings: swiftSettings),
 
         // Test-only helpers: in-memory storage, conformance suite, throwaway clusters.

@@ -2,6 +2,7 @@ import Foundation
 import WaybackCatalog
 import WaybackConfig
 import WaybackCore
+import WaybackMonitor
 import WaybackRetention
 import WaybackStorage
 
@@ -26,8 +27,53 @@ if args.first == "config", let file = args.dropFirst().first {
     print(String(format: "read %@: first %.2f ms, then %.3f ms each", file, first * 1000, more * 1000 / 200))
     exit(0)
 }
+// wayback-bench monitor BACKUPS PORT: what the daemon's listener costs with BACKUPS backups:
+// one refresh's rendering (checks, metrics, status JSON and page; printed), then the listener on
+// 127.0.0.1:PORT serving it until killed (bench/monitor.sh times the requests with curl).
+if args.first == "monitor" {
+    let n = args.dropFirst().first.flatMap { Int($0) } ?? 10_000
+    let port = args.dropFirst(2).first.flatMap { Int($0) } ?? 9187
+    let now = Date()
+    var facts = HealthFacts(cluster: "main", gatheredAt: now)
+    facts.backups = (0..<n).map { i in
+        let stop = now.addingTimeInterval(-Double(n - i) * 3600)
+        return HealthFacts.Backup(id: BackupID(startTime: stop, type: i % 24 == 0 ? .full : .incr).rawValue, type: i % 24 == 0 ? "full" : "incr",
+                                  start: stop.addingTimeInterval(-300), stop: stop, repositoryBytes: 1 << 30)
+    }
+    let ids = facts.backups.map(\.id)
+    facts.repositories = [.init(name: "local", reachable: true, error: nil, walPush: "sync", storedBytes: 1 << 40, queued: nil, queueError: nil, backups: ids),
+                          .init(name: "offsite", reachable: true, error: nil, walPush: "async", storedBytes: 1 << 40, queued: 3, queueError: nil, backups: ids)]
+    var window = RecoveryWindow(timeline: 1)
+    window.earliest = facts.backups.first?.stop
+    window.latest = now.addingTimeInterval(-30)
+    facts.windows = [window]
+    facts.archiver = .init(archivedCount: 100_000, failedCount: 0, lastArchivedWAL: "000000010000010000000000", lastArchivedTime: now.addingTimeInterval(-30),
+                           lastFailedWAL: nil, lastFailedTime: nil)
+    facts.lastVerified = now.addingTimeInterval(-3600)
+    facts.lastDrill = .init(id: "drill-1", backup: ids.last ?? "", repository: "local", at: now.addingTimeInterval(-86400), passed: true,
+                            recoverySeconds: 41, rtoSeconds: 900, failedChecks: [])
+    facts.lastPassedDrill = facts.lastDrill
+    var snapshot: MonitorState.Snapshot?
+    let rendering = seconds {
+        let report = HealthCheck.evaluate(facts, thresholds: HealthThresholds(), now: now)
+        let doc = StatusDocument(health: report, facts: facts, jobsRunning: ["full": false, "incr": true])
+        let e = JSONEncoder()
+        e.dateEncodingStrategy = .iso8601
+        snapshot = .init(metrics: Array(MetricsText.render(facts, report: report, extras: MetricsExtras(jobsRunning: ["full": false, "incr": true])).utf8),
+                         json: Array((try? e.encode(doc)) ?? Data()), html: Array(StatusPage.render(doc, now: now).utf8), at: now)
+    }
+    let state = MonitorState()
+    state.publish(snapshot!)
+    print(String(format: "%d backups: one rendering %.1f ms (metrics %d bytes, status.json %d bytes, page %d bytes)", n, rendering * 1000,
+                 snapshot!.metrics.count, snapshot!.json.count, snapshot!.html.count))
+    let server = MonitorServer(host: "127.0.0.1", port: port, token: nil, state: state)
+    let bound = try await server.start()
+    print("serving on 127.0.0.1:\(bound)")
+    fflush(nil)
+    while true { try await Task.sleep(for: .seconds(3600)) }
+}
 guard args.first == "expiry" else {
-    FileHandle.standardError.write(Data("usage: wayback-bench expiry [BACKUPS] [SEGMENTS] | config FILE\n".utf8))
+    FileHandle.standardError.write(Data("usage: wayback-bench expiry [BACKUPS] [SEGMENTS] | config FILE | monitor [BACKUPS] [PORT]\n".utf8))
     exit(2)
 }
 let backupCount = args.dropFirst().first.flatMap { Int($0) } ?? 20_000

@@ -47,6 +47,10 @@ public struct RecoveryWindow: Sendable, Codable, Equatable {
     /// them, so the window ends there.
     public var damaged: [String]?
 
+    public init(timeline: UInt32, earliest: Date? = nil, earliestLSN: LSN? = nil, latest: Date? = nil, latestLSN: LSN? = nil) {
+        self.timeline = timeline; self.earliest = earliest; self.earliestLSN = earliestLSN; self.latest = latest; self.latestLSN = latestLSN
+    }
+
     public var text: String {
         let from = earliest.map { "\(Format.timestamp($0)) (\(earliestLSN?.description ?? "?"))" } ?? "no backup leads here"
         let to = latest.map { "\(Format.timestamp($0)) (\(latestLSN?.description ?? "?"))" } ?? (latestLSN.map { "LSN \($0)" } ?? "no archived WAL")

@@ -5,10 +5,17 @@ import WaybackCore
 /// `/status.json`: what the status page shows, as data.
 public struct StatusDocument: Codable, Sendable {
     public var health: HealthReport
+    /// The facts, with the newest `backupLimit` backups (`backupCount` says how many there are).
     public var facts: HealthFacts
+    public var backupCount: Int
     public var jobsRunning: [String: Bool]
+    public static let backupLimit = 400
     public init(health: HealthReport, facts: HealthFacts, jobsRunning: [String: Bool]) {
-        self.health = health; self.facts = facts; self.jobsRunning = jobsRunning
+        self.health = health; self.jobsRunning = jobsRunning
+        backupCount = facts.backups.count
+        var f = facts
+        if f.backups.count > Self.backupLimit { f.backups = Array(f.backups.sorted { $0.stop < $1.stop }.suffix(Self.backupLimit)) }
+        self.facts = f
     }
 }
 
@@ -62,7 +69,7 @@ public enum StatusPage {
         let f = d.facts, r = d.health
         let word = state(r.status).word
         var body = summary(d, now: now)
-        body += "<h2>Newest backups</h2>\n"
+        body += "<h2>Newest backups</h2>\n" + (d.backupCount > 12 ? "<p class=\"small\">\(d.backupCount) complete backups in all.</p>\n" : "")
         let newest = Array(f.backups.sorted { $0.stop > $1.stop }.prefix(12))
         if newest.isEmpty { body += "<p class=\"bad\">No complete backup.</p>\n" } else {
             body += "<div class=\"scroll\"><table><thead><tr><th>backup</th><th>type</th><th>ended</th><th>took</th><th>size</th></tr></thead><tbody>\n"
@@ -138,7 +145,9 @@ public enum StatusPage {
 
     /// One timeline as SVG: the recoverable window as a bar, each backup as a mark (full tall,
     /// diff medium, incr short) at its end, from the oldest point shown to now.
-    static func timeline(_ w: RecoveryWindow, backups: [HealthFacts.Backup], now: Date) -> String {
+    static func timeline(_ w: RecoveryWindow, backups all: [HealthFacts.Backup], now: Date) -> String {
+        // The newest backups only: a mark per backup of a repository with thousands says nothing.
+        let backups = all.count <= markLimit ? all : Array(all.sorted { $0.stop > $1.stop }.prefix(markLimit))
         let points = backups.map(\.stop) + [w.earliest, w.latest].compactMap { $0 }
         guard let first = points.min() else { return "" }
         let start = first.timeIntervalSince1970, end = max(now.timeIntervalSince1970, start + 60)
@@ -158,6 +167,8 @@ public enum StatusPage {
         svg += "<text x=\"10\" y=\"16\" font-size=\"13\" fill=\"#555\">full (tall), diff, incr (short) at their end; green: recoverable</text>\n"
         return svg + "</svg>\n"
     }
+
+    static let markLimit = 400
 
     static func f(_ v: Double) -> String { String(format: "%.1f", v) }
 

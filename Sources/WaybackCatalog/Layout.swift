@@ -41,6 +41,12 @@ public struct RepositoryLayout: Sendable {
     }
 
     public func backupPrefix(_ id: BackupID) -> String { "\(cluster)/backups/\(id)/" }
+    /// Logical dumps, beside the physical backups and never among them.
+    public var dumpsPrefix: String { "\(cluster)/dumps/" }
+    public func dumpPrefix(_ id: DumpID) -> String { "\(cluster)/dumps/\(id)/" }
+    public func dumpManifestKey(_ id: DumpID) -> String { "\(cluster)/dumps/\(id)/manifest.json" }
+    public func dumpManifestCopyKey(_ id: DumpID) -> String { "\(cluster)/dumps/\(id)/manifest.copy.json" }
+    public func dumpObjectKey(_ id: DumpID, _ relative: String) -> String { "\(cluster)/dumps/\(id)/\(relative)" }
     public func manifestKey(_ id: BackupID) -> String { "\(cluster)/backups/\(id)/manifest.json" }
     public func manifestCopyKey(_ id: BackupID) -> String { "\(cluster)/backups/\(id)/manifest.copy.json" }
     /// Pack keys are stored relative to the backup folder in the manifest.
@@ -68,6 +74,8 @@ public struct RepositoryLayout: Sendable {
         case index
         /// A pin of a backup (`Pin`).
         case pin(BackupID)
+        /// An object of a logical dump's folder (`manifest.json`, `db/<name>.dump`, `globals.sql`).
+        case dump(DumpID, String)
 
         /// The backup whose folder holds it.
         public var backupID: BackupID? { if case .backup(let id, _) = self { return id }; return nil }
@@ -100,6 +108,9 @@ public struct RepositoryLayout: Sendable {
         case "backups" where parts.count >= 3:
             guard let id = BackupID(String(parts[1])), !parts[2...].contains(where: \.isEmpty) else { return nil }
             return .backup(id, parts[2...].joined(separator: "/"))
+        case "dumps" where parts.count >= 3:
+            guard let id = DumpID(String(parts[1])), !parts[2...].contains(where: \.isEmpty) else { return nil }
+            return .dump(id, parts[2...].joined(separator: "/"))
         case "restores" where parts.count == 2 && parts[1].hasSuffix(".json"): return .restoreRecord(String(parts[1]))
         case "pins" where parts.count == 2 && parts[1].hasSuffix(".json"):
             return BackupID(String(parts[1].dropLast(5))).map { .pin($0) }

@@ -37,3 +37,36 @@ public struct BackupID: Hashable, Comparable, Sendable, CustomStringConvertible 
 extension BackupID: TextCodable {
     public init?(text: String) { self.init(text) }
 }
+
+/// A logical dump's id: the UTC start time and `L`, e.g. `20261206-020000L`. Its own type, so
+/// that no physical path (a restore's `--backup`, a chain) ever takes a dump for a base backup.
+public struct DumpID: Hashable, Comparable, Sendable, CustomStringConvertible, Codable {
+    public let rawValue: String
+
+    public init?(_ raw: String) {
+        let chars = Array(raw)
+        guard chars.count == 16, chars[8] == "-", chars[15] == "L",
+              chars[0..<8].allSatisfy(\.isNumber), chars[9..<15].allSatisfy(\.isNumber) else { return nil }
+        rawValue = raw
+    }
+
+    public init(startTime: Date) {
+        rawValue = String(BackupID(startTime: startTime, type: .full).rawValue.dropLast()) + "L"
+    }
+
+    public var description: String { rawValue }
+    public static func < (a: DumpID, b: DumpID) -> Bool { a.rawValue < b.rawValue }
+
+    public init(from decoder: any Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        guard let id = DumpID(text) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not a dump id: \(text)"))
+        }
+        self = id
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(rawValue)
+    }
+}

@@ -61,6 +61,8 @@ public struct WaybackError: Error, CustomStringConvertible, Sendable {
         case objectiveMissed = 20
         /// Something Wayback waited on (a repository, the server) did not answer in time.
         case timeout = 21
+        /// A restored dump's tables do not hold the rows the dump recorded in its snapshot.
+        case mismatch = 22
         /// A bug: an invariant did not hold.
         case `internal` = 70
     }

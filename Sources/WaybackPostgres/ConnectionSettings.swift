@@ -148,4 +148,16 @@ extension ConnectionSettings: CustomStringConvertible, CustomDebugStringConverti
     public var description: String { redacted + (password == nil ? "" : " (password set)") }
     public var debugDescription: String { description }
     public var customMirror: Mirror { Mirror(self, children: ["connection": description], displayStyle: .struct) }
+
+    /// The settings as libpq's environment, for `pg_dump`, `pg_dumpall` and `pg_restore`: the
+    /// password travels in `PGPASSWORD`, never in a process's arguments (which anyone can read).
+    public func libpqEnvironment(database: String? = nil) -> [String: String] {
+        var env = ["PGHOST": host, "PGPORT": String(port), "PGUSER": user, "PGDATABASE": database ?? self.database,
+                   "PGSSLMODE": sslMode.rawValue, "PGCONNECT_TIMEOUT": String(connectTimeoutSeconds), "PGAPPNAME": applicationName]
+        if let password { env["PGPASSWORD"] = password }
+        if let sslRootCert { env["PGSSLROOTCERT"] = sslRootCert }
+        if let sslCert { env["PGSSLCERT"] = sslCert }
+        if let sslKey { env["PGSSLKEY"] = sslKey }
+        return env
+    }
 }

@@ -206,6 +206,14 @@ extension RowCounts {
         return n
     }
 
+    /// The counts in the transaction `session` has open (a dump's exported snapshot).
+    public static func countHere(_ session: PostgresSession, database: String, snapshot: String) async throws -> Database {
+        let (tables, unreadable) = try await tables(session)
+        var counts = [String: Int64]()
+        for t in tables { counts[t] = try await count(t, session: session) }
+        return Database(name: database, snapshot: snapshot, tables: counts, unreadable: unreadable)
+    }
+
     /// The current counts of the tables of one database (a drill's copy), in one snapshot.
     public static func current(_ settings: ConnectionSettings, logger: Logger) async throws -> [String: Int64] {
         let s = try await PostgresSession.connect(settings, logger: logger)

@@ -32,7 +32,7 @@ struct Wayback: AsyncParsableCommand {
         version: WaybackVersion.string,
         subcommands: [InitCommand.self, WalPushCommand.self, WalFetchCommand.self, WalPrefetchCommand.self, WalDrainCommand.self,
                       BackupCommand.self, RestoreCommand.self, StatusCommand.self, RepoCommand.self, CatalogCommand.self,
-                      ExpireCommand.self, PinCommand.self, UnpinCommand.self, VerifyCommand.self, DrillCommand.self, ReportCommand.self, CheckCommand.self, NotifyCommand.self, DaemonCommand.self, ScheduleCommand.self, DemoCommand.self])
+                      ExpireCommand.self, PinCommand.self, UnpinCommand.self, VerifyCommand.self, DrillCommand.self, ReportCommand.self, CheckCommand.self, NotifyCommand.self, DumpCommand.self, RestoreDumpCommand.self, DaemonCommand.self, ScheduleCommand.self, DemoCommand.self])
 
     /// The names a first argument may have.
     static var commandNames: Set<String> {

@@ -1,0 +1,131 @@
+import Foundation
+import Logging
+import WaybackCatalog
+import WaybackCore
+import WaybackPostgres
+import WaybackStorage
+
+/// What `wayback dump` needs.
+public struct DumpConfiguration: Sendable {
+    public var repository: Repository
+    public var cluster: String
+    public var connection: ConnectionSettings
+    public var compression: CompressionSettings
+    /// The databases to dump (nil: every database that accepts connections, templates aside).
+    public var databases: [String]?
+    /// Where `pg_dump` and `pg_dumpall` are (nil: the newest installed PostgreSQL's).
+    public var binDirectory: String?
+    public var events: EventLog
+    public init(repository: Repository, cluster: String, connection: ConnectionSettings, compression: CompressionSettings,
+                databases: [String]?, binDirectory: String?, events: EventLog) {
+        self.repository = repository; self.cluster = cluster; self.connection = connection; self.compression = compression
+        self.databases = databases; self.binDirectory = binDirectory; self.events = events
+    }
+}
+
+/// `wayback dump`: `pg_dump` of each database in the custom format, in a snapshot the dump
+/// exports, with the exact row count of every table taken in that same snapshot; the output is
+/// streamed in frames through the repository's writers (compressed, encrypted, to every
+/// repository) and never written whole to a local disk. The manifest, written last, makes the
+/// dump count.
+public enum LogicalDump {
+    public static func run(_ c: DumpConfiguration, clock: any WaybackClock = SystemClock(), logger: Logger) async throws -> DumpManifest {
+        let catalog = Catalog(repository: c.repository, cluster: c.cluster)
+        let startTime = clock.now
+        let id = DumpID(startTime: startTime)
+        let first = try await PostgresSession.connect(c.connection, logger: logger)
+        let server: Int, names: [String]
+        do {
+            server = try await first.facts().versionNumber
+            if let given = c.databases { names = given } else {
+                names = try await first.execute("SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1")
+                    .compactMap { $0.first ?? nil }
+            }
+            await first.close()
+        } catch {
+            await first.close()
+            throw error
+        }
+        let bin = c.binDirectory ?? LocalCluster.defaultBinDirectory()
+        let version = try await pgDumpVersion(bin: bin, serverVersion: server)
+        logger.info("dump starting", metadata: ["wayback.dump": "\(id)", "databases": "\(names.count)"])
+
+        var databases = [DumpManifest.Database]()
+        for name in names {
+            databases.append(try await dumpDatabase(name, id: id, config: c, catalog: catalog, bin: bin, logger: logger))
+        }
+        var globals: DumpManifest.Object?, note: String?
+        do {
+            globals = try await store(id: id, name: "globals.sql", catalog: catalog, compression: c.compression,
+                                      arguments: [bin + "/pg_dumpall", "--roles-only", "--no-role-passwords", "--no-password"],
+                                      environment: c.connection.libpqEnvironment())
+        } catch {
+            note = "the roles were not dumped (pg_dumpall --roles-only: \((error as? WaybackError)?.message ?? String(describing: error)))"
+            c.events.emit(.warning, .backupDecision, note!)
+        }
+        let manifest = DumpManifest(id: id, cluster: c.cluster, startTime: startTime, stopTime: clock.now, serverVersionNumber: server,
+                                    pgDumpVersion: version, format: "custom", compression: c.compression, databases: databases,
+                                    globals: globals, note: note)
+        try await catalog.writeDumpManifest(manifest)
+        logger.info("dump complete", metadata: ["wayback.dump": "\(id)", "bytes": "\(manifest.repositoryBytes)"])
+        return manifest
+    }
+
+    /// One database: a transaction that exports its snapshot and counts every table in it, held
+    /// open while `pg_dump --snapshot` reads the same snapshot.
+    static func dumpDatabase(_ name: String, id: DumpID, config c: DumpConfiguration, catalog: Catalog, bin: String,
+                             logger: Logger) async throws -> DumpManifest.Database {
+        var settings = c.connection
+        settings.database = name
+        let session = try await PostgresSession.connect(settings, logger: logger)
+        do {
+            _ = try await session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            guard let row = try await session.execute("SELECT pg_export_snapshot(), pg_current_snapshot()::text").first,
+                  let exported = row[0], let snapshot = row[1] else {
+                throw WaybackError(.postgres, "PostgreSQL exported no snapshot for database '\(name)'")
+            }
+            let counts = try await RowCounts.countHere(session, database: name, snapshot: snapshot)
+            let object = try await store(id: id, name: DumpManifest.objectName(database: name), catalog: catalog, compression: c.compression,
+                                         arguments: [bin + "/pg_dump", "--format=custom", "--compress=0", "--no-password",
+                                                     "--snapshot=\(exported)", "--dbname=\(name)"],
+                                         environment: settings.libpqEnvironment(database: name))
+            _ = try await session.execute("COMMIT")
+            await session.close()
+            return DumpManifest.Database(name: name, object: object, rowCounts: counts)
+        } catch {
+            await session.close()
+            throw error
+        }
+    }
+
+    /// A program's standard output, framed and stored as one object of the dump.
+    static func store(id: DumpID, name: String, catalog: Catalog, compression: CompressionSettings, arguments: [String],
+                      environment: [String: String]) async throws -> DumpManifest.Object {
+        let compressor = Compressor(compression)
+        var plain = SHA256Hasher(), plainSize: Int64 = 0
+        let (size, sha) = try await catalog.repository.driver.withWriter(catalog.layout.dumpObjectKey(id, name), options: WriteOptions()) { writer in
+            let frames = FrameWriter(writer: writer)
+            _ = try await Command.stream(arguments, environment: environment, chunkSize: FrameFormat.rawChunk) { chunk in
+                plain.update(chunk)
+                plainSize += Int64(chunk.count)
+                try await frames.append(frame: try chunk.withUnsafeBytes { try FrameFormat.encode($0, compressor: compressor) })
+            }
+            return (frames.offset, frames.finalizeSHA256())
+        }
+        return DumpManifest.Object(name: name, size: size, sha256: sha, plainSize: plainSize, plainSHA256: plain.finalizeHex())
+    }
+
+    /// `pg_dump --version`; its major version must be at least the server's.
+    static func pgDumpVersion(bin: String, serverVersion: Int) async throws -> String {
+        let path = bin + "/pg_dump"
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            throw WaybackError(.cluster, "pg_dump is not in \(bin); install the PostgreSQL client of the server's version (apt install postgresql-client-\(serverVersion / 10000)) or set WAYBACK_PG_BIN")
+        }
+        let out = try await Command.execute([path, "--version"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let major = out.split(separator: " ").last.flatMap { Int($0.split(separator: ".").first ?? "") } ?? 0
+        guard major >= serverVersion / 10000 else {
+            throw WaybackError(.cluster, "\(out) cannot dump a PostgreSQL \(serverVersion / 10000) server: pg_dump \(serverVersion / 10000) or newer is needed (apt install postgresql-client-\(serverVersion / 10000), then set WAYBACK_PG_BIN to its bin directory)")
+        }
+        return out
+    }
+}

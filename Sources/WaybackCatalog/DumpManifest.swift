@@ -1,0 +1,93 @@
+import Foundation
+import WaybackCore
+import WaybackPostgres
+
+/// What makes a logical dump count: written last (its copy first), after every object it lists.
+/// Objects are framed like a backup's packs (compressed, encrypted by the repository's driver).
+public struct DumpManifest: Codable, Sendable {
+    public static let kind = "dump-manifest"
+    public static let formatVersion = 1
+
+    public struct Object: Codable, Sendable, Equatable {
+        /// Relative to the dump's folder: `db/<database>.dump`, `globals.sql`.
+        public var name: String
+        /// Stored bytes (frames) and their SHA-256.
+        public var size: Int64
+        public var sha256: String
+        /// The plain bytes `pg_dump` wrote, and their SHA-256.
+        public var plainSize: Int64
+        public var plainSHA256: String
+        public init(name: String, size: Int64, sha256: String, plainSize: Int64, plainSHA256: String) {
+            self.name = name; self.size = size; self.sha256 = sha256; self.plainSize = plainSize; self.plainSHA256 = plainSHA256
+        }
+    }
+    public struct Database: Codable, Sendable {
+        public var name: String
+        /// `pg_dump -Fc` of the database, in the snapshot `rowCounts.snapshot` describes.
+        public var object: Object
+        /// The exact rows of every table in the dump's snapshot.
+        public var rowCounts: RowCounts.Database
+        public init(name: String, object: Object, rowCounts: RowCounts.Database) { self.name = name; self.object = object; self.rowCounts = rowCounts }
+    }
+
+    public var formatVersion = DumpManifest.formatVersion
+    public var id: DumpID
+    public var cluster: String
+    public var startTime: Date
+    public var stopTime: Date
+    public var serverVersionNumber: Int
+    /// `pg_dump --version`.
+    public var pgDumpVersion: String
+    public var format: String
+    public var compression: CompressionSettings
+    public var databases: [Database]
+    /// `pg_dumpall --roles-only --no-role-passwords` (nil: not permitted on this server).
+    public var globals: Object?
+    /// Why the globals are missing, when they are.
+    public var note: String?
+
+    public init(id: DumpID, cluster: String, startTime: Date, stopTime: Date, serverVersionNumber: Int, pgDumpVersion: String, format: String,
+                compression: CompressionSettings, databases: [Database], globals: Object?, note: String?) {
+        self.id = id; self.cluster = cluster; self.startTime = startTime; self.stopTime = stopTime; self.serverVersionNumber = serverVersionNumber
+        self.pgDumpVersion = pgDumpVersion; self.format = format; self.compression = compression; self.databases = databases
+        self.globals = globals; self.note = note
+    }
+
+    public var objects: [Object] { databases.map(\.object) + (globals.map { [$0] } ?? []) }
+    public var repositoryBytes: Int64 { objects.reduce(0) { $0 + $1.size } }
+    public var plainBytes: Int64 { objects.reduce(0) { $0 + $1.plainSize } }
+    public static func objectName(database: String) -> String { "db/\(database).dump" }
+}
+
+extension Catalog {
+    /// The complete dumps of this cluster (those with a manifest), oldest first.
+    public func dumpIDs() async throws -> [DumpID] {
+        var ids = Set<DumpID>()
+        for o in try await driver.list(prefix: layout.dumpsPrefix) {
+            if case .dump(let id, let name)? = layout.parse(o.key), name == "manifest.json" || name == "manifest.copy.json" { ids.insert(id) }
+        }
+        return ids.sorted()
+    }
+
+    /// A dump's manifest (its copy when the first is damaged or missing).
+    public func dumpManifest(_ id: DumpID) async throws -> DumpManifest {
+        var firstError: (any Error)?
+        for key in [layout.dumpManifestKey(id), layout.dumpManifestCopyKey(id)] {
+            do {
+                return try SealedJSON.decode(DumpManifest.self, from: try await driver.readAll(key, limit: 64 << 20), kind: DumpManifest.kind, name: key)
+            } catch {
+                if firstError == nil { firstError = error }
+            }
+        }
+        if let e = firstError as? WaybackError, e.code == .notFound {
+            throw WaybackError(.notFound, "dump \(id) is not in \(repository.description); 'wayback status' lists the dumps")
+        }
+        throw firstError ?? WaybackError(.internal, "no manifest key")
+    }
+
+    public func writeDumpManifest(_ m: DumpManifest) async throws {
+        let bytes = try SealedJSON.encode(m, kind: DumpManifest.kind)
+        try await driver.writeAll(layout.dumpManifestCopyKey(m.id), bytes)
+        try await driver.writeAll(layout.dumpManifestKey(m.id), bytes)
+    }
+}

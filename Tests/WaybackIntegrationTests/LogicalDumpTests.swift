@@ -1,0 +1,108 @@
+import Foundation
+import Testing
+import WaybackCatalog
+import WaybackCore
+import WaybackPostgres
+import WaybackStorage
+import WaybackTesting
+
+/// `wayback dump` and `restore-dump` against real PostgreSQL 15: pg_dump streamed into the
+/// repository, restored with pg_restore, every table counted against the dump's snapshot.
+@Suite("logical dumps against real PostgreSQL", .serialized, .enabled(if: TestEnvironment.runIntegration))
+struct LogicalDumpTests {
+    static let shop = """
+        CREATE EXTENSION pgcrypto; CREATE EXTENSION "uuid-ossp";
+        CREATE ROLE shop_reader; CREATE ROLE shop_writer;
+        CREATE SCHEMA sales; CREATE SCHEMA "Audit Log";
+        CREATE SEQUENCE sales.order_no START 1000;
+        CREATE TABLE sales.orders (id uuid PRIMARY KEY DEFAULT uuid_generate_v4(), no bigint DEFAULT nextval('sales.order_no'),
+                                   doc jsonb, blob bytea, owner text DEFAULT current_user);
+        INSERT INTO sales.orders (doc, blob) SELECT jsonb_build_object('n', g, 'tags', jsonb_build_array('a', g)), gen_random_bytes(64)
+          FROM generate_series(1, 5000) g;
+        CREATE TABLE sales.big AS SELECT g AS id, md5(g::text) AS h, repeat('x', 200) AS pad FROM generate_series(1, 100000) g;
+        CREATE TABLE "Audit Log"."Events" (id serial PRIMARY KEY, what text);
+        INSERT INTO "Audit Log"."Events" (what) SELECT 'event ' || g FROM generate_series(1, 321) g;
+        ALTER TABLE sales.orders ENABLE ROW LEVEL SECURITY;
+        CREATE POLICY own_rows ON sales.orders FOR SELECT TO shop_reader USING (owner = current_user);
+        GRANT SELECT ON sales.orders TO shop_reader; GRANT INSERT ON sales.orders TO shop_writer;
+        CREATE VIEW sales.recent AS SELECT id, no FROM sales.orders WHERE no > 5000;
+        CREATE FUNCTION sales.total() RETURNS bigint LANGUAGE sql AS 'SELECT count(*) FROM sales.orders';
+        """
+
+    /// A digest of every row of every user table (the content, not only the counts).
+    static func digests(_ t: TestCluster, database: String) throws -> String {
+        try t.psql("""
+            SELECT string_agg(format('%s %s', r.tab, r.d), ' ' ORDER BY r.tab) FROM (
+              SELECT 'sales.orders' AS tab, md5(string_agg(o::text, ',' ORDER BY o.no)) AS d FROM sales.orders o
+              UNION ALL SELECT 'sales.big', md5(string_agg(b::text, ',' ORDER BY b.id)) FROM sales.big b
+              UNION ALL SELECT 'audit', md5(string_agg(e::text, ',' ORDER BY e.id)) FROM "Audit Log"."Events" e) r
+            """, database: database)
+    }
+
+    @Test("a dump of two databases under pgbench load restores into empty databases with every table's rows and content as at the snapshot; a non-empty target, a damaged object and counts that differ are refused with their own status")
+    func dumpAndRestore() async throws {
+        let t = try TestCluster()
+        defer { t.cleanup() }
+        try t.waybackOK(["init"])
+        try t.cluster.pgbench(["-i", "-s", "2"])
+        _ = try t.psql("CREATE DATABASE shop")
+        _ = try t.psql(Self.shop, database: "shop")
+        let load = try t.startPgbench(["-T", "8", "-c", "2"])
+        usleep(1_000_000)
+        let out = try t.waybackOK(["dump"])
+        try load.wait()
+        let id = try #require(DumpID(out.split(separator: "\n").first.map(String.init) ?? ""), "\(out)")
+        #expect(out.contains("shop:") && out.contains("postgres:") && out.contains("roles:"), "\(out)")
+
+        let catalog = Catalog(repository: Repository(name: "local", driver: LocalStorage(root: t.repositoryPath)), cluster: "main")
+        var manifest = try await catalog.dumpManifest(id)
+        #expect(Set(manifest.databases.map(\.name)) == ["postgres", "shop"])
+        #expect(manifest.globals != nil, "\(manifest.note ?? "")")
+        let shopCounts = try #require(manifest.databases.first { $0.name == "shop" }).rowCounts
+        #expect(shopCounts.tables["sales.big"] == 100_000 && shopCounts.tables["\"Audit Log\".\"Events\""] == 321, "\(shopCounts.tables)")
+        // The stored object is framed and compressed: no plain pg_dump header in it.
+        let stored = try Data(contentsOf: URL(fileURLWithPath: t.repositoryPath + "/main/dumps/\(id)/db/shop.dump"))
+        #expect(!stored.starts(with: Data("PGDMP".utf8)) && stored.count < Int(manifest.databases.first { $0.name == "shop" }!.object.plainSize))
+
+        func url(_ db: String) -> String { "postgresql://postgres@/\(db)?host=\(t.root)&port=\(t.cluster.port)" }
+        _ = try t.psql("CREATE DATABASE shop_copy")
+        let restored = try t.wayback(["restore-dump", "--backup", id.rawValue, "--database", "shop", "--into", url("shop_copy")])
+        #expect(restored.status == 0, "\(restored.stdout) \(restored.stderr)")
+        #expect(restored.stdout.contains("every table holds the rows the dump counted"), "\(restored.stdout)")
+        #expect(try Self.digests(t, database: "shop_copy") == Self.digests(t, database: "shop"))
+        #expect(try t.psql("SELECT sales.total()", database: "shop_copy") == "5000")
+        #expect(try t.psql("SELECT count(*) FROM pg_policies WHERE policyname = 'own_rows'", database: "shop_copy") == "1")
+
+        // The database written to by pgbench during the dump: its counts are those of the snapshot.
+        _ = try t.psql("CREATE DATABASE bench_copy")
+        let bench = try t.wayback(["restore-dump", "--backup", id.rawValue, "--database", "postgres", "--into", url("bench_copy"), "--json"])
+        #expect(bench.status == 0, "\(bench.stdout) \(bench.stderr)")
+        #expect(try t.psql("SELECT count(*) FROM pgbench_history", database: "bench_copy")
+                == String(manifest.databases.first { $0.name == "postgres" }!.rowCounts.tables["public.pgbench_history"] ?? -1))
+
+        // A target that is not empty: refused.
+        let again = try t.wayback(["restore-dump", "--backup", id.rawValue, "--database", "shop", "--into", url("shop_copy")])
+        #expect(again.status == WaybackError.Code.conflict.rawValue && again.stderr.contains("is not empty"), "\(again.stderr)")
+
+        // Counts that the restored copy does not have: exit 22, the table named with both numbers.
+        manifest.databases = manifest.databases.map { d in
+            var d = d
+            if d.name == "shop" { d.rowCounts.tables["sales.big"] = 99_999 }
+            return d
+        }
+        try await catalog.writeDumpManifest(manifest)
+        _ = try t.psql("CREATE DATABASE shop_copy2")
+        let differs = try t.wayback(["restore-dump", "--backup", id.rawValue, "--database", "shop", "--into", url("shop_copy2")])
+        #expect(differs.status == WaybackError.Code.mismatch.rawValue, "\(differs.status) \(differs.stderr)")
+        #expect(differs.stdout.contains("shop.sales.big: 99999 recorded, 100000 in the copy"), "\(differs.stdout)")
+
+        // A damaged object: refused, named.
+        let objectPath = t.repositoryPath + "/main/dumps/\(id)/db/shop.dump"
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: objectPath))
+        bytes[bytes.count / 2] ^= 0x5A
+        try bytes.write(to: URL(fileURLWithPath: objectPath))
+        _ = try t.psql("CREATE DATABASE shop_copy3")
+        let damaged = try t.wayback(["restore-dump", "--backup", id.rawValue, "--database", "shop", "--into", url("shop_copy3")])
+        #expect(damaged.status == WaybackError.Code.corrupt.rawValue && damaged.stderr.contains("db/shop.dump"), "\(damaged.status) \(damaged.stderr)")
+    }
+}

@@ -105,4 +105,51 @@ struct LogicalDumpTests {
         let damaged = try t.wayback(["restore-dump", "--backup", id.rawValue, "--database", "shop", "--into", url("shop_copy3")])
         #expect(damaged.status == WaybackError.Code.corrupt.rawValue && damaged.stderr.contains("db/shop.dump"), "\(damaged.status) \(damaged.stderr)")
     }
+
+    @Test("a dump to an encrypted local repository and an encrypted S3 repository (moto) stores no plaintext and restores from the S3 copy alone")
+    func encryptedToLocalAndS3() async throws {
+        let s3 = try S3TestServer()
+        defer { s3.stop() }
+        let keys = try TestEnvironment.makeTemporaryDirectory("keys")
+        defer { try? FileSystem.removeTree(keys) }
+        _ = chmod(keys, 0o755)
+        let keyA = try EncryptionTests.keyFile(in: keys, "a.key", hex: false), keyB = try EncryptionTests.keyFile(in: keys, "b.key", hex: true)
+        let repoDir = try TestEnvironment.makeTemporaryDirectory("repo")
+        defer { try? FileSystem.removeTree(repoDir) }
+        let local = S3RepositoryTests.localYAML(repoDir) + "    encryption:\n      key_file: \(keyA)\n"
+        let t = try TestCluster(repositoryPath: repoDir, repositories: local + s3.repositoryYAML(prefix: "dumps/", extra: "    encryption:\n      key_file: \(keyB)"),
+                                compression: "none")
+        defer { t.cleanup() }
+        try t.waybackOK(["init"])
+        _ = try t.psql("CREATE DATABASE shop")
+        _ = try t.psql("CREATE TABLE secrets (id int PRIMARY KEY, note text); INSERT INTO secrets SELECT g, '\(EncryptionTests.marker)' FROM generate_series(1, 2000) g",
+                       database: "shop")
+        let out = try t.waybackOK(["dump", "--database", "shop"])
+        let id = try #require(DumpID(out.split(separator: "\n").first.map(String.init) ?? ""), "\(out)")
+        // Compression off, so that an unencrypted copy would show the marker as it is.
+        #expect(EncryptionTests.filesContaining(EncryptionTests.marker, under: repoDir).isEmpty)
+
+        let offsite = try S3RepositoryTests.offsiteOnly(t, local: local)
+        _ = try t.psql("CREATE DATABASE shop_copy")
+        let r = try t.wayback(["restore-dump", "--backup", id.rawValue, "--into", "postgresql://postgres@/shop_copy?host=\(t.root)&port=\(t.cluster.port)"],
+                              config: offsite)
+        #expect(r.status == 0, "\(r.stdout) \(r.stderr)")
+        #expect(try t.psql("SELECT count(*) FROM secrets WHERE note = '\(EncryptionTests.marker)'", database: "shop_copy") == "2000")
+    }
+
+    @Test("a pg_dump older than the server is refused, naming the version needed and the package")
+    func oldPgDumpIsRefused() throws {
+        let t = try TestCluster()
+        defer { t.cleanup() }
+        try t.waybackOK(["init"])
+        let bin = try TestEnvironment.makeTemporaryDirectory("oldbin")
+        defer { try? FileSystem.removeTree(bin) }
+        _ = chmod(bin, 0o755)
+        try "#!/bin/sh\necho 'pg_dump (PostgreSQL) 14.11'\n".write(toFile: bin + "/pg_dump", atomically: true, encoding: .utf8)
+        _ = chmod(bin + "/pg_dump", 0o755)
+        let r = try t.wayback(["dump"], environment: ["WAYBACK_PG_BIN": bin])
+        #expect(r.status == WaybackError.Code.cluster.rawValue, "\(r.status) \(r.stderr)")
+        #expect(r.stderr.contains("pg_dump 15 or newer is needed") && r.stderr.contains("postgresql-client-15"), "\(r.stderr)")
+        #expect(try FileSystem.list(t.repositoryPath + "/main").contains("dumps") == false, "nothing written")
+    }
 }

@@ -61,12 +61,7 @@ public enum DumpRestore {
         try await requireEmpty(c.target, clean: c.clean, logger: logger)
 
         let began = monotonicSeconds()
-        try FileSystem.makeDirectories(c.spoolDirectory, mode: 0o700)
-        var template = Array((c.spoolDirectory + "/wayback-restore-dump-XXXXXX").utf8CString)
-        guard let made = mkdtemp(&template) else {
-            throw WaybackError.system(.io, "cannot make a private folder in \(c.spoolDirectory) for the dump", call: "mkdtemp", errno: errno)
-        }
-        let spool = String(cString: made)
+        let spool = try makeSpool(c.spoolDirectory)
         defer { try? FileSystem.removeTree(spool) }
         let file = spool + "/" + db.name + ".dump"
         try await decode(db.object, id: c.id, catalog: catalog, to: file)
@@ -84,6 +79,43 @@ public enum DumpRestore {
         return DumpRestoreReport(dump: c.id.rawValue, database: db.name, target: c.target.redacted, bytes: db.object.plainSize,
                                  restoreSeconds: restored - began, checkSeconds: monotonicSeconds() - restored, tables: db.rowCounts.tables.count,
                                  differences: differences)
+    }
+
+    /// `--dry-run`: every chosen database's object read whole and checked (SHA-256 of the plain
+    /// bytes), and its archive read by `pg_restore --list`; nothing is written anywhere but the
+    /// private spool, which is removed. Returns each database with the entries of its archive.
+    public static func dryRun(repository: Repository, cluster: String, id: DumpID, database: String?, spoolDirectory: String = "/var/tmp",
+                              binDirectory: String?) async throws -> [(database: String, entries: Int, bytes: Int64)] {
+        let catalog = Catalog(repository: repository, cluster: cluster)
+        let manifest = try await catalog.dumpManifest(id)
+        let chosen = database.map { n in manifest.databases.filter { $0.name == n } } ?? manifest.databases
+        guard !chosen.isEmpty else {
+            throw WaybackError(.notFound, "dump \(id) has no database '\(database ?? "")'; it holds \(manifest.databases.map { "'\($0.name)'" }.joined(separator: ", "))")
+        }
+        let spool = try makeSpool(spoolDirectory)
+        defer { try? FileSystem.removeTree(spool) }
+        let bin = binDirectory ?? LocalCluster.defaultBinDirectory()
+        var out = [(database: String, entries: Int, bytes: Int64)]()
+        for db in chosen {
+            let file = spool + "/" + db.name + ".dump"
+            try await decode(db.object, id: id, catalog: catalog, to: file)
+            let r = try await Command.execute([bin + "/pg_restore", "--list", file], check: false)
+            guard r.status == 0 else {
+                throw WaybackError(.corrupt, "pg_restore cannot read the archive of database '\(db.name)' in dump \(id): \(r.stderr.prefix(300))")
+            }
+            out.append((db.name, r.stdout.split(separator: "\n").filter { !$0.hasPrefix(";") && !$0.isEmpty }.count, db.object.plainSize))
+            try? FileSystem.remove(file)
+        }
+        return out
+    }
+
+    static func makeSpool(_ directory: String) throws -> String {
+        try FileSystem.makeDirectories(directory, mode: 0o700)
+        var template = Array((directory + "/wayback-restore-dump-XXXXXX").utf8CString)
+        guard let made = mkdtemp(&template) else {
+            throw WaybackError.system(.io, "cannot make a private folder in \(directory) for the dump", call: "mkdtemp", errno: errno)
+        }
+        return String(cString: made)
     }
 
     /// A database with relations of its own is refused (pg_restore would mix two databases).

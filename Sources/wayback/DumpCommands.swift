@@ -56,16 +56,20 @@ struct RestoreDumpCommand: AsyncParsableCommand {
             """)
     @OptionGroup var global: GlobalOptions
     @Option(help: ArgumentHelp("The dump to restore (its id ends in L).", valueName: "id")) var backup: String
-    @Option(help: ArgumentHelp("The database to restore into, as a postgresql:// URL.", valueName: "url")) var into: String
+    @Option(help: ArgumentHelp("The database to restore into, as a postgresql:// URL (not needed with --list or --dry-run).", valueName: "url")) var into: String?
     @Option(help: ArgumentHelp("Which of the dump's databases (needed when it holds several).", valueName: "name")) var database: String?
     @Option(help: "pg_restore's parallel jobs.") var jobs: Int = 2
     @Flag(help: "Drop what the dump holds from the target before restoring it (pg_restore --clean --if-exists).") var clean = false
     @Flag(help: "Restore without owners and grants (when the target lacks the dump's roles).") var noOwner = false
+    @Flag(help: "Show what the dump holds (databases, sizes, tables and their row counts) and restore nothing.") var list = false
+    @Flag(help: "Read and check the dump (SHA-256, and pg_restore --list of each archive) and restore nothing.") var dryRun = false
     @Flag(help: "Print the report as JSON.") var json = false
 
     func run() async throws {
         guard let id = DumpID(backup) else { throw WaybackError(.usage, "--backup '\(backup)' is not a dump id (e.g. 20261206-020000L); 'wayback status' lists them") }
         try await CommandRun.with(global.configPath, .restore) { run in
+            if list || dryRun { try await self.inspect(run, id: id); return }
+            guard let into else { throw WaybackError(.usage, "say where to restore: --into postgresql://... (or --list, --dry-run)") }
             guard into.hasPrefix("postgresql://") || into.hasPrefix("postgres://") else {
                 throw WaybackError(.usage, "--into must be a postgresql:// URL, e.g. postgresql://postgres@localhost:5432/shop_copy")
             }
@@ -84,5 +88,25 @@ struct RestoreDumpCommand: AsyncParsableCommand {
                 throw WaybackError(.mismatch, "\(r.differences.count) table(s) of the restored dump do not hold the rows it counted: \(r.differences.prefix(3).joined(separator: "; "))")
             }
         }
+    }
+
+    /// `--list` and `--dry-run`.
+    func inspect(_ run: CommandRun, id: DumpID) async throws {
+        let repository = try run.repository()
+        if dryRun {
+            let checked = try await DumpRestore.dryRun(repository: repository, cluster: run.config.cluster.name, id: id, database: database,
+                                                       binDirectory: run.config.pgBinDirectory)
+            for c in checked { print("database \(c.database): \(Format.bytes(c.bytes)) read, SHA-256 as recorded, \(c.entries) archive entries") }
+            print("dump \(id) is sound; nothing was restored")
+            return
+        }
+        let m = try await Catalog(repository: repository, cluster: run.config.cluster.name).dumpManifest(id)
+        if json { try Context.printJSON(m); return }
+        print("dump \(m.id): \(Format.timestamp(m.startTime)) to \(Format.timestamp(m.stopTime)), PostgreSQL \(Format.postgresVersion(m.serverVersionNumber)), \(m.pgDumpVersion), format \(m.format)")
+        for d in m.databases where database == nil || d.name == database {
+            print("database \(d.name): \(Format.bytes(d.object.plainSize)) (\(Format.bytes(d.object.size)) stored), \(d.rowCounts.tables.count) tables")
+            for (table, rows) in d.rowCounts.tables.sorted(by: { $0.key < $1.key }) { print("  \(table): \(rows) rows") }
+        }
+        print("roles: " + (m.globals.map { Format.bytes($0.plainSize) } ?? (m.note ?? "not dumped")))
     }
 }

@@ -80,6 +80,12 @@ struct LogicalDumpTests {
         #expect(try t.psql("SELECT count(*) FROM pgbench_history", database: "bench_copy")
                 == String(manifest.databases.first { $0.name == "postgres" }!.rowCounts.tables["public.pgbench_history"] ?? -1))
 
+        // --list and --dry-run restore nothing.
+        let listed = try t.waybackOK(["restore-dump", "--backup", id.rawValue, "--list", "--database", "shop"])
+        #expect(listed.contains("database shop:") && listed.contains("sales.big: 100000 rows") && !listed.contains("pgbench"), "\(listed)")
+        let dry = try t.waybackOK(["restore-dump", "--backup", id.rawValue, "--dry-run"])
+        #expect(dry.contains("database shop:") && dry.contains("database postgres:") && dry.contains("is sound"), "\(dry)")
+
         // A target that is not empty: refused.
         let again = try t.wayback(["restore-dump", "--backup", id.rawValue, "--database", "shop", "--into", url("shop_copy")])
         #expect(again.status == WaybackError.Code.conflict.rawValue && again.stderr.contains("is not empty"), "\(again.stderr)")
@@ -104,6 +110,8 @@ struct LogicalDumpTests {
         _ = try t.psql("CREATE DATABASE shop_copy3")
         let damaged = try t.wayback(["restore-dump", "--backup", id.rawValue, "--database", "shop", "--into", url("shop_copy3")])
         #expect(damaged.status == WaybackError.Code.corrupt.rawValue && damaged.stderr.contains("db/shop.dump"), "\(damaged.status) \(damaged.stderr)")
+        let dryDamaged = try t.wayback(["restore-dump", "--backup", id.rawValue, "--dry-run", "--database", "shop"])
+        #expect(dryDamaged.status == WaybackError.Code.corrupt.rawValue, "\(dryDamaged.status) \(dryDamaged.stderr)")
     }
 
     @Test("a dump to an encrypted local repository and an encrypted S3 repository (moto) stores no plaintext and restores from the S3 copy alone")

@@ -54,6 +54,8 @@ public struct StatusOverview: Sendable {
     public var summaries: [BackupSummary]
     public var windows: [RecoveryWindow]
     public var repositories: [RepositoryState]
+    /// The logical dumps (from the listings of `dumps/`: complete ones, with a manifest).
+    public var dumps: [DumpListing] = []
 
     /// `catalog` reads all repositories as one; `members` are the same repositories one by one.
     ///
@@ -125,7 +127,9 @@ public struct StatusOverview: Sendable {
             }
             states.append(s)
         }
-        return StatusOverview(report: report, summaries: summaries, windows: windows, repositories: states)
+        var overview = StatusOverview(report: report, summaries: summaries, windows: windows, repositories: states)
+        overview.dumps = DumpListing.from(zip(members, looks).filter { $0.1.error == nil }.map { ($0.0.repository.name, $0.1.dumps) }, layout: catalog.layout)
+        return overview
     }
 
     /// What one look at one repository found.
@@ -136,6 +140,8 @@ public struct StatusOverview: Sendable {
         var manifests = [BackupID: Int64]()
         var index: StatusIndex?
         var wal = [WALFileName]()
+        /// The listing of the dumps folder.
+        var dumps = [ObjectInfo]()
         /// Bytes of the cluster's backups and WAL in this repository (from the listings).
         var storedBytes: Int64?
         /// Why the repository could not be read (then the rest is empty).
@@ -152,12 +158,42 @@ public struct StatusOverview: Sendable {
                     if case .wal(let name)? = catalog.layout.parse(o.key) { return name }
                     return nil
                 }.sorted()
+                look.dumps = try await catalog.driver.list(prefix: catalog.layout.dumpsPrefix)
                 look.storedBytes = look.backups.reduce(Int64(0)) { $0 + $1.size } + walObjects.reduce(Int64(0)) { $0 + $1.size }
+                    + look.dumps.reduce(Int64(0)) { $0 + $1.size }
                 if !look.manifests.isEmpty { look.index = await StatusIndex.read(catalog) }
             } catch {
                 return Look(error: error)
             }
             return look
         }
+    }
+}
+
+/// A logical dump as the listings show it: its databases (from its objects' names), its stored
+/// bytes, and the repositories that hold it whole (its manifest).
+public struct DumpListing: Codable, Sendable, Equatable {
+    public var id: DumpID
+    public var databases: [String]
+    public var bytes: Int64
+    public var repositories: [String]
+
+    static func from(_ listings: [(repository: String, objects: [ObjectInfo])], layout: RepositoryLayout) -> [DumpListing] {
+        var out = [DumpID: DumpListing]()
+        for (repository, objects) in listings {
+            var complete = Set<DumpID>(), dbs = [DumpID: Set<String>](), bytes = [DumpID: Int64]()
+            for o in objects {
+                guard case .dump(let id, let name)? = layout.parse(o.key) else { continue }
+                if name == "manifest.json" { complete.insert(id) }
+                if name.hasPrefix("db/"), name.hasSuffix(".dump") { dbs[id, default: []].insert(String(name.dropFirst(3).dropLast(5))) }
+                bytes[id, default: 0] += o.size
+            }
+            for id in complete {
+                var l = out[id] ?? DumpListing(id: id, databases: (dbs[id] ?? []).sorted(), bytes: bytes[id] ?? 0, repositories: [])
+                l.repositories.append(repository)
+                out[id] = l
+            }
+        }
+        return out.values.sorted { $0.id < $1.id }
     }
 }

@@ -370,13 +370,14 @@ struct StatusOutput: Encodable {
     var disks: [DiskWatch.Entry]
     func encode(to encoder: any Encoder) throws {
         try overview.report.encode(to: encoder)
-        enum K: String, CodingKey { case recoverable, repositories, checked, retention, disks }
+        enum K: String, CodingKey { case recoverable, repositories, checked, retention, disks, dumps }
         var c = encoder.container(keyedBy: K.self)
         try c.encode(overview.windows, forKey: .recoverable)
         try c.encode(overview.repositories, forKey: .repositories)
         try c.encode(StatusReport.checked, forKey: .checked)
         try c.encode(retention, forKey: .retention)
         try c.encode(disks, forKey: .disks)
+        try c.encode(overview.dumps, forKey: .dumps)
     }
 }
 
@@ -433,6 +434,12 @@ struct StatusCommand: AsyncParsableCommand {
         if states.count > 1 || states.contains(where: { $0.error != nil }) {
             print("repositories:")
             for s in states { print("  \(s.text)") }
+        }
+        if !overview.dumps.isEmpty {
+            print("logical dumps ('wayback restore-dump --list' shows one):")
+            for d in overview.dumps {
+                print("  \(d.id)  \(d.databases.joined(separator: ", "))  \(Format.bytes(d.bytes))  in \(d.repositories.joined(separator: ", "))")
+            }
         }
         if !windows.isEmpty { print("recoverable:") }
         for w in windows { print("  \(w.text)") }

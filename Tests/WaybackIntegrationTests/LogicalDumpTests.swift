@@ -54,6 +54,12 @@ struct LogicalDumpTests {
         let id = try #require(DumpID(out.split(separator: "\n").first.map(String.init) ?? ""), "\(out)")
         #expect(out.contains("shop:") && out.contains("postgres:") && out.contains("roles:"), "\(out)")
 
+        // status lists it (from the listings), as text and JSON.
+        let status = try t.waybackOK(["status"])
+        #expect(status.contains("logical dumps") && status.contains(id.rawValue + "  postgres, shop"), "\(status)")
+        let statusJSON = try JSONSerialization.jsonObject(with: Data(try t.waybackOK(["status", "--json"]).utf8)) as? [String: Any] ?? [:]
+        #expect((statusJSON["dumps"] as? [[String: Any]])?.first?["id"] as? String == id.rawValue, "\(statusJSON["dumps"] ?? "")")
+
         let catalog = Catalog(repository: Repository(name: "local", driver: LocalStorage(root: t.repositoryPath)), cluster: "main")
         var manifest = try await catalog.dumpManifest(id)
         #expect(Set(manifest.databases.map(\.name)) == ["postgres", "shop"])

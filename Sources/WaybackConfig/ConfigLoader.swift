@@ -154,6 +154,7 @@ public enum ConfigLoader {
         s.drillAged = try cron("drill_aged")
         s.drillOffsite = try cron("drill_offsite")
         s.report = try cron("report")
+        s.dump = try cron("dump")
         return s
     }
 

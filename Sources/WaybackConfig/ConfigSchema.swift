@@ -150,6 +150,7 @@ public enum ConfigSchema {
         ConfigKey("schedule.drill_aged", .string, .value("null")),
         ConfigKey("schedule.drill_offsite", .string, .value("0 5 1 */3 *")),
         ConfigKey("schedule.report", .string, .value("0 6 * * *")),
+        ConfigKey("schedule.dump", .string, .value("null")),
         ConfigKey("schedule.retries", .int(0...10), .value("2")),
         ConfigKey("schedule.stop_timeout", .string, .value("60s")),
 

@@ -93,6 +93,8 @@ public struct WaybackConfiguration: Sendable {
         public var drillOffsite: CronExpression?
         /// The daily integrity report (nil: off).
         public var report: CronExpression?
+        /// Logical dumps of every database (`wayback dump`; nil: off).
+        public var dump: CronExpression?
     }
 
     public struct DrillSettings: Sendable, Equatable {

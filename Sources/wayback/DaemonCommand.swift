@@ -71,6 +71,7 @@ enum DaemonJobs {
         if let c = s.drillAged { jobs.append(JobSpec(name: "drill_aged", trigger: .cron(c))) }
         if let c = s.drillOffsite { jobs.append(JobSpec(name: "drill_offsite", trigger: .cron(c))) }
         if let c = s.report { jobs.append(JobSpec(name: "report", trigger: .cron(c))) }
+        if let c = s.dump { jobs.append(JobSpec(name: "dump", trigger: .cron(c))) }
         return Schedule(jobs: jobs, timeZone: TimeZone(identifier: s.timeZone) ?? TimeZone(identifier: "UTC")!, timeZoneName: s.timeZone)
     }
 
@@ -79,6 +80,7 @@ enum DaemonJobs {
         let w = Context.waybackCommand(configPath: config.path)
         return ["full": "\(w) backup --type full", "diff": "\(w) backup --type diff", "incr": "\(w) backup --type incr", "expire": "\(w) expire",
                 "verify": "\(w) verify", "drill": "\(w) drill", "drill_aged": "\(w) drill --age \(Int(config.drill.agedSeconds))s",
+                "dump": "\(w) dump",
                 "report": "\(w) report --format html --output \(Context.quoteIfNeeded(config.reportDirectory))/report-$(date +\\%Y\\%m\\%d).html",
                 "drill_offsite": "\(w) drill --repository \(config.repositories.last.map { Context.quoteIfNeeded($0.name) } ?? "")"]
     }
@@ -87,7 +89,7 @@ enum DaemonJobs {
     static func run(_ job: JobSpec, config: WaybackConfiguration, clock: any WaybackClock, logger: Logger, desk: AlertDesk? = nil) async -> JobResult {
         let cluster = config.cluster.name
         let operation: WaybackEvent.Operation = job.name == "expire" ? .expire : job.name == "verify" ? .verify
-            : job.name.hasPrefix("drill") ? .drill : .backup
+            : job.name.hasPrefix("drill") ? .drill : job.name == "dump" ? .dump : .backup
         let events = EventLog.logging(operation, cluster: config.cluster.name, to: logger)
         var log = logger
         log[metadataKey: "wayback.job"] = "\(job.name)"
@@ -108,6 +110,14 @@ enum DaemonJobs {
                                                 .init("duration", Format.seconds(m.stopTime.timeIntervalSince(m.startTime))),
                                                 .init("repositories", repository.members.map(\.name).filter { !partial.contains($0) }.joined(separator: ", "))]))
                     desk?.clear("backup.failed:\(job.name)", message: "scheduled \(job.name) backups work again: \(m.id) is complete")
+                    return .succeeded
+                }
+                if job.name == "dump" {
+                    let m = try await LogicalDump.run(DumpConfiguration(repository: repository, cluster: cluster, connection: config.cluster.connection,
+                                                                        compression: config.compression, databases: nil,
+                                                                        binDirectory: config.pgBinDirectory, events: events), clock: clock, logger: log)
+                    events.emit(.info, .jobOutcome, "scheduled dump \(m.id) complete: \(m.databases.map(\.name).joined(separator: ", ")), \(Format.bytes(m.repositoryBytes)) stored")
+                    desk?.clear("dump.failed", message: "scheduled dumps work again: \(m.id) is complete")
                     return .succeeded
                 }
                 if job.name == "report" {
@@ -176,6 +186,11 @@ enum DaemonJobs {
         } catch {
             let message = (error as? WaybackError)?.message ?? String(describing: error)
             events.emit(.error, .jobOutcome, "scheduled \(job.name) failed: \(message)")
+            if job.name == "dump" {
+                desk?.raise(Alert(event: .backupFailed, cluster: cluster, time: clock.now, severity: "critical",
+                                  message: "scheduled dump failed: \(message)", details: [.init("type", "logical"), .init("error", message)],
+                                  problem: "dump.failed"))
+            }
             if job.isBackup {
                 desk?.raise(Alert(event: .backupFailed, cluster: cluster, time: clock.now, severity: "critical",
                                   message: "scheduled \(job.name) backup failed: \(message)", details: [.init("type", job.name), .init("error", message)],

@@ -166,4 +166,24 @@ struct LogicalDumpTests {
         #expect(r.stderr.contains("pg_dump 15 or newer is needed") && r.stderr.contains("postgresql-client-15"), "\(r.stderr)")
         #expect(try FileSystem.list(t.repositoryPath + "/main").contains("dumps") == false, "nothing written")
     }
+
+    @Test("the daemon runs schedule.dump (overdue at its start) and the dump is listed by status")
+    func daemonDumps() throws {
+        let t = try TestCluster(extraConfig: DaemonTests.nightlyFullOnly.replacingOccurrences(of: "full: \"0 2 * * *\"", with: "full: null\n  dump: \"0 2 * * *\"")
+                                + "monitor:\n  listen: null\n")
+        defer { t.cleanup() }
+        try t.waybackOK(["init"])
+        _ = try t.psql("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g")
+        let schedule = try t.waybackOK(["schedule"])
+        #expect(schedule.contains("dump") && schedule.contains("0 2 * * *"), "\(schedule)")
+        let first = try DaemonTests.Daemon(t, log: t.root + "/daemon0.log")
+        let lockDir = t.root + "/locks"
+        try DaemonTests.waitFor("the daemon's state", timeout: 30) { try FileSystem.list(lockDir).contains { $0.hasSuffix(".schedule.json") } }
+        #expect(first.stop() == 0)
+        let stateFile = lockDir + "/" + (try #require(try FileSystem.list(lockDir).first { $0.hasSuffix(".schedule.json") }))
+        try Data("{\"lastRun\":{\"dump\":\(Date().addingTimeInterval(-2 * 86400).timeIntervalSince1970)}}".utf8).write(to: URL(fileURLWithPath: stateFile))
+        let daemon = try DaemonTests.Daemon(t, log: t.root + "/daemon1.log")
+        try DaemonTests.waitFor("the scheduled dump", timeout: 60) { try t.waybackOK(["status"]).contains("logical dumps") }
+        #expect(daemon.stop() == 0, "\(daemon.output)")
+    }
 }

@@ -13,6 +13,8 @@ public struct DumpConfiguration: Sendable {
     public var compression: CompressionSettings
     /// The databases to dump (nil: every database that accepts connections, templates aside).
     public var databases: [String]?
+    /// Schemas left out of every database's dump (and of its row counts).
+    public var excludeSchemas: [String] = []
     /// Where `pg_dump` and `pg_dumpall` are (nil: the newest installed PostgreSQL's).
     public var binDirectory: String?
     public var events: EventLog
@@ -84,10 +86,11 @@ public enum LogicalDump {
                   let exported = row[0], let snapshot = row[1] else {
                 throw WaybackError(.postgres, "PostgreSQL exported no snapshot for database '\(name)'")
             }
-            let counts = try await RowCounts.countHere(session, database: name, snapshot: snapshot)
+            var counts = try await RowCounts.countHere(session, database: name, snapshot: snapshot)
+            counts.tables = counts.tables.filter { table, _ in !c.excludeSchemas.contains { Self.schema(of: table) == $0 } }
             let object = try await store(id: id, name: DumpManifest.objectName(database: name), catalog: catalog, compression: c.compression,
                                          arguments: [bin + "/pg_dump", "--format=custom", "--compress=0", "--no-password",
-                                                     "--snapshot=\(exported)", "--dbname=\(name)"],
+                                                     "--snapshot=\(exported)", "--dbname=\(name)"] + c.excludeSchemas.map { "--exclude-schema=\"" + $0.replacingOccurrences(of: "\"", with: "\"\"") + "\"" },
                                          environment: settings.libpqEnvironment(database: name))
             _ = try await session.execute("COMMIT")
             await session.close()
@@ -96,6 +99,24 @@ public enum LogicalDump {
             await session.close()
             throw error
         }
+    }
+
+    /// The schema of a `quote_ident`ed `schema.table` name, unquoted.
+    static func schema(of table: String) -> String {
+        var out = "", quoted = false, chars = Array(table), i = 0
+        while i < chars.count {
+            let ch = chars[i]
+            if ch == "\"" {
+                if quoted && i + 1 < chars.count && chars[i + 1] == "\"" { out.append("\""); i += 2; continue }
+                quoted.toggle()
+            } else if ch == "." && !quoted {
+                return out
+            } else {
+                out.append(ch)
+            }
+            i += 1
+        }
+        return out
     }
 
     /// A program's standard output, framed and stored as one object of the dump.

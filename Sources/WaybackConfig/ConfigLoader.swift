@@ -49,6 +49,13 @@ public enum ConfigLoader {
         c.check = try checkSettings(values)
         c.monitor = try monitorSettings(values)
         c.notifications = try notificationSettings(values)
+        var dbs = [String](), schemas = [String]()
+        // By the keys given: an index past the list has no value (and no default).
+        while values.keys.contains("dump.databases.\(dbs.count)"), let d = values.string("dump.databases.\(dbs.count)") { dbs.append(d) }
+        while values.keys.contains("dump.exclude_schemas.\(schemas.count)"), let s = values.string("dump.exclude_schemas.\(schemas.count)") {
+            schemas.append(s)
+        }
+        c.dump = WaybackConfiguration.DumpSettings(databases: dbs.isEmpty ? nil : dbs, excludeSchemas: schemas)
         c.reportDirectory = values.string("report.dir") ?? c.lockPath + "/reports"
         c.reportKeepDays = try values.defaulted("report.keep", ConfigValues.int)
         c.diskWarnPercent = try values.defaulted("monitor.disk_warn_percent", ConfigValues.number)

@@ -205,6 +205,9 @@ public enum ConfigSchema {
         ConfigKey("drill.assertions.*.database", .string, .value("postgres")),
         ConfigKey("drill.assertions.*.sql", .string, .derived("required for each assertion")),
 
+        ConfigKey("dump.databases.*", .string, .derived("every database that accepts connections")),
+        ConfigKey("dump.exclude_schemas.*", .string, .derived("none")),
+
         ConfigKey("report.dir", .path, .derived("<lock_path>/reports")),
         ConfigKey("report.keep", .int(1...3650), .value("30")),
     ]

@@ -133,6 +133,14 @@ public struct WaybackConfiguration: Sendable {
     /// `check:`: the thresholds of `wayback check`.
     public var check = HealthThresholds()
 
+    /// `dump:`: what `wayback dump` (and `schedule.dump`) takes.
+    public struct DumpSettings: Sendable, Equatable {
+        /// nil: every database that accepts connections.
+        public var databases: [String]?
+        public var excludeSchemas: [String] = []
+    }
+    public var dump = DumpSettings()
+
     public var schedule = ScheduleSettings(timeZone: "UTC", full: nil, incr: nil, diff: nil, expire: nil, retries: 2, stopTimeoutSeconds: 60)
     /// What `expire` keeps (`retention:`; each repository may override it).
     public var retention = RetentionPolicy.default

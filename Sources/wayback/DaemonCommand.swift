@@ -113,9 +113,11 @@ enum DaemonJobs {
                     return .succeeded
                 }
                 if job.name == "dump" {
-                    let m = try await LogicalDump.run(DumpConfiguration(repository: repository, cluster: cluster, connection: config.cluster.connection,
-                                                                        compression: config.compression, databases: nil,
-                                                                        binDirectory: config.pgBinDirectory, events: events), clock: clock, logger: log)
+                    var dump = DumpConfiguration(repository: repository, cluster: cluster, connection: config.cluster.connection,
+                                                 compression: config.compression, databases: config.dump.databases,
+                                                 binDirectory: config.pgBinDirectory, events: events)
+                    dump.excludeSchemas = config.dump.excludeSchemas
+                    let m = try await LogicalDump.run(dump, clock: clock, logger: log)
                     events.emit(.info, .jobOutcome, "scheduled dump \(m.id) complete: \(m.databases.map(\.name).joined(separator: ", ")), \(Format.bytes(m.repositoryBytes)) stored")
                     desk?.clear("dump.failed", message: "scheduled dumps work again: \(m.id) is complete")
                     return .succeeded

@@ -28,10 +28,12 @@ struct DumpCommand: AsyncParsableCommand {
         try await CommandRun.with(global.configPath, .dump) { run in
             let repository = try run.repository()
             _ = try await Catalog(repository: repository, cluster: run.config.cluster.name).requireBinding()
-            let m = try await LogicalDump.run(DumpConfiguration(repository: repository, cluster: run.config.cluster.name,
-                                                                connection: run.config.cluster.connection, compression: run.config.compression,
-                                                                databases: databases.isEmpty ? nil : databases, binDirectory: run.config.pgBinDirectory,
-                                                                events: run.events), logger: run.logger)
+            var dump = DumpConfiguration(repository: repository, cluster: run.config.cluster.name,
+                                         connection: run.config.cluster.connection, compression: run.config.compression,
+                                         databases: databases.isEmpty ? run.config.dump.databases : databases, binDirectory: run.config.pgBinDirectory,
+                                         events: run.events)
+            dump.excludeSchemas = run.config.dump.excludeSchemas
+            let m = try await LogicalDump.run(dump, logger: run.logger)
             if json { try Context.printJSON(m); return }
             print(m.id)
             for d in m.databases {

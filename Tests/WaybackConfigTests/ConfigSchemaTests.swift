@@ -38,7 +38,7 @@ import WaybackCore
         let names = ConfigSchema.keys.map { ConfigKey.environmentName($0.path) }
         #expect(Set(names).count == names.count)
         #expect(ConfigSchema.isList("repositories") && !ConfigSchema.isList("compression") && !ConfigSchema.isList("repositories.0"))
-        #expect(ConfigSchema.sections == ["cluster", "repositories", "compression", "backup", "restore", "archive", "retention", "schedule", "check", "monitor", "notifications", "catalog", "verify", "drill", "report"])
+        #expect(ConfigSchema.sections == ["cluster", "repositories", "compression", "backup", "restore", "archive", "retention", "schedule", "check", "monitor", "notifications", "catalog", "verify", "drill", "dump", "report"])
         #expect(ConfigSchema.key("repositories.3.secret_access_key")?.secret == true && ConfigSchema.key("repositories.x.path") == nil)
     }
 

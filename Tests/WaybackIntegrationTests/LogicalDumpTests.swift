@@ -186,4 +186,23 @@ struct LogicalDumpTests {
         try DaemonTests.waitFor("the scheduled dump", timeout: 60) { try t.waybackOK(["status"]).contains("logical dumps") }
         #expect(daemon.stop() == 0, "\(daemon.output)")
     }
+
+    @Test("dump.exclude_schemas leaves a schema (and its row counts) out; dump.databases chooses the databases")
+    func excludedSchema() throws {
+        let t = try TestCluster(extraConfig: "dump:\n  databases: [shop]\n  exclude_schemas: [\"Scratch Pad\"]\n")
+        defer { t.cleanup() }
+        try t.waybackOK(["init"])
+        _ = try t.psql("CREATE DATABASE shop")
+        _ = try t.psql("CREATE SCHEMA keep; CREATE TABLE keep.a AS SELECT 1 AS x; CREATE SCHEMA \"Scratch Pad\"; CREATE TABLE \"Scratch Pad\".b AS SELECT 2 AS y",
+                       database: "shop")
+        let id = try #require(DumpID(try t.waybackOK(["dump"]).split(separator: "\n").first.map(String.init) ?? ""))
+        let listed = try t.waybackOK(["restore-dump", "--backup", id.rawValue, "--list"])
+        #expect(listed.contains("database shop:") && !listed.contains("database postgres") && listed.contains("keep.a: 1 rows")
+                && !listed.contains("Scratch Pad"), "\(listed)")
+        _ = try t.psql("CREATE DATABASE shop_copy")
+        let r = try t.wayback(["restore-dump", "--backup", id.rawValue, "--into", "postgresql://postgres@/shop_copy?host=\(t.root)&port=\(t.cluster.port)"])
+        #expect(r.status == 0, "\(r.stdout) \(r.stderr)")
+        #expect(try t.psql("SELECT count(*) FROM pg_namespace WHERE nspname = 'Scratch Pad'", database: "shop_copy") == "0")
+        #expect(try t.psql("SELECT x FROM keep.a", database: "shop_copy") == "1")
+    }
 }

@@ -177,6 +177,9 @@ public struct DumpListing: Codable, Sendable, Equatable {
     public var databases: [String]
     public var bytes: Int64
     public var repositories: [String]
+    public init(id: DumpID, databases: [String], bytes: Int64, repositories: [String]) {
+        self.id = id; self.databases = databases; self.bytes = bytes; self.repositories = repositories
+    }
 
     static func from(_ listings: [(repository: String, objects: [ObjectInfo])], layout: RepositoryLayout) -> [DumpListing] {
         var out = [DumpID: DumpListing]()

@@ -271,6 +271,7 @@ public enum ConfigLoader {
         c.queueWarning = try v.defaulted("check.queue_warning", ConfigValues.int)
         c.queueCritical = try v.defaulted("check.queue_critical", ConfigValues.int)
         c.verifyAgeWarning = try duration("verify_age_warning"); c.drillAgeWarning = try duration("drill_age_warning")
+        c.dumpAgeWarning = try duration("dump_age_warning")
         c.timeoutSeconds = try duration("timeout")
         for (w, cr, name) in [(c.backupAgeWarning, c.backupAgeCritical, "backup_age"), (c.fullAgeWarning, c.fullAgeCritical, "full_age"),
                               (c.walAgeWarning, c.walAgeCritical, "wal_age"), (Double(c.queueWarning), Double(c.queueCritical), "queue")] where w > cr {

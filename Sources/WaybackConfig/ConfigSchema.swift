@@ -164,6 +164,7 @@ public enum ConfigSchema {
         ConfigKey("check.queue_critical", .int(0...Int.max), .value("1000")),
         ConfigKey("check.verify_age_warning", .string, .value("50h")),
         ConfigKey("check.drill_age_warning", .string, .value("8d")),
+        ConfigKey("check.dump_age_warning", .string, .value("26h")),
         ConfigKey("check.timeout", .string, .value("5s")),
 
         ConfigKey("monitor.disk_warn_percent", .number(atLeast: 1), .value("80")),

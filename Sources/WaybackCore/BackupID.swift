@@ -57,6 +57,16 @@ public struct DumpID: Hashable, Comparable, Sendable, CustomStringConvertible, C
     public var description: String { rawValue }
     public static func < (a: DumpID, b: DumpID) -> Bool { a.rawValue < b.rawValue }
 
+    /// When the dump started (UTC, to the second), from the id.
+    public var startTime: Date? {
+        let c = Array(rawValue)
+        func n(_ r: Range<Int>) -> Int? { Int(String(c[r])) }
+        guard let y = n(0..<4), let mo = n(4..<6), let d = n(6..<8), let h = n(9..<11), let mi = n(11..<13), let s = n(13..<15) else { return nil }
+        var cal = Calendar(identifier: .gregorian)
+        cal.timeZone = TimeZone(identifier: "UTC")!
+        return cal.date(from: DateComponents(year: y, month: mo, day: d, hour: h, minute: mi, second: s))
+    }
+
     public init(from decoder: any Decoder) throws {
         let text = try decoder.singleValueContainer().decode(String.self)
         guard let id = DumpID(text) else {

@@ -82,6 +82,8 @@ public struct HealthFacts: Codable, Sendable {
     public var lastPassedDrill: Drill?
     public var drillError: String?
     public var disks: [DiskWatch.Entry]
+    /// Logical dumps (id and start), oldest first; empty when the cluster takes none.
+    public var dumps: [DumpListing] = []
 
     public init(cluster: String, gatheredAt: Date) {
         self.cluster = cluster; self.gatheredAt = gatheredAt
@@ -110,6 +112,8 @@ public struct HealthThresholds: Sendable, Equatable {
     public var queueCritical: Int = 1000
     public var verifyAgeWarning: Double = 50 * 3600
     public var drillAgeWarning: Double = 8 * 86400
+    /// The newest logical dump (only when the cluster has dumps).
+    public var dumpAgeWarning: Double = 26 * 3600
     /// How long `check` waits for each repository and for the server.
     public var timeoutSeconds: Double = 5
     public init() {}
@@ -258,6 +262,14 @@ public enum HealthCheck {
             let s: HealthStatus = d.level == .critical ? .critical : d.level == .warning ? .warning : d.level == .unknown ? .unknown : .ok
             items.append(HealthItem("disk \(d.path)", s, d.text,
                                     perf: d.usedPercent.map { [PerfValue("disk \(d.path)", ($0 * 10).rounded() / 10, unit: "%")] } ?? []))
+        }
+
+        // Logical dumps, when the cluster takes them.
+        if let newest = facts.dumps.max(by: { $0.id < $1.id }), let started = newest.id.startTime {
+            let a = age(started)
+            items.append(HealthItem("dump age", level(a, t.dumpAgeWarning, nil), "newest logical dump \(newest.id) started \(Format.age(a)) ago"
+                                    + (a > t.dumpAgeWarning ? ", over \(Format.age(t.dumpAgeWarning))" : ""),
+                                    perf: [PerfValue("dump_age", a.rounded(), unit: "s", warning: t.dumpAgeWarning)]))
         }
 
         // Verification.

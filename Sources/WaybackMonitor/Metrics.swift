@@ -65,6 +65,8 @@ public enum MetricsText {
             f.repositories.map { ([("repository", $0.name)], $0.reachable ? 1 : 0) })
         add("wayback_filesystem_used_ratio", "gauge", "Share of each watched file system (or S3 quota) in use.",
             f.disks.compactMap { d in d.usedPercent.map { ([("path", d.path)], $0 / 100) } })
+        add("wayback_dump_last_success_timestamp_seconds", "gauge", "When the newest complete logical dump started (Unix time).",
+            f.dumps.compactMap { $0.id.startTime }.max().map { [([], $0.timeIntervalSince1970)] } ?? [])
         add("wayback_verify_last_success_timestamp_seconds", "gauge", "The newest verification that found a backup sound (Unix time).",
             f.lastVerified.map { [([], $0.timeIntervalSince1970)] } ?? [])
         add("wayback_verify_damaged_backups", "gauge", "Backups found damaged by their last verification.", [([], Double(f.damagedBackups.count))])

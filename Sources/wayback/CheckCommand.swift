@@ -62,6 +62,7 @@ extension CommandRun {
                 .init(id: $0.id.rawValue, type: $0.type.rawValue, start: $0.startTime, stop: $0.stopTime, repositoryBytes: $0.sizes.repository)
             }
             facts.windows = overview.windows
+            facts.dumps = overview.dumps
             facts.repositories = overview.repositories.map {
                 .init(name: $0.name, reachable: $0.reachable, error: $0.error, walPush: $0.walPush ?? "sync", storedBytes: $0.storedBytes,
                       queued: $0.queuedWAL, queueError: $0.queueError, backups: $0.backups)

@@ -11,6 +11,7 @@ struct DumpLayoutTests {
         let id = DumpID(startTime: Date(timeIntervalSince1970: 1_800_000_000))
         #expect(id.rawValue == "20270115-080000L")
         #expect(DumpID("20270115-080000L") == id)
+        #expect(id.startTime == Date(timeIntervalSince1970: 1_800_000_000))
         #expect(BackupID("20270115-080000L") == nil && DumpID("20270115-080000F") == nil && DumpID("20270115-08000L") == nil)
         let json = try JSONEncoder().encode([id])
         #expect(String(decoding: json, as: UTF8.self) == "[\"20270115-080000L\"]")

@@ -196,6 +196,8 @@ struct LogicalDumpTests {
         _ = try t.psql("CREATE SCHEMA keep; CREATE TABLE keep.a AS SELECT 1 AS x; CREATE SCHEMA \"Scratch Pad\"; CREATE TABLE \"Scratch Pad\".b AS SELECT 2 AS y",
                        database: "shop")
         let id = try #require(DumpID(try t.waybackOK(["dump"]).split(separator: "\n").first.map(String.init) ?? ""))
+        let check = try t.wayback(["check"])
+        #expect(check.stdout.contains("OK: dump age: newest logical dump \(id) started"), "\(check.stdout)")
         let listed = try t.waybackOK(["restore-dump", "--backup", id.rawValue, "--list"])
         #expect(listed.contains("database shop:") && !listed.contains("database postgres") && listed.contains("keep.a: 1 rows")
                 && !listed.contains("Scratch Pad"), "\(listed)")

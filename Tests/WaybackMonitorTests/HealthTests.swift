@@ -101,4 +101,15 @@ struct HealthTests {
         #expect(first.components(separatedBy: " | ").count == 2, "\(first)")
         #expect(first.contains("bad / thing second line"), "\(first)")
     }
+
+    @Test("a cluster with logical dumps gets a dump age check (a WARNING past its threshold); one without gets none")
+    func dumpAge() throws {
+        #expect(!HealthCheck.evaluate(Self.facts(), thresholds: HealthThresholds(), now: Self.now).items.contains { $0.name == "dump age" })
+        var f = Self.facts()
+        f.dumps = [DumpListing(id: DumpID(startTime: Self.now.addingTimeInterval(-30 * 3600)), databases: ["shop"], bytes: 1, repositories: ["local"])]
+        let r = HealthCheck.evaluate(f, thresholds: HealthThresholds(), now: Self.now)
+        let item = try #require(r.items.first { $0.name == "dump age" })
+        #expect(item.status == .warning && item.message.contains("started 1d06h ago"), "\(item)")
+        #expect(r.nagios.contains("dump_age=108000s;93600;;0"), "\(r.nagios)")
+    }
 }

@@ -52,6 +52,24 @@ public enum LogicalDump {
         let version = try await pgDumpVersion(bin: bin, serverVersion: server)
         logger.info("dump starting", metadata: ["wayback.dump": "\(id)", "databases": "\(names.count)"])
 
+        // Ids are to the second: a dump already writing (or written) under this one is not overwritten.
+        guard try await c.repository.driver.list(prefix: catalog.layout.dumpPrefix(id)).isEmpty else {
+            throw WaybackError(.conflict, "a dump with the id \(id) already exists or is being written; start the dump again in a second")
+        }
+        do {
+            return try await dumpAll(names, id: id, startTime: startTime, server: server, version: version, config: c, catalog: catalog, bin: bin,
+                                     clock: clock, logger: logger)
+        } catch {
+            // Without its manifest the dump does not count: its objects are removed, not left behind.
+            if let objects = try? await c.repository.driver.list(prefix: catalog.layout.dumpPrefix(id)) {
+                try? await c.repository.driver.remove(keys: objects.map(\.key))
+            }
+            throw error
+        }
+    }
+
+    static func dumpAll(_ names: [String], id: DumpID, startTime: Date, server: Int, version: String, config c: DumpConfiguration,
+                        catalog: Catalog, bin: String, clock: any WaybackClock, logger: Logger) async throws -> DumpManifest {
         var databases = [DumpManifest.Database]()
         for name in names {
             databases.append(try await dumpDatabase(name, id: id, config: c, catalog: catalog, bin: bin, logger: logger))

@@ -135,7 +135,7 @@ public final class Notifier: Sendable {
                 guard let v = environment[e], !v.isEmpty else { throw WaybackError(.config, "sink '\(sink.name)': the environment variable \(e) (password_env) is not set") }
                 smtp.password = v
             }
-            try await SMTPClient.send(EmailMessage.render(alert, from: smtp.from, to: smtp.to, now: Date()), settings: smtp)
+            try await SMTPClient.send(EmailMessage.render(alert, from: smtp.from, to: smtp.to, now: alert.time), settings: smtp)
         }
     }
 
@@ -150,12 +150,7 @@ public final class Notifier: Sendable {
     }
 
     static func secret(file: String, sink: String, what: String) throws -> String {
-        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
-            throw WaybackError(.config, "sink '\(sink)': \(what) \(file) cannot be read; it must be readable by the daemon's user")
-        }
-        let v = text.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard !v.isEmpty else { throw WaybackError(.config, "sink '\(sink)': \(what) \(file) is empty") }
-        return v
+        try SecretFile.read(file, what: "sink '\(sink)': \(what)")
     }
 
     /// Where a URL points, without its path or query (which may hold a token): for errors.
@@ -182,5 +177,28 @@ public final class Notifier: Sendable {
             throw WaybackError(.connection, "sink '\(sink.name)': \(Self.origin(url)) answered \(response.status.code) \(text.prefix(200))")
         }
         _ = try? await response.body.collect(upTo: 1 << 16)
+    }
+}
+
+/// A secret kept in a file (a Slack URL, a signing secret, an SMTP password, the listener's
+/// token): a regular file, not a symbolic link, readable by its owner alone, and not empty.
+public enum SecretFile {
+    public static func read(_ path: String, what: String) throws -> String {
+        var st = stat()
+        guard lstat(path, &st) == 0 else {
+            throw WaybackError(.config, "\(what) \(path) cannot be read (\(String(cString: strerror(errno)))); it must be a file readable by the daemon's user")
+        }
+        guard st.st_mode & S_IFMT == S_IFREG else {
+            throw WaybackError(.config, "\(what) \(path) is not a regular file (a symbolic link or a directory); point it at the file itself")
+        }
+        guard st.st_mode & 0o077 == 0 else {
+            throw WaybackError(.config, "\(what) \(path) can be read by others (mode \(String(st.st_mode & 0o777, radix: 8))); run 'chmod 600 \(path)'")
+        }
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw WaybackError(.config, "\(what) \(path) cannot be read as text; it must be readable by the daemon's user")
+        }
+        let v = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !v.isEmpty else { throw WaybackError(.config, "\(what) \(path) is empty; put the secret in it") }
+        return v
     }
 }

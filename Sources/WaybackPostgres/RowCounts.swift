@@ -147,7 +147,8 @@ extension RowCounts {
         }
         let ordered = names.compactMap { n in byName[n].map { (n, $0) } }
         var snapshots = [String]()
-        for attempt in 1...max(1, attempts) {
+        let attempts = max(1, attempts)
+        for attempt in 1...attempts {
             for (_, s) in ordered { _ = try await s.rows("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") }
             snapshots = try await withThrowingTaskGroup(of: (Int, String).self) { group in
                 for (i, (_, s)) in ordered.enumerated() {

@@ -215,6 +215,7 @@ public enum Drill {
               let snapshot = TransactionSnapshot(main.snapshot) else { return (nil, [], "the backup's row counts hold no table") }
         let compare = counts.databases.filter { TransactionSnapshot($0.snapshot).map { $0.seesSameAs(snapshot) } ?? false }
         let size = manifest.walSegmentSize
+        guard counts.lsn >= manifest.stopLSN else { return (nil, [], "the backup's row counts are recorded before its end (\(counts.lsn)); they cannot be compared") }
         let segments = (manifest.stopLSN.segmentNumber(segmentSize: size)...counts.lsn.segmentNumber(segmentSize: size))
             .map { SegmentOnPath(timeline: manifest.timeline, number: $0) }
         var commits = [WALEvent](), problem: String?

@@ -121,13 +121,22 @@ public enum DumpRestore {
     /// A database with relations of its own is refused (pg_restore would mix two databases).
     static func requireEmpty(_ target: ConnectionSettings, clean: Bool, logger: Logger) async throws {
         let session = try await PostgresSession.connect(target, logger: logger)
-        let rows = try? await session.execute("""
+        let rows: [[String?]]
+        do {
+            rows = try await session.execute("""
             SELECT count(*)::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
               AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
             """)
+        } catch {
+            // Never "empty" without having looked.
+            await session.close()
+            throw error
+        }
         await session.close()
-        let n = Int(rows?.first?.first.flatMap { $0 } ?? "") ?? 0
+        guard let n = rows.first?.first.flatMap({ $0 }).flatMap({ Int($0) }) else {
+            throw WaybackError(.postgres, "PostgreSQL did not say how many relations database '\(target.database)' holds; restore-dump does not restore into a database it could not look at")
+        }
         if n > 0 && !clean {
             throw WaybackError(.conflict, "database '\(target.database)' at \(target.redacted) is not empty (\(n) relations); restore into an empty database (createdb), or replace what the dump holds with --clean")
         }

@@ -125,10 +125,7 @@ struct MonitorHTTPService: Service {
         if let host = settings.host {
             do {
                 var token: String?
-                if let file = settings.tokenFile {
-                    token = try String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-                    guard !(token ?? "").isEmpty else { throw WaybackError(.config, "monitor.token_file \(file) is empty; put the token in it") }
-                }
+                if let file = settings.tokenFile { token = try SecretFile.read(file, what: "monitor.token_file") }
                 let s = MonitorServer(host: host, port: settings.port, token: token, state: state)
                 let port = try await s.start()
                 server = s

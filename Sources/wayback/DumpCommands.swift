@@ -75,6 +75,11 @@ struct RestoreDumpCommand: AsyncParsableCommand {
             guard into.hasPrefix("postgresql://") || into.hasPrefix("postgres://") else {
                 throw WaybackError(.usage, "--into must be a postgresql:// URL, e.g. postgresql://postgres@localhost:5432/shop_copy")
             }
+            // The database is named: a URL without one would mean the production cluster's.
+            let path = into.drop { $0 != "/" }.dropFirst(2).drop { $0 != "/" }.dropFirst().prefix { $0 != "?" }
+            guard !path.isEmpty else {
+                throw WaybackError(.usage, "--into must name the database to restore into, e.g. postgresql://postgres@localhost:5432/shop_copy")
+            }
             var defaults = run.config.cluster.connection
             defaults.password = ProcessInfo.processInfo.environment["PGPASSWORD"]
             let target = try ConnectionSettings.parse(url: into, defaults: defaults)

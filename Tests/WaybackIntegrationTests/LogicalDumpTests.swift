@@ -151,7 +151,7 @@ struct LogicalDumpTests {
         #expect(try t.psql("SELECT count(*) FROM secrets WHERE note = '\(EncryptionTests.marker)'", database: "shop_copy") == "2000")
     }
 
-    @Test("a pg_dump older than the server is refused, naming the version needed and the package")
+    @Test("a pg_dump older than the server is refused, naming the version needed and the package; a dump that fails part-way leaves no object behind")
     func oldPgDumpIsRefused() throws {
         let t = try TestCluster()
         defer { t.cleanup() }
@@ -165,6 +165,12 @@ struct LogicalDumpTests {
         #expect(r.status == WaybackError.Code.cluster.rawValue, "\(r.status) \(r.stderr)")
         #expect(r.stderr.contains("pg_dump 15 or newer is needed") && r.stderr.contains("postgresql-client-15"), "\(r.stderr)")
         #expect(try FileSystem.list(t.repositoryPath + "/main").contains("dumps") == false, "nothing written")
+
+        // A dump that fails after its first database: the objects already stored are removed.
+        let failed = try t.wayback(["dump", "--database", "postgres", "--database", "no_such_database"])
+        #expect(failed.status != 0 && failed.stderr.contains("no_such_database"), "\(failed.status) \(failed.stderr)")
+        let left = FileManager.default.subpaths(atPath: t.repositoryPath + "/main/dumps")?.filter { $0.hasSuffix(".dump") || $0.hasSuffix(".json") } ?? []
+        #expect(left.isEmpty, "\(left)")
     }
 
     @Test("the daemon runs schedule.dump (overdue at its start) and the dump is listed by status")

@@ -87,4 +87,26 @@ struct AlertTests {
         #expect(multi.contains("multipart/alternative") && multi.contains("Content-Type: text/html; charset=utf-8"))
         #expect(multi.components(separatedBy: "\r\n").allSatisfy { $0.count <= 998 })
     }
+
+    @Test("a secret file must be a regular file readable by its owner alone, and not empty")
+    func secretFiles() throws {
+        let dir = FileManager.default.temporaryDirectory.path + "/wayback-secret-\(getpid())"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let good = dir + "/good", open = dir + "/open", empty = dir + "/empty", link = dir + "/link"
+        for (path, text, mode) in [(good, "s3cret\n", 0o600), (open, "s3cret", 0o644), (empty, "\n", 0o600)] {
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            _ = chmod(path, mode_t(mode))
+        }
+        _ = symlink(good, link)
+        #expect(try SecretFile.read(good, what: "url_file") == "s3cret")
+        for (path, words) in [(open, "chmod 600"), (empty, "is empty"), (link, "not a regular file"), (dir + "/missing", "cannot be read")] {
+            do {
+                _ = try SecretFile.read(path, what: "url_file")
+                Issue.record("\(path) was accepted")
+            } catch let e as WaybackError {
+                #expect(e.message.contains(words) && !e.message.contains("s3cret"), "\(e.message)")
+            }
+        }
+    }
 }

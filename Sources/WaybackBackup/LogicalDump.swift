@@ -18,6 +18,11 @@ public struct DumpConfiguration: Sendable {
     /// Where `pg_dump` and `pg_dumpall` are (nil: the newest installed PostgreSQL's).
     public var binDirectory: String?
     public var events: EventLog
+    /// Where the cluster's lock is taken (the lock `backup` and `expire` take: an expiry never
+    /// sees a dump being written). Nil: no lock (tests of the pure parts).
+    public var lockDirectory: String?
+    /// Where the dump's row goes (`backup_logs`, type `logical`).
+    public var backupLog: BackupLog?
     public init(repository: Repository, cluster: String, connection: ConnectionSettings, compression: CompressionSettings,
                 databases: [String]?, binDirectory: String?, events: EventLog) {
         self.repository = repository; self.cluster = cluster; self.connection = connection; self.compression = compression
@@ -33,6 +38,12 @@ public struct DumpConfiguration: Sendable {
 public enum LogicalDump {
     public static func run(_ c: DumpConfiguration, clock: any WaybackClock = SystemClock(), logger: Logger) async throws -> DumpManifest {
         let catalog = Catalog(repository: c.repository, cluster: c.cluster)
+        let binding = try await catalog.requireBinding()
+        let lock = try c.lockDirectory.map {
+            try RepositoryLock.acquire(directory: $0, cluster: c.cluster, systemIdentifier: binding.systemID, repository: c.repository, command: "dump")
+        }
+        defer { lock?.release() }
+        try await removeIncomplete(catalog, logger: logger)
         let startTime = clock.now
         let id = DumpID(startTime: startTime)
         let first = try await PostgresSession.connect(c.connection, logger: logger)
@@ -56,15 +67,39 @@ public enum LogicalDump {
         guard try await c.repository.driver.list(prefix: catalog.layout.dumpPrefix(id)).isEmpty else {
             throw WaybackError(.conflict, "a dump with the id \(id) already exists or is being written; start the dump again in a second")
         }
+        await c.backupLog?.dumpStarted(id)
         do {
-            return try await dumpAll(names, id: id, startTime: startTime, server: server, version: version, config: c, catalog: catalog, bin: bin,
-                                     clock: clock, logger: logger)
+            let m = try await dumpAll(names, id: id, startTime: startTime, server: server, version: version, config: c, catalog: catalog, bin: bin,
+                                      clock: clock, logger: logger)
+            let failed = Set((c.repository.driver as? ReplicatedStorage)?.failures.map(\.repository) ?? [])
+            await c.backupLog?.dumpFinished(m, holders: c.repository.members.map(\.name).filter { !failed.contains($0) })
+            return m
         } catch {
             // Without its manifest the dump does not count: its objects are removed, not left behind.
             if let objects = try? await c.repository.driver.list(prefix: catalog.layout.dumpPrefix(id)) {
                 try? await c.repository.driver.remove(keys: objects.map(\.key))
             }
+            if let log = c.backupLog {
+                let message = error is CancellationError ? "stopped before it finished (the daemon was shut down)"
+                                                         : (error as? WaybackError)?.message ?? String(describing: error)
+                await Task.detached { await log.dumpFailed(id, error: message) }.value
+            }
             throw error
+        }
+    }
+
+    /// Objects of dumps without a manifest (a dump that was killed): under the lock no dump is
+    /// being written, so they are removed.
+    static func removeIncomplete(_ catalog: Catalog, logger: Logger) async throws {
+        var complete = Set<DumpID>(), objects = [DumpID: [String]]()
+        for o in try await catalog.repository.driver.list(prefix: catalog.layout.dumpsPrefix) {
+            guard case .dump(let id, let name)? = catalog.layout.parse(o.key) else { continue }
+            if name.hasPrefix("manifest.") { complete.insert(id) }
+            objects[id, default: []].append(o.key)
+        }
+        for (id, keys) in objects where !complete.contains(id) {
+            try await catalog.repository.driver.remove(keys: keys)
+            logger.notice("removed the objects of dump \(id), which never finished")
         }
     }
 

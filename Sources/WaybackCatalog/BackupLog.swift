@@ -15,6 +15,11 @@ public struct RepositoryAddress: Sendable, Equatable {
     public func location(of id: BackupID, layout: RepositoryLayout) -> String {
         (base.hasSuffix("/") ? String(base.dropLast()) : base) + "/" + layout.backupPrefix(id)
     }
+
+    /// The address of a dump's folder.
+    public func location(of id: DumpID, layout: RepositoryLayout) -> String {
+        (base.hasSuffix("/") ? String(base.dropLast()) : base) + "/" + layout.dumpPrefix(id)
+    }
 }
 
 /// The one writer of `backup_logs`: `backup` (and the daemon's backup job), `expire`, `catalog
@@ -47,6 +52,44 @@ public struct BackupLog: Sendable {
         r.locationLocal = held.first { !$0.isS3 }?.location(of: s.id, layout: layout)
         r.locationS3 = held.first { $0.isS3 }?.location(of: s.id, layout: layout)
         return r
+    }
+
+    /// The row of a logical dump (type `logical`) stored in the repositories named `holders`;
+    /// nil `digests` leaves the table's checksums as they are.
+    public func row(dump id: DumpID, bytes: Int64?, digests: BackupManifest.Digests?, holders: [String]) -> BackupLogRow {
+        let complete = repositories.allSatisfy { holders.contains($0.name) }
+        var r = BackupLogRow(backupID: id.rawValue, backupType: DumpID.typeName, backupTimestamp: id.time, status: complete ? .complete : .partial)
+        r.sizeBytes = bytes
+        r.md5 = digests?.md5
+        r.sha256 = digests?.sha256
+        let held = repositories.filter { holders.contains($0.name) }
+        r.locationLocal = held.first { !$0.isS3 }?.location(of: id, layout: layout)
+        r.locationS3 = held.first { $0.isS3 }?.location(of: id, layout: layout)
+        return r
+    }
+
+    /// A dump began, finished (its manifest stored in `holders`), or failed.
+    public func dumpStarted(_ id: DumpID) async {
+        await write([BackupLogRow(backupID: id.rawValue, backupType: DumpID.typeName, backupTimestamp: id.time, status: .running)])
+    }
+
+    public func dumpFinished(_ m: DumpManifest, holders: [String]) async {
+        await write([row(dump: m.id, bytes: m.repositoryBytes, digests: m.digests, holders: holders)])
+    }
+
+    public func dumpFailed(_ id: DumpID, error: String) async {
+        var r = BackupLogRow(backupID: id.rawValue, backupType: DumpID.typeName, backupTimestamp: id.time, status: .failed)
+        r.errorMessage = error
+        await write([r])
+    }
+
+    /// Dumps removed by an expiry.
+    public func expired(dumps: [DumpID], at time: Date) async {
+        await write(dumps.map { id in
+            var r = BackupLogRow(backupID: id.rawValue, backupType: DumpID.typeName, backupTimestamp: id.time, status: .expired)
+            r.purgedAt = time
+            return r
+        })
     }
 
     /// A backup began (its folder and id are known).
@@ -127,21 +170,26 @@ public enum CatalogSync {
 
     /// Pure: the rows to write, given the table and what the repositories hold (`holders`: the
     /// repositories that hold each backup). Verification and drill columns are never touched.
-    public static func plan(table: [BackupLogRow], backups: [BackupSummary], holders: [BackupID: [String]], log: BackupLog,
+    /// Dumps count as backups (type `logical`); `dumpDigests` are those read from the manifests of
+    /// dumps the table lacks checksums for (a nil digest keeps the table's).
+    public static func plan(table: [BackupLogRow], backups: [BackupSummary], holders: [BackupID: [String]], dumps: [DumpListing] = [],
+                            dumpDigests: [DumpID: BackupManifest.Digests] = [:], log: BackupLog,
                             now: Date) -> (rows: [BackupLogRow], result: Result) {
         var out = [BackupLogRow](), result = Result()
         let existing = Dictionary(table.map { ($0.backupID, $0) }, uniquingKeysWith: { a, _ in a })
-        for s in backups {
-            let want = log.row(s, holders: holders[s.id] ?? [])
-            if let have = existing[want.backupID], have.status == want.status, have.sizeBytes == want.sizeBytes, have.md5 == want.md5,
-               have.sha256 == want.sha256, have.locationLocal == want.locationLocal, have.locationS3 == want.locationS3,
+        let wanted = backups.map { log.row($0, holders: holders[$0.id] ?? []) }
+            + dumps.map { log.row(dump: $0.id, bytes: $0.bytes, digests: dumpDigests[$0.id], holders: $0.repositories) }
+        for want in wanted {
+            if let have = existing[want.backupID], have.status == want.status, have.sizeBytes == want.sizeBytes,
+               want.md5 == nil || have.md5 == want.md5, want.sha256 == nil || have.sha256 == want.sha256,
+               have.locationLocal == want.locationLocal, have.locationS3 == want.locationS3,
                have.backupType == want.backupType, have.errorMessage == nil {
                 continue
             }
             out.append(want)
             result.recorded.append(want.backupID)
         }
-        let held = Set(backups.map(\.id.rawValue))
+        let held = Set(wanted.map(\.backupID))
         for r in table where !held.contains(r.backupID) {
             switch r.status {
             case .complete, .partial:
@@ -166,7 +214,9 @@ public enum CatalogSync {
 
     /// Reads the table (creating it if missing) and writes the plan. Run under the cluster's lock,
     /// so that no backup is running. Throws when the catalog cannot be read or written.
-    public static func run(_ overview: StatusOverview, log: BackupLog, now: Date, logger: Logger) async throws -> Result {
+    /// `dumpManifest` reads a dump's manifest, for the checksums of dumps the table lacks them for.
+    public static func run(_ overview: StatusOverview, log: BackupLog, now: Date, logger: Logger,
+                           dumpManifest: @Sendable (DumpID) async throws -> DumpManifest) async throws -> Result {
         guard let settings = log.settings else {
             throw WaybackError(.config, "the catalog is switched off (catalog.enabled: false); switch it on to sync backup_logs")
         }
@@ -182,7 +232,12 @@ public enum CatalogSync {
         let store = try await CatalogStore.open(settings, logger: logger)
         do {
             try await store.migrate()
-            let (rows, result) = plan(table: try await store.rows(), backups: backups, holders: holders, log: log, now: now)
+            let table = try await store.rows()
+            let checked = Set(table.filter { $0.sha256 != nil }.map(\.backupID))
+            var digests = [DumpID: BackupManifest.Digests]()
+            for d in overview.dumps where !checked.contains(d.id.rawValue) { digests[d.id] = try await dumpManifest(d.id).digests }
+            let (rows, result) = plan(table: table, backups: backups, holders: holders, dumps: overview.dumps, dumpDigests: digests,
+                                      log: log, now: now)
             for r in rows { try await store.record(r) }
             await store.close()
             return result

@@ -57,6 +57,14 @@ public struct DumpManifest: Codable, Sendable {
     public var repositoryBytes: Int64 { objects.reduce(0) { $0 + $1.size } }
     public var plainBytes: Int64 { objects.reduce(0) { $0 + $1.plainSize } }
     public static func objectName(database: String) -> String { "db/\(database).dump" }
+
+    /// The dump's MD5 and SHA-256 (the `backup_logs` checksums): digests of its content listing,
+    /// one line `O <name> <plain size> <plain SHA-256>` per object, sorted by name.
+    public var digests: BackupManifest.Digests {
+        let listing = objects.sorted { $0.name < $1.name }.map { "O \($0.name) \($0.plainSize) \($0.plainSHA256)\n" }.joined()
+        var md5 = MD5Hasher(); md5.update(Array(listing.utf8))
+        return .init(md5: md5.finalizeHex(), sha256: SHA256Hasher.hex(Array(listing.utf8)))
+    }
 }
 
 extension Catalog {

@@ -171,7 +171,8 @@ public struct StatusOverview: Sendable {
 }
 
 /// A logical dump as the listings show it: its databases (from its objects' names), its stored
-/// bytes, and the repositories that hold it whole (its manifest).
+/// bytes (its objects, as the manifest's `repositoryBytes`), and the repositories that hold it
+/// whole (its manifest).
 public struct DumpListing: Codable, Sendable, Equatable {
     public var id: DumpID
     public var databases: [String]
@@ -181,7 +182,7 @@ public struct DumpListing: Codable, Sendable, Equatable {
         self.id = id; self.databases = databases; self.bytes = bytes; self.repositories = repositories
     }
 
-    static func from(_ listings: [(repository: String, objects: [ObjectInfo])], layout: RepositoryLayout) -> [DumpListing] {
+    public static func from(_ listings: [(repository: String, objects: [ObjectInfo])], layout: RepositoryLayout) -> [DumpListing] {
         var out = [DumpID: DumpListing]()
         for (repository, objects) in listings {
             var complete = Set<DumpID>(), dbs = [DumpID: Set<String>](), bytes = [DumpID: Int64]()
@@ -189,7 +190,7 @@ public struct DumpListing: Codable, Sendable, Equatable {
                 guard case .dump(let id, let name)? = layout.parse(o.key) else { continue }
                 if name == "manifest.json" { complete.insert(id) }
                 if name.hasPrefix("db/"), name.hasSuffix(".dump") { dbs[id, default: []].insert(String(name.dropFirst(3).dropLast(5))) }
-                bytes[id, default: 0] += o.size
+                if !name.hasPrefix("manifest.") { bytes[id, default: 0] += o.size }
             }
             for id in complete {
                 var l = out[id] ?? DumpListing(id: id, databases: (dbs[id] ?? []).sorted(), bytes: bytes[id] ?? 0, repositories: [])

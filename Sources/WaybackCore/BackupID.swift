@@ -57,6 +57,12 @@ public struct DumpID: Hashable, Comparable, Sendable, CustomStringConvertible, C
     public var description: String { rawValue }
     public static func < (a: DumpID, b: DumpID) -> Bool { a.rawValue < b.rawValue }
 
+    /// The type of a dump in `backup_logs`, `status` and retention plans.
+    public static let typeName = "logical"
+
+    /// The start time (the epoch for digits that name no date; ids Wayback makes always do).
+    public var time: Date { startTime ?? Date(timeIntervalSince1970: 0) }
+
     /// When the dump started (UTC, to the second), from the id.
     public var startTime: Date? {
         let c = Array(rawValue)

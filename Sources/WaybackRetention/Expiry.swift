@@ -41,6 +41,8 @@ public struct ExpiryReport: Sendable, Codable {
     public struct PerRepository: Sendable, Codable {
         public var name: String
         public var plan: RetentionPlan?
+        /// The logical dumps' plan (nil: the repository holds none).
+        public var dumps: RetentionPlan?
         /// Archived WAL removed (or, with `--dry-run`, to remove), per timeline.
         public var wal: [WALRange]
         /// Bytes removed (or to remove) from this repository.
@@ -64,11 +66,21 @@ public enum Expiry {
         var report = ExpiryReport(at: now, dryRun: config.dryRun, repositories: [])
         var expiredIn = [BackupID: (summary: BackupSummary, from: [String])]()
         var holders = [BackupID: [String]]()
+        var dumpsExpiredIn = [DumpID: (listing: DumpListing, from: [String])]()
+        var dumpHolders = [DumpID: [String]]()
         for member in config.members {
-            var r = ExpiryReport.PerRepository(name: member.repository.name, plan: nil, wal: [], freedBytes: 0, leftovers: 0, error: nil)
+            var r = ExpiryReport.PerRepository(name: member.repository.name, plan: nil, dumps: nil, wal: [], freedBytes: 0, leftovers: 0, error: nil)
             do {
                 let outcome = try await expire(member, cluster: config.cluster, dryRun: config.dryRun, force: config.force, now: now, logger: logger)
                 r.plan = outcome.plan
+                r.dumps = outcome.dumpPlan.decisions.isEmpty ? nil : outcome.dumpPlan
+                for d in outcome.dumps {
+                    if outcome.dumpPlan.expired.contains(where: { $0.id == d.id.rawValue }) {
+                        dumpsExpiredIn[d.id, default: (d, [])].from.append(member.repository.name)
+                    } else {
+                        dumpHolders[d.id, default: []].append(member.repository.name)
+                    }
+                }
                 r.wal = outcome.wal
                 r.freedBytes = outcome.freedBytes
                 r.leftovers = outcome.leftovers
@@ -94,12 +106,19 @@ public enum Expiry {
                 .map { log.row($0.summary, holders: holders[$0.summary.id] ?? []) }
             await log.write(elsewhere)
         }
+        if !config.dryRun, let log = config.backupLog, !dumpsExpiredIn.isEmpty {
+            await log.expired(dumps: dumpsExpiredIn.keys.filter { dumpHolders[$0] == nil }.sorted(), at: now)
+            await log.write(dumpsExpiredIn.values.filter { dumpHolders[$0.listing.id] != nil }
+                .map { log.row(dump: $0.listing.id, bytes: $0.listing.bytes, digests: nil, holders: dumpHolders[$0.listing.id] ?? []) })
+        }
         return report
     }
 
     struct Outcome {
         var plan: RetentionPlan
         var summaries: [BackupSummary]
+        var dumpPlan: RetentionPlan
+        var dumps: [DumpListing]
         var wal: [ExpiryReport.WALRange]
         var freedBytes: Int64
         var leftovers: Int
@@ -119,9 +138,12 @@ public enum Expiry {
         let pins = try await catalog.pins()
         let walObjects = try await driver.list(prefix: layout.walPrefix)
         let plan = RetentionPlanner.plan(summaries, policy: member.policy, pins: pins, now: now)
+        let dumpObjects = try await driver.list(prefix: layout.dumpsPrefix)
+        let dumps = DumpListing.from([(member.repository.name, dumpObjects)], layout: layout)
+        let dumpPlan = RetentionPlanner.plan(dumps: dumps, policy: member.policy, now: now)
 
-        if plan.needsForce && !force && !dryRun {
-            throw WaybackError(.expiryRefused, "the expiry would remove \(plan.expired.count) of the \(plan.decisions.count) complete backups in repository '\(member.repository.name)' (more than half): check the retention policy ('wayback expire --dry-run' shows why each is kept), or run 'wayback expire --force' by hand")
+        for (p, what) in [(plan, "complete backups"), (dumpPlan, "logical dumps")] where p.needsForce && !force && !dryRun {
+            throw WaybackError(.expiryRefused, "the expiry would remove \(p.expired.count) of the \(p.decisions.count) \(what) in repository '\(member.repository.name)' (more than half): check the retention policy ('wayback expire --dry-run' shows why each is kept), or run 'wayback expire --force' by hand")
         }
         // Objects of each backup folder, and WAL files with their sizes.
         var folders = [BackupID: [ObjectInfo]]()
@@ -140,7 +162,11 @@ public enum Expiry {
         var freed = expired.reduce(Int64(0)) { $0 + (folders[$1] ?? []).reduce(0) { $0 + $1.size } }
         freed += walGone.reduce(Int64(0)) { $0 + (walSizes[$1]?.size ?? 0) }
         freed += leftovers.values.joined().reduce(Int64(0)) { $0 + $1.size }
-        let outcome = Outcome(plan: plan, summaries: summaries, wal: ranges(walGone, segmentSize: segmentSize), freedBytes: freed,
+        var dumpFolders = [DumpID: [ObjectInfo]]()
+        for o in dumpObjects { if case .dump(let id, _)? = layout.parse(o.key) { dumpFolders[id, default: []].append(o) } }
+        let dumpsGone = dumpPlan.expired.compactMap { DumpID($0.id) }
+        freed += dumpsGone.reduce(Int64(0)) { $0 + (dumpFolders[$1] ?? []).reduce(0) { $0 + $1.size } }
+        let outcome = Outcome(plan: plan, summaries: summaries, dumpPlan: dumpPlan, dumps: dumps, wal: ranges(walGone, segmentSize: segmentSize), freedBytes: freed,
                               leftovers: leftovers.values.reduce(0) { $0 + $1.count })
         if dryRun { return outcome }
 
@@ -152,6 +178,13 @@ public enum Expiry {
             try await driver.remove(keys: rest)
             if pins[id] != nil { try? await driver.remove(layout.pinKey(id)) }
             logger.info("expired backup \(id) from \(member.repository.description)")
+        }
+        for id in dumpsGone {
+            // Like a backup: it stops counting (manifest, then its copy) before its objects go.
+            try await driver.remove(layout.dumpManifestKey(id))
+            try await driver.remove(layout.dumpManifestCopyKey(id))
+            try await driver.remove(keys: (dumpFolders[id] ?? []).map(\.key).filter { !$0.hasSuffix("/manifest.json") && !$0.hasSuffix("/manifest.copy.json") })
+            logger.info("expired dump \(id) from \(member.repository.description)")
         }
         try await driver.remove(keys: leftovers.values.joined().map(\.key))
         try await driver.remove(keys: walGone.compactMap { walSizes[$0]?.key })

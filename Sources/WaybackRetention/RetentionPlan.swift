@@ -56,22 +56,9 @@ public enum RetentionPlanner {
         }
 
         keep(newest.id, "newest")
-        let periods = Periods(timeZone: TimeZone(identifier: policy.timeZone) ?? TimeZone(identifier: "UTC")!)
         let newestFirst = Array(sorted.reversed())
         let fulls = newestFirst.filter { $0.type == .full }
-        for (count, name, among, label) in [(policy.hourly, "hourly", newestFirst, periods.hour),
-                                            (policy.daily, "daily", fulls, periods.day), (policy.weekly, "weekly", fulls, periods.week),
-                                            (policy.monthly, "monthly", fulls, periods.month), (policy.quarterly, "quarterly", fulls, periods.quarter)]
-            where count > 0 {
-            var seen = Set<String>()
-            for b in among {
-                let period = label(b.stopTime)
-                guard !seen.contains(period) else { continue }
-                seen.insert(period)
-                keep(b.id, "\(name) \(period)")
-                if seen.count == count { break }
-            }
-        }
+        calendar(all: newestFirst.map { ($0.id, $0.stopTime) }, whole: fulls.map { ($0.id, $0.stopTime) }, policy: policy, keep: keep)
         for b in fulls.prefix(policy.minFull) { keep(b.id, "min_full") }
         for (id, until) in pins where byID[id] != nil {
             if let until {
@@ -103,6 +90,53 @@ public enum RetentionPlanner {
         let cutoff = anchor.map { $0.startLSN.value / $0.walSegmentSize }
         return RetentionPlan(decisions: decisions, stale: false, pitrAnchor: anchor?.id.rawValue, walCutoff: cutoff,
                              needsForce: expiring * 2 > sorted.count)
+    }
+
+    /// The calendar keeps: the newest item of each of the last `hourly` hours among `all`, and of
+    /// the last `daily` days, `weekly` weeks, `monthly` months and `quarterly` quarters among
+    /// `whole` (fulls, or dumps); both newest first.
+    static func calendar<ID>(all: [(ID, Date)], whole: [(ID, Date)], policy: RetentionPolicy, keep: (ID, String) -> Void) {
+        let periods = Periods(timeZone: TimeZone(identifier: policy.timeZone) ?? TimeZone(identifier: "UTC")!)
+        for (count, name, among, label) in [(policy.hourly, "hourly", all, periods.hour),
+                                            (policy.daily, "daily", whole, periods.day), (policy.weekly, "weekly", whole, periods.week),
+                                            (policy.monthly, "monthly", whole, periods.month), (policy.quarterly, "quarterly", whole, periods.quarter)]
+            where count > 0 {
+            var seen = Set<String>()
+            for (id, time) in among {
+                let period = label(time)
+                guard !seen.contains(period) else { continue }
+                seen.insert(period)
+                keep(id, "\(name) \(period)")
+                if seen.count == count { break }
+            }
+        }
+    }
+
+    /// Plans the expiry of logical dumps (`dumps`: the complete ones of one repository) by the
+    /// same policy: each dump is whole, so it counts for every period and for `min_full`; the
+    /// PITR window does not apply (a dump restores to its own time only). Times are the dumps'
+    /// start times; stale, pins aside, and `needsForce` as for backups.
+    public static func plan(dumps: [DumpListing], policy: RetentionPolicy, now: Date) -> RetentionPlan {
+        let sorted = dumps.sorted { $0.id < $1.id }
+        func decision(_ d: DumpListing, _ action: RetentionPlan.Action, _ reasons: [String]) -> RetentionPlan.Decision {
+            .init(id: d.id.rawValue, type: DumpID.typeName, stopTime: d.id.time, action: action, reasons: reasons, repositoryBytes: d.bytes)
+        }
+        guard let newest = sorted.last else {
+            return RetentionPlan(decisions: [], stale: false, pitrAnchor: nil, walCutoff: nil, needsForce: false)
+        }
+        if now.timeIntervalSince(newest.id.time) > policy.staleAfter {
+            let why = "stale: the newest dump (\(newest.id)) is older than stale_after (\(RetentionPolicy.formatDuration(policy.staleAfter))); no dump is expired until dumps run again"
+            return RetentionPlan(decisions: sorted.map { decision($0, .keep, [why]) }, stale: true, pitrAnchor: nil, walCutoff: nil, needsForce: false)
+        }
+        var reasons = [DumpID: [String]]()
+        func keep(_ id: DumpID, _ why: String) { reasons[id, default: []].append(why) }
+        keep(newest.id, "newest")
+        let newestFirst = sorted.reversed().map { ($0.id, $0.id.time) }
+        calendar(all: newestFirst, whole: newestFirst, policy: policy, keep: keep)
+        for (id, _) in newestFirst.prefix(policy.minFull) { keep(id, "min_full") }
+        let decisions = sorted.map { d in reasons[d.id].map { decision(d, .keep, $0) } ?? decision(d, .expire, []) }
+        return RetentionPlan(decisions: decisions, stale: false, pitrAnchor: nil, walCutoff: nil,
+                             needsForce: decisions.filter { $0.action == .expire }.count * 2 > sorted.count)
     }
 
     static func decision(_ b: BackupSummary, _ action: RetentionPlan.Action, _ reasons: [String]) -> RetentionPlan.Decision {

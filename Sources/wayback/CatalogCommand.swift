@@ -17,7 +17,7 @@ struct CatalogSyncCommand: AsyncParsableCommand {
         discussion: """
             For after the table was lost, the database that holds it was restored to an earlier point, \
             or writes to it failed (a backup warns and goes on). Creates the table if it is missing. Every \
-            backup the repositories hold gets its row (complete, or partial when some repository lacks it); \
+            backup and logical dump the repositories hold gets its row (complete, or partial when some repository lacks it); \
             rows of backups no repository holds become expired; rows left running by a backup that never \
             finished become failed. Verification and drill columns are kept. Takes the cluster's lock, and \
             refuses while a repository cannot be read (a backup only it holds would look expired).
@@ -36,7 +36,9 @@ struct CatalogSyncCommand: AsyncParsableCommand {
         let lock = try RepositoryLock.acquire(directory: config.lockPath, cluster: config.cluster.name, systemIdentifier: binding.systemID,
                                               repository: repository, command: "catalog sync")
         defer { lock.release() }
-        let result = try await CatalogSync.run(try await run.statusOverview(repository), log: run.backupLog(), now: Date(), logger: run.logger)
+        let catalog = Catalog(repository: repository, cluster: config.cluster.name)
+        let result = try await CatalogSync.run(try await run.statusOverview(repository), log: run.backupLog(), now: Date(), logger: run.logger,
+                                               dumpManifest: { try await catalog.dumpManifest($0) })
         if json { try Context.printJSON(result); return }
         print("backup_logs: \(result.recorded.count) row(s) written, \(result.expired.count) marked expired, \(result.interrupted.count) interrupted backup(s) marked failed")
         for (what, ids) in [("written", result.recorded), ("expired", result.expired), ("failed", result.interrupted)] where !ids.isEmpty {

@@ -113,11 +113,7 @@ enum DaemonJobs {
                     return .succeeded
                 }
                 if job.name == "dump" {
-                    var dump = DumpConfiguration(repository: repository, cluster: cluster, connection: config.cluster.connection,
-                                                 compression: config.compression, databases: config.dump.databases,
-                                                 binDirectory: config.pgBinDirectory, events: events)
-                    dump.excludeSchemas = config.dump.excludeSchemas
-                    let m = try await LogicalDump.run(dump, clock: clock, logger: log)
+                    let m = try await LogicalDump.run(run.dumpConfiguration(repository, databases: nil), clock: clock, logger: log)
                     events.emit(.info, .jobOutcome, "scheduled dump \(m.id) complete: \(m.databases.map(\.name).joined(separator: ", ")), \(Format.bytes(m.repositoryBytes)) stored")
                     desk?.clear("dump.failed", message: "scheduled dumps work again: \(m.id) is complete")
                     return .succeeded

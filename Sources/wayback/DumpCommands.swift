@@ -5,6 +5,7 @@ import WaybackCatalog
 import WaybackCore
 import WaybackPostgres
 import WaybackRestore
+import WaybackStorage
 
 struct DumpCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -27,20 +28,30 @@ struct DumpCommand: AsyncParsableCommand {
     func run() async throws {
         try await CommandRun.with(global.configPath, .dump) { run in
             let repository = try run.repository()
-            _ = try await Catalog(repository: repository, cluster: run.config.cluster.name).requireBinding()
-            var dump = DumpConfiguration(repository: repository, cluster: run.config.cluster.name,
-                                         connection: run.config.cluster.connection, compression: run.config.compression,
-                                         databases: databases.isEmpty ? run.config.dump.databases : databases, binDirectory: run.config.pgBinDirectory,
-                                         events: run.events)
-            dump.excludeSchemas = run.config.dump.excludeSchemas
-            let m = try await LogicalDump.run(dump, logger: run.logger)
-            if json { try Context.printJSON(m); return }
-            print(m.id)
-            for d in m.databases {
-                print("  \(d.name): \(Format.bytes(d.object.plainSize)) dumped, \(Format.bytes(d.object.size)) stored, \(d.rowCounts.tables.count) tables counted")
+            let m = try await LogicalDump.run(run.dumpConfiguration(repository, databases: databases.isEmpty ? nil : databases), logger: run.logger)
+            if json { try Context.printJSON(m) } else {
+                print(m.id)
+                for d in m.databases {
+                    print("  \(d.name): \(Format.bytes(d.object.plainSize)) dumped, \(Format.bytes(d.object.size)) stored, \(d.rowCounts.tables.count) tables counted")
+                }
+                print("  roles: " + (m.globals.map { "\(Format.bytes($0.plainSize))" } ?? (m.note ?? "not dumped")))
             }
-            print("  roles: " + (m.globals.map { "\(Format.bytes($0.plainSize))" } ?? (m.note ?? "not dumped")))
+            try Context.requireEveryRepository(repository, what: "dump \(m.id)")
         }
+    }
+}
+
+extension CommandRun {
+    /// What a dump of this configuration does (`databases`: given on the command line, else
+    /// `dump.databases`), under the cluster's lock, recorded in `backup_logs`.
+    func dumpConfiguration(_ repository: Repository, databases: [String]?) -> DumpConfiguration {
+        var dump = DumpConfiguration(repository: repository, cluster: config.cluster.name, connection: config.cluster.connection,
+                                     compression: config.compression, databases: databases ?? config.dump.databases,
+                                     binDirectory: config.pgBinDirectory, events: events)
+        dump.excludeSchemas = config.dump.excludeSchemas
+        dump.lockDirectory = config.lockPath
+        dump.backupLog = backupLog()
+        return dump
     }
 }
 

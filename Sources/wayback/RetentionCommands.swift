@@ -25,7 +25,7 @@ struct ExpireCommand: AsyncParsableCommand {
         commandName: "expire",
         abstract: "Remove the backups and WAL the retention policy no longer keeps (docs/retention.md).",
         discussion: """
-            Prints the plan: for each backup, kept (with every reason) or expired; the WAL removed; the \
+            Prints the plan: for each backup and logical dump, kept (with every reason) or expired; the WAL removed; the \
             bytes freed per repository. Then applies it under the cluster's lock: each expired backup's \
             manifest goes before its data, so an interrupted expiry never leaves a backup that looks \
             complete; the next run removes what is left. An expiry that would remove more than half of a \
@@ -86,11 +86,13 @@ struct ExpireCommand: AsyncParsableCommand {
             if let e = r.error { Swift.print("  NOT EXPIRED: \(e)"); continue }
             guard let plan = r.plan else { continue }
             if plan.decisions.isEmpty { Swift.print("  no backups") }
-            for d in plan.decisions {
+            for d in plan.decisions + (r.dumps?.decisions ?? []) {
                 let what = d.action == .keep ? "keep   " : "EXPIRE "
-                Swift.print("  \(what) \(d.id)  \(d.type)  ended \(Format.timestamp(d.stopTime))\(d.reasons.isEmpty ? "" : "  (\(d.reasons.joined(separator: "; ")))")")
+                let when = d.type == DumpID.typeName ? "started" : "ended"
+                Swift.print("  \(what) \(d.id)  \(d.type)  \(when) \(Format.timestamp(d.stopTime))\(d.reasons.isEmpty ? "" : "  (\(d.reasons.joined(separator: "; ")))")")
             }
             if plan.needsForce { Swift.print("  NEEDS --force: it removes \(plan.expired.count) of \(plan.decisions.count) complete backups (more than half)") }
+            if let p = r.dumps, p.needsForce { Swift.print("  NEEDS --force: it removes \(p.expired.count) of \(p.decisions.count) logical dumps (more than half)") }
             for w in r.wal { Swift.print("  \(verb) WAL timeline \(w.timeline): \(w.first) .. \(w.last) (\(w.files) files)") }
             if r.leftovers > 0 { Swift.print("  \(verb) \(r.leftovers) objects an interrupted expiry left") }
             Swift.print("  \(report.dryRun ? "would free" : "freed") \(Format.bytes(r.freedBytes))")
@@ -119,7 +121,7 @@ struct ExpireOutput: Encodable {
         var byID = [String: Backup]()
         var order = [String]()
         for r in report.repositories {
-            for d in r.plan?.decisions ?? [] {
+            for d in (r.plan?.decisions ?? []) + (r.dumps?.decisions ?? []) {
                 if byID[d.id] == nil { order.append(d.id); byID[d.id] = Backup(id: d.id, action: "expire", reasons: []) }
                 if d.action == .keep { byID[d.id]!.action = "keep" }
                 byID[d.id]!.reasons += d.reasons.map { several ? "\(r.name): \($0)" : $0 }

@@ -193,6 +193,64 @@ struct LogicalDumpTests {
         #expect(daemon.stop() == 0, "\(daemon.output)")
     }
 
+    @Test("dumps are backups in the catalog: backup_logs rows (complete, failed), catalog sync rebuilds them, expire removes them by the calendar policy (manifest first) and marks them expired; a killed dump's objects are removed by the next")
+    func catalogAndRetention() async throws {
+        let t = try TestCluster(extraConfig: "retention:\n  hourly: 0\n  daily: 1\n  weekly: 0\n  monthly: 0\n  quarterly: 0\n  min_full: 1\n")
+        defer { t.cleanup() }
+        try t.waybackOK(["init"])
+        _ = try t.psql("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g")
+        // A dump that was killed: objects without a manifest.
+        let killed = "20260101-000000L"
+        try FileSystem.makeDirectories(t.repositoryPath + "/main/dumps/\(killed)/db", mode: 0o700)
+        try Data("partial".utf8).write(to: URL(fileURLWithPath: t.repositoryPath + "/main/dumps/\(killed)/db/postgres.dump"))
+        for p in ["main/dumps", "main/dumps/\(killed)", "main/dumps/\(killed)/db"] { try TestEnvironment.giveToTestUser(t.repositoryPath + "/" + p, mode: 0o700) }
+        try TestEnvironment.giveToTestUser(t.repositoryPath + "/main/dumps/\(killed)/db/postgres.dump", mode: 0o600)
+        var ids = [DumpID]()
+        for _ in 0..<3 {
+            ids.append(try #require(DumpID(try t.waybackOK(["dump", "--database", "postgres"]).split(separator: "\n").first.map(String.init) ?? "")))
+            usleep(1_100_000)
+        }
+        #expect(!FileManager.default.fileExists(atPath: t.repositoryPath + "/main/dumps/\(killed)"), "the killed dump's objects are still there")
+        let failed = try t.wayback(["dump", "--database", "no_such_database"])
+        #expect(failed.status != 0)
+
+        let catalog = Catalog(repository: Repository(name: "local", driver: LocalStorage(root: t.repositoryPath)), cluster: "main")
+        func expected(_ id: DumpID) async throws -> [String] {
+            let m = try await catalog.dumpManifest(id)
+            return [id.rawValue, "logical", "\(Int64(id.time.timeIntervalSince1970))", "\(m.repositoryBytes)", m.digests.md5, m.digests.sha256,
+                    t.repositoryPath + "/main/dumps/\(id)/", "<null>", "complete", "f", "t", "<null>", "f"]
+        }
+        var want = [[String]]()
+        for id in ids { want.append(try await expected(id)) }
+        let rows = try CatalogTests.rows(t, where: "backup_type = 'logical'")
+        #expect(Array(rows.prefix(3)) == want)
+        #expect(rows.count == 4 && rows[3][8] == "failed" && rows[3][11].contains("no_such_database"), "\(rows)")
+
+        // The table lost: catalog sync writes the same rows again, and a second sync writes none.
+        _ = try t.psql("DELETE FROM wayback.backup_logs")
+        let synced = try t.waybackOK(["catalog", "sync"])
+        #expect(synced.contains("3 row(s) written"), "\(synced)")
+        #expect(try CatalogTests.rows(t, where: "backup_type = 'logical'") == want)
+        #expect(try t.waybackOK(["catalog", "sync"]).contains("0 row(s) written"))
+
+        // daily: 1, min_full: 1: the newest of today stays, the two older ones go; that is more than half, so --force.
+        let dry = try t.waybackOK(["expire", "--dry-run"])
+        #expect(dry.contains("EXPIRE  \(ids[0])  logical") && dry.contains("EXPIRE  \(ids[1])  logical")
+                && dry.contains("keep    \(ids[2])  logical") && dry.contains("NEEDS --force"), "\(dry)")
+        let refused = try t.wayback(["expire"])
+        #expect(refused.status == WaybackError.Code.expiryRefused.rawValue, "\(refused.status) \(refused.stderr)")
+        #expect(try await catalog.dumpIDs() == ids)
+        let json = try JSONSerialization.jsonObject(with: Data(try t.waybackOK(["expire", "--force", "--json"]).utf8)) as? [String: Any] ?? [:]
+        let decisions = (json["backups"] as? [[String: Any]] ?? []).map { "\($0["id"] ?? "") \($0["action"] ?? "")" }
+        #expect(decisions == ["\(ids[0]) expire", "\(ids[1]) expire", "\(ids[2]) keep"], "\(json)")
+        #expect(try await catalog.dumpIDs() == [ids[2]])
+        for id in ids.prefix(2) { #expect(!FileManager.default.fileExists(atPath: t.repositoryPath + "/main/dumps/\(id)")) }
+        let after = try CatalogTests.rows(t, where: "backup_type = 'logical'")
+        #expect(after.map { "\($0[0]) \($0[8]) \($0[12])" } == ["\(ids[0]) expired t", "\(ids[1]) expired t", "\(ids[2]) complete f"], "\(after)")
+        // What is left restores.
+        #expect(try t.wayback(["restore-dump", "--backup", ids[2].rawValue, "--dry-run"]).status == 0)
+    }
+
     @Test("dump.exclude_schemas leaves a schema (and its row counts) out; dump.databases chooses the databases")
     func excludedSchema() throws {
         let t = try TestCluster(extraConfig: "dump:\n  databases: [shop]\n  exclude_schemas: [\"Scratch Pad\"]\n")

@@ -180,6 +180,44 @@ import WaybackCore
         #expect(RetentionPolicy.parseDuration("7") == nil && RetentionPolicy.parseDuration("-1d") == nil)
     }
 
+    @Test func logicalDumpsAreKeptByTheCalendarEachOneWhole() throws {
+        // A nightly dump at 02:00 UTC for 100 days, and a second one on the last day at 14:00.
+        let now = Date(timeIntervalSince1970: 1_800_000_000)
+        let day0 = Calendar(identifier: .gregorian).startOfDay(for: now).addingTimeInterval(2 * 3600 - 99 * 86400)
+        var dumps = (0..<100).map { d -> DumpListing in
+            DumpListing(id: DumpID(startTime: day0.addingTimeInterval(Double(d) * 86400)), databases: ["shop"], bytes: 10, repositories: ["local"])
+        }
+        dumps.append(DumpListing(id: DumpID(startTime: day0.addingTimeInterval(99 * 86400 + 12 * 3600)), databases: ["shop"], bytes: 10, repositories: ["local"]))
+        let policy = RetentionPolicy(hourly: 0, daily: 7, weekly: 4, monthly: 3, quarterly: 0, minFull: 2, pitrWindow: 30 * 86400)
+        let plan = RetentionPlanner.plan(dumps: dumps.shuffled(), policy: policy, now: day0.addingTimeInterval(99 * 86400 + 13 * 3600))
+        #expect(!plan.stale && plan.walCutoff == nil && plan.pitrAnchor == nil)
+        #expect(plan.decisions.allSatisfy { $0.type == "logical" } && plan.decisions.map(\.id) == dumps.map(\.id.rawValue))
+        // Independently: the newest dump of each of the 7 latest days, 4 latest ISO weeks, 3 latest months; the 2 newest.
+        var utc = Calendar(identifier: .iso8601)
+        utc.timeZone = TimeZone(identifier: "UTC")!
+        var want = Set<String>()
+        for (component, count) in [(Calendar.Component.day, 7), (.weekOfYear, 4), (.month, 3)] {
+            var newest = [Date: DumpListing]()
+            for d in dumps {
+                let start = utc.dateInterval(of: component, for: d.id.time)!.start
+                if let have = newest[start], have.id > d.id { continue }
+                newest[start] = d
+            }
+            for k in newest.keys.sorted(by: >).prefix(count) { want.insert(newest[k]!.id.rawValue) }
+        }
+        for d in dumps.suffix(2) { want.insert(d.id.rawValue) }
+        #expect(Set(plan.kept.map(\.id)) == want)
+        // The PITR window (30 days) keeps no dump: those in it that no bucket keeps go.
+        let inWindow = dumps[70..<100].filter { !want.contains($0.id.rawValue) }
+        #expect(inWindow.count > 10 && inWindow.allSatisfy { d in plan.expired.contains { $0.id == d.id.rawValue } })
+        #expect(plan.kept.first { $0.id == dumps.last!.id.rawValue }?.reasons.contains("newest") == true)
+        #expect(plan.needsForce, "expiring most of the dumps at once needs --force")
+        // Dumps stopped 4 days ago: none goes.
+        let stale = RetentionPlanner.plan(dumps: dumps, policy: policy, now: now.addingTimeInterval(4 * 86400))
+        #expect(stale.stale && stale.expired.isEmpty)
+        #expect(RetentionPlanner.plan(dumps: [], policy: policy, now: now).decisions.isEmpty)
+    }
+
     @Test func walBelowTheAnchorGoesHistoryFilesStay() {
         let names = ["000000010000000000000001", "000000010000000000000002", "000000010000000000000003",
                      "000000010000000000000002.00000028.backup", "00000002.history", "000000020000000000000003"].compactMap(WALFileName.init)

@@ -20,6 +20,8 @@ public struct DumpRestoreConfiguration: Sendable {
     /// Where the dump is decoded for `pg_restore -j` (a private folder, removed afterwards).
     public var spoolDirectory = "/var/tmp"
     public var binDirectory: String?
+    /// Where a fallback to another repository is reported.
+    public var events: EventLog?
     public init(repository: Repository, cluster: String, id: DumpID, target: ConnectionSettings, database: String?) {
         self.repository = repository; self.cluster = cluster; self.id = id; self.target = target; self.database = database
     }
@@ -64,7 +66,7 @@ public enum DumpRestore {
         let spool = try makeSpool(c.spoolDirectory)
         defer { try? FileSystem.removeTree(spool) }
         let file = spool + "/" + db.name + ".dump"
-        try await decode(db.object, id: c.id, catalog: catalog, to: file)
+        try await decode(db.object, id: c.id, catalog: catalog, to: file, events: c.events)
 
         let bin = c.binDirectory ?? LocalCluster.defaultBinDirectory()
         var args = [bin + "/pg_restore", "--no-password", "--exit-on-error", "--jobs=\(max(1, c.jobs))", "--dbname=\(c.target.database)"]
@@ -85,7 +87,7 @@ public enum DumpRestore {
     /// bytes), and its archive read by `pg_restore --list`; nothing is written anywhere but the
     /// private spool, which is removed. Returns each database with the entries of its archive.
     public static func dryRun(repository: Repository, cluster: String, id: DumpID, database: String?, spoolDirectory: String = "/var/tmp",
-                              binDirectory: String?) async throws -> [(database: String, entries: Int, bytes: Int64)] {
+                              binDirectory: String?, events: EventLog? = nil) async throws -> [(database: String, entries: Int, bytes: Int64)] {
         let catalog = Catalog(repository: repository, cluster: cluster)
         let manifest = try await catalog.dumpManifest(id)
         let chosen = database.map { n in manifest.databases.filter { $0.name == n } } ?? manifest.databases
@@ -98,7 +100,7 @@ public enum DumpRestore {
         var out = [(database: String, entries: Int, bytes: Int64)]()
         for db in chosen {
             let file = spool + "/" + db.name + ".dump"
-            try await decode(db.object, id: id, catalog: catalog, to: file)
+            try await decode(db.object, id: id, catalog: catalog, to: file, events: events)
             let r = try await Command.execute([bin + "/pg_restore", "--list", file], check: false)
             guard r.status == 0 else {
                 throw WaybackError(.corrupt, "pg_restore cannot read the archive of database '\(db.name)' in dump \(id): \(r.stderr.prefix(300))")
@@ -142,12 +144,31 @@ public enum DumpRestore {
         }
     }
 
-    /// The object's frames into `file`, checked against the plain bytes' recorded SHA-256.
-    static func decode(_ o: DumpManifest.Object, id: DumpID, catalog: Catalog, to file: String) async throws {
+    /// The object's frames into `file`, checked against the plain bytes' recorded SHA-256, from
+    /// the first repository whose copy is sound: a damaged or missing copy is a warning naming it,
+    /// and the next repository is read; every copy bad is an error naming each.
+    static func decode(_ o: DumpManifest.Object, id: DumpID, catalog: Catalog, to file: String, events: EventLog? = nil) async throws {
+        var failures = [String]()
+        for member in catalog.repository.members {
+            do {
+                try await decode(o, id: id, driver: member.driver, key: catalog.layout.dumpObjectKey(id, o.name), to: file)
+                if !failures.isEmpty {
+                    events?.emit(.warning, .repositoryFallback, "\(o.name) of dump \(id) was read from repository '\(member.name)': \(failures.joined(separator: "; ")); run 'wayback verify' and 'wayback repo sync'")
+                }
+                return
+            } catch where !(error is CancellationError) {
+                failures.append("repository '\(member.name)': \((error as? WaybackError)?.message ?? String(describing: error))")
+                try? FileSystem.remove(file)
+            }
+        }
+        throw WaybackError(.corrupt, "no repository holds a sound copy of \(o.name) of dump \(id): \(failures.joined(separator: "; "))")
+    }
+
+    static func decode(_ o: DumpManifest.Object, id: DumpID, driver: any StorageDriver, key: String, to file: String) async throws {
         let out = try PosixFile.create(file, mode: 0o600)
         var hasher = SHA256Hasher(), size: Int64 = 0
         do {
-            try await catalog.repository.driver.withReader(catalog.layout.dumpObjectKey(id, o.name), range: nil) { reader in
+            try await driver.withReader(key, range: nil) { reader in
                 let frames = FrameReader(reader: reader, name: "\(o.name) of dump \(id)")
                 while !(try await frames.atEnd()) {
                     try await frames.nextFrame { plain in

@@ -79,6 +79,8 @@ public struct VerifyBackupResult: Codable, Sendable, Equatable {
 public struct VerifyRepositoryReport: Codable, Sendable {
     public var name: String
     public var backups: [VerifyBackupResult]
+    /// The logical dumps (their objects: stored SHA-256, frames, plain SHA-256), as backups are.
+    public var dumps: [VerifyBackupResult] = []
     public var walFiles: Int
     public var objectsRead: Int
     public var bytesRead: Int64
@@ -144,6 +146,25 @@ public enum Verify {
             }
             rows.append(row)
         }
+        // Dumps the same way.
+        var dumpHolders = [DumpID: [String]](), dumpSound = [DumpID: [String]]()
+        for r in report.repositories {
+            for d in r.dumps { if let id = DumpID(d.id) { dumpHolders[id, default: []].append(r.name); if d.sound { dumpSound[id, default: []].append(r.name) } } }
+        }
+        for (id, held) in dumpHolders.sorted(by: { $0.key < $1.key }) {
+            let sound = dumpSound[id] ?? []
+            let problem = report.problems.first { $0.breaks.contains(id.rawValue) }
+            guard sound.count == held.count || problem != nil else { continue }
+            var row = log.row(dump: id, bytes: nil, digests: nil, holders: held)
+            if let problem {
+                row.status = sound.isEmpty ? .failed : .partial
+                row.errorMessage = "verify: repository '\(problem.repository)': \(problem.message)"
+            } else {
+                row.verifiedAt = now
+                row.keepsStatus = readable < log.repositories.count
+            }
+            rows.append(row)
+        }
         await log.write(rows)
     }
 }
@@ -196,6 +217,8 @@ struct RepositoryVerifier: Sendable {
         case packRange(BackupManifest, Int, Range<Int64>, plain: Int64)
         case walCopy(BackupManifest, Int)
         case archived(WALFileName, key: String, size: Int64)
+        /// An object of a logical dump, read whole.
+        case dumpObject(DumpManifest, Int)
         /// The work it stands for (plain bytes to decode; what sorts the largest first).
         var weight: Int64 {
             switch self {
@@ -203,6 +226,7 @@ struct RepositoryVerifier: Sendable {
             case .packDigest(let m, let i), .walCopy(let m, let i): return m.objects[i].size
             case .packRange(_, _, _, let plain): return plain
             case .archived(_, _, let size): return size
+            case .dumpObject(let m, let i): return m.objects[i].plainSize
             }
         }
     }
@@ -238,6 +262,12 @@ struct RepositoryVerifier: Sendable {
         VerifyProblem(repository: repository.name, kind: kind, object: object, backup: backup?.rawValue, segment: segment, message: message, breaks: [], window: nil)
     }
 
+    /// A problem of a logical dump: it breaks that dump alone.
+    func problem(_ kind: VerifyProblem.Kind, _ message: String, object: String? = nil, dump: DumpID) -> VerifyProblem {
+        VerifyProblem(repository: repository.name, kind: kind, object: object, backup: dump.rawValue, segment: nil, message: message,
+                      breaks: [dump.rawValue], window: nil)
+    }
+
     func run(progress: ProgressHandler?) async -> (VerifyRepositoryReport, [BackupManifest]) {
         var report = VerifyRepositoryReport(name: repository.name, backups: [], walFiles: 0, objectsRead: 0, bytesRead: 0, objectsNotDue: 0,
                                             windows: [], notes: [], problems: [])
@@ -245,11 +275,12 @@ struct RepositoryVerifier: Sendable {
         let layout = catalog.layout
         // Never "absent" without looking: a repository that cannot be read is one problem, and
         // nothing in it is reported missing.
-        let binding: ClusterBinding, backupListing: [ObjectInfo], walListing: [ObjectInfo]
+        let binding: ClusterBinding, backupListing: [ObjectInfo], walListing: [ObjectInfo], dumpListing: [ObjectInfo]
         do {
             binding = try await catalog.requireBinding()
             backupListing = try await driver.list(prefix: layout.backupsPrefix)
             walListing = try await driver.list(prefix: layout.walPrefix)
+            dumpListing = config.backup == nil ? try await driver.list(prefix: layout.dumpsPrefix) : []
         } catch {
             report.problems.append(problem(.unreachable, "cannot read \(repository.description): \(Self.text(error)); nothing in it was verified"))
             return (report, [])
@@ -319,6 +350,8 @@ struct RepositoryVerifier: Sendable {
                 items[key] = o.name.hasPrefix("wal/") ? [.walCopy(m, i)] : Self.items(m, object: i, partBytes: 64 << 20)
             }
         }
+        let dumps = await dumpCandidates(dumpListing, layout: layout, findings: findings)
+        for (c, item) in dumps.candidates { candidates.append(c); items[c.key] = [item] }
         var archived = [WALFileName: Int64]()
         for o in walListing { if case .wal(let name)? = layout.parse(o.key) { archived[name] = o.size } }
         report.walFiles = archived.count
@@ -383,8 +416,55 @@ struct RepositoryVerifier: Sendable {
         if config.backup == nil {
             try? await store.removeStale(keeping: Set(candidates.map(\.group)))
         }
-        return (finish(report, findings: findings, all: all, scope: scope, windows: windows, records: records.merging(read) { _, b in b },
-                       candidates: candidates), all)
+        var done = finish(report, findings: findings, all: all, scope: scope, windows: windows, records: records.merging(read) { _, b in b },
+                          candidates: candidates)
+        let merged = records.merging(read) { _, b in b }
+        done.dumps = dumps.manifests.map { m in
+            let keys = candidates.filter { $0.group == "dumps/\(m.id)" }.map(\.key)
+            let allSound = keys.count == m.objects.count && keys.allSatisfy { merged[$0]?.sound == true }
+            return VerifyBackupResult(id: m.id.rawValue, sound: allSound && !done.problems.contains { $0.breaks.contains(m.id.rawValue) },
+                                      objects: m.objects.count, objectsRead: keys.filter { read[$0] != nil }.count)
+        }
+        return (done, all)
+    }
+
+    /// The dumps with a manifest (either copy), and their objects as candidates: a missing or
+    /// truncated object is a problem without reading it.
+    func dumpCandidates(_ listing: [ObjectInfo], layout: RepositoryLayout,
+                        findings: Findings) async -> (manifests: [DumpManifest], candidates: [(VerifyCandidate, Item)]) {
+        var folders = [DumpID: [String: Int64]]()
+        for o in listing { if case .dump(let id, let name)? = layout.parse(o.key) { folders[id, default: [:]][name] = o.size } }
+        var manifests = [DumpManifest](), out = [(VerifyCandidate, Item)]()
+        for (id, files) in folders.sorted(by: { $0.key < $1.key }) where files["manifest.json"] != nil {
+            var good: DumpManifest?
+            for name in ["manifest.json", "manifest.copy.json"] {
+                let key = layout.dumpObjectKey(id, name)
+                guard files[name] != nil else {
+                    findings.add(problem(.manifest, "dump \(id) has no \(name); its other copy is used", object: key, dump: id)); continue
+                }
+                do {
+                    let m = try SealedJSON.decode(DumpManifest.self, from: try await driver.readAll(key, limit: 64 << 20), kind: DumpManifest.kind,
+                                                  name: "\(repository.name):\(key)")
+                    if good == nil { good = m }
+                } catch {
+                    findings.add(problem(.manifest, "\(name) of dump \(id) cannot be read: \(Self.text(error))", object: key, dump: id))
+                }
+            }
+            guard let m = good else { continue }
+            manifests.append(m)
+            for (i, o) in m.objects.enumerated() {
+                let key = layout.dumpObjectKey(id, o.name)
+                guard let size = files[o.name] else {
+                    findings.add(problem(.missing, "\(o.name) of dump \(id) is missing", object: key, dump: id)); continue
+                }
+                guard size == o.size else {
+                    findings.add(problem(.size, "\(o.name) of dump \(id) has \(size) bytes, \(o.size) recorded (truncated or overwritten)", object: key, dump: id))
+                    continue
+                }
+                out.append((VerifyCandidate(key: key, group: "dumps/\(id)", size: size, sha256: o.sha256), .dumpObject(m, i)))
+            }
+        }
+        return (manifests, out)
     }
 
     /// Fills in the results: what each problem breaks and costs, and each backup's verdict.

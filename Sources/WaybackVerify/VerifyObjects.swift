@@ -45,6 +45,44 @@ extension RepositoryVerifier {
                 try await checkWAL(key: key, name: name, binding: binding)
                 counter.add(size)
             }
+        case .dumpObject(let m, let i):
+            let o = m.objects[i]
+            let key = layout.dumpObjectKey(m.id, o.name)
+            do {
+                try await verifyDumpObject(o, id: m.id, key: key, counter: counter)
+                findings.read(key, size: o.size, sha256: o.sha256, sound: true, at: now)
+            } catch let e as WaybackError where e.code == .notFound {
+                // Expired since the listing (its manifest goes first), or lost.
+                if (try? await driver.info(layout.dumpManifestKey(m.id))) == nil { findings.state.withLock { _ = $0.gone.insert(key) }; return }
+                findings.add(problem(.missing, "\(key) disappeared while it was read: \(e.message)", object: key, dump: m.id))
+            } catch {
+                findings.read(key, size: o.size, sha256: o.sha256, sound: false, at: now)
+                findings.add(problem(.damaged, Self.text(error), object: key, dump: m.id))
+            }
+        }
+    }
+
+    /// A dump's object read once: the SHA-256 and size of its stored bytes, every frame decoded,
+    /// and the SHA-256 and size of the plain bytes `pg_dump` wrote.
+    func verifyDumpObject(_ o: DumpManifest.Object, id: DumpID, key: String, counter: ByteCounter) async throws {
+        var plain = SHA256Hasher(), plainSize: Int64 = 0
+        let stored = try await driver.withReader(key, range: nil) { raw in
+            let reader = DigestReader(raw)
+            let frames = FrameReader(reader: reader, name: "\(o.name) of dump \(id)")
+            while !(try await frames.atEnd()) {
+                try await frames.nextFrame { bytes in
+                    plain.update(bytes)
+                    plainSize += Int64(bytes.count)
+                    counter.add(Int64(bytes.count))
+                }
+            }
+            return (reader.count, reader.finalizeHex())
+        }
+        guard stored.0 == o.size, stored.1 == o.sha256 else {
+            throw WaybackError(.corrupt, "\(o.name) of dump \(id) fails its SHA-256 check: the stored object is damaged")
+        }
+        guard plainSize == o.plainSize, plain.finalizeHex() == o.plainSHA256 else {
+            throw WaybackError(.corrupt, "\(o.name) of dump \(id) decodes to other bytes than pg_dump wrote (size or SHA-256)")
         }
     }
 

@@ -95,7 +95,7 @@ struct RestoreDumpCommand: AsyncParsableCommand {
             defaults.password = ProcessInfo.processInfo.environment["PGPASSWORD"]
             let target = try ConnectionSettings.parse(url: into, defaults: defaults)
             var c = DumpRestoreConfiguration(repository: try run.repository(), cluster: run.config.cluster.name, id: id, target: target, database: database)
-            c.clean = clean; c.noOwner = noOwner; c.jobs = jobs; c.binDirectory = run.config.pgBinDirectory
+            c.clean = clean; c.noOwner = noOwner; c.jobs = jobs; c.binDirectory = run.config.pgBinDirectory; c.events = run.events
             let r = try await DumpRestore.run(c, logger: run.logger)
             if json { try Context.printJSON(r) } else {
                 print("dump \(r.dump) (database \(r.database)) restored into \(r.target) in \(Format.seconds(r.restoreSeconds)); \(r.tables) tables counted in \(Format.seconds(r.checkSeconds))")
@@ -113,7 +113,7 @@ struct RestoreDumpCommand: AsyncParsableCommand {
         let repository = try run.repository()
         if dryRun {
             let checked = try await DumpRestore.dryRun(repository: repository, cluster: run.config.cluster.name, id: id, database: database,
-                                                       binDirectory: run.config.pgBinDirectory)
+                                                       binDirectory: run.config.pgBinDirectory, events: run.events)
             for c in checked { print("database \(c.database): \(Format.bytes(c.bytes)) read, SHA-256 as recorded, \(c.entries) archive entries") }
             print("dump \(id) is sound; nothing was restored")
             return

@@ -24,7 +24,7 @@ extension CommandRun {
 struct VerifyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "verify",
-        abstract: "Re-read the backups and the WAL archive of each repository and check every checksum (docs/verification.md).",
+        abstract: "Re-read the backups, logical dumps and WAL archive of each repository and check every checksum (docs/verification.md).",
         discussion: """
             Read-only, without the cluster's lock: it runs next to backups and wal-push. By default it reads \
             what is new since the last run plus verify.resample_percent of the rest (the objects read longest \
@@ -66,11 +66,17 @@ struct VerifyCommand: AsyncParsableCommand {
             for b in r.backups {
                 Swift.print("  backup \(b.id): \(b.sound ? "sound" : "NOT SOUND") (\(b.objectsRead) of \(b.objects) object(s) read now)")
             }
+            for d in r.dumps {
+                Swift.print("  dump \(d.id): \(d.sound ? "sound" : "NOT SOUND") (\(d.objectsRead) of \(d.objects) object(s) read now)")
+            }
             for w in r.windows { Swift.print("  recoverable: \(w.text)") }
             for n in r.notes { Swift.print("  note: \(n)") }
             for p in r.problems {
                 Swift.print("  PROBLEM (\(p.kind.rawValue)): \(p.message)")
-                if !p.breaks.isEmpty { Swift.print("    breaks backup\(p.breaks.count == 1 ? "" : "s") \(p.breaks.joined(separator: ", "))") }
+                if !p.breaks.isEmpty {
+                    let what = p.breaks.allSatisfy { DumpID($0) != nil } ? "dump" : "backup"
+                    Swift.print("    breaks \(what)\(p.breaks.count == 1 ? "" : "s") \(p.breaks.joined(separator: ", "))")
+                }
                 if let w = p.window { Swift.print("    costs: \(w)") }
             }
         }

@@ -149,6 +149,30 @@ struct LogicalDumpTests {
                               config: offsite)
         #expect(r.status == 0, "\(r.stdout) \(r.stderr)")
         #expect(try t.psql("SELECT count(*) FROM secrets WHERE note = '\(EncryptionTests.marker)'", database: "shop_copy") == "2000")
+
+        // verify reads the dump in both repositories.
+        let verified = try t.waybackOK(["verify", "--all"])
+        #expect(verified.components(separatedBy: "dump \(id): sound").count == 3, "\(verified)")
+        #expect(try CatalogTests.rows(t, where: "backup_id = '\(id)'").first?[8] == "complete")
+        #expect(try t.psql("SELECT verified_at IS NOT NULL FROM wayback.backup_logs WHERE backup_id = '\(id)'") == "t")
+
+        // The local copy damaged: verify names it (exit 7, the dump partial in backup_logs), and
+        // restore-dump reads the S3 copy instead, saying so.
+        let objectPath = repoDir + "/main/dumps/\(id)/db/shop.dump"
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: objectPath))
+        bytes[bytes.count / 2] ^= 0x5A
+        try bytes.write(to: URL(fileURLWithPath: objectPath))
+        let damaged = try t.wayback(["verify", "--all"])
+        #expect(damaged.status == WaybackError.Code.corrupt.rawValue, "\(damaged.status) \(damaged.stderr)")
+        #expect(damaged.stdout.contains("dump \(id): NOT SOUND") && damaged.stdout.contains("main/dumps/\(id)/db/shop.dump")
+                && damaged.stdout.contains("breaks dump \(id)"), "\(damaged.stdout)")
+        let row = try #require(try CatalogTests.rows(t, where: "backup_id = '\(id)'").first)
+        #expect(row[8] == "partial" && row[11].hasPrefix("verify: repository 'local'"), "\(row)")
+        _ = try t.psql("CREATE DATABASE shop_copy2")
+        let fallback = try t.wayback(["restore-dump", "--backup", id.rawValue, "--into", "postgresql://postgres@/shop_copy2?host=\(t.root)&port=\(t.cluster.port)"])
+        #expect(fallback.status == 0, "\(fallback.stdout) \(fallback.stderr)")
+        #expect(fallback.stderr.contains("was read from repository 'offsite'") && fallback.stderr.contains("repository 'local'"), "\(fallback.stderr)")
+        #expect(try t.psql("SELECT count(*) FROM secrets", database: "shop_copy2") == "2000")
     }
 
     @Test("a pg_dump older than the server is refused, naming the version needed and the package; a dump that fails part-way leaves no object behind")

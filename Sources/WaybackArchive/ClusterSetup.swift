@@ -54,6 +54,74 @@ public enum ClusterSetup {
             cluster: cluster, systemIdentifier: facts.systemIdentifier, pgMajorVersion: facts.majorVersion,
             pgVersionNumber: facts.versionNumber, walSegmentSize: facts.walSegmentSize, blockSize: facts.blockSize,
             dataChecksums: facts.dataChecksums, created: clock.now)
+        let initialized = try await bind(repository, binding: binding) { member, existing in
+            guard !existing.isLogical else {
+                throw WaybackError(.repository, "\(member.description) holds cluster '\(cluster)' as a logical cluster (dumps only); choose another cluster.name for the physical cluster")
+            }
+            guard existing.systemID == facts.systemIdentifier else {
+                throw WaybackError(.repository, "\(member.description) already holds cluster '\(cluster)' with system identifier \(existing.systemIdentifier), but this server is \(facts.systemIdentifier); choose another cluster.name or repository")
+            }
+            guard existing.pgMajorVersion == facts.majorVersion else {
+                throw WaybackError(.repository, "\(member.description) cluster '\(cluster)' was made for PostgreSQL \(existing.pgMajorVersion), this server is \(facts.majorVersion); use a new cluster.name after a major upgrade")
+            }
+        }
+        let already = initialized.isEmpty
+        let archive = "\(waybackCommand) wal-push %p"
+        let restore = PrefetchSpool.stoppingOnError("\(waybackCommand) wal-fetch %f %p")
+        var todo = [String]()
+        if facts.archiveMode != "on" && facts.archiveMode != "always" { todo.append("archive_mode = on (needs a restart)") }
+        if facts.archiveCommand != archive { todo.append("archive_command = '\(archive)' (then SELECT pg_reload_conf())") }
+        let migrations = try await migrate(catalog, logger: logger)
+        return Report(facts: facts, pgdataOwner: owner, alreadyInitialized: already, initialized: initialized, archiveCommand: archive,
+                      restoreCommand: restore, todo: todo, catalogMigrations: migrations)
+    }
+
+    /// What `init` did for a logical cluster.
+    public struct LogicalReport: Sendable {
+        public var versionNumber: Int
+        public var systemIdentifier: UInt64
+        public var initialized: [String]
+        public var catalogMigrations: [Int]?
+    }
+
+    /// `wayback init` of a logical cluster (`cluster.type: logical`): no data directory and no
+    /// archive; the server is reached by its connection alone (a managed PostgreSQL). Checks that
+    /// it answers and is not behind a transaction pooler, binds the repositories (type `logical`;
+    /// the system identifier where the server shows it, else 0) and sets up the catalog.
+    public static func initializeLogical(repository: Repository, cluster: String, connection: ConnectionSettings, lockDirectory: String,
+                                         catalog: CatalogSettings? = nil, clock: any WaybackClock = SystemClock(),
+                                         logger: Logger) async throws -> LogicalReport {
+        let session = try await PostgresSession.connect(connection, logger: logger)
+        let version: Int, systemID: UInt64
+        do {
+            version = Int((try await session.execute("SELECT current_setting('server_version_num')").first?.first ?? nil) ?? "") ?? 0
+            // Managed services may hide it (the report shows 0 then).
+            systemID = (try? await session.execute("SELECT system_identifier::text FROM pg_control_system()"))?.first?.first?.flatMap { UInt64($0) } ?? 0
+            try await TransactionPooler.refuse(connection, session: session)
+            await session.close()
+        } catch {
+            await session.close()
+            throw error
+        }
+        let lock = try RepositoryLock.acquire(directory: lockDirectory, cluster: cluster, systemIdentifier: 0, repository: repository, command: "init")
+        defer { lock.release() }
+        // Always 0 in the binding: the lock's name must not depend on what the server shows.
+        var binding = ClusterBinding(cluster: cluster, systemIdentifier: 0, pgMajorVersion: version / 10000, pgVersionNumber: version,
+                                     walSegmentSize: 0, blockSize: 0, dataChecksums: false, created: clock.now)
+        binding.type = ClusterBinding.logicalType
+        let initialized = try await bind(repository, binding: binding) { member, existing in
+            guard existing.isLogical else {
+                throw WaybackError(.repository, "\(member.description) holds cluster '\(cluster)' as a physical cluster (system identifier \(existing.systemIdentifier)); a logical cluster needs its own cluster.name")
+            }
+        }
+        return LogicalReport(versionNumber: version, systemIdentifier: systemID, initialized: initialized,
+                             catalogMigrations: try await migrate(catalog, logger: logger))
+    }
+
+    /// Writes `binding` to each repository that has none (settling its encryption first), after
+    /// `compatible` accepted the binding of each that has one. Returns the repositories bound now.
+    static func bind(_ repository: Repository, binding: ClusterBinding,
+                     compatible: (Repository, ClusterBinding) throws -> Void) async throws -> [String] {
         var initialized = [String]()
         for member in repository.members {
             // Encryption is settled when a repository is created: an encrypted one gets its
@@ -63,37 +131,26 @@ public enum ClusterSetup {
             } else {
                 try await EncryptedStorage.requirePlain(member.driver, name: member.name)
             }
-            let catalog = Catalog(repository: member, cluster: cluster)
+            let catalog = Catalog(repository: member, cluster: binding.cluster)
             if let existing = try await catalog.binding() {
-                guard existing.systemID == facts.systemIdentifier else {
-                    throw WaybackError(.repository, "\(member.description) already holds cluster '\(cluster)' with system identifier \(existing.systemIdentifier), but this server is \(facts.systemIdentifier); choose another cluster.name or repository")
-                }
-                guard existing.pgMajorVersion == facts.majorVersion else {
-                    throw WaybackError(.repository, "\(member.description) cluster '\(cluster)' was made for PostgreSQL \(existing.pgMajorVersion), this server is \(facts.majorVersion); use a new cluster.name after a major upgrade")
-                }
+                try compatible(member, existing)
             } else {
                 try await catalog.writeBinding(binding)
                 initialized.append(member.name)
             }
         }
-        let already = initialized.isEmpty
-        let archive = "\(waybackCommand) wal-push %p"
-        let restore = PrefetchSpool.stoppingOnError("\(waybackCommand) wal-fetch %f %p")
-        var todo = [String]()
-        if facts.archiveMode != "on" && facts.archiveMode != "always" { todo.append("archive_mode = on (needs a restart)") }
-        if facts.archiveCommand != archive { todo.append("archive_command = '\(archive)' (then SELECT pg_reload_conf())") }
-        var migrations: [Int]?
-        if let catalog {
-            // The repositories are bound by now; only the catalog remains to do.
-            do {
-                let store = try await CatalogStore.open(catalog, logger: logger)
-                do { migrations = try await store.migrate(); await store.close() } catch { await store.close(); throw error }
-            } catch {
-                let reason = (error as? WaybackError)?.message ?? String(describing: error)
-                throw WaybackError(.connection, "the repositories are initialised, but the backup_logs catalog (schema \(catalog.schema) at \(catalog.connection.redacted)) could not be set up: \(reason); fix catalog.connection (or set catalog.enabled: false) and run 'wayback init' again")
-            }
+        return initialized
+    }
+
+    /// The catalog's migrations (nil: switched off); the repositories are bound by then.
+    static func migrate(_ catalog: CatalogSettings?, logger: Logger) async throws -> [Int]? {
+        guard let catalog else { return nil }
+        do {
+            let store = try await CatalogStore.open(catalog, logger: logger)
+            do { let m = try await store.migrate(); await store.close(); return m } catch { await store.close(); throw error }
+        } catch {
+            let reason = (error as? WaybackError)?.message ?? String(describing: error)
+            throw WaybackError(.connection, "the repositories are initialised, but the backup_logs catalog (schema \(catalog.schema) at \(catalog.connection.redacted)) could not be set up: \(reason); fix catalog.connection (or set catalog.enabled: false) and run 'wayback init' again")
         }
-        return Report(facts: facts, pgdataOwner: owner, alreadyInitialized: already, initialized: initialized, archiveCommand: archive,
-                      restoreCommand: restore, todo: todo, catalogMigrations: migrations)
     }
 }

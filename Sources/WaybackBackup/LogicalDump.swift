@@ -23,6 +23,10 @@ public struct DumpConfiguration: Sendable {
     public var lockDirectory: String?
     /// Where the dump's row goes (`backup_logs`, type `logical`).
     public var backupLog: BackupLog?
+    /// The configuration's cluster is logical (its repositories must be bound as one).
+    public var logicalCluster = false
+    /// The Supabase preset (`dump.supabase`): see `SupabasePreset`.
+    public var supabase = false
     public init(repository: Repository, cluster: String, connection: ConnectionSettings, compression: CompressionSettings,
                 databases: [String]?, binDirectory: String?, events: EventLog) {
         self.repository = repository; self.cluster = cluster; self.connection = connection; self.compression = compression
@@ -39,6 +43,11 @@ public enum LogicalDump {
     public static func run(_ c: DumpConfiguration, clock: any WaybackClock = SystemClock(), logger: Logger) async throws -> DumpManifest {
         let catalog = Catalog(repository: c.repository, cluster: c.cluster)
         let binding = try await catalog.requireBinding()
+        guard binding.isLogical == c.logicalCluster else {
+            throw WaybackError(.repository, binding.isLogical
+                ? "\(c.repository.description) holds cluster '\(c.cluster)' as a logical cluster, but the configuration says cluster.type: physical; set cluster.type: logical (and remove cluster.pgdata)"
+                : "\(c.repository.description) holds cluster '\(c.cluster)' as a physical cluster, but the configuration says cluster.type: logical; use another cluster.name for the logical one")
+        }
         let lock = try c.lockDirectory.map {
             try RepositoryLock.acquire(directory: $0, cluster: c.cluster, systemIdentifier: binding.systemID, repository: c.repository, command: "dump")
         }
@@ -49,7 +58,9 @@ public enum LogicalDump {
         let first = try await PostgresSession.connect(c.connection, logger: logger)
         let server: Int, names: [String]
         do {
-            server = try await first.facts().versionNumber
+            // Readable by any role (a managed service's included); facts() needs more.
+            server = Int((try await first.execute("SELECT current_setting('server_version_num')").first?.first ?? nil) ?? "") ?? 0
+            try await TransactionPooler.refuse(c.connection, session: first)
             if let given = c.databases { names = given } else {
                 names = try await first.execute("SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1")
                     .compactMap { $0.first ?? nil }
@@ -111,16 +122,25 @@ public enum LogicalDump {
         }
         var globals: DumpManifest.Object?, note: String?
         do {
-            globals = try await store(id: id, name: "globals.sql", catalog: catalog, compression: c.compression,
-                                      arguments: [bin + "/pg_dumpall", "--roles-only", "--no-role-passwords", "--no-password"],
-                                      environment: c.connection.libpqEnvironment())
+            let arguments = [bin + "/pg_dumpall", "--roles-only", "--no-role-passwords", "--no-password", "--quote-all-identifiers"]
+            if c.supabase {
+                // Small: read whole, the platform's roles commented out, then stored.
+                let r = try await Command.execute(arguments, environment: c.connection.libpqEnvironment(), check: false)
+                guard r.status == 0 else { throw WaybackError(.postgres, r.stderr.trimmingCharacters(in: .whitespacesAndNewlines)) }
+                globals = try await store(id: id, name: "globals.sql", catalog: catalog, compression: c.compression,
+                                          bytes: Array(SupabasePreset.filterRoles(r.stdout).utf8))
+            } else {
+                globals = try await store(id: id, name: "globals.sql", catalog: catalog, compression: c.compression, arguments: arguments,
+                                          environment: c.connection.libpqEnvironment())
+            }
         } catch {
             note = "the roles were not dumped (pg_dumpall --roles-only: \((error as? WaybackError)?.message ?? String(describing: error)))"
             c.events.emit(.warning, .backupDecision, note!)
         }
-        let manifest = DumpManifest(id: id, cluster: c.cluster, startTime: startTime, stopTime: clock.now, serverVersionNumber: server,
+        var manifest = DumpManifest(id: id, cluster: c.cluster, startTime: startTime, stopTime: clock.now, serverVersionNumber: server,
                                     pgDumpVersion: version, format: "custom", compression: c.compression, databases: databases,
                                     globals: globals, note: note)
+        manifest.preset = c.supabase ? "supabase" : nil
         try await catalog.writeDumpManifest(manifest)
         logger.info("dump complete", metadata: ["wayback.dump": "\(id)", "bytes": "\(manifest.repositoryBytes)"])
         return manifest
@@ -140,36 +160,33 @@ public enum LogicalDump {
                 throw WaybackError(.postgres, "PostgreSQL exported no snapshot for database '\(name)'")
             }
             var counts = try await RowCounts.countHere(session, database: name, snapshot: snapshot)
-            counts.tables = counts.tables.filter { table, _ in !c.excludeSchemas.contains { Self.schema(of: table) == $0 } }
+            counts.tables = counts.tables.filter { table, _ in
+                let schema = RowCounts.schema(of: table)
+                return !c.excludeSchemas.contains(schema)
+                    && !(c.supabase && (SupabasePreset.isPlatform(schema) || SupabasePreset.platformTables.contains(table)))
+            }
+            let base = [bin + "/pg_dump", "--format=custom", "--compress=0", "--no-password", "--snapshot=\(exported)", "--dbname=\(name)"]
+            var excluded = c.excludeSchemas.map { "--exclude-schema=\"" + $0.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
+            if c.supabase { excluded += (SupabasePreset.platformSchemas + SupabasePreset.dataSchemas).map { "--exclude-schema=" + $0 } }
             let object = try await store(id: id, name: DumpManifest.objectName(database: name), catalog: catalog, compression: c.compression,
-                                         arguments: [bin + "/pg_dump", "--format=custom", "--compress=0", "--no-password",
-                                                     "--snapshot=\(exported)", "--dbname=\(name)"] + c.excludeSchemas.map { "--exclude-schema=\"" + $0.replacingOccurrences(of: "\"", with: "\"\"") + "\"" },
-                                         environment: settings.libpqEnvironment(database: name))
+                                         arguments: base + excluded, environment: settings.libpqEnvironment(database: name))
+            var platform: DumpManifest.Object?
+            if c.supabase {
+                // auth and storage in the same snapshot, without the rows the target's platform writes.
+                let present = try await session.execute("SELECT nspname FROM pg_namespace WHERE nspname IN ('auth', 'storage') ORDER BY 1").compactMap { $0.first ?? nil }
+                if !present.isEmpty {
+                    platform = try await store(id: id, name: DumpManifest.platformObjectName(database: name), catalog: catalog, compression: c.compression,
+                                               arguments: base + present.map { "--schema=" + $0 } + SupabasePreset.platformTables.map { "--exclude-table-data=" + $0 },
+                                               environment: settings.libpqEnvironment(database: name))
+                }
+            }
             _ = try await session.execute("COMMIT")
             await session.close()
-            return DumpManifest.Database(name: name, object: object, rowCounts: counts)
+            return DumpManifest.Database(name: name, object: object, rowCounts: counts, platform: platform)
         } catch {
             await session.close()
             throw error
         }
-    }
-
-    /// The schema of a `quote_ident`ed `schema.table` name, unquoted.
-    static func schema(of table: String) -> String {
-        var out = "", quoted = false, chars = Array(table), i = 0
-        while i < chars.count {
-            let ch = chars[i]
-            if ch == "\"" {
-                if quoted && i + 1 < chars.count && chars[i + 1] == "\"" { out.append("\""); i += 2; continue }
-                quoted.toggle()
-            } else if ch == "." && !quoted {
-                return out
-            } else {
-                out.append(ch)
-            }
-            i += 1
-        }
-        return out
     }
 
     /// A program's standard output, framed and stored as one object of the dump.
@@ -187,6 +204,22 @@ public enum LogicalDump {
             return (frames.offset, frames.finalizeSHA256())
         }
         return DumpManifest.Object(name: name, size: size, sha256: sha, plainSize: plainSize, plainSHA256: plain.finalizeHex())
+    }
+
+    /// Bytes already in memory (the filtered roles), framed and stored as one object.
+    static func store(id: DumpID, name: String, catalog: Catalog, compression: CompressionSettings, bytes: [UInt8]) async throws -> DumpManifest.Object {
+        let compressor = Compressor(compression)
+        let (size, sha) = try await catalog.repository.driver.withWriter(catalog.layout.dumpObjectKey(id, name), options: WriteOptions()) { writer in
+            let frames = FrameWriter(writer: writer)
+            var offset = 0
+            repeat {
+                let end = min(bytes.count, offset + FrameFormat.rawChunk)
+                try await frames.append(frame: try bytes[offset..<end].withUnsafeBytes { try FrameFormat.encode($0, compressor: compressor) })
+                offset = end
+            } while offset < bytes.count
+            return (frames.offset, frames.finalizeSHA256())
+        }
+        return DumpManifest.Object(name: name, size: size, sha256: sha, plainSize: Int64(bytes.count), plainSHA256: SHA256Hasher.hex(bytes))
     }
 
     /// `pg_dump --version`; its major version must be at least the server's.

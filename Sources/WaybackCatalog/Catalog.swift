@@ -81,6 +81,9 @@ public struct Catalog: Sendable {
     /// Checks that this repository belongs to the cluster with `systemIdentifier`.
     public func requireBinding(systemIdentifier: UInt64) async throws -> ClusterBinding {
         let b = try await requireBinding()
+        guard !b.isLogical else {
+            throw WaybackError(.repository, "\(repository.description) holds cluster '\(layout.cluster)' as a logical cluster (dumps only); a physical backup or archive needs its own cluster.name")
+        }
         guard b.systemID == systemIdentifier else {
             throw WaybackError(.repository, "\(repository.description) cluster '\(layout.cluster)' belongs to the PostgreSQL cluster with system identifier \(b.systemIdentifier), not \(systemIdentifier); use another cluster name or repository")
         }

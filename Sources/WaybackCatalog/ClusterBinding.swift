@@ -15,6 +15,12 @@ public struct ClusterBinding: Codable, Sendable, Equatable {
     public var blockSize: Int
     public var dataChecksums: Bool
     public var created: Date
+    /// `logical` for a cluster protected by dumps alone (no data directory, no WAL; the system
+    /// identifier is 0 when the server does not show it); nil for a physical one.
+    public var type: String?
+
+    public static let logicalType = "logical"
+    public var isLogical: Bool { type == Self.logicalType }
 
     public init(cluster: String, systemIdentifier: UInt64, pgMajorVersion: Int, pgVersionNumber: Int,
                 walSegmentSize: UInt64, blockSize: Int, dataChecksums: Bool, created: Date) {

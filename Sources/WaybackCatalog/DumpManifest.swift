@@ -27,7 +27,12 @@ public struct DumpManifest: Codable, Sendable {
         public var object: Object
         /// The exact rows of every table in the dump's snapshot.
         public var rowCounts: RowCounts.Database
-        public init(name: String, object: Object, rowCounts: RowCounts.Database) { self.name = name; self.object = object; self.rowCounts = rowCounts }
+        /// The Supabase preset's `auth` and `storage` schemas, dumped on their own in the same
+        /// snapshot (`db/<database>.platform.dump`; nil: no preset, or no such schemas).
+        public var platform: Object?
+        public init(name: String, object: Object, rowCounts: RowCounts.Database, platform: Object? = nil) {
+            self.name = name; self.object = object; self.rowCounts = rowCounts; self.platform = platform
+        }
     }
 
     public var formatVersion = DumpManifest.formatVersion
@@ -45,6 +50,8 @@ public struct DumpManifest: Codable, Sendable {
     public var globals: Object?
     /// Why the globals are missing, when they are.
     public var note: String?
+    /// `supabase` when the dump was taken with `dump.supabase: true`.
+    public var preset: String?
 
     public init(id: DumpID, cluster: String, startTime: Date, stopTime: Date, serverVersionNumber: Int, pgDumpVersion: String, format: String,
                 compression: CompressionSettings, databases: [Database], globals: Object?, note: String?) {
@@ -53,10 +60,12 @@ public struct DumpManifest: Codable, Sendable {
         self.globals = globals; self.note = note
     }
 
-    public var objects: [Object] { databases.map(\.object) + (globals.map { [$0] } ?? []) }
+    public var objects: [Object] { databases.flatMap { [$0.object] + ($0.platform.map { [$0] } ?? []) } + (globals.map { [$0] } ?? []) }
     public var repositoryBytes: Int64 { objects.reduce(0) { $0 + $1.size } }
     public var plainBytes: Int64 { objects.reduce(0) { $0 + $1.plainSize } }
     public static func objectName(database: String) -> String { "db/\(database).dump" }
+    public static func platformObjectName(database: String) -> String { "db/\(database).platform.dump" }
+    public var isSupabase: Bool { preset == "supabase" }
 
     /// The dump's MD5 and SHA-256 (the `backup_logs` checksums): digests of its content listing,
     /// one line `O <name> <plain size> <plain SHA-256>` per object, sorted by name.

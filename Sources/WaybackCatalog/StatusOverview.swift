@@ -22,7 +22,8 @@ public struct WALQueue: Sendable {
     /// an error when the directory is there but cannot be read (never "nothing queued" then).
     public func count(_ repository: String) -> Result<Int, WaybackError> {
         do {
-            guard try FileSystem.status(directory(repository), followLinks: true) != nil else { return .success(0) }
+            // A logical cluster has no WAL, and no queue.
+            guard !path.isEmpty, try FileSystem.status(directory(repository), followLinks: true) != nil else { return .success(0) }
             return .success(try FileSystem.list(directory(repository)).filter { !$0.hasPrefix(".") }.count)
         } catch {
             return .failure(WaybackError.wrap(error, as: .io, "cannot read the WAL queue \(directory(repository))"))
@@ -189,7 +190,7 @@ public struct DumpListing: Codable, Sendable, Equatable {
             for o in objects {
                 guard case .dump(let id, let name)? = layout.parse(o.key) else { continue }
                 if name == "manifest.json" { complete.insert(id) }
-                if name.hasPrefix("db/"), name.hasSuffix(".dump") { dbs[id, default: []].insert(String(name.dropFirst(3).dropLast(5))) }
+                if name.hasPrefix("db/"), name.hasSuffix(".dump"), !name.hasSuffix(".platform.dump") { dbs[id, default: []].insert(String(name.dropFirst(3).dropLast(5))) }
                 if !name.hasPrefix("manifest.") { bytes[id, default: 0] += o.size }
             }
             for id in complete {

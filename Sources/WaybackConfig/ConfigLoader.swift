@@ -55,7 +55,8 @@ public enum ConfigLoader {
         while values.keys.contains("dump.exclude_schemas.\(schemas.count)"), let s = values.string("dump.exclude_schemas.\(schemas.count)") {
             schemas.append(s)
         }
-        c.dump = WaybackConfiguration.DumpSettings(databases: dbs.isEmpty ? nil : dbs, excludeSchemas: schemas)
+        c.dump = WaybackConfiguration.DumpSettings(databases: dbs.isEmpty ? nil : dbs, excludeSchemas: schemas,
+                                                   supabase: try values.defaulted("dump.supabase", ConfigValues.bool))
         c.reportDirectory = values.string("report.dir") ?? c.lockPath + "/reports"
         c.reportKeepDays = try values.defaulted("report.keep", ConfigValues.int)
         c.diskWarnPercent = try values.defaulted("monitor.disk_warn_percent", ConfigValues.number)
@@ -74,8 +75,22 @@ public enum ConfigLoader {
         guard name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }), name.count <= 64 else {
             throw WaybackError(.config, "\(v.origin("cluster.name")): cluster.name '\(name)' may use only letters, digits, '-' and '_'")
         }
-        let pgdata = try v.required("cluster.pgdata")
-        let cluster = WaybackConfiguration.ClusterSettings(name: name, pgdata: pgdata, connection: try connection(v, environment: environment))
+        let type = v.choice("cluster.type", as: ClusterType.self) ?? .physical
+        let pgdata: String
+        if type == .physical {
+            pgdata = try v.required("cluster.pgdata")
+        } else {
+            guard v.string("cluster.pgdata") == nil else {
+                throw WaybackError(.config, "\(v.origin("cluster.pgdata")): a logical cluster (cluster.type: logical) has no data directory Wayback reads; remove cluster.pgdata, or set cluster.type: physical")
+            }
+            for key in ["archive.spool_path", "schedule.full", "schedule.incr", "schedule.diff", "schedule.drill_aged"] where v.keys.contains(key) {
+                guard ["null", "~", "off", "none", ""].contains((v.string(key) ?? "").lowercased()) else {
+                    throw WaybackError(.config, "\(v.origin(key)): \(key) is for physical clusters; a logical cluster (cluster.type: logical) takes dumps (schedule.dump): remove \(key)")
+                }
+            }
+            pgdata = ""
+        }
+        let cluster = WaybackConfiguration.ClusterSettings(name: name, type: type, pgdata: pgdata, connection: try connection(v, environment: environment))
         var catalog: CatalogSettings?
         if try v.defaulted("catalog.enabled", ConfigValues.bool) {
             let schema = try v.defaulted("catalog.schema", ConfigValues.string)
@@ -122,7 +137,7 @@ public enum ConfigLoader {
             maxRateBytes: rate > 0 ? Int64(rate) << 20 : nil,
             recordRowCounts: try v.defaulted("backup.record_row_counts", ConfigValues.bool))
         let archive = WaybackConfiguration.ArchiveSettings(
-            spoolPath: v.string("archive.spool_path") ?? pgdata + "/pg_wal/wayback-spool",
+            spoolPath: v.string("archive.spool_path") ?? (pgdata.isEmpty ? "" : pgdata + "/pg_wal/wayback-spool"),
             spoolLimitBytes: Int64(try v.defaulted("archive.spool_limit_mb", ConfigValues.int)) << 20,
             pushAhead: try v.defaulted("archive.push_ahead", ConfigValues.bool))
         return WaybackConfiguration(
@@ -140,9 +155,19 @@ public enum ConfigLoader {
         guard TimeZone(identifier: zone) != nil else {
             throw WaybackError(.config, "\(v.origin("schedule.timezone")): schedule.timezone '\(zone)' is not an IANA time zone name (e.g. UTC, Europe/Berlin)")
         }
+        let logical = v.choice("cluster.type", as: ClusterType.self) == .logical
         func cron(_ job: String) throws -> CronExpression? {
             let key = "schedule.\(job)"
-            let text = try v.defaulted(key, ConfigValues.string)
+            var text = v.string(key) ?? ""
+            if !v.keys.contains(key) {
+                // The defaults of the physical jobs, and of the dump job, follow the cluster's type.
+                switch job {
+                case "full": text = logical ? "null" : "0 2 * * *"
+                case "incr": text = logical ? "null" : "0 * * * *"
+                case "dump": text = logical ? "0 2 * * *" : "null"
+                default: text = try v.defaulted(key, ConfigValues.string)
+                }
+            }
             if ["null", "~", "off", "none", ""].contains(text.lowercased()) { return nil }
             return try CronExpression(text, origin: "\(v.origin(key)): \(key)")
         }

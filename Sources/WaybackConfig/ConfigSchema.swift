@@ -88,7 +88,8 @@ public struct ConfigKey: Sendable, Equatable {
 public enum ConfigSchema {
     public static let keys: [ConfigKey] = [
         ConfigKey("cluster.name", .string, .required),
-        ConfigKey("cluster.pgdata", .path, .required),
+        ConfigKey("cluster.type", .choice(ClusterType.allCases.map(\.rawValue)), .value("physical")),
+        ConfigKey("cluster.pgdata", .path, .derived("required when cluster.type is physical; not set for logical")),
         ConfigKey("cluster.connection", .string, .derived("libpq's variables, else postgresql://postgres@/postgres?host=/var/run/postgresql")),
 
         ConfigKey("repositories.*.name", .string, .derived("local for the first, then repo2, repo3 ...")),
@@ -141,8 +142,8 @@ public enum ConfigSchema {
     ] + retention.map { ConfigKey("retention.\($0.name)", $0.kind, .value($0.value)) } + [
 
         ConfigKey("schedule.timezone", .string, .value("UTC")),
-        ConfigKey("schedule.full", .string, .value("0 2 * * *")),
-        ConfigKey("schedule.incr", .string, .value("0 * * * *")),
+        ConfigKey("schedule.full", .string, .derived("0 2 * * * (null for a logical cluster)")),
+        ConfigKey("schedule.incr", .string, .derived("0 * * * * (null for a logical cluster)")),
         ConfigKey("schedule.diff", .string, .value("null")),
         ConfigKey("schedule.expire", .string, .value("after-backup")),
         ConfigKey("schedule.verify", .string, .value("30 3 * * *")),
@@ -150,7 +151,7 @@ public enum ConfigSchema {
         ConfigKey("schedule.drill_aged", .string, .value("null")),
         ConfigKey("schedule.drill_offsite", .string, .value("0 5 1 */3 *")),
         ConfigKey("schedule.report", .string, .value("0 6 * * *")),
-        ConfigKey("schedule.dump", .string, .value("null")),
+        ConfigKey("schedule.dump", .string, .derived("0 2 * * * for a logical cluster, else null")),
         ConfigKey("schedule.retries", .int(0...10), .value("2")),
         ConfigKey("schedule.stop_timeout", .string, .value("60s")),
 
@@ -208,6 +209,7 @@ public enum ConfigSchema {
 
         ConfigKey("dump.databases.*", .string, .derived("every database that accepts connections")),
         ConfigKey("dump.exclude_schemas.*", .string, .derived("none")),
+        ConfigKey("dump.supabase", .bool, .value("false")),
 
         ConfigKey("report.dir", .path, .derived("<lock_path>/reports")),
         ConfigKey("report.keep", .int(1...3650), .value("30")),

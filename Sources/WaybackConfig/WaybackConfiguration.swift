@@ -4,13 +4,30 @@ import WaybackPostgres
 import WaybackS3
 import WaybackStorage
 
+/// What a cluster entry protects (`cluster.type`).
+public enum ClusterType: String, Sendable, CaseIterable { case physical, logical }
+
 /// The whole configuration, read once at the edge (file, environment) and passed down as values:
 /// one plain value per domain, with enums where a key takes one of a few words.
 public struct WaybackConfiguration: Sendable {
     public struct ClusterSettings: Sendable {
         public var name: String
+        /// Physical: a data directory Wayback backs up and archives; logical: a server reached
+        /// only by its connection (hosted Supabase, managed PostgreSQL), protected by dumps.
+        public var type: ClusterType = .physical
+        /// The data directory (empty for a logical cluster).
         public var pgdata: String
         public var connection: ConnectionSettings
+        public init(name: String, type: ClusterType = .physical, pgdata: String, connection: ConnectionSettings) {
+            self.name = name; self.type = type; self.pgdata = pgdata; self.connection = connection
+        }
+
+        /// Throws for a command that needs a data directory when the cluster is logical.
+        public func requirePhysical(_ command: String) throws {
+            guard type == .physical else {
+                throw WaybackError(.config, "cluster '\(name)' is a logical cluster (cluster.type: logical): it has no data directory, so '\(command)' does not apply; it is protected by 'wayback dump' (restore with 'wayback restore-dump')")
+            }
+        }
     }
 
     public struct RepositorySettings: Sendable {
@@ -138,6 +155,8 @@ public struct WaybackConfiguration: Sendable {
         /// nil: every database that accepts connections.
         public var databases: [String]?
         public var excludeSchemas: [String] = []
+        /// The preset for Supabase projects (docs/logical-backups.md).
+        public var supabase = false
     }
     public var dump = DumpSettings()
 

@@ -84,6 +84,8 @@ public struct HealthFacts: Codable, Sendable {
     public var disks: [DiskWatch.Entry]
     /// Logical dumps (id and start), oldest first; empty when the cluster takes none.
     public var dumps: [DumpListing] = []
+    /// A logical cluster (`cluster.type: logical`): dumps are its backups; no WAL, no physical backups.
+    public var logical = false
 
     public init(cluster: String, gatheredAt: Date) {
         self.cluster = cluster; self.gatheredAt = gatheredAt
@@ -197,11 +199,13 @@ public enum HealthCheck {
             if let critical, value > critical { return .critical }
             return value > warning ? .warning : .ok
         }
-        let since = facts.backups.map(\.start).min()
+        let since = facts.logical ? facts.dumps.compactMap(\.id.startTime).min() : facts.backups.map(\.start).min()
 
         // Backups: the newest of any type, and the newest full.
         if let error = facts.backupsError {
             items.append(HealthItem("backups", .critical, "no repository could be read: \(error)"))
+        } else if facts.logical {
+            if facts.dumps.isEmpty { items.append(HealthItem("dump age", .critical, "no logical dump (take one with 'wayback dump')")) }
         } else {
             for (name, backup, warning, critical) in [("backup age", facts.newestBackup, t.backupAgeWarning, t.backupAgeCritical),
                                                       ("full age", facts.newestFull, t.fullAgeWarning, t.fullAgeCritical)] {
@@ -220,7 +224,9 @@ public enum HealthCheck {
         }
 
         // WAL: the newest archived segment, and the archiver's failures since then.
-        if let last = facts.lastArchived {
+        if facts.logical {
+            // No WAL archive: a logical cluster's recovery points are its dumps.
+        } else if let last = facts.lastArchived {
             let a = age(last.time)
             var s = level(a, t.walAgeWarning, t.walAgeCritical)
             var message = "WAL last archived \(Format.age(a)) ago (\(last.source))"

@@ -98,6 +98,24 @@ extension RowCounts {
     }
 
     /// Differences between recorded counts and a copy's, as lines (`db.schema.table: n recorded, m in the copy`).
+    /// The schema of a `quote_ident`ed `schema.table` name, unquoted.
+    public static func schema(of table: String) -> String {
+        var out = "", quoted = false, chars = Array(table), i = 0
+        while i < chars.count {
+            let ch = chars[i]
+            if ch == "\"" {
+                if quoted && i + 1 < chars.count && chars[i + 1] == "\"" { out.append("\""); i += 2; continue }
+                quoted.toggle()
+            } else if ch == "." && !quoted {
+                return out
+            } else {
+                out.append(ch)
+            }
+            i += 1
+        }
+        return out
+    }
+
     public static func differences(recorded: Database, copy: [String: Int64]) -> [String] {
         var out = [String]()
         for (table, n) in recorded.tables.sorted(by: { $0.key < $1.key }) {

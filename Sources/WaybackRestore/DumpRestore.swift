@@ -60,7 +60,8 @@ public enum DumpRestore {
             }
             db = manifest.databases[0]
         }
-        try await requireEmpty(c.target, clean: c.clean, logger: logger)
+        // A Supabase project's own schemas do not make it "not empty".
+        let present = try await requireEmpty(c.target, clean: c.clean, ignoring: manifest.isSupabase ? platformSchema : { _ in false }, logger: logger)
 
         let began = monotonicSeconds()
         let spool = try makeSpool(c.spoolDirectory)
@@ -70,13 +71,36 @@ public enum DumpRestore {
 
         let bin = c.binDirectory ?? LocalCluster.defaultBinDirectory()
         var args = [bin + "/pg_restore", "--no-password", "--exit-on-error", "--jobs=\(max(1, c.jobs))", "--dbname=\(c.target.database)"]
-        if c.clean { args += ["--clean", "--if-exists"] }
         if c.noOwner { args += ["--no-owner", "--no-privileges"] }
+        if let platform = db.platform {
+            // First, so that the project's tables find the users they refer to: data-only into a
+            // Supabase project (its platform owns the structure; triggers and foreign keys off
+            // while loading), whole into a plain PostgreSQL.
+            let platformFile = spool + "/" + db.name + ".platform.dump"
+            try await decode(platform, id: c.id, catalog: catalog, to: platformFile, events: c.events)
+            let project = SupabasePreset.dataSchemas.contains { present.contains($0) }
+            var env = c.target.libpqEnvironment()
+            if project { env["PGOPTIONS"] = "-c session_replication_role=replica" }
+            let r = try await Command.execute(args + (project ? ["--data-only"] : []) + [platformFile], environment: env, check: false)
+            guard r.status == 0 else { throw restoreFailure(r.stderr) }
+            try? FileSystem.remove(platformFile)
+        }
+        if manifest.isSupabase && !present.contains("extensions") {
+            // The project's extensions live in the platform's schema `extensions` (a project has
+            // it; a plain PostgreSQL gets it empty, and the dump's CREATE EXTENSION fills it).
+            let session = try await PostgresSession.connect(c.target, logger: logger)
+            do { _ = try await session.execute("CREATE SCHEMA IF NOT EXISTS extensions"); await session.close() } catch { await session.close(); throw error }
+        }
+        if c.clean { args += ["--clean", "--if-exists"] }
         let r = try await Command.execute(args + [file], environment: c.target.libpqEnvironment(), check: false)
         guard r.status == 0 else { throw restoreFailure(r.stderr) }
         let restored = monotonicSeconds()
 
-        let copy = try await RowCounts.current(c.target, logger: logger)
+        var copy = try await RowCounts.current(c.target, logger: logger)
+        if manifest.isSupabase {
+            // The target project's own tables are not the dump's.
+            copy = copy.filter { table, _ in !SupabasePreset.isPlatform(RowCounts.schema(of: table)) && !SupabasePreset.platformTables.contains(table) }
+        }
         let differences = RowCounts.differences(recorded: db.rowCounts, copy: copy)
         return DumpRestoreReport(dump: c.id.rawValue, database: db.name, target: c.target.redacted, bytes: db.object.plainSize,
                                  restoreSeconds: restored - began, checkSeconds: monotonicSeconds() - restored, tables: db.rowCounts.tables.count,
@@ -99,14 +123,18 @@ public enum DumpRestore {
         let bin = binDirectory ?? LocalCluster.defaultBinDirectory()
         var out = [(database: String, entries: Int, bytes: Int64)]()
         for db in chosen {
-            let file = spool + "/" + db.name + ".dump"
-            try await decode(db.object, id: id, catalog: catalog, to: file, events: events)
-            let r = try await Command.execute([bin + "/pg_restore", "--list", file], check: false)
-            guard r.status == 0 else {
-                throw WaybackError(.corrupt, "pg_restore cannot read the archive of database '\(db.name)' in dump \(id): \(r.stderr.prefix(300))")
+            var entries = 0
+            for object in [db.object] + (db.platform.map { [$0] } ?? []) {
+                let file = spool + "/" + FileSystem.lastComponent(object.name)
+                try await decode(object, id: id, catalog: catalog, to: file, events: events)
+                let r = try await Command.execute([bin + "/pg_restore", "--list", file], check: false)
+                guard r.status == 0 else {
+                    throw WaybackError(.corrupt, "pg_restore cannot read the archive \(object.name) of database '\(db.name)' in dump \(id): \(r.stderr.prefix(300))")
+                }
+                entries += r.stdout.split(separator: "\n").filter { !$0.hasPrefix(";") && !$0.isEmpty }.count
+                try? FileSystem.remove(file)
             }
-            out.append((db.name, r.stdout.split(separator: "\n").filter { !$0.hasPrefix(";") && !$0.isEmpty }.count, db.object.plainSize))
-            try? FileSystem.remove(file)
+            out.append((db.name, entries, db.object.plainSize + (db.platform?.plainSize ?? 0)))
         }
         return out
     }
@@ -120,15 +148,20 @@ public enum DumpRestore {
         return String(cString: made)
     }
 
-    /// A database with relations of its own is refused (pg_restore would mix two databases).
-    static func requireEmpty(_ target: ConnectionSettings, clean: Bool, logger: Logger) async throws {
+    /// The Supabase preset's schemas: the platform's, and those whose data the dump restores.
+    static let platformSchema: @Sendable (String) -> Bool = { SupabasePreset.isPlatform($0) || SupabasePreset.dataSchemas.contains($0) }
+
+    /// A database with relations of its own (outside the schemas `ignoring` accepts) is refused:
+    /// pg_restore would mix two databases. Returns the target's schemas.
+    static func requireEmpty(_ target: ConnectionSettings, clean: Bool, ignoring: (String) -> Bool, logger: Logger) async throws -> Set<String> {
         let session = try await PostgresSession.connect(target, logger: logger)
         let rows: [[String?]]
         do {
             rows = try await session.execute("""
-            SELECT count(*)::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-              AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+            SELECT n.nspname::text, count(c.oid)::text FROM pg_namespace n
+              LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+            WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+            GROUP BY 1
             """)
         } catch {
             // Never "empty" without having looked.
@@ -136,12 +169,32 @@ public enum DumpRestore {
             throw error
         }
         await session.close()
-        guard let n = rows.first?.first.flatMap({ $0 }).flatMap({ Int($0) }) else {
-            throw WaybackError(.postgres, "PostgreSQL did not say how many relations database '\(target.database)' holds; restore-dump does not restore into a database it could not look at")
+        var n = 0, schemas = Set<String>()
+        for r in rows {
+            guard r.count == 2, let schema = r[0], let count = r[1].flatMap({ Int($0) }) else {
+                throw WaybackError(.postgres, "PostgreSQL did not say how many relations database '\(target.database)' holds; restore-dump does not restore into a database it could not look at")
+            }
+            schemas.insert(schema)
+            if !ignoring(schema) { n += count }
         }
         if n > 0 && !clean {
             throw WaybackError(.conflict, "database '\(target.database)' at \(target.redacted) is not empty (\(n) relations); restore into an empty database (createdb), or replace what the dump holds with --clean")
         }
+        return schemas
+    }
+
+    /// The dump's roles (`globals.sql`, without passwords), as SQL to run on the target server.
+    public static func globals(repository: Repository, cluster: String, id: DumpID, spoolDirectory: String = "/var/tmp",
+                               events: EventLog? = nil) async throws -> String {
+        let catalog = Catalog(repository: repository, cluster: cluster)
+        let manifest = try await catalog.dumpManifest(id)
+        guard let g = manifest.globals else {
+            throw WaybackError(.notFound, "dump \(id) holds no roles: \(manifest.note ?? "pg_dumpall --roles-only was not permitted")")
+        }
+        let spool = try makeSpool(spoolDirectory)
+        defer { try? FileSystem.removeTree(spool) }
+        try await decode(g, id: id, catalog: catalog, to: spool + "/globals.sql", events: events)
+        return String(decoding: try Data(contentsOf: URL(fileURLWithPath: spool + "/globals.sql")), as: UTF8.self)
     }
 
     /// The object's frames into `file`, checked against the plain bytes' recorded SHA-256, from

@@ -18,6 +18,7 @@ extension CommandRun {
         func left() -> Double { max(0.2, min(timeout, budget - (monotonicSeconds() - began))) }
         func text(_ e: any Error) -> String { (e as? WaybackError)?.message ?? String(describing: e) }
         var facts = HealthFacts(cluster: config.cluster.name, gatheredAt: now)
+        facts.logical = config.cluster.type == .logical
         let members: [Repository]
         do {
             members = try repository().members
@@ -83,6 +84,8 @@ extension CommandRun {
         }
         facts.disks = DiskWatch.check(config.diskTargets(overview), thresholds: config.diskThresholds)
         switch await archiver {
+        case .success where facts.logical:
+            break  // no archive: the connection answered, which is all a logical cluster needs
         case .success(let a):
             facts.archiver = .init(archivedCount: a.archivedCount, failedCount: a.failedCount,
                                    lastArchivedWAL: a.lastArchivedWAL.isEmpty ? nil : a.lastArchivedWAL, lastArchivedTime: a.lastArchivedTime,

@@ -23,6 +23,7 @@ struct InitCommand: AsyncParsableCommand {
 
     static func run(_ run: CommandRun) async throws {
         let config = run.config, logger = run.logger
+        if config.cluster.type == .logical { try await initializeLogical(run); return }
         let r = try await ClusterSetup.initialize(
             repository: run.repository(), cluster: config.cluster.name, pgdata: config.cluster.pgdata,
             connection: config.cluster.connection, waybackCommand: Context.waybackCommand(configPath: config.path),
@@ -48,6 +49,26 @@ struct InitCommand: AsyncParsableCommand {
             print("Still to do on the server:")
             for t in r.todo { print("  - \(t)") }
         }
+    }
+}
+
+extension InitCommand {
+    /// A logical cluster: the server by its connection, the repositories bound, no archive.
+    static func initializeLogical(_ run: CommandRun) async throws {
+        let config = run.config
+        let r = try await ClusterSetup.initializeLogical(repository: run.repository(), cluster: config.cluster.name, connection: config.cluster.connection,
+                                                         lockDirectory: config.lockPath, catalog: config.catalog, logger: run.logger)
+        print("cluster '\(config.cluster.name)' (logical): PostgreSQL \(Format.postgresVersion(r.versionNumber)) at \(config.cluster.connection.redacted)")
+        for repo in config.repositories {
+            print("repository '\(repo.name)' (\(repo.path)): \(r.initialized.contains(repo.name) ? "initialised" : "already initialised for this cluster")")
+        }
+        if let catalog = config.catalog, let applied = r.catalogMigrations {
+            let what = applied.isEmpty ? "up to date" : "migrations \(applied.map(String.init).joined(separator: ", ")) applied"
+            print("catalog: table \(catalog.schema).backup_logs at \(catalog.connection.redacted): \(what)")
+        }
+        print("")
+        print("A logical cluster is protected by dumps: 'wayback dump' takes one now; the daemon takes them on schedule.dump.")
+        print("No archive settings are needed (there is no WAL archive and no point-in-time recovery).")
     }
 }
 
@@ -144,6 +165,7 @@ struct WalDrainCommand: AsyncParsableCommand {
 /// `only`: `wal-fetch --repository NAME` reads that repository alone.
 func archiveConfiguration(_ run: CommandRun, forPush: Bool = false, only: String? = nil) throws -> ArchiveConfiguration {
     let c = run.config
+    try c.cluster.requirePhysical(forPush ? "wal-push" : "wal-fetch")
     let asyncNames = c.repositoryNames(walPush: .async)
     let sync = try run.repositoryList(only: Set(c.repositoryNames(walPush: .sync)))
     var read = forPush ? Repository.combined(sync, events: run.events) : try run.repository()
@@ -179,6 +201,7 @@ struct BackupCommand: AsyncParsableCommand {
 
     func run(_ run: CommandRun) async throws {
         let config = run.config, logger = run.logger
+        try config.cluster.requirePhysical("backup")
         let started = monotonicSeconds()
         let repository = try run.repository()
         var backup = run.backupConfiguration(repository, type: type)
@@ -306,6 +329,7 @@ struct RestoreCommand: AsyncParsableCommand {
 
     func run(_ run: CommandRun) async throws {
         let config = run.config, logger = run.logger
+        try config.cluster.requirePhysical("restore")
         var ownerIDs: (uid: UInt32, gid: UInt32)?
         if let owner {
             guard let pw = getpwnam(owner) else { throw WaybackError(.usage, "--owner \(owner): no such user") }

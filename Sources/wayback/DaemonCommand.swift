@@ -38,8 +38,10 @@ extension WaybackConfiguration {
     /// repositories with a quota (their bytes from `overview`, when there is one).
     func diskTargets(_ overview: StatusOverview?) -> [DiskWatch.Target] {
         var targets = repositories.filter { $0.type == .local }.map { DiskWatch.Target(label: "repository '\($0.name)'", path: $0.path) }
-        targets.append(DiskWatch.Target(label: "PGDATA", path: cluster.pgdata))
-        targets.append(DiskWatch.Target(label: "pg_wal", path: cluster.pgdata + "/pg_wal"))
+        if cluster.type == .physical {
+            targets.append(DiskWatch.Target(label: "PGDATA", path: cluster.pgdata))
+            targets.append(DiskWatch.Target(label: "pg_wal", path: cluster.pgdata + "/pg_wal"))
+        }
         for r in repositories where r.type == .s3 {
             guard let quota = r.quotaBytes else { continue }
             let used = overview?.repositories.first { $0.name == r.name }?.storedBytes

@@ -51,6 +51,8 @@ extension CommandRun {
         dump.excludeSchemas = config.dump.excludeSchemas
         dump.lockDirectory = config.lockPath
         dump.backupLog = backupLog()
+        dump.logicalCluster = config.cluster.type == .logical
+        dump.supabase = config.dump.supabase
         return dump
     }
 }
@@ -76,11 +78,16 @@ struct RestoreDumpCommand: AsyncParsableCommand {
     @Flag(help: "Restore without owners and grants (when the target lacks the dump's roles).") var noOwner = false
     @Flag(help: "Show what the dump holds (databases, sizes, tables and their row counts) and restore nothing.") var list = false
     @Flag(help: "Read and check the dump (SHA-256, and pg_restore --list of each archive) and restore nothing.") var dryRun = false
+    @Flag(help: "Print the dump's roles (globals.sql, without passwords) as SQL, to create them on the target first.") var globals = false
     @Flag(help: "Print the report as JSON.") var json = false
 
     func run() async throws {
         guard let id = DumpID(backup) else { throw WaybackError(.usage, "--backup '\(backup)' is not a dump id (e.g. 20261206-020000L); 'wayback status' lists them") }
         try await CommandRun.with(global.configPath, .restore) { run in
+            if globals {
+                print(try await DumpRestore.globals(repository: try run.repository(), cluster: run.config.cluster.name, id: id, events: run.events), terminator: "")
+                return
+            }
             if list || dryRun { try await self.inspect(run, id: id); return }
             guard let into else { throw WaybackError(.usage, "say where to restore: --into postgresql://... (or --list, --dry-run)") }
             guard into.hasPrefix("postgresql://") || into.hasPrefix("postgres://") else {
@@ -120,9 +127,11 @@ struct RestoreDumpCommand: AsyncParsableCommand {
         }
         let m = try await Catalog(repository: repository, cluster: run.config.cluster.name).dumpManifest(id)
         if json { try Context.printJSON(m); return }
-        print("dump \(m.id): \(Format.timestamp(m.startTime)) to \(Format.timestamp(m.stopTime)), PostgreSQL \(Format.postgresVersion(m.serverVersionNumber)), \(m.pgDumpVersion), format \(m.format)")
+        print("dump \(m.id): \(Format.timestamp(m.startTime)) to \(Format.timestamp(m.stopTime)), PostgreSQL \(Format.postgresVersion(m.serverVersionNumber)), \(m.pgDumpVersion), format \(m.format)"
+              + (m.isSupabase ? ", Supabase preset" : ""))
         for d in m.databases where database == nil || d.name == database {
-            print("database \(d.name): \(Format.bytes(d.object.plainSize)) (\(Format.bytes(d.object.size)) stored), \(d.rowCounts.tables.count) tables")
+            print("database \(d.name): \(Format.bytes(d.object.plainSize)) (\(Format.bytes(d.object.size)) stored), \(d.rowCounts.tables.count) tables"
+                  + (d.platform.map { "; auth and storage data \(Format.bytes($0.plainSize))" } ?? ""))
             for (table, rows) in d.rowCounts.tables.sorted(by: { $0.key < $1.key }) { print("  \(table): \(rows) rows") }
         }
         print("roles: " + (m.globals.map { Format.bytes($0.plainSize) } ?? (m.note ?? "not dumped")))

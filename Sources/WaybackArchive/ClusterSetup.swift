@@ -97,7 +97,7 @@ public enum ClusterSetup {
             version = Int((try await session.execute("SELECT current_setting('server_version_num')").first?.first ?? nil) ?? "") ?? 0
             // Managed services may hide it (the report shows 0 then).
             systemID = (try? await session.execute("SELECT system_identifier::text FROM pg_control_system()"))?.first?.first?.flatMap { UInt64($0) } ?? 0
-            try await TransactionPooler.refuse(connection, session: session)
+            try await TransactionPooler.refuse(connection, session: session, logger: logger)
             await session.close()
         } catch {
             await session.close()

@@ -60,7 +60,7 @@ public enum LogicalDump {
         do {
             // Readable by any role (a managed service's included); facts() needs more.
             server = Int((try await first.execute("SELECT current_setting('server_version_num')").first?.first ?? nil) ?? "") ?? 0
-            try await TransactionPooler.refuse(c.connection, session: first)
+            try await TransactionPooler.refuse(c.connection, session: first, logger: logger)
             if let given = c.databases { names = given } else {
                 names = try await first.execute("SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1")
                     .compactMap { $0.first ?? nil }

@@ -137,4 +137,77 @@ struct SupabaseDumpTests {
         let check = try run(["check"])
         #expect(check.status == 0 && check.stdout.contains("dump age"), "\(check.status) \(check.stdout)")
     }
+
+    /// PgBouncer in transaction mode in front of `t`'s server, as the test OS user (it refuses
+    /// root), with up to three server connections.
+    final class Bouncer {
+        let process = Process()
+        let port: Int
+        let pidFile: String
+        init(_ t: TestCluster) throws {
+            port = try MonitorTests.freePort()
+            let dir = t.root + "/pgbouncer"
+            pidFile = dir + "/pgbouncer.pid"
+            try FileSystem.makeDirectories(dir, mode: 0o700)
+            try TestEnvironment.giveToTestUser(dir, mode: 0o700)
+            let ini = """
+                [databases]
+                * = host=\(t.root) port=\(t.cluster.port) user=postgres
+                [pgbouncer]
+                listen_addr = 127.0.0.1
+                listen_port = \(port)
+                unix_socket_dir =
+                auth_type = any
+                pool_mode = transaction
+                default_pool_size = 3
+                min_pool_size = 3
+                ignore_startup_parameters = extra_float_digits,options,application_name
+                logfile = \(dir)/pgbouncer.log
+                pidfile = \(dir)/pgbouncer.pid
+                """
+            try ini.write(toFile: dir + "/pgbouncer.ini", atomically: true, encoding: .utf8)
+            try TestEnvironment.giveToTestUser(dir + "/pgbouncer.ini", mode: 0o600)
+            process.executableURL = URL(fileURLWithPath: "/usr/sbin/runuser")
+            process.arguments = ["-u", TestEnvironment.osUser, "--", "/usr/sbin/pgbouncer", dir + "/pgbouncer.ini"]
+            try process.run()
+            // Ready when it accepts a connection and has its three server connections.
+            let deadline = Date().addingTimeInterval(20)
+            while Date() < deadline {
+                if (try? Command.run([TestEnvironment.pgBin + "/psql", "-h", "127.0.0.1", "-p", "\(port)", "-U", "postgres", "-Atc", "SELECT 1", "postgres"],
+                                     asUser: TestEnvironment.osUser, check: true)) != nil { usleep(1_500_000); return }
+                usleep(200_000)
+            }
+            stop()
+            throw WaybackError(.connection, "pgbouncer did not start: \((try? String(contentsOfFile: dir + "/pgbouncer.log", encoding: .utf8)) ?? "")")
+        }
+        /// pgbouncer itself (runuser does not pass a signal on), then runuser.
+        func stop() {
+            if let text = try? String(contentsOfFile: pidFile, encoding: .utf8), let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
+                kill(pid, SIGKILL)
+            }
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+
+    @Test("a logical cluster behind a transaction pooler (PgBouncer, transaction mode) is refused by init and dump, naming the pooler and the fix; the direct connection works")
+    func transactionPoolerIsRefused() throws {
+        let t = try TestCluster()
+        defer { t.cleanup() }
+        let bouncer = try Bouncer(t)
+        defer { bouncer.stop() }
+        let direct = "postgresql://postgres@/postgres?host=\(t.root)&port=\(t.cluster.port)"
+        let pooled = try t.configVariant("pooled.yaml", replace: [
+            ("  pgdata: \(t.cluster.dataDirectory)\n", "  type: logical\n"), ("path: \(t.repositoryPath)", "path: \(t.root)/hosted-repo"),
+            (direct, "postgresql://postgres@127.0.0.1:\(bouncer.port)/postgres?sslmode=disable")])
+        let refused = try t.wayback(["init"], config: pooled)
+        #expect(refused.status == WaybackError.Code.config.rawValue && refused.stderr.contains("transaction pooler")
+                && refused.stderr.contains("direct connection"), "\(refused.status) \(refused.stderr)")
+        let logical = try t.configVariant("direct.yaml", replace: [
+            ("  pgdata: \(t.cluster.dataDirectory)\n", "  type: logical\n"), ("path: \(t.repositoryPath)", "path: \(t.root)/hosted-repo")])
+        #expect(try t.wayback(["init"], config: logical).status == 0)
+        let dump = try t.wayback(["dump"], config: pooled)
+        #expect(dump.status == WaybackError.Code.config.rawValue && dump.stderr.contains("transaction pooler"), "\(dump.status) \(dump.stderr)")
+        #expect(try t.wayback(["dump"], config: logical).status == 0)
+    }
 }

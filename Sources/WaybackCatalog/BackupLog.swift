@@ -130,6 +130,17 @@ public struct BackupLog: Sendable {
         await write([r])
     }
 
+    /// A drill of a dump ran (the same columns as `drilled`).
+    public func drilled(dump id: DumpID, passed: Bool, at time: Date, recoverySeconds: Double) async {
+        var r = row(dump: id, bytes: nil, digests: nil, holders: repositories.map(\.name))
+        r.locationLocal = nil; r.locationS3 = nil
+        r.recoveryTested = passed
+        r.testTimestamp = time
+        r.recoveryTimeSeconds = Int(recoverySeconds.rounded(.up))
+        r.keepsStatus = true
+        await write([r])
+    }
+
     /// Writes `rows` in one session; false (and a warning) when the catalog cannot be written.
     @discardableResult
     public func write(_ rows: [BackupLogRow]) async -> Bool {

@@ -91,7 +91,7 @@ public enum Drill {
         guard getuid() != 0 else {
             throw WaybackError(.cluster, "wayback drill must not run as root: PostgreSQL refuses to start a copy owned by root; run it as the PostgreSQL OS user (sudo -u postgres wayback drill)")
         }
-        let id = "drill-" + String(Int64(clock.now.timeIntervalSince1970 * 1000)) + "-" + RunID.make()
+        let id = newID(clock)
         let startedAt = clock.now
         try FileSystem.makeDirectories(config.scratchDirectory, mode: 0o700)
         var restore = config.restore
@@ -286,16 +286,24 @@ public enum Drill {
 
     /// The record in the repository (`<cluster>/drills/<id>.json`), and the backup's row.
     static func store(_ record: DrillRecord, manifest: BackupManifest, config: DrillConfiguration) async {
-        let key = "\(config.restore.cluster)/drills/\(record.id).json"
-        do {
-            try await config.restore.repository.driver.writeAll(key, try SealedJSON.encode(record, kind: DrillRecord.kind))
-        } catch {
-            config.restore.events.emit(.warning, .recordFailed, "the drill's record could not be stored in \(config.restore.repository.description) (\((error as? WaybackError)?.message ?? String(describing: error)))")
-        }
+        await store(record, repository: config.restore.repository, cluster: config.restore.cluster, events: config.restore.events)
         if let log = config.backupLog {
             await log.drilled(manifest, passed: record.passed, at: record.startedAt, recoverySeconds: record.recoverySeconds)
         }
     }
+
+    /// The record alone; a repository that cannot take it is a warning (the drill ran).
+    static func store(_ record: DrillRecord, repository: Repository, cluster: String, events: EventLog) async {
+        let key = "\(cluster)/drills/\(record.id).json"
+        do {
+            try await repository.driver.writeAll(key, try SealedJSON.encode(record, kind: DrillRecord.kind))
+        } catch {
+            events.emit(.warning, .recordFailed, "the drill's record could not be stored in \(repository.description) (\((error as? WaybackError)?.message ?? String(describing: error)))")
+        }
+    }
+
+    /// A new drill's id: its start in milliseconds and a random part.
+    static func newID(_ clock: any WaybackClock) -> String { "drill-" + String(Int64(clock.now.timeIntervalSince1970 * 1000)) + "-" + RunID.make() }
 
     /// The drills recorded in a repository, oldest first (damaged records are skipped).
     public static func records(_ repository: Repository, cluster: String) async throws -> [DrillRecord] {

@@ -73,7 +73,8 @@ enum DaemonJobs {
         if let c = s.drillAged { jobs.append(JobSpec(name: "drill_aged", trigger: .cron(c))) }
         if let c = s.drillOffsite { jobs.append(JobSpec(name: "drill_offsite", trigger: .cron(c))) }
         if let c = s.report { jobs.append(JobSpec(name: "report", trigger: .cron(c))) }
-        if let c = s.dump { jobs.append(JobSpec(name: "dump", trigger: .cron(c))) }
+        // A dump is a backup: the expiry that follows backups follows it too.
+        if let c = s.dump { jobs.append(JobSpec(name: "dump", trigger: .cron(c), isBackup: true)) }
         return Schedule(jobs: jobs, timeZone: TimeZone(identifier: s.timeZone) ?? TimeZone(identifier: "UTC")!, timeZoneName: s.timeZone)
     }
 

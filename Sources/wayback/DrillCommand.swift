@@ -12,6 +12,8 @@ enum DrillChoice: Sendable {
     /// The newest backup at least this many seconds old, to its end.
     case aged(Double)
     case backup(BackupID)
+    /// A logical dump (`--backup` with an id ending in L).
+    case dump(DumpID)
 }
 
 extension CommandRun {
@@ -25,10 +27,30 @@ extension CommandRun {
             }
             repository = one
         }
+        let dumpID: DumpID?
+        switch choice {
+        case .dump(let id): dumpID = id
+        case .newest where config.cluster.type == .logical: dumpID = nil
+        default:
+            if config.cluster.type == .logical {
+                throw WaybackError(.usage, "a logical cluster's drill restores a dump: the newest, or one given with --backup (an id ending in L); --age and --to-time are for physical backups")
+            }
+            return try await physicalDrill(choice, toTime: toTime, repository: repository, name: name, keep: keep, clock: clock, progress: progress)
+        }
+        guard toTime == nil else { throw WaybackError(.usage, "--to-time is for physical backups: a dump restores to its own moment") }
+        var d = DumpDrillConfiguration(repository: repository, cluster: config.cluster.name, id: dumpID, scratchDirectory: config.drill.scratchDirectory,
+                                       rtoSeconds: config.drill.rtoSeconds, rpoSeconds: config.drill.rpoSeconds, keep: keep, events: events)
+        d.binDirectory = config.pgBinDirectory
+        d.backupLog = backupLog()
+        return report(try await DumpDrill.run(d, clock: clock, logger: logger))
+    }
+
+    func physicalDrill(_ choice: DrillChoice, toTime: Int64?, repository: Repository, name: String?, keep: Bool, clock: any WaybackClock,
+                       progress: ProgressHandler?) async throws -> DrillRecord {
         var target: RecoveryTarget = toTime.map { .time($0) } ?? .latest
         var backupID: BackupID?
         switch choice {
-        case .newest: break
+        case .newest, .dump: break
         case .backup(let id):
             backupID = id
             if toTime == nil { target = .backupEnd }
@@ -54,7 +76,11 @@ extension CommandRun {
         let drill = DrillConfiguration(restore: r, scratchDirectory: d.scratchDirectory, connection: config.cluster.connection,
                                        assertions: d.assertions.map { .init(name: $0.name, database: $0.database, sql: $0.sql) },
                                        rtoSeconds: d.rtoSeconds, rpoSeconds: d.rpoSeconds, keep: keep, backupLog: backupLog())
-        let record = try await Drill.run(drill, clock: clock, logger: logger, progress: progress)
+        return report(try await Drill.run(drill, clock: clock, logger: logger, progress: progress))
+    }
+
+    /// The drill's event (its outcome), and the record.
+    func report(_ record: DrillRecord) -> DrillRecord {
         let failedChecks = record.checks.filter { !$0.passed }.map { $0.name }
         let outcome = !record.passed ? "FAILED (\(failedChecks.joined(separator: ", ")))"
             : !record.rtoMet || !record.rpoMet ? "missed an objective" : "passed"
@@ -76,9 +102,14 @@ struct DrillCommand: AsyncParsableCommand {
             a pg_dump of every database, the assertions of drill.assertions, pg_checksums. Records the result \
             in the repository and in backup_logs. Exit 19 when a check fails (the copy is kept), 20 when the \
             recovery time or point misses drill.rto_seconds or drill.rpo_seconds.
+
+            A logical dump (--backup with an id ending in L; in a logical cluster, the newest dump by \
+            default) is drilled into a new scratch server: its roles, then each database restored by \
+            restore-dump and its row counts compared; the recovery time is the server's start, the roles \
+            and the restores.
             """)
     @OptionGroup var global: GlobalOptions
-    @Option(help: ArgumentHelp("Drill this backup.", valueName: "id")) var backup: String?
+    @Option(help: ArgumentHelp("Drill this backup, or this logical dump (an id ending in L).", valueName: "id")) var backup: String?
     @Option(help: ArgumentHelp("Drill the newest backup at least this old (7d, 36h).", valueName: "duration")) var age: String?
     @Option(help: ArgumentHelp("Recovery target time (default: the latest point for the newest backup, else the backup's end).", valueName: "time"))
     var toTime: String?
@@ -97,8 +128,12 @@ struct DrillCommand: AsyncParsableCommand {
     func run(_ run: CommandRun) async throws {
         var choice = DrillChoice.newest
         if let backup {
-            guard let id = BackupID(backup) else { throw WaybackError(.usage, "--backup '\(backup)' is not a backup id; 'wayback status' lists them") }
-            choice = .backup(id)
+            if let dump = DumpID(backup) {
+                choice = .dump(dump)
+            } else {
+                guard let id = BackupID(backup) else { throw WaybackError(.usage, "--backup '\(backup)' is not a backup id; 'wayback status' lists them") }
+                choice = .backup(id)
+            }
         }
         if let age {
             guard let s = RetentionPolicy.parseDuration(age), s > 0 else { throw WaybackError(.usage, "--age '\(age)' is not a duration; write e.g. 7d or 36h") }
@@ -126,7 +161,11 @@ struct DrillCommand: AsyncParsableCommand {
 
     static func print(_ r: DrillRecord) {
         Swift.print("drill \(r.id): backup \(r.backup) from '\(r.repository)' to \(r.target)")
-        Swift.print("  plan \(Format.seconds(r.planSeconds)), files \(Format.seconds(r.filesSeconds)) (\(Format.bytes(r.bytes))), replay \(Format.seconds(r.replaySeconds)), checks \(Format.seconds(r.checksSeconds))")
+        if r.target == "dump" {
+            Swift.print("  server and roles \(Format.seconds(r.recoverySeconds - r.filesSeconds)), restore \(Format.seconds(r.filesSeconds)) (\(Format.bytes(r.bytes))), count checks \(Format.seconds(r.checksSeconds))")
+        } else {
+            Swift.print("  plan \(Format.seconds(r.planSeconds)), files \(Format.seconds(r.filesSeconds)) (\(Format.bytes(r.bytes))), replay \(Format.seconds(r.replaySeconds)), checks \(Format.seconds(r.checksSeconds))")
+        }
         Swift.print("  recovery time \(Format.seconds(r.recoverySeconds)) (objective \(Format.seconds(r.rtoSeconds)): \(r.rtoMet ? "met" : "MISSED"))")
         if let p = r.recoveryPoint, let s = r.recoveryPointSeconds {
             Swift.print("  recovery point \(Format.timestamp(p)), \(Format.seconds(s)) behind (objective \(Format.seconds(r.rpoSeconds)): \(r.rpoMet ? "met" : "MISSED"))")

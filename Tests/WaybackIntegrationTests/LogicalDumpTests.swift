@@ -271,8 +271,21 @@ struct LogicalDumpTests {
         for id in ids.prefix(2) { #expect(!FileManager.default.fileExists(atPath: t.repositoryPath + "/main/dumps/\(id)")) }
         let after = try CatalogTests.rows(t, where: "backup_type = 'logical'")
         #expect(after.map { "\($0[0]) \($0[8]) \($0[12])" } == ["\(ids[0]) expired t", "\(ids[1]) expired t", "\(ids[2]) complete f"], "\(after)")
-        // What is left restores.
+        // What is left restores, and drills (in a physical cluster, with --backup and the dump's id).
         #expect(try t.wayback(["restore-dump", "--backup", ids[2].rawValue, "--dry-run"]).status == 0)
+        let drill = try t.wayback(["drill", "--backup", ids[2].rawValue, "--json"])
+        #expect(drill.status == 0, "\(drill.stdout) \(drill.stderr)")
+        // Counts the copy does not have: the drill fails (exit 19), names the table and keeps the copy.
+        var m = try await catalog.dumpManifest(ids[2])
+        m.databases[0].rowCounts.tables["public.t"] = 999
+        try await catalog.writeDumpManifest(m)
+        let failedDrill = try t.wayback(["drill", "--backup", ids[2].rawValue])
+        #expect(failedDrill.status == WaybackError.Code.drillFailed.rawValue && failedDrill.stdout.contains("FAIL restore postgres")
+                && failedDrill.stdout.contains("postgres.public.t: 999 recorded, 1000 in the copy"), "\(failedDrill.status) \(failedDrill.stdout) \(failedDrill.stderr)")
+        let kept = failedDrill.stdout.split(separator: "\n").first { $0.contains("the copy is in ") }.map { String($0.split(separator: " ").last!) }
+        #expect(kept.map { FileManager.default.fileExists(atPath: $0 + "/pgdata/PG_VERSION") } == true, "\(kept ?? "no copy named")")
+        if let kept { _ = try? Command.run(["/bin/rm", "-rf", kept], check: false) }
+        #expect(try t.psql("SELECT recovery_tested FROM wayback.backup_logs WHERE backup_id = '\(ids[2])'") == "f")
     }
 
     @Test("dump.exclude_schemas leaves a schema (and its row counts) out; dump.databases chooses the databases")

@@ -131,11 +131,18 @@ struct SupabaseDumpTests {
         _ = try plain.psql("DELETE FROM public.todos WHERE id IN (SELECT id FROM public.todos LIMIT 3)", database: "app_copy2")
         #expect(try Self.digest(plain, database: "app_copy2") != Self.digest(t, database: "app"))
 
+        // A drill of the newest dump: a scratch server with the platform's roles and the dump's, every table counted.
+        let drill = try run(["drill"])
+        #expect(drill.status == 0 && drill.stdout.contains("backup \(manifest.id) from 'local' to dump") && drill.stdout.contains("ok   restore app")
+                && drill.stdout.contains("drill passed"), "\(drill.stdout) \(drill.stderr)")
+        #expect(try t.psql("SELECT recovery_tested, recovery_time_seconds IS NOT NULL FROM wayback.backup_logs WHERE backup_id = '\(manifest.id)'") == "t|t")
+
         // status and check of a logical cluster: the dump, and no complaint about backups or WAL.
         let status = try run(["status"])
         #expect(status.stdout.contains(manifest.id.rawValue), "\(status.stdout)")
         let check = try run(["check"])
-        #expect(check.status == 0 && check.stdout.contains("dump age"), "\(check.status) \(check.stdout)")
+        #expect(check.status == 0 && check.stdout.contains("dump age") && check.stdout.contains("OK: drill: last drill")
+                && !check.stdout.contains("wal age") && !check.stdout.contains("backup age"), "\(check.status) \(check.stdout)")
     }
 
     /// PgBouncer in transaction mode in front of `t`'s server, as the test OS user (it refuses

@@ -27,6 +27,8 @@ public struct DumpConfiguration: Sendable {
     public var logicalCluster = false
     /// The Supabase preset (`dump.supabase`): see `SupabasePreset`.
     public var supabase = false
+    /// A content digest of every counted table, in the dump's snapshot (`dump.table_digests`).
+    public var tableDigests = false
     public init(repository: Repository, cluster: String, connection: ConnectionSettings, compression: CompressionSettings,
                 databases: [String]?, binDirectory: String?, events: EventLog) {
         self.repository = repository; self.cluster = cluster; self.connection = connection; self.compression = compression
@@ -165,6 +167,7 @@ public enum LogicalDump {
                 return !c.excludeSchemas.contains(schema)
                     && !(c.supabase && (SupabasePreset.isPlatform(schema) || SupabasePreset.platformTables.contains(table)))
             }
+            let digests = c.tableDigests ? try await RowCounts.digestsHere(session, tables: counts.tables.keys.sorted()) : nil
             let base = [bin + "/pg_dump", "--format=custom", "--compress=0", "--no-password", "--snapshot=\(exported)", "--dbname=\(name)"]
             var excluded = c.excludeSchemas.map { "--exclude-schema=\"" + $0.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
             if c.supabase { excluded += (SupabasePreset.platformSchemas + SupabasePreset.dataSchemas).map { "--exclude-schema=" + $0 } }
@@ -182,7 +185,9 @@ public enum LogicalDump {
             }
             _ = try await session.execute("COMMIT")
             await session.close()
-            return DumpManifest.Database(name: name, object: object, rowCounts: counts, platform: platform)
+            var db = DumpManifest.Database(name: name, object: object, rowCounts: counts, platform: platform)
+            db.tableDigests = digests
+            return db
         } catch {
             await session.close()
             throw error

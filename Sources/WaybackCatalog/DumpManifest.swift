@@ -30,6 +30,9 @@ public struct DumpManifest: Codable, Sendable {
         /// The Supabase preset's `auth` and `storage` schemas, dumped on their own in the same
         /// snapshot (`db/<database>.platform.dump`; nil: no preset, or no such schemas).
         public var platform: Object?
+        /// The content digest of every counted table in the same snapshot (`dump.table_digests`;
+        /// nil: not taken). See `RowCounts.digestsHere`.
+        public var tableDigests: [String: String]?
         public init(name: String, object: Object, rowCounts: RowCounts.Database, platform: Object? = nil) {
             self.name = name; self.object = object; self.rowCounts = rowCounts; self.platform = platform
         }

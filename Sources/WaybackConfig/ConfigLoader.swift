@@ -56,7 +56,8 @@ public enum ConfigLoader {
             schemas.append(s)
         }
         c.dump = WaybackConfiguration.DumpSettings(databases: dbs.isEmpty ? nil : dbs, excludeSchemas: schemas,
-                                                   supabase: try values.defaulted("dump.supabase", ConfigValues.bool))
+                                                   supabase: try values.defaulted("dump.supabase", ConfigValues.bool),
+                                                   tableDigests: try values.defaulted("dump.table_digests", ConfigValues.bool))
         c.reportDirectory = values.string("report.dir") ?? c.lockPath + "/reports"
         c.reportKeepDays = try values.defaulted("report.keep", ConfigValues.int)
         c.diskWarnPercent = try values.defaulted("monitor.disk_warn_percent", ConfigValues.number)

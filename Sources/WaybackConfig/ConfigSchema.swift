@@ -210,6 +210,7 @@ public enum ConfigSchema {
         ConfigKey("dump.databases.*", .string, .derived("every database that accepts connections")),
         ConfigKey("dump.exclude_schemas.*", .string, .derived("none")),
         ConfigKey("dump.supabase", .bool, .value("false")),
+        ConfigKey("dump.table_digests", .bool, .value("false")),
 
         ConfigKey("report.dir", .path, .derived("<lock_path>/reports")),
         ConfigKey("report.keep", .int(1...3650), .value("30")),

@@ -157,6 +157,8 @@ public struct WaybackConfiguration: Sendable {
         public var excludeSchemas: [String] = []
         /// The preset for Supabase projects (docs/logical-backups.md).
         public var supabase = false
+        /// A content digest of every table in the dump's snapshot, checked by restore-dump.
+        public var tableDigests = false
     }
     public var dump = DumpSettings()
 

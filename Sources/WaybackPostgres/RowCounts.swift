@@ -233,6 +233,36 @@ extension RowCounts {
         return Database(name: database, snapshot: snapshot, tables: counts, unreadable: unreadable)
     }
 
+    /// A content digest of every table in `tables`, in the transaction `session` has open: the
+    /// sum (as numeric) of the first 64 bits of the MD5 of each row's text, so that the order of
+    /// the rows does not matter and a changed, missing or extra row changes it (`dump.table_digests`).
+    public static func digestsHere(_ session: PostgresSession, tables: [String]) async throws -> [String: String] {
+        var out = [String: String]()
+        for t in tables { out[t] = try await session.string(digestSQL(t)) }
+        return out
+    }
+
+    static func digestSQL(_ table: String) -> String {
+        "SELECT coalesce(sum(('x' || substr(md5(r::text), 1, 16))::bit(64)::bigint::numeric), 0)::text FROM ONLY \(table) r"
+    }
+
+    /// The digests of `tables` in a database (a restored dump), in one snapshot; a table that is
+    /// not there is left out (the counts name it).
+    public static func currentDigests(_ settings: ConnectionSettings, tables: [String], logger: Logger) async throws -> [String: String] {
+        let s = try await PostgresSession.connect(settings, logger: logger)
+        do {
+            _ = try await s.rows("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            let present = Set(try await self.tables(s).readable)
+            let out = try await digestsHere(s, tables: tables.filter { present.contains($0) })
+            _ = try await s.rows("COMMIT")
+            await s.close()
+            return out
+        } catch {
+            await s.close()
+            throw error
+        }
+    }
+
     /// The current counts of the tables of one database (a drill's copy), in one snapshot.
     public static func current(_ settings: ConnectionSettings, logger: Logger) async throws -> [String: Int64] {
         let s = try await PostgresSession.connect(settings, logger: logger)

@@ -101,7 +101,13 @@ public enum DumpRestore {
             // The target project's own tables are not the dump's.
             copy = copy.filter { table, _ in !SupabasePreset.isPlatform(RowCounts.schema(of: table)) && !SupabasePreset.platformTables.contains(table) }
         }
-        let differences = RowCounts.differences(recorded: db.rowCounts, copy: copy)
+        var differences = RowCounts.differences(recorded: db.rowCounts, copy: copy)
+        if let recorded = db.tableDigests {
+            let now = try await RowCounts.currentDigests(c.target, tables: recorded.keys.sorted(), logger: logger)
+            for (table, digest) in recorded.sorted(by: { $0.key < $1.key }) where now[table] != nil && now[table] != digest {
+                differences.append("\(db.name).\(table): content differs from the dump's snapshot (digest \(digest) recorded, \(now[table]!) in the copy)")
+            }
+        }
         return DumpRestoreReport(dump: c.id.rawValue, database: db.name, target: c.target.redacted, bytes: db.object.plainSize,
                                  restoreSeconds: restored - began, checkSeconds: monotonicSeconds() - restored, tables: db.rowCounts.tables.count,
                                  differences: differences)

@@ -53,6 +53,7 @@ extension CommandRun {
         dump.backupLog = backupLog()
         dump.logicalCluster = config.cluster.type == .logical
         dump.supabase = config.dump.supabase
+        dump.tableDigests = config.dump.tableDigests
         return dump
     }
 }

@@ -288,9 +288,9 @@ struct LogicalDumpTests {
         #expect(try t.psql("SELECT recovery_tested FROM wayback.backup_logs WHERE backup_id = '\(ids[2])'") == "f")
     }
 
-    @Test("dump.exclude_schemas leaves a schema (and its row counts) out; dump.databases chooses the databases")
-    func excludedSchema() throws {
-        let t = try TestCluster(extraConfig: "dump:\n  databases: [shop]\n  exclude_schemas: [\"Scratch Pad\"]\n")
+    @Test("dump.exclude_schemas leaves a schema (and its row counts) out; dump.databases chooses the databases; dump.table_digests: the content of every table checked, a changed row fails the restore")
+    func excludedSchema() async throws {
+        let t = try TestCluster(extraConfig: "dump:\n  databases: [shop]\n  exclude_schemas: [\"Scratch Pad\"]\n  table_digests: true\n")
         defer { t.cleanup() }
         try t.waybackOK(["init"])
         _ = try t.psql("CREATE DATABASE shop")
@@ -307,5 +307,19 @@ struct LogicalDumpTests {
         #expect(r.status == 0, "\(r.stdout) \(r.stderr)")
         #expect(try t.psql("SELECT count(*) FROM pg_namespace WHERE nspname = 'Scratch Pad'", database: "shop_copy") == "0")
         #expect(try t.psql("SELECT x FROM keep.a", database: "shop_copy") == "1")
+
+        // The digests were taken in the dump's snapshot and match the copy; one row's content
+        // changed (the count unchanged) is named.
+        let catalog = Catalog(repository: Repository(name: "local", driver: LocalStorage(root: t.repositoryPath)), cluster: "main")
+        var m = try await catalog.dumpManifest(id)
+        let digests = try #require(m.databases[0].tableDigests)
+        let source = try t.psql("SELECT coalesce(sum(('x' || substr(md5(r::text), 1, 16))::bit(64)::bigint::numeric), 0)::text FROM ONLY keep.a r", database: "shop")
+        #expect(Set(digests.keys) == ["keep.a"] && digests["keep.a"] == source)
+        _ = try t.psql("UPDATE keep.a SET x = 2", database: "shop")
+        m.databases[0].tableDigests?["keep.a"] = try t.psql("SELECT coalesce(sum(('x' || substr(md5(r::text), 1, 16))::bit(64)::bigint::numeric), 0)::text FROM ONLY keep.a r", database: "shop")
+        try await catalog.writeDumpManifest(m)
+        _ = try t.psql("CREATE DATABASE shop_copy2")
+        let changed = try t.wayback(["restore-dump", "--backup", id.rawValue, "--into", "postgresql://postgres@/shop_copy2?host=\(t.root)&port=\(t.cluster.port)"])
+        #expect(changed.status == WaybackError.Code.mismatch.rawValue && changed.stdout.contains("shop.keep.a: content differs"), "\(changed.status) \(changed.stdout)")
     }
 }

@@ -5,8 +5,8 @@ import WaybackStorage
 
 /// Copies what one repository has of a cluster and another lacks, in an order that keeps the
 /// target consistent at every moment: the binding, WAL files, restore records and pins, then for each
-/// backup its data objects, then its manifest copy, and its manifest last (the backup exists in
-/// the target only once everything it needs is there). Objects stream through (constant memory);
+/// backup and logical dump its data objects, then its manifest copy, and its manifest last (the
+/// backup exists in the target only once everything it needs is there). Objects stream through (constant memory);
 /// WAL objects are verified against their checksum on the way, so a damaged source is never
 /// copied (with a `ReplicatedStorage` source, the next repository is read instead). The target's
 /// `StatusIndex` is its own: it is rebuilt from the target's listing, never copied.
@@ -25,9 +25,10 @@ public enum RepositorySync {
     public static func plan(layout: RepositoryLayout, source: [ObjectInfo], target: [ObjectInfo], scope: Scope) -> [String] {
         let have = Set(target.map(\.key))
         var first = [String](), wal = [String](), records = [String](), data = [String](), manifests = [String]()
-        var complete = Set<BackupID>()
+        var complete = Set<BackupID>(), completeDumps = Set<DumpID>()
         for o in source {
             if case .backup(let id, "manifest.json")? = layout.parse(o.key) { complete.insert(id) }
+            if case .dump(let id, "manifest.json")? = layout.parse(o.key) { completeDumps.insert(id) }
         }
         for o in source where !have.contains(o.key) {
             let k = o.key
@@ -39,12 +40,23 @@ public enum RepositorySync {
             case .index?: continue  // each repository's own, rebuilt from its own listing
             case .backup(let id, _)? where complete.contains(id):
                 if layout.parse(k)?.isManifest == true { manifests.append(k) } else { data.append(k) }
+            case .dump(let id, _)? where completeDumps.contains(id):
+                if isManifest(k, layout: layout) { manifests.append(k) } else { data.append(k) }
             default: continue
             }
         }
         // Per backup: the copy before the primary manifest (sorting puts "manifest.copy" first).
         manifests.sort()
         return first.sorted() + wal.sorted() + records.sorted() + data.sorted() + manifests
+    }
+
+    /// A backup's or a dump's manifest (or its copy): copied after everything it lists.
+    static func isManifest(_ key: String, layout: RepositoryLayout) -> Bool {
+        switch layout.parse(key) {
+        case .dump(_, let name)?: return name.hasPrefix("manifest.")
+        case let k?: return k.isManifest
+        case nil: return false
+        }
     }
 
     /// Copies what `target` lacks; `parallelism` objects at a time, each in full before its
@@ -57,8 +69,8 @@ public enum RepositorySync {
         let keys = plan(layout: layout, source: try await source.driver.list(prefix: prefix),
                         target: try await target.driver.list(prefix: prefix), scope: scope)
         var result = Result()
-        let data = keys.filter { layout.parse($0)?.isManifest != true }
-        let manifests = keys.filter { layout.parse($0)?.isManifest == true }
+        let data = keys.filter { !isManifest($0, layout: layout) }
+        let manifests = keys.filter { isManifest($0, layout: layout) }
         let cursor = WorkCursor(limit: data.count)
         let counter = ByteCounter()
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -74,6 +86,7 @@ public enum RepositorySync {
         for k in manifests {
             counter.add(try await copy(k, from: source.driver, to: target.driver, layout: layout))
             if case .backup(let id, "manifest.json")? = layout.parse(k) { result.backups.append(id.rawValue) }
+            if case .dump(let id, "manifest.json")? = layout.parse(k) { result.backups.append(id.rawValue) }
         }
         // The target's own index, from its own listing (also when nothing was copied: it may lack one).
         await StatusIndex.refreshEach(Catalog(repository: target, cluster: cluster), known: [],

@@ -15,10 +15,10 @@ struct RepoCommand: AsyncParsableCommand {
 struct RepoSyncCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sync",
-        abstract: "Copy what one repository has and another lacks (backups, WAL), so every copy is complete.",
+        abstract: "Copy what one repository has and another lacks (backups, logical dumps, WAL), so every copy is complete.",
         discussion: """
             By default every repository is caught up from the others (read in priority order). A backup \
-            appears in a repository only once all its objects are there. Also aborts multipart uploads \
+            or dump appears in a repository only once all its objects are there. Also aborts multipart uploads \
             and removes temporary files that interrupted writes left more than a day ago.
             """)
     @OptionGroup var global: GlobalOptions

@@ -173,6 +173,14 @@ struct LogicalDumpTests {
         #expect(fallback.status == 0, "\(fallback.stdout) \(fallback.stderr)")
         #expect(fallback.stderr.contains("was read from repository 'offsite'") && fallback.stderr.contains("repository 'local'"), "\(fallback.stderr)")
         #expect(try t.psql("SELECT count(*) FROM secrets", database: "shop_copy2") == "2000")
+
+        // The local copy lost: repo sync copies the dump from S3 (manifest last), and both are sound again.
+        _ = try Command.run(["/bin/rm", "-rf", repoDir + "/main/dumps/\(id)"])
+        let synced = try t.waybackOK(["repo", "sync", "--json"])
+        #expect(synced.contains(id.rawValue), "\(synced)")
+        #expect(FileManager.default.fileExists(atPath: repoDir + "/main/dumps/\(id)/manifest.json"))
+        let again = try t.waybackOK(["verify", "--all"])
+        #expect(again.components(separatedBy: "dump \(id): sound").count == 3 && again.contains("verify: all sound"), "\(again)")
     }
 
     @Test("a pg_dump older than the server is refused, naming the version needed and the package; a dump that fails part-way leaves no object behind")

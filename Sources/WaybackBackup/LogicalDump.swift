@@ -29,6 +29,10 @@ public struct DumpConfiguration: Sendable {
     public var supabase = false
     /// A content digest of every counted table, in the dump's snapshot (`dump.table_digests`).
     public var tableDigests = false
+    /// pg_dump's workers (`dump.jobs`): 2 or more dump in the directory format, file by file
+    /// through `spoolDirectory`; 1 streams the custom format with no spool.
+    public var jobs = 1
+    public var spoolDirectory = "/var/tmp"
     public init(repository: Repository, cluster: String, connection: ConnectionSettings, compression: CompressionSettings,
                 databases: [String]?, binDirectory: String?, events: EventLog) {
         self.repository = repository; self.cluster = cluster; self.connection = connection; self.compression = compression
@@ -140,7 +144,7 @@ public enum LogicalDump {
             c.events.emit(.warning, .backupDecision, note!)
         }
         var manifest = DumpManifest(id: id, cluster: c.cluster, startTime: startTime, stopTime: clock.now, serverVersionNumber: server,
-                                    pgDumpVersion: version, format: "custom", compression: c.compression, databases: databases,
+                                    pgDumpVersion: version, format: c.jobs > 1 ? "directory" : "custom", compression: c.compression, databases: databases,
                                     globals: globals, note: note)
         manifest.preset = c.supabase ? "supabase" : nil
         try await catalog.writeDumpManifest(manifest)
@@ -171,8 +175,19 @@ public enum LogicalDump {
             let base = [bin + "/pg_dump", "--format=custom", "--compress=0", "--no-password", "--snapshot=\(exported)", "--dbname=\(name)"]
             var excluded = c.excludeSchemas.map { "--exclude-schema=\"" + $0.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
             if c.supabase { excluded += (SupabasePreset.platformSchemas + SupabasePreset.dataSchemas).map { "--exclude-schema=" + $0 } }
-            let object = try await store(id: id, name: DumpManifest.objectName(database: name), catalog: catalog, compression: c.compression,
+            let object: DumpManifest.Object, files: [DumpManifest.Object]?
+            if c.jobs > 1 {
+                let all = try await DirectoryDump.run(base.filter { $0 != "--format=custom" } + excluded, jobs: c.jobs,
+                                                      spoolDirectory: c.spoolDirectory, database: name, id: id, catalog: catalog,
+                                                      compression: c.compression, environment: settings.libpqEnvironment(database: name))
+                let toc = DumpManifest.directoryPrefix(database: name) + "toc.dat"
+                object = all.first { $0.name == toc }!
+                files = all.filter { $0.name != toc }.sorted { $0.name < $1.name }
+            } else {
+                object = try await store(id: id, name: DumpManifest.objectName(database: name), catalog: catalog, compression: c.compression,
                                          arguments: base + excluded, environment: settings.libpqEnvironment(database: name))
+                files = nil
+            }
             var platform: DumpManifest.Object?
             if c.supabase {
                 // auth and storage in the same snapshot, without the rows the target's platform writes.
@@ -187,6 +202,7 @@ public enum LogicalDump {
             await session.close()
             var db = DumpManifest.Database(name: name, object: object, rowCounts: counts, platform: platform)
             db.tableDigests = digests
+            db.files = files
             return db
         } catch {
             await session.close()

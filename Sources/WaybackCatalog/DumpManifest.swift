@@ -23,8 +23,16 @@ public struct DumpManifest: Codable, Sendable {
     }
     public struct Database: Codable, Sendable {
         public var name: String
-        /// `pg_dump -Fc` of the database, in the snapshot `rowCounts.snapshot` describes.
+        /// `pg_dump -Fc` of the database, in the snapshot `rowCounts.snapshot` describes; in the
+        /// directory format, its table of contents (`db/<database>/toc.dat`).
         public var object: Object
+        /// The directory format's other files (`db/<database>/<n>.dat`, `blobs.toc`); nil for the
+        /// custom format.
+        public var files: [Object]?
+        /// Every object of the database's dump (the platform's aside).
+        public var dumpObjects: [Object] { [object] + (files ?? []) }
+        public var plainBytes: Int64 { dumpObjects.reduce(0) { $0 + $1.plainSize } }
+        public var storedBytes: Int64 { dumpObjects.reduce(0) { $0 + $1.size } }
         /// The exact rows of every table in the dump's snapshot.
         public var rowCounts: RowCounts.Database
         /// The Supabase preset's `auth` and `storage` schemas, dumped on their own in the same
@@ -63,11 +71,12 @@ public struct DumpManifest: Codable, Sendable {
         self.globals = globals; self.note = note
     }
 
-    public var objects: [Object] { databases.flatMap { [$0.object] + ($0.platform.map { [$0] } ?? []) } + (globals.map { [$0] } ?? []) }
+    public var objects: [Object] { databases.flatMap { $0.dumpObjects + ($0.platform.map { [$0] } ?? []) } + (globals.map { [$0] } ?? []) }
     public var repositoryBytes: Int64 { objects.reduce(0) { $0 + $1.size } }
     public var plainBytes: Int64 { objects.reduce(0) { $0 + $1.plainSize } }
     public static func objectName(database: String) -> String { "db/\(database).dump" }
     public static func platformObjectName(database: String) -> String { "db/\(database).platform.dump" }
+    public static func directoryPrefix(database: String) -> String { "db/\(database)/" }
     public var isSupabase: Bool { preset == "supabase" }
 
     /// The dump's MD5 and SHA-256 (the `backup_logs` checksums): digests of its content listing,

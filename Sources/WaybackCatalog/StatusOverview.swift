@@ -191,6 +191,7 @@ public struct DumpListing: Codable, Sendable, Equatable {
                 guard case .dump(let id, let name)? = layout.parse(o.key) else { continue }
                 if name == "manifest.json" { complete.insert(id) }
                 if name.hasPrefix("db/"), name.hasSuffix(".dump"), !name.hasSuffix(".platform.dump") { dbs[id, default: []].insert(String(name.dropFirst(3).dropLast(5))) }
+                if name.hasPrefix("db/"), name.hasSuffix("/toc.dat") { dbs[id, default: []].insert(String(name.dropFirst(3).dropLast(8))) }
                 if !name.hasPrefix("manifest.") { bytes[id, default: 0] += o.size }
             }
             for id in complete {

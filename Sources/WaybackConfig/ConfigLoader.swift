@@ -57,7 +57,9 @@ public enum ConfigLoader {
         }
         c.dump = WaybackConfiguration.DumpSettings(databases: dbs.isEmpty ? nil : dbs, excludeSchemas: schemas,
                                                    supabase: try values.defaulted("dump.supabase", ConfigValues.bool),
-                                                   tableDigests: try values.defaulted("dump.table_digests", ConfigValues.bool))
+                                                   tableDigests: try values.defaulted("dump.table_digests", ConfigValues.bool),
+                                                   jobs: try values.defaulted("dump.jobs", ConfigValues.int),
+                                                   spoolDirectory: try values.defaulted("dump.spool_dir", ConfigValues.string))
         c.reportDirectory = values.string("report.dir") ?? c.lockPath + "/reports"
         c.reportKeepDays = try values.defaulted("report.keep", ConfigValues.int)
         c.diskWarnPercent = try values.defaulted("monitor.disk_warn_percent", ConfigValues.number)

@@ -211,6 +211,8 @@ public enum ConfigSchema {
         ConfigKey("dump.exclude_schemas.*", .string, .derived("none")),
         ConfigKey("dump.supabase", .bool, .value("false")),
         ConfigKey("dump.table_digests", .bool, .value("false")),
+        ConfigKey("dump.jobs", .int(1...32), .value("2")),
+        ConfigKey("dump.spool_dir", .path, .value("/var/tmp")),
 
         ConfigKey("report.dir", .path, .derived("<lock_path>/reports")),
         ConfigKey("report.keep", .int(1...3650), .value("30")),

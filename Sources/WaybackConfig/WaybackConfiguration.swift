@@ -159,6 +159,10 @@ public struct WaybackConfiguration: Sendable {
         public var supabase = false
         /// A content digest of every table in the dump's snapshot, checked by restore-dump.
         public var tableDigests = false
+        /// pg_dump's workers: 2 or more use the directory format, 1 the custom format.
+        public var jobs = 2
+        /// Where the directory format's files wait to be stored.
+        public var spoolDirectory = "/var/tmp"
     }
     public var dump = DumpSettings()
 

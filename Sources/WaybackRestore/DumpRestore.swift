@@ -66,8 +66,7 @@ public enum DumpRestore {
         let began = monotonicSeconds()
         let spool = try makeSpool(c.spoolDirectory)
         defer { try? FileSystem.removeTree(spool) }
-        let file = spool + "/" + db.name + ".dump"
-        try await decode(db.object, id: c.id, catalog: catalog, to: file, events: c.events)
+        let file = try await decodeDatabase(db, id: c.id, catalog: catalog, spool: spool, events: c.events)
 
         let bin = c.binDirectory ?? LocalCluster.defaultBinDirectory()
         var args = [bin + "/pg_restore", "--no-password", "--exit-on-error", "--jobs=\(max(1, c.jobs))", "--dbname=\(c.target.database)"]
@@ -108,7 +107,7 @@ public enum DumpRestore {
                 differences.append("\(db.name).\(table): content differs from the dump's snapshot (digest \(digest) recorded, \(now[table]!) in the copy)")
             }
         }
-        return DumpRestoreReport(dump: c.id.rawValue, database: db.name, target: c.target.redacted, bytes: db.object.plainSize,
+        return DumpRestoreReport(dump: c.id.rawValue, database: db.name, target: c.target.redacted, bytes: db.dumpObjects.reduce(0) { $0 + $1.plainSize },
                                  restoreSeconds: restored - began, checkSeconds: monotonicSeconds() - restored, tables: db.rowCounts.tables.count,
                                  differences: differences)
     }
@@ -130,19 +129,44 @@ public enum DumpRestore {
         var out = [(database: String, entries: Int, bytes: Int64)]()
         for db in chosen {
             var entries = 0
-            for object in [db.object] + (db.platform.map { [$0] } ?? []) {
-                let file = spool + "/" + FileSystem.lastComponent(object.name)
-                try await decode(object, id: id, catalog: catalog, to: file, events: events)
-                let r = try await Command.execute([bin + "/pg_restore", "--list", file], check: false)
+            var archives = [try await decodeDatabase(db, id: id, catalog: catalog, spool: spool, events: events)]
+            if let platform = db.platform {
+                archives.append(spool + "/" + db.name + ".platform.dump")
+                try await decode(platform, id: id, catalog: catalog, to: archives[1], events: events)
+            }
+            for archive in archives {
+                let r = try await Command.execute([bin + "/pg_restore", "--list", archive], check: false)
                 guard r.status == 0 else {
-                    throw WaybackError(.corrupt, "pg_restore cannot read the archive \(object.name) of database '\(db.name)' in dump \(id): \(r.stderr.prefix(300))")
+                    throw WaybackError(.corrupt, "pg_restore cannot read the archive of database '\(db.name)' in dump \(id): \(r.stderr.prefix(300))")
                 }
                 entries += r.stdout.split(separator: "\n").filter { !$0.hasPrefix(";") && !$0.isEmpty }.count
-                try? FileSystem.remove(file)
+                try? FileSystem.removeTree(archive)
             }
-            out.append((db.name, entries, db.object.plainSize + (db.platform?.plainSize ?? 0)))
+            out.append((db.name, entries, db.dumpObjects.reduce(0) { $0 + $1.plainSize } + (db.platform?.plainSize ?? 0)))
         }
         return out
+    }
+
+    /// The database's archive decoded into `spool`: the custom format's file, or the directory
+    /// format's folder (every file checked). Returns the path for pg_restore.
+    static func decodeDatabase(_ db: DumpManifest.Database, id: DumpID, catalog: Catalog, spool: String, events: EventLog?) async throws -> String {
+        guard let files = db.files else {
+            let file = spool + "/" + db.name + ".dump"
+            try await decode(db.object, id: id, catalog: catalog, to: file, events: events)
+            return file
+        }
+        let folder = spool + "/" + db.name + ".d"
+        try FileSystem.makeDirectories(folder, mode: 0o700)
+        let prefix = DumpManifest.directoryPrefix(database: db.name)
+        for o in [db.object] + files {
+            let name = String(o.name.dropFirst(prefix.count))
+            // Names pg_dump gives (toc.dat, 1234.dat, blobs.toc): never a path of their own.
+            guard o.name.hasPrefix(prefix), !name.isEmpty, !name.contains("/"), name != "..", name != "." else {
+                throw WaybackError(.corrupt, "dump \(id) lists an object '\(o.name)' outside database '\(db.name)''s folder; the manifest is not what Wayback writes")
+            }
+            try await decode(o, id: id, catalog: catalog, to: folder + "/" + name, events: events)
+        }
+        return folder
     }
 
     static func makeSpool(_ directory: String) throws -> String {

@@ -12,9 +12,11 @@ struct DumpCommand: AsyncParsableCommand {
         commandName: "dump",
         abstract: "A logical backup: pg_dump of each database, streamed into the repositories with the row count of every table.",
         discussion: """
-            Runs the installed pg_dump (its major version at least the server's) in the custom format, in a \
-            snapshot Wayback exports, and counts every table's rows in that same snapshot; the output goes \
-            through the repositories' compression and encryption to every repository without a local copy. \
+            Runs the installed pg_dump (its major version at least the server's) in a snapshot Wayback \
+            exports, and counts every table's rows in that same snapshot: with dump.jobs 2 or more in the \
+            directory format, each file stored as pg_dump closes it (dump.spool_dir holds only the tables \
+            in flight), with dump.jobs 1 the custom format streamed; through the repositories' compression \
+            and encryption to every repository. \
             pg_dumpall --roles-only --no-role-passwords adds the roles where the server permits it. \
             restore-dump restores a dump and checks the counts.
 
@@ -32,7 +34,7 @@ struct DumpCommand: AsyncParsableCommand {
             if json { try Context.printJSON(m) } else {
                 print(m.id)
                 for d in m.databases {
-                    print("  \(d.name): \(Format.bytes(d.object.plainSize)) dumped, \(Format.bytes(d.object.size)) stored, \(d.rowCounts.tables.count) tables counted")
+                    print("  \(d.name): \(Format.bytes(d.plainBytes)) dumped, \(Format.bytes(d.storedBytes)) stored\(d.files.map { " in \($0.count + 1) files" } ?? ""), \(d.rowCounts.tables.count) tables counted")
                 }
                 print("  roles: " + (m.globals.map { "\(Format.bytes($0.plainSize))" } ?? (m.note ?? "not dumped")))
             }
@@ -54,6 +56,8 @@ extension CommandRun {
         dump.logicalCluster = config.cluster.type == .logical
         dump.supabase = config.dump.supabase
         dump.tableDigests = config.dump.tableDigests
+        dump.jobs = config.dump.jobs
+        dump.spoolDirectory = config.dump.spoolDirectory
         return dump
     }
 }
@@ -131,7 +135,7 @@ struct RestoreDumpCommand: AsyncParsableCommand {
         print("dump \(m.id): \(Format.timestamp(m.startTime)) to \(Format.timestamp(m.stopTime)), PostgreSQL \(Format.postgresVersion(m.serverVersionNumber)), \(m.pgDumpVersion), format \(m.format)"
               + (m.isSupabase ? ", Supabase preset" : ""))
         for d in m.databases where database == nil || d.name == database {
-            print("database \(d.name): \(Format.bytes(d.object.plainSize)) (\(Format.bytes(d.object.size)) stored), \(d.rowCounts.tables.count) tables"
+            print("database \(d.name): \(Format.bytes(d.plainBytes)) (\(Format.bytes(d.storedBytes)) stored), \(d.rowCounts.tables.count) tables"
                   + (d.platform.map { "; auth and storage data \(Format.bytes($0.plainSize))" } ?? ""))
             for (table, rows) in d.rowCounts.tables.sorted(by: { $0.key < $1.key }) { print("  \(table): \(rows) rows") }
         }

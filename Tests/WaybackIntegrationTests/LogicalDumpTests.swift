@@ -39,10 +39,17 @@ struct LogicalDumpTests {
             """, database: database)
     }
 
-    @Test("a dump of two databases under pgbench load restores into empty databases with every table's rows and content as at the snapshot; a non-empty target, a damaged object and counts that differ are refused with their own status")
+    /// The largest file in `dir` (a dump's biggest table, in the directory format).
+    static func largestFile(_ dir: String) throws -> String {
+        let names = try FileSystem.list(dir)
+        let sized = try names.map { ($0, try FileSystem.status(dir + "/" + $0)?.size ?? 0) }
+        return dir + "/" + (sized.max { $0.1 < $1.1 }?.0 ?? "")
+    }
+
+    @Test("a dump of two databases under pgbench load (directory format, two pg_dump workers, files streamed through a spool that ends empty) restores into empty databases with every table's rows and content as at the snapshot; a non-empty target, a damaged object and counts that differ are refused with their own status")
     func dumpAndRestore() async throws {
-        let t = try TestCluster()
-        defer { t.cleanup() }
+        let t = try TestCluster(extraConfig: "dump:\n  spool_dir: /var/tmp/wayback-dump-spool-test\n")
+        defer { t.cleanup(); try? FileSystem.removeTree("/var/tmp/wayback-dump-spool-test") }
         try t.waybackOK(["init"])
         try t.cluster.pgbench(["-i", "-s", "2"])
         _ = try t.psql("CREATE DATABASE shop")
@@ -66,9 +73,15 @@ struct LogicalDumpTests {
         #expect(manifest.globals != nil, "\(manifest.note ?? "")")
         let shopCounts = try #require(manifest.databases.first { $0.name == "shop" }).rowCounts
         #expect(shopCounts.tables["sales.big"] == 100_000 && shopCounts.tables["\"Audit Log\".\"Events\""] == 321, "\(shopCounts.tables)")
-        // The stored object is framed and compressed: no plain pg_dump header in it.
-        let stored = try Data(contentsOf: URL(fileURLWithPath: t.repositoryPath + "/main/dumps/\(id)/db/shop.dump"))
-        #expect(!stored.starts(with: Data("PGDMP".utf8)) && stored.count < Int(manifest.databases.first { $0.name == "shop" }!.object.plainSize))
+        // The directory format: a table of contents and a file per table, each framed and compressed
+        // (sales.big's file far smaller than what pg_dump wrote); the spool is empty again.
+        let shop = try #require(manifest.databases.first { $0.name == "shop" })
+        #expect(manifest.format == "directory" && shop.object.name == "db/shop/toc.dat" && (shop.files?.count ?? 0) >= 3, "\(shop.files ?? [])")
+        let biggest = try Self.largestFile(t.repositoryPath + "/main/dumps/\(id)/db/shop")
+        let plainBiggest = try #require(shop.files?.max { $0.plainSize < $1.plainSize })
+        let storedBiggest = try FileSystem.status(biggest)?.size ?? 0
+        #expect(biggest.hasSuffix(plainBiggest.name) && storedBiggest * 4 < plainBiggest.plainSize, "\(biggest) \(plainBiggest)")
+        #expect(try FileSystem.list("/var/tmp/wayback-dump-spool-test").isEmpty)
 
         func url(_ db: String) -> String { "postgresql://postgres@/\(db)?host=\(t.root)&port=\(t.cluster.port)" }
         _ = try t.psql("CREATE DATABASE shop_copy")
@@ -109,13 +122,13 @@ struct LogicalDumpTests {
         #expect(differs.stdout.contains("shop.sales.big: 99999 recorded, 100000 in the copy"), "\(differs.stdout)")
 
         // A damaged object: refused, named.
-        let objectPath = t.repositoryPath + "/main/dumps/\(id)/db/shop.dump"
+        let objectPath = try Self.largestFile(t.repositoryPath + "/main/dumps/\(id)/db/shop")
         var bytes = try Data(contentsOf: URL(fileURLWithPath: objectPath))
         bytes[bytes.count / 2] ^= 0x5A
         try bytes.write(to: URL(fileURLWithPath: objectPath))
         _ = try t.psql("CREATE DATABASE shop_copy3")
         let damaged = try t.wayback(["restore-dump", "--backup", id.rawValue, "--database", "shop", "--into", url("shop_copy3")])
-        #expect(damaged.status == WaybackError.Code.corrupt.rawValue && damaged.stderr.contains("db/shop.dump"), "\(damaged.status) \(damaged.stderr)")
+        #expect(damaged.status == WaybackError.Code.corrupt.rawValue && damaged.stderr.contains("db/shop/" + FileSystem.lastComponent(objectPath)), "\(damaged.status) \(damaged.stderr)")
         let dryDamaged = try t.wayback(["restore-dump", "--backup", id.rawValue, "--dry-run", "--database", "shop"])
         #expect(dryDamaged.status == WaybackError.Code.corrupt.rawValue, "\(dryDamaged.status) \(dryDamaged.stderr)")
     }
@@ -158,13 +171,13 @@ struct LogicalDumpTests {
 
         // The local copy damaged: verify names it (exit 7, the dump partial in backup_logs), and
         // restore-dump reads the S3 copy instead, saying so.
-        let objectPath = repoDir + "/main/dumps/\(id)/db/shop.dump"
+        let objectPath = try Self.largestFile(repoDir + "/main/dumps/\(id)/db/shop")
         var bytes = try Data(contentsOf: URL(fileURLWithPath: objectPath))
         bytes[bytes.count / 2] ^= 0x5A
         try bytes.write(to: URL(fileURLWithPath: objectPath))
         let damaged = try t.wayback(["verify", "--all"])
         #expect(damaged.status == WaybackError.Code.corrupt.rawValue, "\(damaged.status) \(damaged.stderr)")
-        #expect(damaged.stdout.contains("dump \(id): NOT SOUND") && damaged.stdout.contains("main/dumps/\(id)/db/shop.dump")
+        #expect(damaged.stdout.contains("dump \(id): NOT SOUND") && damaged.stdout.contains("main/dumps/\(id)/db/shop/")
                 && damaged.stdout.contains("breaks dump \(id)"), "\(damaged.stdout)")
         let row = try #require(try CatalogTests.rows(t, where: "backup_id = '\(id)'").first)
         #expect(row[8] == "partial" && row[11].hasPrefix("verify: repository 'local'"), "\(row)")
@@ -201,7 +214,7 @@ struct LogicalDumpTests {
         // A dump that fails after its first database: the objects already stored are removed.
         let failed = try t.wayback(["dump", "--database", "postgres", "--database", "no_such_database"])
         #expect(failed.status != 0 && failed.stderr.contains("no_such_database"), "\(failed.status) \(failed.stderr)")
-        let left = FileManager.default.subpaths(atPath: t.repositoryPath + "/main/dumps")?.filter { $0.hasSuffix(".dump") || $0.hasSuffix(".json") } ?? []
+        let left = FileManager.default.subpaths(atPath: t.repositoryPath + "/main/dumps")?.filter { $0.hasSuffix(".dump") || $0.hasSuffix(".dat") || $0.hasSuffix(".json") } ?? []
         #expect(left.isEmpty, "\(left)")
     }
 
@@ -296,9 +309,9 @@ struct LogicalDumpTests {
         #expect(try t.psql("SELECT recovery_tested FROM wayback.backup_logs WHERE backup_id = '\(ids[2])'") == "f")
     }
 
-    @Test("dump.exclude_schemas leaves a schema (and its row counts) out; dump.databases chooses the databases; dump.table_digests: the content of every table checked, a changed row fails the restore")
+    @Test("dump.exclude_schemas leaves a schema (and its row counts) out; dump.databases chooses the databases; dump.table_digests: the content of every table checked, a changed row fails the restore; dump.jobs: 1 streams the custom format")
     func excludedSchema() async throws {
-        let t = try TestCluster(extraConfig: "dump:\n  databases: [shop]\n  exclude_schemas: [\"Scratch Pad\"]\n  table_digests: true\n")
+        let t = try TestCluster(extraConfig: "dump:\n  databases: [shop]\n  exclude_schemas: [\"Scratch Pad\"]\n  table_digests: true\n  jobs: 1\n")
         defer { t.cleanup() }
         try t.waybackOK(["init"])
         _ = try t.psql("CREATE DATABASE shop")

@@ -217,4 +217,32 @@ struct SupabaseDumpTests {
         #expect(dump.status == WaybackError.Code.config.rawValue && dump.stderr.contains("transaction pooler"), "\(dump.status) \(dump.stderr)")
         #expect(try t.wayback(["dump"], config: logical).status == 0)
     }
+
+    @Test("the daemon of a logical cluster: schedule.dump by default (overdue at its start), no physical jobs, and the expiry after the dump")
+    func daemonOfALogicalCluster() throws {
+        let t = try TestCluster()
+        defer { t.cleanup() }
+        _ = try t.psql("CREATE TABLE t AS SELECT g FROM generate_series(1, 500) g")
+        let logical = try t.configVariant("hosted.yaml", replace: [
+            ("  pgdata: \(t.cluster.dataDirectory)\n", "  type: logical\n"), ("path: \(t.repositoryPath)", "path: \(t.root)/hosted-repo"),
+            ("log_level: warning", "log_level: warning\nschedule:\n  verify: null\n  drill: null\n  drill_offsite: null\n  report: null\nmonitor:\n  listen: null")])
+        #expect(try t.wayback(["init"], config: logical).status == 0)
+        let schedule = try t.wayback(["schedule"], config: logical)
+        #expect(schedule.stdout.contains("dump") && schedule.stdout.contains("0 2 * * *") && !schedule.stdout.contains("full") && !schedule.stdout.contains("incr"),
+                "\(schedule.stdout)")
+        let lockDir = t.root + "/locks"
+        let first = try DaemonTests.Daemon(t, config: logical, log: t.root + "/daemon0.log")
+        try DaemonTests.waitFor("the daemon's state", timeout: 30) { try FileSystem.list(lockDir).contains { $0.hasSuffix(".schedule.json") } }
+        #expect(first.stop() == 0, "\(first.output)")
+        let stateFile = lockDir + "/" + (try #require(try FileSystem.list(lockDir).first { $0.hasSuffix(".schedule.json") }))
+        try Data("{\"lastRun\":{\"dump\":\(Date().addingTimeInterval(-2 * 86400).timeIntervalSince1970)}}".utf8).write(to: URL(fileURLWithPath: stateFile))
+        let daemon = try DaemonTests.Daemon(t, config: logical, log: t.root + "/daemon1.log")
+        try DaemonTests.waitFor("the scheduled dump", timeout: 60) { try t.wayback(["status"], config: logical).stdout.contains("logical dumps") }
+        // The expiry runs after the dump, as after a backup: its state records it.
+        try DaemonTests.waitFor("the expiry after the dump", timeout: 30) {
+            ((try? String(contentsOfFile: stateFile, encoding: .utf8)) ?? "").contains("\"expire\"")
+        }
+        #expect(daemon.stop() == 0, "\(daemon.output)")
+        #expect(!daemon.output.contains("error"), "\(daemon.output)")
+    }
 }

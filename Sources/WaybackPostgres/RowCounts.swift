@@ -249,27 +249,27 @@ extension RowCounts {
     /// The digests of `tables` in a database (a restored dump), in one snapshot; a table that is
     /// not there is left out (the counts name it).
     public static func currentDigests(_ settings: ConnectionSettings, tables: [String], logger: Logger) async throws -> [String: String] {
-        let s = try await PostgresSession.connect(settings, logger: logger)
-        do {
-            _ = try await s.rows("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        try await inSnapshot(settings, logger: logger) { s in
             let present = Set(try await self.tables(s).readable)
-            let out = try await digestsHere(s, tables: tables.filter { present.contains($0) })
-            _ = try await s.rows("COMMIT")
-            await s.close()
-            return out
-        } catch {
-            await s.close()
-            throw error
+            return try await digestsHere(s, tables: tables.filter { present.contains($0) })
         }
     }
 
     /// The current counts of the tables of one database (a drill's copy), in one snapshot.
     public static func current(_ settings: ConnectionSettings, logger: Logger) async throws -> [String: Int64] {
+        try await inSnapshot(settings, logger: logger) { s in
+            var out = [String: Int64]()
+            for t in try await tables(s).readable { out[t] = try await count(t, session: s) }
+            return out
+        }
+    }
+
+    /// `body` in one read-only REPEATABLE READ transaction of a session of its own.
+    static func inSnapshot<T>(_ settings: ConnectionSettings, logger: Logger, _ body: (PostgresSession) async throws -> T) async throws -> T {
         let s = try await PostgresSession.connect(settings, logger: logger)
         do {
             _ = try await s.rows("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            var out = [String: Int64]()
-            for t in try await tables(s).readable { out[t] = try await count(t, session: s) }
+            let out = try await body(s)
             _ = try await s.rows("COMMIT")
             await s.close()
             return out

@@ -129,12 +129,11 @@ public enum Verify {
             for b in r.backups where b.sound { if let id = BackupID(b.id) { soundIn[id, default: []].append(r.name) } }
         }
         let readable = report.repositories.filter { r in !r.problems.contains { $0.kind == .unreachable } }.count
-        var rows = [BackupLogRow]()
-        for (id, m) in byID.sorted(by: { $0.key < $1.key }) {
-            let held = holders[id] ?? [], sound = soundIn[id] ?? []
-            let problem = report.problems.first { $0.breaks.contains(id.rawValue) }
-            guard sound.count == held.count || problem != nil else { continue }  // not verified in every copy this time
-            var row = log.row(BackupSummary(m), holders: held)
+        /// The row of one backup or dump, nil when it was not verified in every copy this time.
+        func verdict(_ id: String, held: [String], sound: [String], base: BackupLogRow) -> BackupLogRow? {
+            let problem = report.problems.first { $0.breaks.contains(id) }
+            guard sound.count == held.count || problem != nil else { return nil }
+            var row = base
             if let problem {
                 row.status = sound.isEmpty ? .failed : .partial
                 row.errorMessage = "verify: repository '\(problem.repository)': \(problem.message)"
@@ -144,26 +143,18 @@ public enum Verify {
                 // (then a status a past problem set is put right); otherwise the status stays.
                 row.keepsStatus = readable < log.repositories.count
             }
-            rows.append(row)
+            return row
+        }
+        var rows = byID.sorted(by: { $0.key < $1.key }).compactMap { id, m in
+            verdict(id.rawValue, held: holders[id] ?? [], sound: soundIn[id] ?? [], base: log.row(BackupSummary(m), holders: holders[id] ?? []))
         }
         // Dumps the same way.
         var dumpHolders = [DumpID: [String]](), dumpSound = [DumpID: [String]]()
         for r in report.repositories {
             for d in r.dumps { if let id = DumpID(d.id) { dumpHolders[id, default: []].append(r.name); if d.sound { dumpSound[id, default: []].append(r.name) } } }
         }
-        for (id, held) in dumpHolders.sorted(by: { $0.key < $1.key }) {
-            let sound = dumpSound[id] ?? []
-            let problem = report.problems.first { $0.breaks.contains(id.rawValue) }
-            guard sound.count == held.count || problem != nil else { continue }
-            var row = log.row(dump: id, bytes: nil, digests: nil, holders: held)
-            if let problem {
-                row.status = sound.isEmpty ? .failed : .partial
-                row.errorMessage = "verify: repository '\(problem.repository)': \(problem.message)"
-            } else {
-                row.verifiedAt = now
-                row.keepsStatus = readable < log.repositories.count
-            }
-            rows.append(row)
+        rows += dumpHolders.sorted(by: { $0.key < $1.key }).compactMap { id, held in
+            verdict(id.rawValue, held: held, sound: dumpSound[id] ?? [], base: log.row(dump: id, bytes: nil, digests: nil, holders: held))
         }
         await log.write(rows)
     }

@@ -30,15 +30,7 @@ struct InitCommand: AsyncParsableCommand {
             lockDirectory: config.lockPath, catalog: config.catalog, logger: logger)
         print("cluster '\(config.cluster.name)': PostgreSQL \(Format.postgresVersion(r.facts.versionNumber)), system identifier \(r.facts.systemIdentifier)")
         print("  data directory \(r.facts.dataDirectory) (owner \(r.pgdataOwner)), wal_level \(r.facts.walLevel), data checksums \(r.facts.dataChecksums ? "on" : "off")")
-        for repo in config.repositories {
-            let state = r.initialized.contains(repo.name) ? "initialised" : "already initialised for this cluster"
-            print("repository '\(repo.name)' (\(repo.path)): \(state)")
-        }
-        if let catalog = config.catalog, let applied = r.catalogMigrations {
-            let what = applied.isEmpty ? "up to date" : "migrations \(applied.map(String.init).joined(separator: ", ")) applied"
-            print("catalog: table \(catalog.schema).backup_logs at \(catalog.connection.redacted): \(what)")
-        }
-        print("")
+        printBindings(config, initialized: r.initialized, migrations: r.catalogMigrations)
         print("Set in postgresql.conf:")
         print("  archive_mode = on")
         print("  archive_command = '\(r.archiveCommand)'")
@@ -53,20 +45,25 @@ struct InitCommand: AsyncParsableCommand {
 }
 
 extension InitCommand {
+    /// Each repository's binding (made now, or there already) and the catalog's migrations.
+    static func printBindings(_ config: WaybackConfiguration, initialized: [String], migrations: [Int]?) {
+        for repo in config.repositories {
+            print("repository '\(repo.name)' (\(repo.path)): \(initialized.contains(repo.name) ? "initialised" : "already initialised for this cluster")")
+        }
+        if let catalog = config.catalog, let applied = migrations {
+            let what = applied.isEmpty ? "up to date" : "migrations \(applied.map(String.init).joined(separator: ", ")) applied"
+            print("catalog: table \(catalog.schema).backup_logs at \(catalog.connection.redacted): \(what)")
+        }
+        print("")
+    }
+
     /// A logical cluster: the server by its connection, the repositories bound, no archive.
     static func initializeLogical(_ run: CommandRun) async throws {
         let config = run.config
         let r = try await ClusterSetup.initializeLogical(repository: run.repository(), cluster: config.cluster.name, connection: config.cluster.connection,
                                                          lockDirectory: config.lockPath, catalog: config.catalog, logger: run.logger)
         print("cluster '\(config.cluster.name)' (logical): PostgreSQL \(Format.postgresVersion(r.versionNumber)) at \(config.cluster.connection.redacted)")
-        for repo in config.repositories {
-            print("repository '\(repo.name)' (\(repo.path)): \(r.initialized.contains(repo.name) ? "initialised" : "already initialised for this cluster")")
-        }
-        if let catalog = config.catalog, let applied = r.catalogMigrations {
-            let what = applied.isEmpty ? "up to date" : "migrations \(applied.map(String.init).joined(separator: ", ")) applied"
-            print("catalog: table \(catalog.schema).backup_logs at \(catalog.connection.redacted): \(what)")
-        }
-        print("")
+        printBindings(config, initialized: r.initialized, migrations: r.catalogMigrations)
         print("A logical cluster is protected by dumps: 'wayback dump' takes one now; the daemon takes them on schedule.dump.")
         print("No archive settings are needed (there is no WAL archive and no point-in-time recovery).")
     }

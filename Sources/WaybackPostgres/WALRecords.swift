@@ -84,6 +84,10 @@ public struct WALRecordScanner: Sendable {
     private var carry: (start: LSN, bytes: [UInt8], keep: Bool, remaining: Int)?
     private var previousRecord: LSN?
     private var expectedSegment: UInt64?
+    /// When set, every record is read whole and its block references (and the relation and
+    /// database changes WAL does not describe block by block) are folded into it.
+    public var blockMap: WALBlockMap?
+    private var pageMagic: UInt16 = 0
 
     public init(segmentSize: UInt64 = WALFileName.defaultSegmentSize) {
         self.segmentSize = segmentSize
@@ -103,8 +107,17 @@ public struct WALRecordScanner: Sendable {
         guard header.pageAddress == base else {
             throw WaybackError(.corrupt, "WAL segment \(segmentNumber) holds the data of another segment (page address \(LSN(header.pageAddress)))")
         }
-        if expectedSegment != segmentNumber { carry = nil; previousRecord = nil }
+        if expectedSegment != segmentNumber {
+            // A segment missing in between: the records it held are unknown.
+            if expectedSegment != nil, blockMap != nil { blockMap?.fallBack("WAL segments before segment \(segmentNumber) were not read (a gap)") }
+            carry = nil; previousRecord = nil
+        }
         expectedSegment = segmentNumber + 1
+        pageMagic = header.magic
+        let collecting = blockMap != nil
+        func fold(_ record: [UInt8], start: LSN) {
+            blockMap?.add(record: record, lsn: start, pageMagic: pageMagic)
+        }
 
         func u16(_ o: Int) -> UInt16 { UInt16(b[o]) | UInt16(b[o + 1]) << 8 }
         func u32(_ o: Int) -> UInt32 { UInt32(u16(o)) | UInt32(u16(o + 2)) << 16 }
@@ -139,6 +152,7 @@ public struct WALRecordScanner: Sendable {
                     pos = next
                     let end = LSN(base + UInt64(next))
                     if c.keep, let e = Self.event(c.bytes, start: c.start, end: end) { out.events.append(e) }
+                    if c.keep && collecting { fold(c.bytes, start: c.start) }
                     out.records += 1
                     previousRecord = c.start
                     out.endOfRecords = end
@@ -151,6 +165,7 @@ public struct WALRecordScanner: Sendable {
                 }
             } else {
                 var sink = [UInt8](), copied = 0
+                if carry != nil, collecting { blockMap?.fallBack("a record continued into segment \(segmentNumber) does not match the one begun before it") }
                 carry = nil; previousRecord = nil
                 guard let next = consume(from: pos, count: remaining, into: &sink, keep: false, copied: &copied) else { return out }
                 pos = next
@@ -191,7 +206,7 @@ public struct WALRecordScanner: Sendable {
                 info = head[16]; rmid = head[17]
             }
             if let previousRecord, prev != previousRecord.value { out.endOfWAL = true; break }
-            let interesting = (rmid == Self.rmXACT) || (rmid == Self.rmXLOG && (info & 0xF0 == Self.xlogRestorePoint || info & 0xF0 == Self.xlogSwitch))
+            let interesting = collecting || (rmid == Self.rmXACT) || (rmid == Self.rmXLOG && (info & 0xF0 == Self.xlogRestorePoint || info & 0xF0 == Self.xlogSwitch))
             var record = [UInt8]()
             if interesting {
                 record.reserveCapacity(total)
@@ -209,6 +224,7 @@ public struct WALRecordScanner: Sendable {
             previousRecord = start
             pos = next
             out.endOfRecords = LSN(base + UInt64(next))
+            if collecting { fold(record, start: start) }
             if interesting {
                 if rmid == Self.rmXLOG && info & 0xF0 == Self.xlogSwitch {
                     // The rest of the segment is unused.
@@ -250,40 +266,10 @@ public struct WALRecordScanner: Sendable {
         return WALEvent(kind: kind, lsn: start, endLSN: end, xid: xid, timestamp: time)
     }
 
-    /// The range of the record's main data: the last bytes of the record, after the block
-    /// references (XLogRecordBlockHeader and friends) whose headers say how long it is.
-    static func mainData(_ r: [UInt8]) -> Range<Int>? {
-        var o = recordHeader
-        func u16(_ o: Int) -> Int { Int(r[o]) | Int(r[o + 1]) << 8 }
-        while o < r.count {
-            let id = r[o]; o += 1
-            switch id {
-            case 255:  // XLR_BLOCK_ID_DATA_SHORT
-                guard o < r.count else { return nil }
-                let n = Int(r[o])
-                return n <= r.count ? (r.count - n)..<r.count : nil
-            case 254:  // XLR_BLOCK_ID_DATA_LONG
-                guard o + 4 <= r.count else { return nil }
-                let n = (0..<4).reduce(0) { $0 | Int(r[o + $1]) << (8 * $1) }
-                return n <= r.count ? (r.count - n)..<r.count : nil
-            case 253: o += 2  // XLR_BLOCK_ID_ORIGIN
-            case 252: o += 4  // XLR_BLOCK_ID_TOPLEVEL_XID
-            case 0...32:
-                guard o + 3 <= r.count else { return nil }
-                let forkFlags = r[o]; o += 3
-                if forkFlags & 0x10 != 0 {  // BKPBLOCK_HAS_IMAGE
-                    guard o + 5 <= r.count else { return nil }
-                    let bimgInfo = r[o + 4]; o += 5
-                    // BKPIMAGE_HAS_HOLE with any compression flag: a hole length follows.
-                    if bimgInfo & 0x01 != 0 && bimgInfo & 0x1C != 0 { o += 2 }
-                }
-                if forkFlags & 0x80 == 0 { o += 12 }  // RelFileNode unless BKPBLOCK_SAME_REL
-                o += 4  // BlockNumber
-            default:
-                return nil
-            }
-        }
-        return nil
+    /// The range of the record's main data (nil: none, or a record that cannot be parsed).
+    static func mainData(_ r: [UInt8], magic: UInt16 = WALBlockMap.magic15) -> Range<Int>? {
+        guard case .success(let layout) = WALRecordLayout.parse(r, magic: magic), !layout.main.isEmpty else { return nil }
+        return layout.main
     }
 
     /// xl_xact_parsed's twophase_xid: walk the optional parts that precede it (PostgreSQL 15 order).

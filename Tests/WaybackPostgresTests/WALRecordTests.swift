@@ -153,3 +153,37 @@ struct SyntheticWAL {
         #expect(throws: WaybackError.self) { try TimelineHistory.parse("2\t0/5000000\n1\t0/3000000\n", timeline: 3) }
     }
 }
+
+/// The headers of one record, walked as DecodeXLogRecord walks them.
+@Suite struct WALRecordLayoutTests {
+    static func record(_ body: [UInt8]) -> [UInt8] {
+        var r = [UInt8](repeating: 0, count: 24)
+        let total = UInt32(24 + body.count)
+        for i in 0..<4 { r[i] = UInt8(truncatingIfNeeded: total >> (8 * i)) }
+        return r + body
+    }
+    static func le(_ v: UInt32, _ n: Int = 4) -> [UInt8] { (0..<n).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
+
+    @Test func aFullPageImageWithoutMainDataAndTwoBlocksOfOneRelation() throws {
+        // Block 0: an image of 16 bytes with a hole (not compressed), relation 1663/5/16404, block 669;
+        // block 1: the same relation (BKPBLOCK_SAME_REL), block 670, 3 bytes of data. No main data:
+        // after the headers come the image and the data, which must not be read as headers.
+        let image = [UInt8](repeating: 0, count: 16), data: [UInt8] = [9, 9, 9]
+        let body = [0, 0x10] + Self.le(0, 2) + Self.le(16, 2) + Self.le(40, 2) + [0x03] + Self.le(1663) + Self.le(5) + Self.le(16404) + Self.le(669)
+            + [1, 0xA0] + Self.le(3, 2) + Self.le(670) + image + data
+        let layout = try WALRecordLayout.parse(Self.record(body), magic: 0xD110).get()
+        #expect(layout.blocks.map(\.block) == [669, 670] && layout.blocks.allSatisfy { $0.fork == RelationFork(tablespace: 1663, database: 5, relation: 16404, fork: 0) })
+        #expect(layout.main.isEmpty)
+        // PostgreSQL 14's flags: 0x02 means compressed there, so a hole length follows.
+        let compressed14 = [0, 0x10] + Self.le(0, 2) + Self.le(16, 2) + Self.le(40, 2) + [0x03] + Self.le(8, 2) + Self.le(1663) + Self.le(5) + Self.le(7) + Self.le(1) + image
+        #expect(try WALRecordLayout.parse(Self.record(compressed14), magic: 0xD10D).get().blocks.map(\.fork.relation) == [7])
+        // Main data after a block: its range is the record's last bytes.
+        let withMain = [0, 0x20] + Self.le(2, 2) + Self.le(1663) + Self.le(5) + Self.le(42) + Self.le(3) + [255, 4] + [7, 7] + [1, 2, 3, 4]
+        let r = Self.record(withMain)
+        let l = try WALRecordLayout.parse(r, magic: 0xD110).get()
+        #expect(l.blocks.map(\.block) == [3] && Array(r[l.main]) == [1, 2, 3, 4])
+        // A SAME_REL block with no relation before it, and a cut header: refused.
+        #expect(throws: WaybackError.self) { try WALRecordLayout.parse(Self.record([0, 0x80] + Self.le(0, 2) + Self.le(1) + [0, 0, 0, 0]), magic: 0xD110).get() }
+        #expect(throws: WaybackError.self) { try WALRecordLayout.parse(Self.record([0, 0x00, 0]), magic: 0xD110).get() }
+    }
+}

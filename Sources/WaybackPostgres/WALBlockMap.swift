@@ -1,0 +1,165 @@
+import WaybackCore
+
+/// One fork of one relation, as WAL names it (`RelFileNode` and fork number).
+public struct RelationFork: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public var tablespace: UInt32
+    public var database: UInt32
+    public var relation: UInt32
+    /// 0 main, 1 free space map, 2 visibility map, 3 init.
+    public var fork: UInt8
+    public init(tablespace: UInt32, database: UInt32, relation: UInt32, fork: UInt8) {
+        self.tablespace = tablespace; self.database = database; self.relation = relation; self.fork = fork
+    }
+    public static func < (a: RelationFork, b: RelationFork) -> Bool {
+        (a.tablespace, a.database, a.relation, a.fork) < (b.tablespace, b.database, b.relation, b.fork)
+    }
+    public var description: String { "\(tablespace)/\(database)/\(relation) fork \(fork)" }
+}
+
+/// What a stretch of WAL changed, block by block (for an incremental backup that reads only the
+/// blocks WAL names): every block a record references (`XLogRegisterBuffer`: every change of a
+/// WAL-logged page registers its block), relation forks created and truncated, and what WAL does
+/// not describe block by block: a database copied file by file (`CREATE DATABASE ... STRATEGY
+/// FILE_COPY`, `ALTER DATABASE SET TABLESPACE`), a resource manager Wayback does not know, a
+/// record it cannot parse, or WAL it did not read. Those are `fallbacks`: the affected database,
+/// or the whole backup, is scanned as before.
+public struct WALBlockMap: Sendable, Equatable {
+    public var blocks: [RelationFork: Set<UInt32>] = [:]
+    /// Forks created (`smgr create`): every block of them is new.
+    public var created: Set<RelationFork> = []
+    /// The smallest length each truncated fork was cut to.
+    public var truncated: [RelationFork: UInt32] = [:]
+    /// Databases (tablespace, database) copied file by file: their files are scanned whole.
+    public var copiedDatabases: Set<[UInt32]> = []
+    public var droppedDatabases: Set<[UInt32]> = []
+    /// Why the map cannot stand for the whole range (empty: it can).
+    public var fallbacks: [String] = []
+    public var records = 0
+    /// The first and last record folded in.
+    public var first: LSN?
+    public var last: LSN?
+    /// Records that begin before this are left out (the reference backup's start: a checkpoint's
+    /// redo point, where a record begins).
+    public var from: LSN
+
+    public init(from: LSN) { self.from = from }
+
+    public var complete: Bool { fallbacks.isEmpty }
+    public var blockCount: Int { blocks.values.reduce(0) { $0 + $1.count } }
+
+    mutating func fallBack(_ why: String) { if !fallbacks.contains(why) { fallbacks.append(why) } }
+
+    // Resource managers (rmgrlist.h, PostgreSQL 13 to 15) and the info bits that matter here.
+    static let rmXLOG: UInt8 = 0, rmSMGR: UInt8 = 2, rmDBASE: UInt8 = 4, rmLastBuiltin: UInt8 = 21
+    static let smgrCreate: UInt8 = 0x10, smgrTruncate: UInt8 = 0x20
+    /// `XLOG_PAGE_MAGIC` of PostgreSQL 15 (0xD110): the database records and image flags changed then.
+    static let magic15: UInt16 = 0xD110
+
+    /// Folds one whole record (header included) in.
+    mutating func add(record r: [UInt8], lsn: LSN, pageMagic: UInt16) {
+        guard lsn >= from else { return }
+        records += 1
+        if first == nil { first = lsn }
+        last = lsn
+        guard r.count >= 24 else { fallBack("a record at \(lsn) is shorter than its header"); return }
+        let info = r[16], rmid = r[17]
+        func u16(_ o: Int) -> UInt32 { UInt32(r[o]) | UInt32(r[o + 1]) << 8 }
+        func u32(_ o: Int) -> UInt32 { u16(o) | u16(o + 2) << 16 }
+        if rmid > Self.rmLastBuiltin {
+            fallBack("resource manager \(rmid) (an extension's) at \(lsn) is not one Wayback reads")
+        }
+        let layout: WALRecordLayout
+        switch WALRecordLayout.parse(r, magic: pageMagic) {
+        case .success(let l): layout = l
+        case .failure(let why): fallBack("a record at \(lsn): \(why.message)"); return
+        }
+        for (fork, block) in layout.blocks { blocks[fork, default: []].insert(block) }
+        let main = layout.main
+        func m32(_ k: Int) -> UInt32? { main.lowerBound + k + 4 <= main.upperBound ? u32(main.lowerBound + k) : nil }
+        switch (rmid, info & 0xF0) {
+        case (Self.rmSMGR, Self.smgrCreate):
+            // xl_smgr_create: RelFileNode rnode; ForkNumber forkNum
+            if let spc = m32(0), let db = m32(4), let relNode = m32(8), let fork = m32(12) {
+                created.insert(RelationFork(tablespace: spc, database: db, relation: relNode, fork: UInt8(truncatingIfNeeded: fork)))
+            } else { fallBack("an smgr create record at \(lsn) cannot be read") }
+        case (Self.rmSMGR, Self.smgrTruncate):
+            // xl_smgr_truncate: BlockNumber blkno; RelFileNode rnode; int flags (1 heap, 2 vm, 4 fsm)
+            if let blkno = m32(0), let spc = m32(4), let db = m32(8), let relNode = m32(12) {
+                let key = RelationFork(tablespace: spc, database: db, relation: relNode, fork: 0)
+                truncated[key] = min(truncated[key] ?? blkno, blkno)
+            } else { fallBack("an smgr truncate record at \(lsn) cannot be read") }
+        case (Self.rmDBASE, let op):
+            // 15: 0x00 create by file copy, 0x10 create by WAL log, 0x20 drop; 13-14: 0x00 create (a copy), 0x10 drop.
+            let fileCopy = op == 0x00, drop = pageMagic >= Self.magic15 ? op == 0x20 : op == 0x10
+            if fileCopy {
+                // xl_dbase_create(_file_copy)_rec: Oid db_id; Oid tablespace_id; ...
+                if let db = m32(0), let spc = m32(4) { copiedDatabases.insert([spc, db]) } else { fallBack("a database create record at \(lsn) cannot be read") }
+            } else if drop {
+                // xl_dbase_drop_rec: Oid db_id; int ntablespaces; Oid tablespace_ids[]
+                if let db = m32(0), let n = m32(4) {
+                    for k in 0..<Int(min(n, 1024)) { if let spc = m32(8 + 4 * k) { droppedDatabases.insert([spc, db]) } }
+                } else { fallBack("a database drop record at \(lsn) cannot be read") }
+            }
+        default:
+            break
+        }
+    }
+}
+
+/// Where a record's parts are: the block each header references, and the main data (the record's
+/// last bytes). The headers are walked as DecodeXLogRecord does: until what is left is the
+/// blocks' data and images and the main data, whose lengths the headers give (a record without
+/// main data has no main data header). `magic` is the page's `XLOG_PAGE_MAGIC` (the image flags
+/// moved in PostgreSQL 15).
+struct WALRecordLayout {
+    var blocks: [(fork: RelationFork, block: UInt32)] = []
+    var main: Range<Int>
+
+    static func parse(_ r: [UInt8], magic: UInt16) -> Result<WALRecordLayout, WaybackError> {
+        func cut(_ what: String) -> Result<WALRecordLayout, WaybackError> { .failure(WaybackError(.corrupt, "\(what) is cut short")) }
+        guard r.count >= 24 else { return cut("the header") }
+        func u16(_ o: Int) -> UInt32 { UInt32(r[o]) | UInt32(r[o + 1]) << 8 }
+        func u32(_ o: Int) -> UInt32 { u16(o) | u16(o + 2) << 16 }
+        var o = 24, dataTotal = 0, mainLength = 0
+        var rel: (UInt32, UInt32, UInt32)?
+        var out = WALRecordLayout(main: r.count..<r.count)
+        headers: while r.count - o > dataTotal {
+            let id = r[o]; o += 1
+            switch id {
+            case 255:  // XLR_BLOCK_ID_DATA_SHORT: the last header
+                guard o < r.count else { return cut("the main data header") }
+                mainLength = Int(r[o]); break headers
+            case 254:  // XLR_BLOCK_ID_DATA_LONG
+                guard o + 4 <= r.count else { return cut("the main data header") }
+                mainLength = Int(u32(o)); break headers
+            case 253: o += 2  // XLR_BLOCK_ID_ORIGIN
+            case 252: o += 4  // XLR_BLOCK_ID_TOPLEVEL_XID
+            case 0...32:
+                guard o + 3 <= r.count else { return cut("a block reference") }
+                let forkFlags = r[o]
+                dataTotal += Int(u16(o + 1)); o += 3
+                if forkFlags & 0x10 != 0 {  // BKPBLOCK_HAS_IMAGE
+                    guard o + 5 <= r.count else { return cut("a block image header") }
+                    dataTotal += Int(u16(o))
+                    let bimg = r[o + 4]; o += 5
+                    // A hole in a compressed image: its length follows.
+                    let compressed = magic >= WALBlockMap.magic15 ? bimg & 0x1C != 0 : bimg & 0x02 != 0
+                    if bimg & 0x01 != 0 && compressed { o += 2 }
+                }
+                if forkFlags & 0x80 == 0 {  // not BKPBLOCK_SAME_REL: a RelFileNode follows
+                    guard o + 12 <= r.count else { return cut("a block reference") }
+                    rel = (u32(o), u32(o + 4), u32(o + 8)); o += 12
+                }
+                guard let (spc, db, relNode) = rel else { return .failure(WaybackError(.corrupt, "a block reference names no relation")) }
+                guard o + 4 <= r.count else { return cut("a block reference") }
+                out.blocks.append((RelationFork(tablespace: spc, database: db, relation: relNode, fork: forkFlags & 0x0F), u32(o)))
+                o += 4
+            default:
+                return .failure(WaybackError(.corrupt, "a block header Wayback does not know (\(id))"))
+            }
+        }
+        guard mainLength <= r.count else { return cut("the main data") }
+        out.main = (r.count - mainLength)..<r.count
+        return .success(out)
+    }
+}

@@ -64,7 +64,7 @@ public enum DumpRestore {
         let present = try await requireEmpty(c.target, clean: c.clean, ignoring: manifest.isSupabase ? platformSchema : { _ in false }, logger: logger)
 
         let began = monotonicSeconds()
-        let spool = try makeSpool(c.spoolDirectory)
+        let spool = try makeSpool(c.spoolDirectory, bytes: db.plainBytes + (db.platform?.plainSize ?? 0))
         defer { try? FileSystem.removeTree(spool) }
         let file = try await decodeDatabase(db, id: c.id, catalog: catalog, spool: spool, events: c.events)
 
@@ -123,7 +123,7 @@ public enum DumpRestore {
         guard !chosen.isEmpty else {
             throw WaybackError(.notFound, "dump \(id) has no database '\(database ?? "")'; it holds \(manifest.databases.map { "'\($0.name)'" }.joined(separator: ", "))")
         }
-        let spool = try makeSpool(spoolDirectory)
+        let spool = try makeSpool(spoolDirectory, bytes: chosen.map { $0.plainBytes + ($0.platform?.plainSize ?? 0) }.max() ?? 0)
         defer { try? FileSystem.removeTree(spool) }
         let bin = binDirectory ?? LocalCluster.defaultBinDirectory()
         var out = [(database: String, entries: Int, bytes: Int64)]()
@@ -169,8 +169,13 @@ public enum DumpRestore {
         return folder
     }
 
-    static func makeSpool(_ directory: String) throws -> String {
+    /// A private folder for `bytes` of decoded dump in `directory`, refused (exit 18) when the
+    /// file system has less room than that.
+    static func makeSpool(_ directory: String, bytes: Int64 = 0) throws -> String {
         try FileSystem.makeDirectories(directory, mode: 0o700)
+        if bytes > 0, let usage = try? FileSystemUsage.of(directory), usage.availableBytes < bytes {
+            throw WaybackError(.noSpace, "the dump needs \(Format.bytes(bytes)) decoded in \(directory) for pg_restore, which has \(Format.bytes(usage.availableBytes)) free; free space there or choose another folder (--spool-dir, or dump.spool_dir)")
+        }
         var template = Array((directory + "/wayback-restore-dump-XXXXXX").utf8CString)
         guard let made = mkdtemp(&template) else {
             throw WaybackError.system(.io, "cannot make a private folder in \(directory) for the dump", call: "mkdtemp", errno: errno)

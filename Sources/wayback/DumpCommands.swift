@@ -79,6 +79,8 @@ struct RestoreDumpCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("The database to restore into, as a postgresql:// URL (not needed with --list or --dry-run).", valueName: "url")) var into: String?
     @Option(help: ArgumentHelp("Which of the dump's databases (needed when it holds several).", valueName: "name")) var database: String?
     @Option(help: "pg_restore's parallel jobs.") var jobs: Int = 2
+    @Option(help: ArgumentHelp("Where the dump is decoded for pg_restore (default: dump.spool_dir); it needs room for the plain dump.", valueName: "dir"))
+    var spoolDir: String?
     @Flag(help: "Drop what the dump holds from the target before restoring it (pg_restore --clean --if-exists).") var clean = false
     @Flag(help: "Restore without owners and grants (when the target lacks the dump's roles).") var noOwner = false
     @Flag(help: "Show what the dump holds (databases, sizes, tables and their row counts) and restore nothing.") var list = false
@@ -108,6 +110,7 @@ struct RestoreDumpCommand: AsyncParsableCommand {
             let target = try ConnectionSettings.parse(url: into, defaults: defaults)
             var c = DumpRestoreConfiguration(repository: try run.repository(), cluster: run.config.cluster.name, id: id, target: target, database: database)
             c.clean = clean; c.noOwner = noOwner; c.jobs = jobs; c.binDirectory = run.config.pgBinDirectory; c.events = run.events
+            c.spoolDirectory = spoolDir.map(FileSystem_absolute) ?? run.config.dump.spoolDirectory
             let r = try await DumpRestore.run(c, logger: run.logger)
             if json { try Context.printJSON(r) } else {
                 print("dump \(r.dump) (database \(r.database)) restored into \(r.target) in \(Format.seconds(r.restoreSeconds)); \(r.tables) tables counted in \(Format.seconds(r.checkSeconds))")
@@ -125,6 +128,7 @@ struct RestoreDumpCommand: AsyncParsableCommand {
         let repository = try run.repository()
         if dryRun {
             let checked = try await DumpRestore.dryRun(repository: repository, cluster: run.config.cluster.name, id: id, database: database,
+                                                       spoolDirectory: spoolDir.map(FileSystem_absolute) ?? run.config.dump.spoolDirectory,
                                                        binDirectory: run.config.pgBinDirectory, events: run.events)
             for c in checked { print("database \(c.database): \(Format.bytes(c.bytes)) read, SHA-256 as recorded, \(c.entries) archive entries") }
             print("dump \(id) is sound; nothing was restored")

@@ -105,6 +105,17 @@ struct LogicalDumpTests {
         let dry = try t.waybackOK(["restore-dump", "--backup", id.rawValue, "--dry-run"])
         #expect(dry.contains("database shop:") && dry.contains("database postgres:") && dry.contains("is sound"), "\(dry)")
 
+        // A spool folder without room for the decoded dump: refused before anything is written (exit 18).
+        let small = try TestEnvironment.makeTemporaryDirectory("small-spool")
+        let m = try Command.run(["/bin/mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", small], check: false)
+        try #require(m.status == 0, "mount: \(m.stderr)")
+        defer { _ = try? Command.run(["/bin/umount", "-l", small], check: false); try? FileSystem.removeTree(small) }
+        try TestEnvironment.giveToTestUser(small, mode: 0o700)
+        _ = try t.psql("CREATE DATABASE shop_nospace")
+        let noSpace = try t.wayback(["restore-dump", "--backup", id.rawValue, "--database", "shop", "--spool-dir", small, "--into", url("shop_nospace")])
+        #expect(noSpace.status == WaybackError.Code.noSpace.rawValue && noSpace.stderr.contains("--spool-dir"), "\(noSpace.status) \(noSpace.stderr)")
+        #expect(try t.psql("SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace", database: "shop_nospace") == "0")
+
         // A target that is not empty: refused.
         let again = try t.wayback(["restore-dump", "--backup", id.rawValue, "--database", "shop", "--into", url("shop_copy")])
         #expect(again.status == WaybackError.Code.conflict.rawValue && again.stderr.contains("is not empty"), "\(again.stderr)")

@@ -47,7 +47,7 @@ public struct WALBlockMap: Sendable, Equatable {
     public var complete: Bool { fallbacks.isEmpty }
     public var blockCount: Int { blocks.values.reduce(0) { $0 + $1.count } }
 
-    mutating func fallBack(_ why: String) { if !fallbacks.contains(why) { fallbacks.append(why) } }
+    public mutating func fallBack(_ why: String) { if !fallbacks.contains(why) { fallbacks.append(why) } }
 
     // Resource managers (rmgrlist.h, PostgreSQL 13 to 15) and the info bits that matter here.
     static let rmXLOG: UInt8 = 0, rmSMGR: UInt8 = 2, rmDBASE: UInt8 = 4, rmLastBuiltin: UInt8 = 21

@@ -1,5 +1,7 @@
 import Foundation
 import Testing
+import WaybackArchive
+import WaybackCatalog
 import WaybackCore
 import WaybackPostgres
 import WaybackStorage
@@ -104,5 +106,43 @@ struct WALBlockMapTests {
         #expect(gapped.blockMap?.complete == false && gapped.blockMap?.fallbacks.first?.contains("a gap") == true, "\(gapped.blockMap?.fallbacks ?? [])")
         #expect(missed.isEmpty, "\(missed.count) changed pages the WAL does not name, e.g. \(missed.prefix(10))")
         #expect(changed > 100 && map.blockCount < total / 2, "\(changed) changed pages, \(map.blockCount) named, \(total) in all")
+    }
+
+    @Test("the map of the WAL since a full backup's start, read from the archive (pg_wal for what is not archived yet): the changed table's blocks are named, the untouched one's are not; an archived segment lost in the range is a fallback that names it")
+    func fromTheArchive() async throws {
+        let t = try TestCluster(settings: ["autovacuum": "off"])
+        defer { t.cleanup() }
+        try t.waybackOK(["init"])
+        _ = try t.psql("CREATE TABLE changed AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 20000) g; CREATE TABLE untouched AS SELECT g FROM generate_series(1, 20000) g; VACUUM (FREEZE)")
+        let full = try JSONSerialization.jsonObject(with: Data(try t.waybackOK(["backup", "--json"]).utf8)) as? [String: Any] ?? [:]
+        let start = try #require((full["startLSN"] as? String).flatMap(LSN.init), "\(full.keys.sorted())")
+        for _ in 0..<3 {
+            _ = try t.psql("UPDATE changed SET pad = repeat('y', 200) WHERE g % 7 = 0; SELECT pg_switch_wal()")
+        }
+        _ = try t.psql("UPDATE changed SET pad = 'z' WHERE g = 1")  // in the segment not archived yet
+        let end = try #require(LSN(try t.psql("SELECT pg_current_wal_insert_lsn()")))
+        let archive = Catalog(repository: Repository(name: "local", driver: LocalStorage(root: t.repositoryPath)), cluster: "main")
+        let lastArchived = try #require(WALFileName(try t.psql("SELECT pg_walfile_name(pg_current_wal_insert_lsn() - 1)")))
+        try DaemonTests.waitFor("the archive", timeout: 30) {
+            try t.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver") >= WALFileName(timeline: 1, segmentNumber: lastArchived.segmentNumber(segmentSize: WALFileName.defaultSegmentSize) - 1).description
+        }
+        let map = await WALChanges.collect(from: start, to: end, timeline: 1, segmentSize: WALFileName.defaultSegmentSize, catalog: archive,
+                                           pgWal: t.cluster.dataDirectory + "/pg_wal")
+        #expect(map.complete, "\(map.fallbacks)")
+        func fork(_ table: String) throws -> RelationFork {
+            RelationFork(tablespace: 1663, database: try #require(UInt32(try t.psql("SELECT oid FROM pg_database WHERE datname = 'postgres'"))),
+                         relation: try #require(UInt32(try t.psql("SELECT relfilenode FROM pg_class WHERE relname = '\(table)'"))), fork: 0)
+        }
+        let changedBlocks = try #require(UInt32(try t.psql("SELECT pg_relation_size('changed') / 8192")))
+        let changedNamed = map.blocks[try fork("changed")]?.count ?? 0
+        let untouchedNamed = map.blocks[try fork("untouched")]
+        #expect(changedNamed >= Int(changedBlocks) / 2, "\(changedNamed) of \(changedBlocks)")
+        #expect(untouchedNamed == nil)
+
+        // A segment of the range lost from the archive (and not in pg_wal): named as a fallback.
+        let lost = WALFileName(timeline: 1, segmentNumber: start.segmentNumber(segmentSize: WALFileName.defaultSegmentSize) + 1)
+        _ = try Command.run(["/bin/sh", "-c", "rm -f '\(t.repositoryPath)/main/wal/'*/\(lost.description)*"])
+        let gapped = await WALChanges.collect(from: start, to: end, timeline: 1, segmentSize: WALFileName.defaultSegmentSize, catalog: archive, pgWal: nil)
+        #expect(gapped.fallbacks.contains { $0.contains(lost.description) }, "\(gapped.fallbacks)")
     }
 }

@@ -136,6 +136,6 @@ let package = Package(
         .testTarget(name: "WaybackScheduleTests", dependencies: ["WaybackSchedule", "WaybackCore", "WaybackStorage", "WaybackTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackRetentionTests", dependencies: ["WaybackRetention", "WaybackCatalog", "WaybackCore"], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackVerifyTests", dependencies: ["WaybackVerify", "WaybackCore"], swiftSettings: swiftSettings),
-        .testTarget(name: "WaybackIntegrationTests", dependencies: ["WaybackCore", "WaybackCatalog", "WaybackStorage", "WaybackPostgres", "WaybackTesting"], swiftSettings: swiftSettings),
+        .testTarget(name: "WaybackIntegrationTests", dependencies: ["WaybackCore", "WaybackCatalog", "WaybackStorage", "WaybackPostgres", "WaybackArchive", "WaybackTesting"], swiftSettings: swiftSettings),
     ]
 )

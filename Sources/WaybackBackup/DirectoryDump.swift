@@ -65,22 +65,14 @@ enum DirectoryDump {
     static func storeFile(_ path: String, as name: String, id: DumpID, catalog: Catalog, compression: CompressionSettings) async throws -> DumpManifest.Object {
         let file = try PosixFile.openForReading(path)
         defer { try? file.close() }
-        let compressor = Compressor(compression)
-        var plain = SHA256Hasher(), plainSize: Int64 = 0
         var buffer = [UInt8](repeating: 0, count: FrameFormat.rawChunk)
-        let (size, sha) = try await catalog.repository.driver.withWriter(catalog.layout.dumpObjectKey(id, name), options: WriteOptions()) { writer in
-            let frames = FrameWriter(writer: writer)
+        return try await LogicalDump.storeObject(id: id, name: name, catalog: catalog, compression: compression) { emit in
             while true {
                 let n = try buffer.withUnsafeMutableBytes { try file.readFully(into: $0) }
-                if n == 0 { break }
-                plain.update(Array(buffer[0..<n]))
-                plainSize += Int64(n)
-                try await frames.append(frame: try buffer[0..<n].withUnsafeBytes { try FrameFormat.encode($0, compressor: compressor) })
+                if n > 0 { try await emit(Array(buffer[0..<n])) }
                 if n < buffer.count { break }
             }
-            return (frames.offset, frames.finalizeSHA256())
         }
-        return DumpManifest.Object(name: name, size: size, sha256: sha, plainSize: plainSize, plainSHA256: plain.finalizeHex())
     }
 }
 

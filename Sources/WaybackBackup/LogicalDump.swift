@@ -40,11 +40,11 @@ public struct DumpConfiguration: Sendable {
     }
 }
 
-/// `wayback dump`: `pg_dump` of each database in the custom format, in a snapshot the dump
-/// exports, with the exact row count of every table taken in that same snapshot; the output is
-/// streamed in frames through the repository's writers (compressed, encrypted, to every
-/// repository) and never written whole to a local disk. The manifest, written last, makes the
-/// dump count.
+/// `wayback dump`: `pg_dump` of each database in a snapshot the dump exports, with the exact row
+/// count of every table taken in that same snapshot; the output goes in frames through the
+/// repository's writers (compressed, encrypted, to every repository): the custom format streamed
+/// (`jobs` 1), or the directory format file by file through a spool that holds only the files in
+/// flight (`DirectoryDump`). The manifest, written last, makes the dump count.
 public enum LogicalDump {
     public static func run(_ c: DumpConfiguration, clock: any WaybackClock = SystemClock(), logger: Logger) async throws -> DumpManifest {
         let catalog = Catalog(repository: c.repository, cluster: c.cluster)
@@ -105,13 +105,15 @@ public enum LogicalDump {
         }
     }
 
-    /// Objects of dumps without a manifest (a dump that was killed): under the lock no dump is
-    /// being written, so they are removed.
+    /// Objects of dumps without a manifest (a dump that was killed, an expiry interrupted): under
+    /// the lock no dump is being written, so they are removed.
     static func removeIncomplete(_ catalog: Catalog, logger: Logger) async throws {
         var complete = Set<DumpID>(), objects = [DumpID: [String]]()
         for o in try await catalog.repository.driver.list(prefix: catalog.layout.dumpsPrefix) {
             guard case .dump(let id, let name)? = catalog.layout.parse(o.key) else { continue }
-            if name.hasPrefix("manifest.") { complete.insert(id) }
+            // As the listings count it: the manifest itself (its copy is written first, and is all
+            // an interrupted expiry leaves).
+            if name == "manifest.json" { complete.insert(id) }
             objects[id, default: []].append(o.key)
         }
         for (id, keys) in objects where !complete.contains(id) {
@@ -213,11 +215,30 @@ public enum LogicalDump {
     /// A program's standard output, framed and stored as one object of the dump.
     static func store(id: DumpID, name: String, catalog: Catalog, compression: CompressionSettings, arguments: [String],
                       environment: [String: String]) async throws -> DumpManifest.Object {
+        try await storeObject(id: id, name: name, catalog: catalog, compression: compression) { emit in
+            _ = try await Command.stream(arguments, environment: environment, chunkSize: FrameFormat.rawChunk) { try await emit($0) }
+        }
+    }
+
+    /// Bytes already in memory (the filtered roles), framed and stored as one object.
+    static func store(id: DumpID, name: String, catalog: Catalog, compression: CompressionSettings, bytes: [UInt8]) async throws -> DumpManifest.Object {
+        try await storeObject(id: id, name: name, catalog: catalog, compression: compression) { emit in
+            for start in stride(from: 0, to: bytes.count, by: FrameFormat.rawChunk) {
+                try await emit(Array(bytes[start..<min(bytes.count, start + FrameFormat.rawChunk)]))
+            }
+        }
+    }
+
+    /// The one writer of a dump's objects: the chunks `produce` emits (at most a frame's worth
+    /// each) framed, compressed and written through the repository set, with the size and SHA-256
+    /// of the stored and of the plain bytes.
+    static func storeObject(id: DumpID, name: String, catalog: Catalog, compression: CompressionSettings,
+                            _ produce: (_ emit: ([UInt8]) async throws -> Void) async throws -> Void) async throws -> DumpManifest.Object {
         let compressor = Compressor(compression)
         var plain = SHA256Hasher(), plainSize: Int64 = 0
         let (size, sha) = try await catalog.repository.driver.withWriter(catalog.layout.dumpObjectKey(id, name), options: WriteOptions()) { writer in
             let frames = FrameWriter(writer: writer)
-            _ = try await Command.stream(arguments, environment: environment, chunkSize: FrameFormat.rawChunk) { chunk in
+            try await produce { chunk in
                 plain.update(chunk)
                 plainSize += Int64(chunk.count)
                 try await frames.append(frame: try chunk.withUnsafeBytes { try FrameFormat.encode($0, compressor: compressor) })
@@ -225,22 +246,6 @@ public enum LogicalDump {
             return (frames.offset, frames.finalizeSHA256())
         }
         return DumpManifest.Object(name: name, size: size, sha256: sha, plainSize: plainSize, plainSHA256: plain.finalizeHex())
-    }
-
-    /// Bytes already in memory (the filtered roles), framed and stored as one object.
-    static func store(id: DumpID, name: String, catalog: Catalog, compression: CompressionSettings, bytes: [UInt8]) async throws -> DumpManifest.Object {
-        let compressor = Compressor(compression)
-        let (size, sha) = try await catalog.repository.driver.withWriter(catalog.layout.dumpObjectKey(id, name), options: WriteOptions()) { writer in
-            let frames = FrameWriter(writer: writer)
-            var offset = 0
-            repeat {
-                let end = min(bytes.count, offset + FrameFormat.rawChunk)
-                try await frames.append(frame: try bytes[offset..<end].withUnsafeBytes { try FrameFormat.encode($0, compressor: compressor) })
-                offset = end
-            } while offset < bytes.count
-            return (frames.offset, frames.finalizeSHA256())
-        }
-        return DumpManifest.Object(name: name, size: size, sha256: sha, plainSize: Int64(bytes.count), plainSHA256: SHA256Hasher.hex(bytes))
     }
 
     /// `pg_dump --version`; its major version must be at least the server's.

@@ -89,11 +89,12 @@ public struct DumpManifest: Codable, Sendable {
 }
 
 extension Catalog {
-    /// The complete dumps of this cluster (those with a manifest), oldest first.
+    /// The complete dumps of this cluster (those with a manifest; a copy alone is what an
+    /// interrupted write or expiry leaves), oldest first.
     public func dumpIDs() async throws -> [DumpID] {
         var ids = Set<DumpID>()
         for o in try await driver.list(prefix: layout.dumpsPrefix) {
-            if case .dump(let id, let name)? = layout.parse(o.key), name == "manifest.json" || name == "manifest.copy.json" { ids.insert(id) }
+            if case .dump(let id, "manifest.json")? = layout.parse(o.key) { ids.insert(id) }
         }
         return ids.sorted()
     }

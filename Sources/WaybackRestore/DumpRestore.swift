@@ -107,7 +107,7 @@ public enum DumpRestore {
                 differences.append("\(db.name).\(table): content differs from the dump's snapshot (digest \(digest) recorded, \(now[table]!) in the copy)")
             }
         }
-        return DumpRestoreReport(dump: c.id.rawValue, database: db.name, target: c.target.redacted, bytes: db.dumpObjects.reduce(0) { $0 + $1.plainSize },
+        return DumpRestoreReport(dump: c.id.rawValue, database: db.name, target: c.target.redacted, bytes: db.plainBytes,
                                  restoreSeconds: restored - began, checkSeconds: monotonicSeconds() - restored, tables: db.rowCounts.tables.count,
                                  differences: differences)
     }
@@ -142,7 +142,7 @@ public enum DumpRestore {
                 entries += r.stdout.split(separator: "\n").filter { !$0.hasPrefix(";") && !$0.isEmpty }.count
                 try? FileSystem.removeTree(archive)
             }
-            out.append((db.name, entries, db.dumpObjects.reduce(0) { $0 + $1.plainSize } + (db.platform?.plainSize ?? 0)))
+            out.append((db.name, entries, db.plainBytes + (db.platform?.plainSize ?? 0)))
         }
         return out
     }

@@ -261,6 +261,9 @@ struct LogicalDumpTests {
         try Data("partial".utf8).write(to: URL(fileURLWithPath: t.repositoryPath + "/main/dumps/\(killed)/db/postgres.dump"))
         for p in ["main/dumps", "main/dumps/\(killed)", "main/dumps/\(killed)/db"] { try TestEnvironment.giveToTestUser(t.repositoryPath + "/" + p, mode: 0o700) }
         try TestEnvironment.giveToTestUser(t.repositoryPath + "/main/dumps/\(killed)/db/postgres.dump", mode: 0o600)
+        // Its manifest's copy too (written first; and all an interrupted expiry leaves): still not a dump.
+        try Data("{}".utf8).write(to: URL(fileURLWithPath: t.repositoryPath + "/main/dumps/\(killed)/manifest.copy.json"))
+        try TestEnvironment.giveToTestUser(t.repositoryPath + "/main/dumps/\(killed)/manifest.copy.json", mode: 0o600)
         var ids = [DumpID]()
         for _ in 0..<3 {
             ids.append(try #require(DumpID(try t.waybackOK(["dump", "--database", "postgres"]).split(separator: "\n").first.map(String.init) ?? "")))

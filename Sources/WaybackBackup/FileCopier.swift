@@ -36,11 +36,17 @@ struct PageVerification: Sendable {
 /// LSN, provided hint-bit changes are WAL-logged too (`pageLevel`: data checksums or
 /// wal_log_hints, now and when the reference was taken). Other files are compared by size and
 /// SHA-256, and stored whole when they differ.
+///
+/// With `changes` (the WAL's block map since the reference's start), `method` `wal` reads only
+/// the blocks the WAL named (plus those past the reference's length), and `both` reads every
+/// page as `scan` does and reports each changed page the map did not name (`ReadTally.misses`).
 struct IncrementalReference: Sendable {
     var id: BackupID
     var startLSN: LSN
     var files: [String: BackupManifest.File]
     var pageLevel: Bool
+    var method: IncrementalMethod = .scan
+    var changes: ChangedBlocks?
     init(_ m: BackupManifest, pageLevel: Bool) {
         id = m.id
         startLSN = m.startLSN
@@ -99,8 +105,8 @@ extension PhysicalBackup {
     /// compresses and appends them to its current pack object, which it closes after
     /// `packTargetBytes` at a file boundary. Memory: one frame buffer and one compressor per worker.
     static func copyFiles(_ scan: DataDirectoryScan, id: BackupID, config: BackupConfiguration, catalog: Catalog,
-                          verification: PageVerification?, incremental: IncrementalReference?, packs: PackContext, logger: Logger,
-                          progress: ProgressHandler?) async throws -> CopyResult {
+                          verification: PageVerification?, incremental: IncrementalReference?, packs: PackContext, tally: ReadTally,
+                          logger: Logger, progress: ProgressHandler?) async throws -> CopyResult {
         let queue = WorkQueue(scan.files)
         let counter = ByteCounter(bytesPerSecond: config.maxRateBytes)
         let total = scan.files.reduce(Int64(0)) { $0 + $1.size }
@@ -109,7 +115,7 @@ extension PhysicalBackup {
                 for w in 0..<config.parallelism {
                     group.addTask {
                         try await runWorker(w, queue: queue, id: id, config: config, catalog: catalog, verification: verification,
-                                            incremental: incremental, packs: packs, counter: counter)
+                                            incremental: incremental, packs: packs, counter: counter, tally: tally)
                     }
                 }
                 var all = [WorkerOutput]()
@@ -137,7 +143,7 @@ extension PhysicalBackup {
 
     static func runWorker(_ worker: Int, queue: WorkQueue, id: BackupID, config: BackupConfiguration, catalog: Catalog,
                           verification: PageVerification?, incremental: IncrementalReference?, packs context: PackContext,
-                          counter: ByteCounter) async throws -> WorkerOutput {
+                          counter: ByteCounter, tally: ReadTally) async throws -> WorkerOutput {
         var out = WorkerOutput(worker: worker)
         let compressor = Compressor(config.compression)
         var buffer = [UInt8].scratch(count: FrameFormat.rawChunk)
@@ -155,7 +161,8 @@ extension PhysicalBackup {
                 while let file = item {
                     let readAt = Date().timeIntervalSince1970
                     if let (entry, failure) = try await copyOne(file, into: frames, packIndex: packIndex, compressor: compressor, buffer: &buffer,
-                                                                 verification: verification, incremental: incremental, counter: counter) {
+                                                                 verification: verification, incremental: incremental, counter: counter,
+                                                                 tally: tally) {
                         filesInPack.append(entry)
                         if let failure { out.pageFailures.append(failure) }
                         var local = entry
@@ -184,7 +191,7 @@ extension PhysicalBackup {
     /// all when unchanged (other files).
     static func copyOne(_ file: DataDirectoryScan.FileItem, into frames: FrameWriter, packIndex: Int, compressor: Compressor,
                         buffer: inout [UInt8], verification: PageVerification?, incremental: IncrementalReference?,
-                        counter: ByteCounter) async throws -> (BackupManifest.File, BackupManifest.PageFailure?)? {
+                        counter: ByteCounter, tally: ReadTally) async throws -> (BackupManifest.File, BackupManifest.PageFailure?)? {
         let handle: PosixFile
         do { handle = try PosixFile.openForReading(file.absolutePath) } catch let e as WaybackError where e.code == .notFound {
             return nil
@@ -194,12 +201,21 @@ extension PhysicalBackup {
         let verified = verification != nil ? relation : nil
         if let incremental, let old = incremental.files[file.path] {
             if incremental.isPageLevel(relation) {
-                return try await copyPages(file, handle: handle, reference: old, incremental: incremental, into: frames, packIndex: packIndex,
-                                           compressor: compressor, buffer: &buffer, verification: verification, relation: verified,
-                                           counter: counter)
+                let choice = incremental.changes?.choice(path: file.path, referenceSize: old.size)
+                if incremental.method == .wal, case .blocks(let named, let tail)? = choice {
+                    return try await copyNamedPages(file, handle: handle, reference: old, named: named, tail: tail, incremental: incremental,
+                                                    into: frames, packIndex: packIndex, compressor: compressor, buffer: &buffer,
+                                                    verification: verification, relation: verified, counter: counter, tally: tally)
+                }
+                var crossCheck: (named: [UInt32], tail: UInt32)?
+                if incremental.method == .both, case .blocks(let named, let tail)? = choice { crossCheck = (named, tail) }
+                return try await copyPages(file, handle: handle, reference: old, incremental: incremental, crossCheck: crossCheck, into: frames,
+                                           packIndex: packIndex, compressor: compressor, buffer: &buffer, verification: verification,
+                                           relation: verified, counter: counter, tally: tally)
             }
             if file.size == old.size {
                 let (size, sha) = try handle.sha256()
+                tally.read(Int(size))
                 if size == old.size && sha == old.sha256 {
                     counter.add(size)
                     return (BackupManifest.File(path: file.path, size: size, mode: file.mode, mtime: file.mtime, sha256: sha,
@@ -208,12 +224,12 @@ extension PhysicalBackup {
             }
         }
         return try await copyWhole(file, handle: handle, into: frames, packIndex: packIndex, compressor: compressor, buffer: &buffer,
-                                   verification: verification, relation: verified, counter: counter)
+                                   verification: verification, relation: verified, counter: counter, tally: tally)
     }
 
     static func copyWhole(_ file: DataDirectoryScan.FileItem, handle: PosixFile, into frames: FrameWriter, packIndex: Int, compressor: Compressor,
                           buffer: inout [UInt8], verification: PageVerification?, relation: PageChecksum.RelationFile?,
-                          counter: ByteCounter) async throws -> (BackupManifest.File, BackupManifest.PageFailure?)? {
+                          counter: ByteCounter, tally: ReadTally) async throws -> (BackupManifest.File, BackupManifest.PageFailure?)? {
         var hasher = SHA256Hasher()
         var chunks = [BackupManifest.Chunk]()
         var size: Int64 = 0
@@ -222,6 +238,7 @@ extension PhysicalBackup {
         while true {
             let n = try readVerified(handle, at: size, into: &buffer, verification: verification, relation: relation, badBlocks: &badBlocks)
             if n == 0 { break }
+            tally.read(n, pages: isRelation ? (n + PageChecksum.pageSize - 1) / PageChecksum.pageSize : 0)
             let frame = try buffer.withUnsafeBytes { all -> [UInt8] in
                 let plain = UnsafeRawBufferPointer(rebasing: all[0..<n])
                 hasher.update(plain)
@@ -243,10 +260,16 @@ extension PhysicalBackup {
     /// (written since), new pages (LSN 0: all-zero or never WAL-logged; a zero page may stand
     /// where the reference had data before a truncation), and every block from the reference's
     /// length on; the rest comes from the reference. The file's SHA-256 covers every page.
+    ///
+    /// With `crossCheck` (`incr_method: both`: the blocks the WAL named and the tail), a page is
+    /// stored when either method finds it changed, and a page the scan finds that the WAL did not
+    /// name is a miss (but for all-zero pages, which an extension leaves without WAL, and pages
+    /// whose LSN is the reference's start, the end of a record that began before it).
     static func copyPages(_ file: DataDirectoryScan.FileItem, handle: PosixFile, reference old: BackupManifest.File,
-                          incremental: IncrementalReference, into frames: FrameWriter, packIndex: Int, compressor: Compressor,
+                          incremental: IncrementalReference, crossCheck: (named: [UInt32], tail: UInt32)? = nil,
+                          into frames: FrameWriter, packIndex: Int, compressor: Compressor,
                           buffer: inout [UInt8], verification: PageVerification?, relation: PageChecksum.RelationFile?,
-                          counter: ByteCounter) async throws -> (BackupManifest.File, BackupManifest.PageFailure?)? {
+                          counter: ByteCounter, tally: ReadTally) async throws -> (BackupManifest.File, BackupManifest.PageFailure?)? {
         let pageSize = PageChecksum.pageSize
         let oldBlocks = old.size / Int64(pageSize)
         var hasher = SHA256Hasher()
@@ -256,6 +279,7 @@ extension PhysicalBackup {
         pending.reserveCapacity(FrameFormat.rawChunk)
         var size: Int64 = 0
         var badBlocks = [UInt32]()
+        var nextNamed = 0
         func flush() async throws {
             guard !pending.isEmpty else { return }
             let frame = try pending.withUnsafeBytes { try FrameFormat.encode($0, compressor: compressor, pages: true) }
@@ -266,16 +290,26 @@ extension PhysicalBackup {
         while true {
             let n = try readVerified(handle, at: size, into: &buffer, verification: verification, relation: relation, badBlocks: &badBlocks)
             if n == 0 { break }
+            tally.read(n, pages: (n + pageSize - 1) / pageSize)
             var offset = 0
             while offset < n {
                 let length = min(pageSize, n - offset)
                 let block = (size + Int64(offset)) / Int64(pageSize)
-                let changed = buffer.withUnsafeBytes { all -> Bool in
+                var (changed, lsn, zero) = buffer.withUnsafeBytes { all -> (Bool, LSN, Bool) in
                     let page = UnsafeRawBufferPointer(rebasing: all[offset..<(offset + length)])
                     hasher.update(page)
-                    if length < pageSize || block >= oldBlocks { return true }
-                    let lsn = PageChecksum.lsn(page)
-                    return lsn.value == 0 || lsn >= incremental.startLSN
+                    let lsn = length < pageSize ? LSN(0) : PageChecksum.lsn(page)
+                    let zero = lsn.value == 0 && !page.contains { $0 != 0 }
+                    if length < pageSize || block >= oldBlocks { return (true, lsn, zero) }
+                    return (lsn.value == 0 || lsn >= incremental.startLSN, lsn, zero)
+                }
+                if let (named, tail) = crossCheck {
+                    while nextNamed < named.count && Int64(named[nextNamed]) < block { nextNamed += 1 }
+                    let walNamed = block >= Int64(tail) || (nextNamed < named.count && Int64(named[nextNamed]) == block)
+                    if changed && !walNamed && !zero && lsn != incremental.startLSN {
+                        tally.miss("\(file.path) block \(block) (page LSN \(lsn))")
+                    }
+                    changed = changed || walNamed
                 }
                 if changed {
                     if let last = runs.last, Int64(last.start) + Int64(last.count) == block {
@@ -299,19 +333,108 @@ extension PhysicalBackup {
             if sha == old.sha256 {
                 return (BackupManifest.File(path: file.path, size: size, mode: file.mode, mtime: file.mtime, sha256: sha, chunks: [], base: incremental.id), failure)
             }
+            if !old.digestKnown {
+                // The reference read only the WAL's pages: no page stored, but the digest known again.
+                return (BackupManifest.File(path: file.path, size: size, mode: file.mode, mtime: file.mtime, sha256: sha, chunks: [],
+                                            base: incremental.id, blocks: []), failure)
+            }
             // No page has a newer LSN, yet the content differs (a change that was not WAL-logged):
             // store the file whole rather than trust the reference's copy.
             return try await copyWhole(file, handle: handle, into: frames, packIndex: packIndex, compressor: compressor, buffer: &buffer,
-                                       verification: verification, relation: relation, counter: counter)
+                                       verification: verification, relation: relation, counter: counter, tally: tally)
         }
         return (BackupManifest.File(path: file.path, size: size, mode: file.mode, mtime: file.mtime, sha256: sha, chunks: chunks,
                                     base: incremental.id, blocks: runs), failure)
     }
 
+    /// A relation file by the WAL's block map: only the blocks the WAL named below `tail`, and
+    /// every block from `tail` to the end of the file (new since the reference, or past a
+    /// truncation); the rest comes from the reference. A named block past the file's end was cut
+    /// by a truncation after this backup started, which replay repeats. The whole file is not read,
+    /// so its SHA-256 is not known (empty in the entry).
+    static func copyNamedPages(_ file: DataDirectoryScan.FileItem, handle: PosixFile, reference old: BackupManifest.File,
+                               named: [UInt32], tail: UInt32, incremental: IncrementalReference, into frames: FrameWriter,
+                               packIndex: Int, compressor: Compressor, buffer: inout [UInt8], verification: PageVerification?,
+                               relation: PageChecksum.RelationFile?, counter: ByteCounter,
+                               tally: ReadTally) async throws -> (BackupManifest.File, BackupManifest.PageFailure?)? {
+        let pageSize = PageChecksum.pageSize
+        let maxPages = buffer.count / pageSize
+        let length = try handle.size()
+        // Reads of consecutive named blocks, at most a buffer each.
+        var reads = [(block: UInt32, pages: Int)]()
+        for b in named {
+            if let last = reads.last, last.block &+ UInt32(last.pages) == b, last.pages < maxPages {
+                reads[reads.count - 1].pages += 1
+            } else {
+                reads.append((b, 1))
+            }
+        }
+        var chunks = [BackupManifest.Chunk]()
+        var runs = [BackupManifest.BlockRun]()
+        var pending = [UInt8]()
+        pending.reserveCapacity(FrameFormat.rawChunk)
+        var badBlocks = [UInt32]()
+        var end: Int64 = 0, readBytes: Int64 = 0
+        var next = 0, tailBlock = tail
+        while true {
+            let inTail = next >= reads.count
+            let (block, pages) = inTail ? (tailBlock, maxPages) : reads[next]
+            next += 1
+            let offset = Int64(block) * Int64(pageSize)
+            if !inTail && offset >= length { continue }
+            let n = try readVerified(handle, at: offset, length: pages * pageSize, into: &buffer, verification: verification,
+                                     relation: relation, badBlocks: &badBlocks)
+            tally.read(n, pages: (n + pageSize - 1) / pageSize)
+            readBytes += Int64(n)
+            await counter.consume(Int64(n))
+            // Whole pages only, but for the last page of the file (an extension in progress).
+            let keep = inTail ? n : n / pageSize * pageSize
+            var at = 0
+            while at < keep {
+                let b = block &+ UInt32(at / pageSize)
+                if let last = runs.last, last.start &+ last.count == b {
+                    runs[runs.count - 1].count += 1
+                } else {
+                    runs.append(.init(start: b, count: 1))
+                }
+                let piece = min(pageSize, keep - at)
+                buffer.withUnsafeBytes { pending.append(contentsOf: $0[at..<(at + piece)]) }
+                at += piece
+                if pending.count >= FrameFormat.rawChunk {
+                    let frame = try pending.withUnsafeBytes { try FrameFormat.encode($0, compressor: compressor, pages: true) }
+                    let loc = try await frames.append(frame: frame)
+                    chunks.append(.init(object: packIndex, offset: loc.offset, length: loc.length, raw: pending.count))
+                    pending.removeAll(keepingCapacity: true)
+                }
+            }
+            if keep > 0 { end = max(end, offset + Int64(keep)) }
+            if inTail {
+                if n < pages * pageSize { break }
+                tailBlock &+= UInt32(pages)
+            }
+        }
+        if !pending.isEmpty {
+            let frame = try pending.withUnsafeBytes { try FrameFormat.encode($0, compressor: compressor, pages: true) }
+            let loc = try await frames.append(frame: frame)
+            chunks.append(.init(object: packIndex, offset: loc.offset, length: loc.length, raw: pending.count))
+        }
+        // What was not read counts as done for the progress report.
+        counter.add(max(0, file.size - readBytes))
+        let size = max(length, end)
+        let failure = relation.flatMap { r in badBlocks.isEmpty ? nil : BackupManifest.PageFailure(path: file.path, fileNode: r.fileNode, fork: r.fork, blocks: badBlocks) }
+        if runs.isEmpty && size == old.size {
+            return (BackupManifest.File(path: file.path, size: size, mode: file.mode, mtime: file.mtime, sha256: old.sha256, chunks: [],
+                                        base: incremental.id), failure)
+        }
+        return (BackupManifest.File(path: file.path, size: size, mode: file.mode, mtime: file.mtime, sha256: "", chunks: chunks,
+                                    base: incremental.id, blocks: runs), failure)
+    }
+
     /// Reads the next buffer of a file at `offset`, verifying its pages' data checksums when asked.
-    static func readVerified(_ handle: PosixFile, at offset: Int64, into buffer: inout [UInt8], verification: PageVerification?,
-                             relation: PageChecksum.RelationFile?, badBlocks: inout [UInt32]) throws -> Int {
-        let n = try buffer.withUnsafeMutableBytes { try handle.pread(into: $0, offset: offset) }
+    static func readVerified(_ handle: PosixFile, at offset: Int64, length: Int? = nil, into buffer: inout [UInt8],
+                             verification: PageVerification?, relation: PageChecksum.RelationFile?, badBlocks: inout [UInt32]) throws -> Int {
+        let want = min(length ?? buffer.count, buffer.count)
+        let n = try buffer.withUnsafeMutableBytes { try handle.pread(into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<want]), offset: offset) }
         if n > 0, let relation, let verification {
             try buffer.withUnsafeBytes { all in
                 try verifyPages(UnsafeRawBufferPointer(rebasing: all[0..<n]), fileOffset: offset, relation: relation,

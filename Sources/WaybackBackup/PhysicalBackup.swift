@@ -43,6 +43,8 @@ public struct BackupConfiguration: Sendable {
     public var pin = false
     /// Count every table's rows in one snapshot right after `pg_backup_stop` (`backup.record_row_counts`).
     public var recordRowCounts = false
+    /// How a diff/incr finds the changed pages (`backup.incr_method`).
+    public var incrMethod = IncrementalMethod.wal
 
     public init(repository: Repository, cluster: String, pgdata: String, connection: ConnectionSettings,
                 compression: CompressionSettings, parallelism: Int, lockDirectory: String,
@@ -149,6 +151,9 @@ public enum PhysicalBackup {
         let copyStart = monotonicSeconds()
         var copied: CopyResult
         var reused = [PackIndex.Entry]()
+        let tally = ReadTally()
+        var fallbacks = [String]()
+        var walDecoding: (records: Int, seconds: Double)?
         do {
             try facts.requireStartCheckpoint(in: config.pgdata, startLSN: startLSN)
             var scan = try DataDirectoryScan.scan(pgdata: config.pgdata)
@@ -159,11 +164,19 @@ public enum PhysicalBackup {
             // Data checksums are verified when the cluster has them (8 KiB pages, the only size
             // PostgreSQL is normally built with).
             let verify = facts.dataChecksums && binding.blockSize == PageChecksum.pageSize ? PageVerification(startLSN: startLSN) : nil
-            let incremental = reference.map { IncrementalReference($0, pageLevel: facts.hintsLogged && $0.hintsLogged == true) }
+            var incremental = reference.map { IncrementalReference($0, pageLevel: facts.hintsLogged && $0.hintsLogged == true) }
+            if let r = reference, incremental != nil {
+                (incremental!.method, incremental!.changes, fallbacks, walDecoding) = await changedBlocks(since: r, start: startLSN, config: config,
+                    facts: facts, pageLevel: incremental!.pageLevel, catalog: catalog, logger: log)
+            }
             copied = try await copyFiles(scan, id: id, config: config, catalog: catalog, verification: verify, incremental: incremental,
                                          packs: PackContext(type: decision.type, reference: decision.reference, run: resume?.run ?? 0),
-                                         logger: log, progress: progress)
+                                         tally: tally, logger: log, progress: progress)
             if let resume { copied = copied.adding(reused, packs: resume.packs) }
+            let misses = tally.misses
+            if !misses.isEmpty {
+                throw WaybackError(.internal, "backup.incr_method is both and the WAL's block map missed \(misses.count) changed page\(misses.count == 1 ? "" : "s") the scan found (\(misses.prefix(5).joined(separator: "; "))\(misses.count > 5 ? "; ..." : "")); the backup was not kept. This is a bug in Wayback's reading of the WAL: set backup.incr_method: scan and report it with this message")
+            }
             if !copied.pageFailures.isEmpty {
                 config.events.emit(.error, .damagedPages, PageFailureReport.summary(copied.pageFailures), backup: id.rawValue)
                 if config.failOnPageChecksum {
@@ -221,6 +234,9 @@ public enum PhysicalBackup {
         if resume != nil { final.resumed = .init(files: reused.count, bytes: reused.reduce(Int64(0)) { $0 + $1.file.size }) }
         final.pageChecksumFailures = copied.pageFailures.isEmpty ? nil : copied.pageFailures
         final.rowCounts = await counting?.value
+        final.reading = .init(method: reference == nil ? nil : config.incrMethod, bytesRead: tally.bytes.load(ordering: .relaxed),
+                              blocksRead: tally.blocks.load(ordering: .relaxed), fallbacks: fallbacks.isEmpty ? nil : fallbacks,
+                              walRecords: walDecoding?.records, walSeconds: walDecoding.map { ($0.seconds * 1000).rounded() / 1000 })
         try await catalog.writeManifest(final)
         // Pack indexes (and packs a resumed backup did not use) are not needed any more.
         do {
@@ -233,6 +249,37 @@ public enum PhysicalBackup {
         await StatusIndex.refreshEach(catalog, known: [final], events: config.events)
         log.info("backup complete", metadata: ["bytes": "\(manifest.sizes.database)", "stored": "\(manifest.sizes.repository)"])
         return final
+    }
+
+    /// The method a diff/incr on `reference` uses, the WAL's block map from the reference's start to
+    /// this backup's (`wal` and `both`), and why parts are scanned instead. The newest segments
+    /// come from pg_wal (not archived yet at the start), the others from the archive.
+    static func changedBlocks(since reference: BackupManifest, start: LSN, config: BackupConfiguration, facts: ClusterFacts, pageLevel: Bool,
+                              catalog: Catalog, logger: Logger) async -> (IncrementalMethod, ChangedBlocks?, [String], (records: Int, seconds: Double)?) {
+        let method = config.incrMethod
+        guard method != .scan else { return (method, nil, [], nil) }
+        var why: String?
+        if !pageLevel {
+            why = "neither data checksums nor wal_log_hints were on for backup \(reference.id) and this one, so hint-bit changes are not in the WAL: relation files are compared whole"
+        } else if reference.timeline != facts.timeline {
+            why = "the reference backup \(reference.id) is on timeline \(reference.timeline) and the cluster on \(facts.timeline): every relation file was scanned"
+        }
+        if let why {
+            config.events.emit(.warning, .backupDecision, why)
+            return (method, nil, [why], nil)
+        }
+        let began = monotonicSeconds()
+        let map = await WALChanges.collect(from: reference.startLSN, to: start, timeline: facts.timeline, segmentSize: facts.walSegmentSize,
+                                           catalog: catalog, pgWal: config.pgdata + "/pg_wal")
+        let seconds = monotonicSeconds() - began
+        var fallbacks = map.fallbacks.map { "\($0): every relation file was scanned" }
+        fallbacks += map.copiedDatabases.sorted { $0.lexicographicallyPrecedes($1) }.map {
+            "database \($0[1]) in tablespace \($0[0]) was copied file by file (CREATE DATABASE ... STRATEGY FILE_COPY or ALTER DATABASE ... SET TABLESPACE): its files were scanned"
+        }
+        for f in fallbacks { config.events.emit(.warning, .backupDecision, "backup on \(reference.id): \(f)") }
+        logger.info("changed blocks from the WAL", metadata: ["from": "\(reference.startLSN)", "to": "\(start)", "records": "\(map.records)",
+                                                              "blocks": "\(map.blockCount)", "seconds": "\(Int(seconds * 1000) / 1000)"])
+        return (method, ChangedBlocks(map), fallbacks, (map.records, seconds))
     }
 
     /// Refuses a backup whose expected size does not fit in a local repository's free space.

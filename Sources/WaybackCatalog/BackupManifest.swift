@@ -56,14 +56,16 @@ public struct BackupManifest: Codable, Sendable {
     /// - unchanged since the reference backup: `base` names it, `chunks` is empty, `blocks` nil;
     /// - page level: `base` names the reference, `blocks` lists the blocks this backup stored (in
     ///   order, their pages back to back in `chunks`); every other block comes from `base`'s version.
-    /// `size` and `sha256` are always those of the whole file as it is restored.
+    /// `size` is always the whole file's as it is restored. `sha256` is the whole file's too, except
+    /// for a page-level entry whose pages the WAL named (`backup.incr_method: wal`): that backup
+    /// read only those pages, so `sha256` is empty and a restore computes the digest as it writes.
     public struct File: Codable, Sendable, Equatable {
         /// Path relative to the data directory, `/` separated; tablespace files under `pg_tblspc/<oid>/`.
         public var path: String
         public var size: Int64
         public var mode: UInt32
         public var mtime: Int64
-        /// SHA-256 of the plain content.
+        /// SHA-256 of the plain content (empty: not known, see above).
         public var sha256: String
         public var chunks: [Chunk]
         /// The backup whose version of this file holds what this entry does not (diff/incr only).
@@ -75,6 +77,8 @@ public struct BackupManifest: Codable, Sendable {
             self.path = path; self.size = size; self.mode = mode; self.mtime = mtime; self.sha256 = sha256; self.chunks = chunks
             self.base = base; self.blocks = blocks
         }
+        /// Whether `sha256` is the whole file's (it always is, but for entries of the WAL method).
+        public var digestKnown: Bool { !sha256.isEmpty }
         /// Plain bytes this entry itself stores.
         public var storedPlainBytes: Int64 { chunks.reduce(Int64(0)) { $0 + Int64($1.raw) } }
     }
@@ -177,6 +181,31 @@ public struct BackupManifest: Codable, Sendable {
     public var resumed: Resumed?
     /// Every table's rows, counted right after the backup (`backup.record_row_counts`; nil: not taken).
     public var rowCounts: RowCounts?
+    /// What the backup read from the data directory and how it found the changed pages (nil in
+    /// manifests written before Wayback recorded it).
+    public var reading: Reading?
+
+    /// The cost of a backup on the data directory's disks (`backup --json` prints it).
+    public struct Reading: Codable, Sendable, Equatable {
+        /// How a diff/incr found the changed pages (`backup.incr_method`; nil for a full).
+        public var method: IncrementalMethod?
+        /// Bytes read from the data directory's files.
+        public var bytesRead: Int64
+        /// Relation pages (8 KiB) among them.
+        public var blocksRead: Int64
+        /// Why parts (or all) of the relation files were scanned instead of read from the WAL's
+        /// block map: a gap or damage in the WAL, a database copied file by file, a reference on
+        /// another timeline (empty: none).
+        public var fallbacks: [String]?
+        /// WAL records decoded for the block map, and how long that took.
+        public var walRecords: Int?
+        public var walSeconds: Double?
+        public init(method: IncrementalMethod?, bytesRead: Int64, blocksRead: Int64, fallbacks: [String]? = nil,
+                    walRecords: Int? = nil, walSeconds: Double? = nil) {
+            self.method = method; self.bytesRead = bytesRead; self.blocksRead = blocksRead; self.fallbacks = fallbacks
+            self.walRecords = walRecords; self.walSeconds = walSeconds
+        }
+    }
 
     public struct Resumed: Codable, Sendable, Equatable {
         public var files: Int

@@ -138,7 +138,8 @@ public enum ConfigLoader {
             maxChainLength: try v.defaulted("backup.max_chain_length", ConfigValues.int),
             packSizeBytes: Int64(try v.defaulted("backup.pack_size_mb", ConfigValues.int)) << 20,
             maxRateBytes: rate > 0 ? Int64(rate) << 20 : nil,
-            recordRowCounts: try v.defaulted("backup.record_row_counts", ConfigValues.bool))
+            recordRowCounts: try v.defaulted("backup.record_row_counts", ConfigValues.bool),
+            incrMethod: try v.defaulted("backup.incr_method", as: IncrementalMethod.self))
         let archive = WaybackConfiguration.ArchiveSettings(
             spoolPath: v.string("archive.spool_path") ?? (pgdata.isEmpty ? "" : pgdata + "/pg_wal/wayback-spool"),
             spoolLimitBytes: Int64(try v.defaulted("archive.spool_limit_mb", ConfigValues.int)) << 20,

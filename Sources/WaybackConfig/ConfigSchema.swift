@@ -132,6 +132,7 @@ public enum ConfigSchema {
         ConfigKey("backup.pack_size_mb", .int(1...4096), .value("256")),
         ConfigKey("backup.max_rate_mb", .int(0...Int.max), .value("0")),
         ConfigKey("backup.record_row_counts", .bool, .value("false")),
+        ConfigKey("backup.incr_method", .choice(IncrementalMethod.allCases.map(\.rawValue)), .value("wal")),
 
         ConfigKey("restore.prefetch_segments", .int(0...256), .value("8")),
 

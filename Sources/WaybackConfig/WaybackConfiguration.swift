@@ -59,6 +59,8 @@ public struct WaybackConfiguration: Sendable {
         public var maxRateBytes: Int64?
         /// Count every table's rows right after the backup (a drill compares them).
         public var recordRowCounts = false
+        /// How a diff/incr finds the changed pages.
+        public var incrMethod = IncrementalMethod.wal
     }
 
     public struct RestoreSettings: Sendable {

@@ -1,13 +1,20 @@
 import Foundation
 
-/// The kind of a physical backup. Only `full` exists so far; `diff` and `incr` are reserved in the
-/// repository format for page-level incremental backups.
+/// The kind of a physical backup: whole, or page level on the newest full (`diff`) or the
+/// newest backup (`incr`).
 public enum BackupType: String, Codable, Sendable, CaseIterable {
     case full, diff, incr
 
     public var letter: Character {
         switch self { case .full: "F"; case .diff: "D"; case .incr: "I" }
     }
+}
+
+/// How a diff/incr finds the changed pages of relation files (`backup.incr_method`): `wal` reads
+/// only the blocks the WAL since the reference's start names; `scan` reads every page and compares
+/// its LSN; `both` does both and fails when the WAL method missed a page the scan found.
+public enum IncrementalMethod: String, Codable, Sendable, CaseIterable {
+    case wal, scan, both
 }
 
 /// A backup's id: the UTC start time and the type letter, e.g. `20261129-004100F`. Ids sort by

@@ -41,8 +41,11 @@ public struct WALBlockMap: Sendable, Equatable {
     /// Records that begin before this are left out (the reference backup's start: a checkpoint's
     /// redo point, where a record begins).
     public var from: LSN
+    /// Records that begin at or after this are left out too (the new backup's start: replay
+    /// covers them, and the newest segment may still be being written there).
+    public var until: LSN?
 
-    public init(from: LSN) { self.from = from }
+    public init(from: LSN, until: LSN? = nil) { self.from = from; self.until = until }
 
     public var complete: Bool { fallbacks.isEmpty }
     public var blockCount: Int { blocks.values.reduce(0) { $0 + $1.count } }
@@ -57,7 +60,7 @@ public struct WALBlockMap: Sendable, Equatable {
 
     /// Folds one whole record (header included) in.
     mutating func add(record r: [UInt8], lsn: LSN, pageMagic: UInt16) {
-        guard lsn >= from else { return }
+        guard lsn >= from, until.map({ lsn < $0 }) ?? true else { return }
         records += 1
         if first == nil { first = lsn }
         last = lsn
@@ -161,5 +164,25 @@ struct WALRecordLayout {
         guard mainLength <= r.count else { return cut("the main data") }
         out.main = (r.count - mainLength)..<r.count
         return .success(out)
+    }
+}
+
+extension RelationFork {
+    /// The fork a data directory file belongs to, and which 1 GiB segment of it the file is:
+    /// `base/<db>/<node>[_fork][.n]` (the default tablespace), `global/<node>...` (the global
+    /// one, database 0) or `pg_tblspc/<spc>/<version dir>/<db>/<node>...`.
+    public static func of(path: String) -> (fork: RelationFork, segment: UInt32)? {
+        guard let file = PageChecksum.relationFile(path) else { return nil }
+        let parts = path.split(separator: "/")
+        let spc: UInt32?, db: UInt32?
+        switch parts.first {
+        case "base": spc = 1663; db = UInt32(parts[1])
+        case "global": spc = 1664; db = 0
+        case "pg_tblspc": spc = UInt32(parts[1]); db = UInt32(parts[3])
+        default: spc = nil; db = nil
+        }
+        let forks: [String: UInt8] = ["main": 0, "fsm": 1, "vm": 2, "init": 3]
+        guard let spc, let db, let fork = forks[file.fork] else { return nil }
+        return (RelationFork(tablespace: spc, database: db, relation: file.fileNode, fork: fork), file.segment)
     }
 }

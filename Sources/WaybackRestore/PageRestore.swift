@@ -9,7 +9,7 @@ extension Restore {
     /// offset; frames that hold no needed block are not read. The rebuilt file is then checked
     /// against the size and SHA-256 of the target backup's entry.
     static func restorePages(_ f: BackupManifest.File, versions: [(file: BackupManifest.File, manifest: BackupManifest)], to path: String,
-                             from driver: any StorageDriver, keys: RepositoryLayout, counter: ByteCounter) async throws {
+                             from driver: any StorageDriver, keys: RepositoryLayout, counter: ByteCounter) async throws -> String {
         let plans: [[BlockOwnership.FramePlan]]
         do {
             plans = try BlockOwnership.plan(size: f.size, versions: versions.map(\.file))
@@ -17,6 +17,7 @@ extension Restore {
             throw WaybackError(.corrupt, "backup \(versions[0].manifest.id) cannot be restored: \(e.message); restore another backup (--backup ID)")
         }
         let out = try PosixFile.create(path, mode: mode_t(f.mode & 0o777 == 0 ? 0o600 : f.mode & 0o777), readable: true)
+        let sha: String
         do {
             try out.truncate(f.size)
             // Newer versions first (scattered pages), then the whole version in file order: the
@@ -62,8 +63,9 @@ extension Restore {
                     i = j + 1
                 }
             }
-            let (size, sha) = try out.sha256()
-            guard size == f.size, sha == f.sha256 else {
+            let size: Int64
+            (size, sha) = try out.sha256()
+            guard size == f.size, sha == f.sha256 || !f.digestKnown else {
                 throw WaybackError(.corrupt, "backup \(versions[0].manifest.id) is damaged: file \(f.path) rebuilt from backups \(versions.map(\.manifest.id.rawValue).joined(separator: ", ")) fails its SHA-256 check; nothing was restored. Restore another backup (--backup ID) or run a new backup")
             }
             try out.close()
@@ -73,6 +75,7 @@ extension Restore {
         }
         var times = [timespec(tv_sec: Int(f.mtime), tv_nsec: 0), timespec(tv_sec: Int(f.mtime), tv_nsec: 0)]
         _ = utimensat(AT_FDCWD, path, &times, 0)
+        return sha
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Logging
 import WaybackCatalog
 import WaybackCore
@@ -222,6 +223,9 @@ public enum Restore {
         var staging: String
         var tablespaces: [UInt32: String]
         var finalTablespaces: [UInt32: String]
+        /// The SHA-256 of each file rebuilt whose digest the manifest does not know (pages read
+        /// by the WAL method), computed as it was written: for `backup_manifest`.
+        let computed = ComputedDigests()
 
         /// Where a manifest path is written during the restore.
         func path(_ rel: String) -> String {
@@ -299,7 +303,8 @@ public enum Restore {
                 stored.mode = f.mode; stored.mtime = f.mtime
                 try await restoreOne(stored, manifest: m, to: path, from: driver, keys: catalog.layout, counter: counter)
             case .pages(let versions):
-                try await restorePages(f, versions: versions, to: path, from: driver, keys: catalog.layout, counter: counter)
+                let sha = try await restorePages(f, versions: versions, to: path, from: driver, keys: catalog.layout, counter: counter)
+                if !f.digestKnown { layout.computed.set(f.path, sha) }
             }
         }
         do {
@@ -382,7 +387,9 @@ public enum Restore {
     /// backup_label, tablespace_map, the backup's WAL in pg_wal, recovery settings, backup_manifest.
     static func writeExtras(_ m: BackupManifest, plan: RecoveryPlan, layout: Layout, config: RestoreConfiguration, catalog: Catalog) async throws {
         let now = Int64(config.clock.now.timeIntervalSince1970)
-        var entries = m.files.map { PGBackupManifest.Entry(path: $0.path, size: $0.size, mtime: $0.mtime, sha256: $0.sha256) }
+        var entries = m.files.map {
+            PGBackupManifest.Entry(path: $0.path, size: $0.size, mtime: $0.mtime, sha256: $0.digestKnown ? $0.sha256 : layout.computed.get($0.path) ?? "")
+        }
         func writeText(_ rel: String, _ text: String, manifestEntry: Bool) throws {
             let bytes = Array(text.utf8)
             let f = try PosixFile.create(layout.staging + "/" + rel, mode: 0o600)
@@ -477,4 +484,11 @@ public enum Restore {
         try FileSystem.rename(staging, target)
         try FileSystem.syncDirectory(FileSystem.parentPath(target))
     }
+}
+
+/// File digests computed during a restore, by manifest path.
+final class ComputedDigests: Sendable {
+    private let digests = Mutex<[String: String]>([:])
+    func set(_ path: String, _ sha: String) { digests.withLock { $0[path] = sha } }
+    func get(_ path: String) -> String? { digests.withLock { $0[path] } }
 }

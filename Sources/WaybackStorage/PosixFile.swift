@@ -67,6 +67,13 @@ public final class PosixFile {
         return done
     }
 
+    /// The file's current length.
+    public func size() throws -> Int64 {
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw PosixError.make(errno, "fstat", path) }
+        return Int64(st.st_size)
+    }
+
     /// Size and SHA-256 (hex) of the whole content, read from the start.
     public func sha256() throws -> (size: Int64, sha256: String) {
         var hasher = SHA256Hasher()

@@ -230,8 +230,11 @@ struct BackupSummary: Encodable {
     var sha256: String, md5: String, seconds: Double
     var pageChecksumFailures: [BackupManifest.PageFailure]
     var resumed: BackupManifest.Resumed?
+    /// Bytes and pages read from the data directory, how the changed pages were found, fallbacks.
+    var reading: BackupManifest.Reading?
     init(_ m: BackupManifest, seconds: Double) {
         resumed = m.resumed
+        reading = m.reading
         pageChecksumFailures = m.pageChecksumFailures ?? []
         id = m.id.rawValue; type = m.type.rawValue; reference = m.reference?.rawValue; note = m.note
         copiedBytes = m.sizes.copied ?? m.sizes.database; startTime = m.startTime; stopTime = m.stopTime

@@ -27,6 +27,7 @@ extension CommandRun {
                                     maxChainLength: config.backup.maxChainLength, resume: true, events: events)
         b.maxRateBytes = config.backup.maxRateBytes
         b.recordRowCounts = config.backup.recordRowCounts
+        b.incrMethod = config.backup.incrMethod
         b.backupLog = backupLog()
         b.localRepositories = config.repositories.filter { $0.type == .local }.map { ($0.name, $0.path) }
         return b

@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-import WaybackArchive
+
 import WaybackCatalog
 import WaybackCore
 import WaybackPostgres

@@ -1,0 +1,71 @@
+import Foundation
+import WaybackCore
+import WaybackPostgres
+import WaybackStorage
+
+/// The blocks the WAL changed between two positions of one timeline (an incremental backup's
+/// reference start and its own start): each segment read from `pg_wal` when it is there and is
+/// the right one (the newest is not archived yet when a backup starts), else from the archive,
+/// and folded into a `WALBlockMap`. What cannot be read is one of the map's fallbacks, never an
+/// error: a backup then scans what the map cannot stand for.
+public enum WALChanges {
+    public static func collect(from start: LSN, to end: LSN, timeline: UInt32, segmentSize: UInt64, catalog: Catalog,
+                               pgWal: String?) async -> WALBlockMap {
+        var scanner = WALRecordScanner(segmentSize: segmentSize)
+        scanner.blockMap = WALBlockMap(from: start, until: end)
+        guard start < end else { return scanner.blockMap! }
+        let first = start.segmentNumber(segmentSize: segmentSize), last = LSN(end.value - 1).segmentNumber(segmentSize: segmentSize)
+        for n in first...last {
+            let name = WALFileName(timeline: timeline, segmentNumber: n, segmentSize: segmentSize)
+            let bytes: [UInt8]
+            switch await segment(name, segmentSize: segmentSize, catalog: catalog, pgWal: pgWal) {
+            case .success(let b): bytes = b
+            case .failure(let why):
+                scanner.blockMap?.fallBack("WAL segment \(name) \(why.message)")
+                continue
+            }
+            do {
+                let scan = try bytes.withUnsafeBytes { try scanner.scan($0, segmentNumber: n) }
+                // The records must run on to the next segment (or past `end` in the last one):
+                // WAL that stops early in the range is damaged, and what it held is unknown.
+                let reached = scan.switched || !scan.endOfWAL || (scan.endOfRecords.map { reaches($0, end) } ?? false)
+                if !reached {
+                    let at = scan.endOfRecords.map { " at \($0)" } ?? ""
+                    scanner.blockMap?.fallBack("WAL segment \(name) ends early\(at), before \(n < last ? "the segment's end" : "\(end)") (damaged or not yet written)")
+                }
+            } catch {
+                scanner.blockMap?.fallBack("WAL segment \(name) cannot be read (\((error as? WaybackError)?.message ?? String(describing: error)))")
+            }
+        }
+        return scanner.blockMap!
+    }
+
+    /// Whether records ending at `recordsEnd` reach `end`, the position where the next record
+    /// begins: records start 8-aligned, and past a page's end after its header.
+    static func reaches(_ recordsEnd: LSN, _ end: LSN) -> Bool {
+        let aligned = (recordsEnd.value + 7) & ~7
+        if aligned >= end.value { return true }
+        return aligned % 8192 == 0 && end.value <= aligned + 40
+    }
+
+    /// The plain bytes of one segment: from `pg_wal` when it is there whole, else from the
+    /// archive; the failure says why neither served.
+    static func segment(_ name: WALFileName, segmentSize: UInt64, catalog: Catalog, pgWal: String?) async -> Result<[UInt8], WaybackError> {
+        if let pgWal, let data = FileManager.default.contents(atPath: pgWal + "/" + name.description), data.count == Int(segmentSize) {
+            return .success([UInt8](data))
+        }
+        var bytes = [UInt8](repeating: 0, count: Int(segmentSize))
+        do {
+            let header = try await WALObject.read(catalog.repository.driver, key: catalog.layout.walKey(name), name: name.description) { plain, offset in
+                guard offset + Int64(plain.count) <= Int64(bytes.count) else { throw WaybackError(.corrupt, "archived WAL file \(name) is longer than a segment") }
+                bytes.withUnsafeMutableBytes { UnsafeMutableRawBufferPointer(rebasing: $0[Int(offset)..<(Int(offset) + plain.count)]).copyMemory(from: plain) }
+            }
+            guard header.size == Int64(segmentSize) else { return .failure(WaybackError(.corrupt, "is shorter than a segment in the archive")) }
+            return .success(bytes)
+        } catch let e as WaybackError where e.code == .notFound {
+            return .failure(WaybackError(.notFound, "is neither in pg_wal nor in the archive"))
+        } catch {
+            return .failure(WaybackError(.corrupt, "is not in pg_wal and cannot be read from the archive (\((error as? WaybackError)?.message ?? String(describing: error)))"))
+        }
+    }
+}

@@ -1,0 +1,196 @@
+import Foundation
+import Testing
+import WaybackCatalog
+import WaybackCore
+import WaybackPostgres
+import WaybackStorage
+import WaybackTesting
+
+/// Incrementals that read only the blocks the WAL names (`backup.incr_method`), against a real
+/// cluster: a day of hourly incrementals in miniature with `both` (the WAL method must never miss
+/// a page the scan finds), restored and compared with a full taken at the same point; and the
+/// fallbacks when WAL in the range is missing or damaged.
+@Suite("incrementals from the WAL's block map", .serialized, .enabled(if: TestEnvironment.runIntegration))
+struct WALIncrementalTests {
+    static func backup(_ t: TestCluster, _ type: String, method: String, config: String? = nil) throws -> [String: Any] {
+        let r = try t.wayback(["backup", "--type", type, "--json"], environment: ["WAYBACK_BACKUP_INCR_METHOD": method], config: config)
+        guard r.status == 0 else { throw WaybackError(.internal, "backup --type \(type) (incr_method \(method)) exited \(r.status): \(r.stderr)") }
+        return try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+    }
+
+    static func reading(_ b: [String: Any]) -> [String: Any] { b["reading"] as? [String: Any] ?? [:] }
+    static func fallbacks(_ b: [String: Any]) -> [String] { reading(b)["fallbacks"] as? [String] ?? [] }
+
+    /// Digests of every table of the public schema, by name.
+    static func digests(_ c: LocalCluster, database: String = "postgres") throws -> [String: String] {
+        let names = try c.psql("SELECT string_agg(tablename, ' ' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public'", database: database)
+        var out = [String: String]()
+        for n in names.split(separator: " ") { out[String(n)] = try TestCluster.tableDigest(c, String(n), database: database) }
+        return out
+    }
+
+    @Test("a day of hourly incrementals in miniature with incr_method both (pgbench between CREATE/DROP, TRUNCATE, VACUUM FULL, CLUSTER, CREATE INDEX CONCURRENTLY, SET TABLESPACE, CREATE DATABASE both ways, DROP DATABASE, COPY, unlogged tables, a table grown over WAL segments, a timeline switch): no page missed, and the chain restores like a full at the same LSN")
+    func aDayInMiniature() async throws {
+        let t = try TestCluster(settings: ["wal_keep_size": "1GB"])
+        let forkDir = t.root + "/fork", chainDir = t.root + "/from-chain", fullDir = t.root + "/from-full"
+        let fork = t.restoredCluster(at: forkDir)
+        let forkCluster = LocalCluster(binDirectory: fork.binDirectory, dataDirectory: forkDir, socketDirectory: forkDir, port: fork.port, osUser: fork.osUser)
+        let fromChain = t.restoredCluster(at: chainDir), fromFull = t.restoredCluster(at: fullDir)
+        defer { t.cleanup(extra: [forkCluster, fromChain, fromFull]) }
+        let tsDir = t.root + "/ts"
+        try FileManager.default.createDirectory(atPath: tsDir, withIntermediateDirectories: true)
+        try TestEnvironment.giveToTestUser(tsDir, mode: 0o700)
+        try t.waybackOK(["init"])
+        try t.cluster.pgbench(["-i", "-q", "-s", "3"])
+        try t.psql("""
+            CREATE TABLE to_truncate AS SELECT g AS id, repeat('t', 200) AS pad FROM generate_series(1, 20000) g;
+            CREATE TABLE to_drop AS SELECT g AS id FROM generate_series(1, 10000) g;
+            CREATE TABLE to_rewrite AS SELECT g AS id, repeat('r', 300) AS pad FROM generate_series(1, 20000) g;
+            CREATE TABLE to_move AS SELECT g AS id, md5(g::text) AS h FROM generate_series(1, 20000) g;
+            CREATE TABLE copied_in (id int, note text);
+            CREATE TABLE small (id int, note text);
+            CREATE UNLOGGED TABLE scratch AS SELECT g AS id FROM generate_series(1, 5000) g;
+            """)
+        let full = try Self.backup(t, "full", method: "both")
+        let fullRead = try #require(Self.reading(full)["bytesRead"] as? Int)
+        #expect(Self.reading(full)["method"] == nil)
+
+        var incrs = [[String: Any]]()
+        func hour(_ sql: String, database: String = "postgres", method: String = "both", config: String? = nil) throws -> [String: Any] {
+            try (config == nil ? t.cluster : forkCluster).pgbench(["-n", "-c", "2", "-t", "200"])
+            if !sql.isEmpty { try (config == nil ? t.cluster : forkCluster).psql(sql, database: database) }
+            let b = try Self.backup(t, "incr", method: method, config: config)
+            #expect(b["type"] as? String == "incr", "\(b)")
+            #expect(Self.reading(b)["method"] as? String == method)
+            incrs.append(b)
+            return b
+        }
+        let plain = try hour("CREATE TABLE made AS SELECT g AS id FROM generate_series(1, 5000) g; DROP TABLE to_drop; TRUNCATE to_truncate; INSERT INTO to_truncate VALUES (1, 'again')")
+        #expect(Self.fallbacks(plain).isEmpty, "\(Self.fallbacks(plain))")
+        _ = try hour("VACUUM FULL to_rewrite; CLUSTER pgbench_tellers USING pgbench_tellers_pkey; DELETE FROM to_rewrite WHERE id > 15000; VACUUM to_rewrite")
+        _ = try hour("CREATE INDEX CONCURRENTLY accounts_bid ON pgbench_accounts (bid)")
+        _ = try hour("CREATE TABLESPACE ts LOCATION '\(tsDir)'; ALTER TABLE to_move SET TABLESPACE ts; UPDATE to_move SET h = 'moved' WHERE id % 10 = 0")
+        let copiedDB = try hour("CREATE DATABASE copied STRATEGY FILE_COPY; CREATE DATABASE logged STRATEGY WAL_LOG")
+        #expect(Self.fallbacks(copiedDB).contains { $0.contains("copied file by file") }, "\(Self.fallbacks(copiedDB))")
+        try t.psql("CREATE TABLE inside AS SELECT g AS id FROM generate_series(1, 3000) g", database: "copied")
+        _ = try hour("DROP DATABASE logged; COPY copied_in FROM PROGRAM 'seq 1 300000 | sed s/$/,copy/' WITH (FORMAT csv); INSERT INTO scratch SELECT g FROM generate_series(1, 5000) g")
+        // Row by row in one transaction: the table grows over several WAL segments.
+        let before = try t.psql("SELECT pg_current_wal_lsn()")
+        _ = try hour("DO $$ BEGIN FOR i IN 1..200000 LOOP INSERT INTO small VALUES (i, 'row ' || i); END LOOP; END $$")
+        let walBytes = try #require(Int(try t.psql("SELECT pg_current_wal_lsn() - '\(before)'::pg_lsn")))
+        #expect(walBytes > 3 * 16 << 20, "the small inserts wrote \(walBytes) bytes of WAL")
+
+        // A timeline switch: the cluster goes on as a fork promoted from the archive.
+        try t.switchAndWaitForArchive()
+        var beforeSwitch = try Self.digests(t.cluster)
+        beforeSwitch["scratch"] = "0:"  // unlogged: empty after the restore
+        let tsOID = try t.psql("SELECT oid FROM pg_tablespace WHERE spcname = 'ts'")
+        try t.cluster.stop()
+        try t.waybackOK(["restore", "--target-dir", forkDir, "--to-latest", "--tablespace-map", "\(tsOID)=\(t.root)/ts-fork",
+                         "--archive-mode", "preserve", "--start", "--port", "\(fork.port)"])
+        #expect(try forkCluster.psql("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)") == "00000002")
+        #expect(try Self.digests(forkCluster) == beforeSwitch)
+        let onFork = try t.configVariant("fork.yaml", replace: [("pgdata: \(t.cluster.dataDirectory)", "pgdata: \(forkDir)"),
+                                                                ("host=\(t.root)&port=\(t.cluster.port)", "host=\(forkDir)&port=\(fork.port)")])
+        let crossed = try hour("UPDATE small SET note = 'fork' WHERE id % 100 = 0", config: onFork)
+        #expect(Self.fallbacks(crossed).contains { $0.contains("timeline") }, "\(Self.fallbacks(crossed))")
+        let onTwo = try hour("DELETE FROM made WHERE id % 2 = 0", config: onFork)
+        #expect(Self.fallbacks(onTwo).isEmpty, "\(Self.fallbacks(onTwo))")
+
+        // The WAL method alone reads a small part of what the full read.
+        let walOnly = try hour("UPDATE to_move SET h = 'last' WHERE id < 50", method: "wal", config: onFork)
+        let walRead = try #require(Self.reading(walOnly)["bytesRead"] as? Int)
+        #expect(Self.fallbacks(walOnly).isEmpty && walRead * 4 < fullRead, "the wal incr read \(walRead) bytes, the full \(fullRead)")
+        let lastID = try #require(walOnly["id"] as? String)
+
+        let fullAtEnd = try #require(try Self.backup(t, "full", method: "both", config: onFork)["id"] as? String)
+        try forkCluster.psql("CREATE TABLE after_all AS SELECT 1 AS id")
+        let target = try forkCluster.psql("SELECT pg_current_wal_lsn()")
+        let seg = try forkCluster.psql("SELECT pg_walfile_name(pg_switch_wal())")
+        try DaemonTests.waitFor("the fork's archive", timeout: 60) {
+            try forkCluster.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver") >= seg
+        }
+        let expected = try Self.digests(forkCluster), expectedCopied = try Self.digests(forkCluster, database: "copied")
+        try forkCluster.stop()
+
+        try t.waybackOK(["restore", "--backup", lastID, "--to-lsn", target, "--target-action", "promote", "--target-dir", chainDir,
+                         "--tablespace-map", "\(tsOID)=\(t.root)/ts-chain"])
+        let verify = try fromChain.run([fromChain.binDirectory + "/pg_verifybackup", "-n", chainDir], check: false)
+        #expect(verify.status == 0, "pg_verifybackup: \(verify.stderr)")
+        try t.waybackOK(["restore", "--backup", fullAtEnd, "--to-lsn", target, "--target-action", "promote", "--target-dir", fullDir,
+                         "--tablespace-map", "\(tsOID)=\(t.root)/ts-full"])
+        try t.startRestored(fromChain)
+        try t.startRestored(fromFull)
+        let chainDigests = try Self.digests(fromChain)
+        #expect(chainDigests == (try Self.digests(fromFull)))
+        var logged = expected
+        logged["scratch"] = "0:"
+        #expect(chainDigests == logged)
+        #expect(try Self.digests(fromChain, database: "copied") == expectedCopied)
+        #expect(try fromChain.psql("SELECT count(*) FROM pg_database WHERE datname = 'logged'") == "0")
+        #expect(try fromChain.psql("SET enable_seqscan = off; SELECT count(*) FROM pgbench_accounts WHERE bid = 2") == "100000")
+        #expect(try fromChain.psql("SELECT spcname FROM pg_tablespace t JOIN pg_class c ON c.reltablespace = t.oid WHERE relname = 'to_move'") == "ts")
+        // amcheck over every B-tree index of the rebuilt cluster (an error fails the query).
+        try fromChain.psql("CREATE EXTENSION amcheck")
+        let checked = try fromChain.psql("SELECT count(*) FROM (SELECT bt_index_check(i.indexrelid, true) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam WHERE a.amname = 'btree' AND i.indisvalid AND c.relpersistence = 'p') x")
+        #expect((Int(checked) ?? 0) > 10, "\(checked) indexes checked")
+    }
+
+    @Test("a WAL segment of the range missing (archive and pg_wal), then one damaged in the archive: the incr scans every relation file, says which segment and why, and is complete")
+    func missingOrDamagedSegment() async throws {
+        let t = try TestCluster(settings: ["autovacuum": "off"])
+        let dir = t.root + "/restored"
+        let restored = t.restoredCluster(at: dir)
+        defer { t.cleanup(extra: [restored]) }
+        try t.waybackOK(["init"])
+        try t.cluster.pgbench(["-i", "-q", "-s", "2"])
+        _ = try Self.backup(t, "full", method: "wal")
+        let archive = Catalog(repository: Repository(name: "local", driver: LocalStorage(root: t.repositoryPath)), cluster: "main")
+
+        /// Writes over three segments, then takes `spoil` (the middle one) away from pg_wal once
+        /// it is archived and behind a checkpoint.
+        func writeAndSpoil(_ spoil: (String) throws -> Void) throws -> String {
+            var names = [String]()
+            for _ in 0..<3 {
+                try t.cluster.pgbench(["-n", "-c", "2", "-t", "100"])
+                names.append(try t.psql("SELECT pg_walfile_name(pg_switch_wal())"))
+            }
+            try t.switchAndWaitForArchive()
+            try t.psql("CHECKPOINT")
+            let victim = names[1]
+            try spoil(try archive.layout.walKey(#require(WALFileName(victim))))
+            try FileSystem.remove(t.cluster.dataDirectory + "/pg_wal/" + victim)
+            return victim
+        }
+        let lost = try writeAndSpoil { key in try FileSystem.remove(t.repositoryPath + "/" + key) }
+        let first = try Self.backup(t, "incr", method: "wal")
+        #expect(first["type"] as? String == "incr")
+        #expect(Self.fallbacks(first).contains { $0.contains(lost) && $0.contains("neither in pg_wal nor in the archive") && $0.contains("scanned") },
+                "\(Self.fallbacks(first))")
+        let scanned = try #require(Self.reading(first)["blocksRead"] as? Int)
+        let pages = try #require(Int(try t.psql("SELECT (sum(pg_relation_size(oid, 'main')) / 8192)::bigint FROM pg_class WHERE relkind IN ('r', 'i', 't')")))
+        #expect(scanned >= pages, "a fallback scans every page: \(scanned) read, \(pages) in the tables and indexes")
+
+        let damaged = try writeAndSpoil { key in
+            let path = t.repositoryPath + "/" + key
+            let f = try PosixFile.openForWriting(path)
+            let size = try f.size()
+            try [UInt8](repeating: 0xA5, count: 64).withUnsafeBytes { try f.pwrite($0, offset: size / 2) }
+            try f.close()
+        }
+        let second = try Self.backup(t, "incr", method: "wal")
+        #expect(Self.fallbacks(second).contains { $0.contains(damaged) && $0.contains("cannot be read from the archive") },
+                "\(Self.fallbacks(second))")
+
+        // With the WAL whole again, the next incr reads far less.
+        try t.cluster.pgbench(["-n", "-c", "2", "-t", "100"])
+        let third = try Self.backup(t, "incr", method: "wal")
+        #expect(Self.fallbacks(third).isEmpty, "\(Self.fallbacks(third))")
+        #expect((Self.reading(third)["blocksRead"] as? Int ?? .max) * 4 < scanned)
+        try t.switchAndWaitForArchive()
+        let expected = try TestCluster.tableDigest(t.cluster, "pgbench_accounts")
+        try t.waybackOK(["restore", "--backup", try #require(third["id"] as? String), "--to-backup-end", "--target-dir", dir])
+        try t.startRestored(restored)
+        #expect(try TestCluster.tableDigest(restored, "pgbench_accounts") == expected)
+    }
+}

@@ -226,19 +226,26 @@ public final class FrameReader {
         let hb = try await readExactly(FrameFormat.headerLength)
         let h = try hb.withUnsafeBytes { try FrameFormat.decodeHeader($0, object: name) }
         let payload = try await readExactly(h.storedLength)
-        return try payload.withUnsafeBytes { p in
-            do {
-                guard h.flags & FrameFormat.pageDeltaFlag != 0 else {
-                    return try decompressor.decompress(p, algorithm: h.compression, rawLength: h.rawLength, body)
-                }
-                if unfiltered.count < h.rawLength { unfiltered = .scratch(count: h.rawLength) }
-                try decompressor.decompress(p, algorithm: h.compression, rawLength: h.rawLength) { filtered in
-                    unfiltered.withUnsafeMutableBytes { PageDelta.decode(filtered, into: $0) }
-                }
-                return try unfiltered.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[0..<h.rawLength])) }
-            } catch let e as WaybackError where e.code == .corrupt {
-                throw WaybackError(.corrupt, "\(name) is damaged: \(e.message)")
+        return try payload.withUnsafeBytes { try FrameFormat.decodePayload($0, header: h, decompressor: decompressor, scratch: &unfiltered, object: name, body) }
+    }
+}
+
+extension FrameFormat {
+    /// The plain bytes of one frame's payload (`header` decoded from its first bytes), passed to
+    /// `body`; `scratch` holds the page-delta filter's output between calls.
+    public static func decodePayload<R>(_ p: UnsafeRawBufferPointer, header h: Header, decompressor: Decompressor, scratch: inout [UInt8],
+                                        object name: String, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+        do {
+            guard h.flags & FrameFormat.pageDeltaFlag != 0 else {
+                return try decompressor.decompress(p, algorithm: h.compression, rawLength: h.rawLength, body)
             }
+            if scratch.count < h.rawLength { scratch = .scratch(count: h.rawLength) }
+            try decompressor.decompress(p, algorithm: h.compression, rawLength: h.rawLength) { filtered in
+                scratch.withUnsafeMutableBytes { PageDelta.decode(filtered, into: $0) }
+            }
+            return try scratch.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[0..<h.rawLength])) }
+        } catch let e as WaybackError where e.code == .corrupt {
+            throw WaybackError(.corrupt, "\(name) is damaged: \(e.message)")
         }
     }
 }

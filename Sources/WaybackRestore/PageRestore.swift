@@ -4,10 +4,12 @@ import WaybackCore
 import WaybackStorage
 
 extension Restore {
-    /// Rebuilds a file stored at page level through a chain of backups in one pass: each block is
-    /// read once, from the newest backup that stored it (`BlockOwnership`), and written at its
-    /// offset; frames that hold no needed block are not read. The rebuilt file is then checked
-    /// against the size and SHA-256 of the target backup's entry.
+    /// Rebuilds a file stored at page level through a chain of backups in one pass in file order:
+    /// each version's frames are read in order (those that hold no needed block are not read),
+    /// and their pieces (`BlockOwnership`: each block from the newest backup that stored it) are
+    /// merged by file offset, written sequentially and hashed as they are written; there is no
+    /// read-back. The size, and the SHA-256 when the target backup's entry knows it, are checked;
+    /// returns the SHA-256 (for `backup_manifest` when the entry does not know it).
     static func restorePages(_ f: BackupManifest.File, versions: [(file: BackupManifest.File, manifest: BackupManifest)], to path: String,
                              from driver: any StorageDriver, keys: RepositoryLayout, counter: ByteCounter) async throws -> String {
         let plans: [[BlockOwnership.FramePlan]]
@@ -16,57 +18,54 @@ extension Restore {
         } catch let e as WaybackError {
             throw WaybackError(.corrupt, "backup \(versions[0].manifest.id) cannot be restored: \(e.message); restore another backup (--backup ID)")
         }
-        let out = try PosixFile.create(path, mode: mode_t(f.mode & 0o777 == 0 ? 0o600 : f.mode & 0o777), readable: true)
+        let out = try PosixFile.create(path, mode: mode_t(f.mode & 0o777 == 0 ? 0o600 : f.mode & 0o777))
+        var hasher = SHA256Hasher()
+        let background = f.size >= backgroundHashBytes ? BackgroundHasher() : nil
+        defer { _ = background?.finalizeHex() }
         let sha: String
         do {
-            try out.truncate(f.size)
-            // Newer versions first (scattered pages), then the whole version in file order: the
-            // disk write-back is started behind that pass every 8 MiB, as `restoreOne` does.
-            var writtenBack: Int64 = 0
+            var streams = [VersionStream]()
             for (v, frames) in zip(versions, plans) where !frames.isEmpty {
-                // Consecutive frames of one pack are read with one request.
-                var i = 0
-                while i < frames.count {
-                    let first = v.file.chunks[frames[i].chunk]
-                    var j = i
-                    while j + 1 < frames.count {
-                        let a = v.file.chunks[frames[j].chunk], b = v.file.chunks[frames[j + 1].chunk]
-                        guard b.object == a.object, b.offset == a.offset + Int64(a.length) else { break }
-                        j += 1
-                    }
-                    let last = v.file.chunks[frames[j].chunk]
-                    let object = v.manifest.objects[first.object]
-                    let range = first.offset..<(last.offset + Int64(last.length))
-                    do {
-                        try await driver.withReader(keys.objectKey(v.manifest.id, object.name), range: range) { reader in
-                            let decoder = FrameReader(reader: reader, name: "\(object.name) of backup \(v.manifest.id)")
-                            for k in i...j {
-                                let chunk = v.file.chunks[frames[k].chunk]
-                                try await decoder.nextFrame { plain in
-                                    guard plain.count == chunk.raw else { throw WaybackError(.corrupt, "frame size mismatch") }
-                                    for p in frames[k].pieces {
-                                        try out.pwrite(UnsafeRawBufferPointer(rebasing: plain[p.frameOffset..<(p.frameOffset + p.length)]), offset: p.fileOffset)
-                                        counter.add(Int64(p.length))
-                                    }
-                                }
-                                if v.file.blocks == nil, let end = frames[k].pieces.last.map({ $0.fileOffset + Int64($0.length) }),
-                                   end / writebackStep > writtenBack / writebackStep {
-                                    let upTo = end / writebackStep * writebackStep
-                                    out.startWriteback(offset: writtenBack, length: upTo - writtenBack)
-                                    writtenBack = upTo
-                                }
-                            }
-                        }
-                    } catch let e as WaybackError where e.code == .corrupt || e.code == .notFound {
-                        throw WaybackError(.corrupt, "backup \(v.manifest.id) is damaged: file \(f.path) cannot be read from \(object.name) (\(e.message)); nothing was restored. Restore another backup (--backup ID) or run a new backup")
-                    }
-                    i = j + 1
-                }
+                let s = VersionStream(file: v.file, manifest: v.manifest, frames: frames, driver: driver, keys: keys)
+                if try await s.advance() { streams.append(s) }
             }
-            let size: Int64
-            (size, sha) = try out.sha256()
-            guard size == f.size, sha == f.sha256 || !f.digestKnown else {
-                throw WaybackError(.corrupt, "backup \(versions[0].manifest.id) is damaged: file \(f.path) rebuilt from backups \(versions.map(\.manifest.id.rawValue).joined(separator: ", ")) fails its SHA-256 check; nothing was restored. Restore another backup (--backup ID) or run a new backup")
+            var pending = [UInt8]()
+            pending.reserveCapacity(FrameFormat.rawChunk)
+            var written: Int64 = 0, position: Int64 = 0
+            func flush() throws {
+                guard !pending.isEmpty else { return }
+                try pending.withUnsafeBytes { p in
+                    if let background { background.update(p) } else { hasher.update(p) }
+                    try out.pwrite(p, offset: written)
+                }
+                let end = written + Int64(pending.count)
+                if end / writebackStep > written / writebackStep {
+                    out.startWriteback(offset: end / writebackStep * writebackStep - writebackStep, length: writebackStep)
+                }
+                counter.add(Int64(pending.count))
+                written = end
+                pending.removeAll(keepingCapacity: true)
+            }
+            while true {
+                // The stream whose next piece comes first in the file.
+                var best = -1, bestOffset = Int64.max
+                for (i, s) in streams.enumerated() where s.nextOffset < bestOffset { best = i; bestOffset = s.nextOffset }
+                guard best >= 0 else { break }
+                guard bestOffset == position else {
+                    throw WaybackError(.corrupt, "backup \(versions[0].manifest.id) cannot be restored: the stored pieces of file \(f.path) do not follow each other at offset \(position); restore another backup (--backup ID)")
+                }
+                let s = streams[best]
+                let piece = s.pieces[s.pieceIndex]
+                s.plain.withUnsafeBytes { pending.append(contentsOf: $0[piece.frameOffset..<(piece.frameOffset + piece.length)]) }
+                position += Int64(piece.length)
+                if pending.count >= FrameFormat.rawChunk { try flush() }
+                s.pieceIndex += 1
+                if s.pieceIndex == s.pieces.count, !(try await s.advance()) { streams.remove(at: best) }
+            }
+            try flush()
+            sha = background?.finalizeHex() ?? hasher.finalizeHex()
+            guard written == f.size, sha == f.sha256 || !f.digestKnown else {
+                throw WaybackError(.corrupt, "backup \(versions[0].manifest.id) is damaged: file \(f.path) rebuilt from backups \(versions.map(\.manifest.id.rawValue).joined(separator: ", ")) fails its \(written == f.size ? "SHA-256" : "size") check; nothing was restored. Restore another backup (--backup ID) or run a new backup")
             }
             try out.close()
         } catch {
@@ -79,3 +78,92 @@ extension Restore {
     }
 }
 
+/// One version of a file in a page-level rebuild: its planned frames, read in batches of
+/// consecutive frames (at most `batchBytes` stored bytes, or one frame) and decoded one at a
+/// time, so a chain of N versions holds at most N batches and N decoded frames.
+final class VersionStream {
+    static let batchBytes: Int64 = 256 << 10
+    let file: BackupManifest.File
+    let manifest: BackupManifest
+    let frames: [BlockOwnership.FramePlan]
+    let driver: any StorageDriver
+    let keys: RepositoryLayout
+    private let decompressor = Decompressor()
+    private var scratch = [UInt8]()
+    private var next = 0
+    private var batch = [UInt8]()
+    private var batchPosition = 0
+    private var batchEnd = 0
+    /// The current frame's plain bytes and the pieces of it to write.
+    private(set) var plain = [UInt8]()
+    private(set) var pieces = [BlockOwnership.Piece]()
+    var pieceIndex = 0
+
+    init(file: BackupManifest.File, manifest: BackupManifest, frames: [BlockOwnership.FramePlan], driver: any StorageDriver, keys: RepositoryLayout) {
+        self.file = file; self.manifest = manifest; self.frames = frames; self.driver = driver; self.keys = keys
+    }
+
+    /// Where the next piece goes in the file (`Int64.max` when none is left).
+    var nextOffset: Int64 { pieceIndex < pieces.count ? pieces[pieceIndex].fileOffset : .max }
+
+    /// Decodes the next planned frame; false when there is none.
+    func advance() async throws -> Bool {
+        guard next < frames.count else { pieces = []; pieceIndex = 0; return false }
+        if next >= batchEnd { try await readBatch() }
+        let chunk = file.chunks[frames[next].chunk]
+        let name = "\(manifest.objects[chunk.object].name) of backup \(manifest.id)"
+        let header = try batch.withUnsafeBytes { all -> FrameFormat.Header in
+            guard batchPosition + FrameFormat.headerLength <= all.count else { throw WaybackError(.corrupt, "\(name) is truncated: it ends inside a frame") }
+            return try FrameFormat.decodeHeader(UnsafeRawBufferPointer(rebasing: all[batchPosition..<(batchPosition + FrameFormat.headerLength)]), object: name)
+        }
+        let start = batchPosition + FrameFormat.headerLength, end = start + header.storedLength
+        guard end <= batch.count, header.rawLength == chunk.raw, FrameFormat.headerLength + header.storedLength == chunk.length else {
+            throw WaybackError(.corrupt, "\(name) is damaged: a frame of file \(file.path) is not as the manifest records it")
+        }
+        try batch.withUnsafeBytes { all in
+            try FrameFormat.decodePayload(UnsafeRawBufferPointer(rebasing: all[start..<end]), header: header, decompressor: decompressor,
+                                          scratch: &scratch, object: name) { p in
+                plain.removeAll(keepingCapacity: true)
+                plain.append(contentsOf: p)
+            }
+        }
+        batchPosition = end
+        pieces = frames[next].pieces
+        pieceIndex = 0
+        next += 1
+        return true
+    }
+
+    /// Reads the stored bytes of the next frames that lie back to back in one object.
+    private func readBatch() async throws {
+        let first = file.chunks[frames[next].chunk]
+        var last = next, bytes = Int64(first.length)
+        while last + 1 < frames.count {
+            let a = file.chunks[frames[last].chunk], b = file.chunks[frames[last + 1].chunk]
+            guard b.object == a.object, b.offset == a.offset + Int64(a.length), bytes + Int64(b.length) <= Self.batchBytes else { break }
+            bytes += Int64(b.length)
+            last += 1
+        }
+        let object = manifest.objects[first.object]
+        let range = first.offset..<(first.offset + bytes)
+        var data = [UInt8]()
+        data.reserveCapacity(Int(bytes))
+        do {
+            try await driver.withReader(keys.objectKey(manifest.id, object.name), range: range) { reader in
+                while true {
+                    let chunk = try await reader.read(maxLength: Int(bytes) - data.count + 1)
+                    if chunk.isEmpty { break }
+                    data += chunk
+                }
+            }
+        } catch let e as WaybackError where e.code == .notFound {
+            throw WaybackError(.corrupt, "backup \(manifest.id) is damaged: file \(file.path) cannot be read from \(object.name) (\(e.message)); nothing was restored. Restore another backup (--backup ID) or run a new backup")
+        }
+        guard data.count == Int(bytes) else {
+            throw WaybackError(.corrupt, "backup \(manifest.id) is damaged: \(object.name) ends before the frames of file \(file.path) do; restore another backup (--backup ID)")
+        }
+        batch = data
+        batchPosition = 0
+        batchEnd = last + 1
+    }
+}

@@ -153,7 +153,8 @@ public enum PhysicalBackup {
         var reused = [PackIndex.Entry]()
         let tally = ReadTally()
         var fallbacks = [String]()
-        var walDecoding: (records: Int, seconds: Double)?
+        var walDecoding: (records: Int, seconds: Double, reused: [BackupID])?
+        var changes: ChangedBlocks?
         do {
             try facts.requireStartCheckpoint(in: config.pgdata, startLSN: startLSN)
             var scan = try DataDirectoryScan.scan(pgdata: config.pgdata)
@@ -168,6 +169,7 @@ public enum PhysicalBackup {
             if let r = reference, incremental != nil {
                 (incremental!.method, incremental!.changes, fallbacks, walDecoding) = await changedBlocks(since: r, start: startLSN, config: config,
                     facts: facts, pageLevel: incremental!.pageLevel, catalog: catalog, logger: log)
+                changes = incremental!.changes
             }
             copied = try await copyFiles(scan, id: id, config: config, catalog: catalog, verification: verify, incremental: incremental,
                                          packs: PackContext(type: decision.type, reference: decision.reference, run: resume?.run ?? 0),
@@ -229,6 +231,14 @@ public enum PhysicalBackup {
             compression: config.compression, objects: copied.objects + walCopies.map { .init(name: $0.object, size: $0.size, sha256: $0.sha256) },
             directories: copied.directories, files: copied.files, wal: walCopies, copySeconds: copySeconds)
         var final = manifest
+        // The block map, kept for later diffs (complete maps only).
+        if let map = changes?.map, map.complete {
+            do {
+                final.objects.append(try await BlockMapObject.write(map, backup: id, catalog: catalog, compression: config.compression))
+            } catch {
+                config.events.emit(.warning, .backupDecision, "the block map of backup \(id) could not be kept (a later diff decodes the WAL instead): \((error as? WaybackError)?.message ?? String(describing: error))", backup: id.rawValue)
+            }
+        }
         final.note = decision.note
         final.hintsLogged = facts.hintsLogged
         if resume != nil { final.resumed = .init(files: reused.count, bytes: reused.reduce(Int64(0)) { $0 + $1.file.size }) }
@@ -237,6 +247,8 @@ public enum PhysicalBackup {
         final.reading = .init(method: reference == nil ? nil : config.incrMethod, bytesRead: tally.bytes.load(ordering: .relaxed),
                               blocksRead: tally.blocks.load(ordering: .relaxed), fallbacks: fallbacks.isEmpty ? nil : fallbacks,
                               walRecords: walDecoding?.records, walSeconds: walDecoding.map { ($0.seconds * 1000).rounded() / 1000 })
+        if let reused = walDecoding?.reused, !reused.isEmpty { final.reading?.mapsReused = reused }
+        if final.objects.contains(where: { $0.name == BlockMapObject.name }) { final.reading?.mapFrom = changes?.map.from }
         try await catalog.writeManifest(final)
         // Pack indexes (and packs a resumed backup did not use) are not needed any more.
         do {
@@ -255,7 +267,7 @@ public enum PhysicalBackup {
     /// this backup's (`wal` and `both`), and why parts are scanned instead. The newest segments
     /// come from pg_wal (not archived yet at the start), the others from the archive.
     static func changedBlocks(since reference: BackupManifest, start: LSN, config: BackupConfiguration, facts: ClusterFacts, pageLevel: Bool,
-                              catalog: Catalog, logger: Logger) async -> (IncrementalMethod, ChangedBlocks?, [String], (records: Int, seconds: Double)?) {
+                              catalog: Catalog, logger: Logger) async -> (IncrementalMethod, ChangedBlocks?, [String], (records: Int, seconds: Double, reused: [BackupID])?) {
         let method = config.incrMethod
         guard method != .scan else { return (method, nil, [], nil) }
         var why: String?
@@ -269,17 +281,51 @@ public enum PhysicalBackup {
             return (method, nil, [why], nil)
         }
         let began = monotonicSeconds()
-        let map = await WALChanges.collect(from: reference.startLSN, to: start, timeline: facts.timeline, segmentSize: facts.walSegmentSize,
-                                           catalog: catalog, pgWal: config.pgdata + "/pg_wal")
+        // The kept maps of the backups since the reference (a diff's incrs), then the WAL after them.
+        var (map, reused) = await keptMaps(since: reference, before: start, catalog: catalog, events: config.events)
+        let rest = await WALChanges.collect(from: map?.until ?? reference.startLSN, to: start, timeline: facts.timeline,
+                                            segmentSize: facts.walSegmentSize, catalog: catalog, pgWal: config.pgdata + "/pg_wal")
+        let records = rest.records
+        if map == nil { map = rest } else { map!.append(rest) }
         let seconds = monotonicSeconds() - began
-        var fallbacks = map.fallbacks.map { "\($0): every relation file was scanned" }
-        fallbacks += map.copiedDatabases.sorted { $0.lexicographicallyPrecedes($1) }.map {
+        let full = map!
+        var fallbacks = full.fallbacks.map { "\($0): every relation file was scanned" }
+        fallbacks += full.copiedDatabases.sorted { $0.lexicographicallyPrecedes($1) }.map {
             "database \($0[1]) in tablespace \($0[0]) was copied file by file (CREATE DATABASE ... STRATEGY FILE_COPY or ALTER DATABASE ... SET TABLESPACE): its files were scanned"
         }
         for f in fallbacks { config.events.emit(.warning, .backupDecision, "backup on \(reference.id): \(f)") }
-        logger.info("changed blocks from the WAL", metadata: ["from": "\(reference.startLSN)", "to": "\(start)", "records": "\(map.records)",
-                                                              "blocks": "\(map.blockCount)", "seconds": "\(Int(seconds * 1000) / 1000)"])
-        return (method, ChangedBlocks(map), fallbacks, (map.records, seconds))
+        logger.info("changed blocks from the WAL", metadata: ["from": "\(reference.startLSN)", "to": "\(start)", "records": "\(records)",
+                                                              "blocks": "\(full.blockCount)", "seconds": "\(Int(seconds * 1000) / 1000)",
+                                                              "maps reused": "\(reused.count)"])
+        return (method, ChangedBlocks(full), fallbacks, (records, seconds, reused.map(\.id)))
+    }
+
+    /// The kept block maps that lead on from `reference`'s start without a gap (each map's range
+    /// begins where the previous one ends), merged: for a diff, the maps of the incrs since its
+    /// full. Empty when there are none, or when one cannot be read (the WAL is decoded instead).
+    static func keptMaps(since reference: BackupManifest, before start: LSN, catalog: Catalog,
+                         events: EventLog) async -> (WALBlockMap?, [BackupManifest]) {
+        guard let all = try? await catalog.manifests() else { return (nil, []) }
+        let kept = all.filter { $0.timeline == reference.timeline && $0.reading?.mapFrom != nil && $0.startLSN <= start }
+        var at = reference.startLSN, chain = [BackupManifest]()
+        while let next = kept.filter({ $0.reading?.mapFrom == at && $0.startLSN > at }).max(by: { $0.startLSN < $1.startLSN }) {
+            chain.append(next)
+            at = next.startLSN
+        }
+        var merged: WALBlockMap?
+        for m in chain {
+            do {
+                let map = try await BlockMapObject.read(m, catalog: catalog)
+                guard map.complete, map.from == (merged?.until ?? reference.startLSN), map.until == m.startLSN else {
+                    throw WaybackError(.corrupt, "it does not cover the range its manifest says")
+                }
+                if merged == nil { merged = map } else { merged!.append(map) }
+            } catch {
+                events.emit(.warning, .backupDecision, "the block map of backup \(m.id) cannot be used (\((error as? WaybackError)?.message ?? String(describing: error))); the WAL since \(reference.id) is decoded instead")
+                return (nil, [])
+            }
+        }
+        return (merged, merged == nil ? [] : chain)
     }
 
     /// Refuses a backup whose expected size does not fit in a local repository's free space.

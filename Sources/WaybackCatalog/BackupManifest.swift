@@ -200,6 +200,12 @@ public struct BackupManifest: Codable, Sendable {
         /// WAL records decoded for the block map, and how long that took.
         public var walRecords: Int?
         public var walSeconds: Double?
+        /// The backups whose kept block maps this one reused (a diff: the incrs since its full),
+        /// so that only the WAL after the newest of them was decoded.
+        public var mapsReused: [BackupID]?
+        /// Where the WAL range of the block map this backup keeps (object `blockmap`) begins: its
+        /// reference's start; the range ends at this backup's start (nil: no map kept).
+        public var mapFrom: LSN?
         public init(method: IncrementalMethod?, bytesRead: Int64, blocksRead: Int64, fallbacks: [String]? = nil,
                     walRecords: Int? = nil, walSeconds: Double? = nil) {
             self.method = method; self.bytesRead = bytesRead; self.blocksRead = blocksRead; self.fallbacks = fallbacks

@@ -249,3 +249,21 @@ extension FrameFormat {
         }
     }
 }
+
+/// An object reader that hashes and counts every byte passing through it.
+public final class DigestReader: ObjectReader {
+    let inner: any ObjectReader
+    private var hasher = SHA256Hasher()
+    public private(set) var count: Int64 = 0
+
+    public init(_ inner: any ObjectReader) { self.inner = inner }
+
+    public func read(maxLength: Int) async throws -> [UInt8] {
+        let chunk = try await inner.read(maxLength: maxLength)
+        hasher.update(chunk)
+        count += Int64(chunk.count)
+        return chunk
+    }
+
+    public func finalizeHex() -> String { hasher.finalizeHex() }
+}

@@ -52,6 +52,20 @@ public struct WALBlockMap: Sendable, Equatable {
 
     public mutating func fallBack(_ why: String) { if !fallbacks.contains(why) { fallbacks.append(why) } }
 
+    /// Adds the map of the range that follows this one (its `from` is this map's `until`).
+    public mutating func append(_ next: WALBlockMap) {
+        for (fork, set) in next.blocks { blocks[fork, default: []].formUnion(set) }
+        created.formUnion(next.created)
+        for (fork, n) in next.truncated { truncated[fork] = min(truncated[fork] ?? n, n) }
+        copiedDatabases.formUnion(next.copiedDatabases)
+        droppedDatabases.formUnion(next.droppedDatabases)
+        for f in next.fallbacks { fallBack(f) }
+        records += next.records
+        first = first ?? next.first
+        last = next.last ?? last
+        until = next.until
+    }
+
     // Resource managers (rmgrlist.h, PostgreSQL 13 to 15) and the info bits that matter here.
     static let rmXLOG: UInt8 = 0, rmSMGR: UInt8 = 2, rmDBASE: UInt8 = 4, rmLastBuiltin: UInt8 = 21
     static let smgrCreate: UInt8 = 0x10, smgrTruncate: UInt8 = 0x20

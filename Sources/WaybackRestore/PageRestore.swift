@@ -24,26 +24,29 @@ extension Restore {
         defer { _ = background?.finalizeHex() }
         let sha: String
         do {
+            // One decoder for all versions: they decode one frame at a time, in turn.
+            let decoder = FrameDecoder()
             var streams = [VersionStream]()
             for (v, frames) in zip(versions, plans) where !frames.isEmpty {
-                let s = VersionStream(file: v.file, manifest: v.manifest, frames: frames, driver: driver, keys: keys)
+                let s = VersionStream(file: v.file, manifest: v.manifest, frames: frames, driver: driver, keys: keys, decoder: decoder)
                 if try await s.advance() { streams.append(s) }
             }
             var pending = [UInt8]()
             pending.reserveCapacity(FrameFormat.rawChunk)
             var written: Int64 = 0, position: Int64 = 0
-            func flush() throws {
-                guard !pending.isEmpty else { return }
-                try pending.withUnsafeBytes { p in
-                    if let background { background.update(p) } else { hasher.update(p) }
-                    try out.pwrite(p, offset: written)
-                }
-                let end = written + Int64(pending.count)
+            func write(_ p: UnsafeRawBufferPointer) throws {
+                if let background { background.update(p) } else { hasher.update(p) }
+                try out.pwrite(p, offset: written)
+                let end = written + Int64(p.count)
                 if end / writebackStep > written / writebackStep {
                     out.startWriteback(offset: end / writebackStep * writebackStep - writebackStep, length: writebackStep)
                 }
-                counter.add(Int64(pending.count))
+                counter.add(Int64(p.count))
                 written = end
+            }
+            func flush() throws {
+                guard !pending.isEmpty else { return }
+                try pending.withUnsafeBytes { try write($0) }
                 pending.removeAll(keepingCapacity: true)
             }
             while true {
@@ -56,9 +59,16 @@ extension Restore {
                 }
                 let s = streams[best]
                 let piece = s.pieces[s.pieceIndex]
-                s.plain.withUnsafeBytes { pending.append(contentsOf: $0[piece.frameOffset..<(piece.frameOffset + piece.length)]) }
+                if piece.length >= Self.directPieceBytes {
+                    // A long piece (the older versions' pages around the newer ones) is written
+                    // from the decoded frame; single pages gather in `pending` first.
+                    try flush()
+                    try s.plain.withUnsafeBytes { try write(UnsafeRawBufferPointer(rebasing: $0[piece.frameOffset..<(piece.frameOffset + piece.length)])) }
+                } else {
+                    s.plain.withUnsafeBytes { pending.append(contentsOf: $0[piece.frameOffset..<(piece.frameOffset + piece.length)]) }
+                    if pending.count >= FrameFormat.rawChunk { try flush() }
+                }
                 position += Int64(piece.length)
-                if pending.count >= FrameFormat.rawChunk { try flush() }
                 s.pieceIndex += 1
                 if s.pieceIndex == s.pieces.count, !(try await s.advance()) { streams.remove(at: best) }
             }
@@ -76,6 +86,15 @@ extension Restore {
         _ = utimensat(AT_FDCWD, path, &times, 0)
         return sha
     }
+
+    /// Pieces from this length on are written straight from their decoded frame.
+    static let directPieceBytes = 64 << 10
+}
+
+/// A frame decompressor and its page-delta scratch, shared by the versions of one rebuild.
+final class FrameDecoder {
+    let decompressor = Decompressor()
+    var scratch = [UInt8]()
 }
 
 /// One version of a file in a page-level rebuild: its planned frames, read in batches of
@@ -88,8 +107,7 @@ final class VersionStream {
     let frames: [BlockOwnership.FramePlan]
     let driver: any StorageDriver
     let keys: RepositoryLayout
-    private let decompressor = Decompressor()
-    private var scratch = [UInt8]()
+    let decoder: FrameDecoder
     private var next = 0
     private var batch = [UInt8]()
     private var batchPosition = 0
@@ -99,8 +117,9 @@ final class VersionStream {
     private(set) var pieces = [BlockOwnership.Piece]()
     var pieceIndex = 0
 
-    init(file: BackupManifest.File, manifest: BackupManifest, frames: [BlockOwnership.FramePlan], driver: any StorageDriver, keys: RepositoryLayout) {
-        self.file = file; self.manifest = manifest; self.frames = frames; self.driver = driver; self.keys = keys
+    init(file: BackupManifest.File, manifest: BackupManifest, frames: [BlockOwnership.FramePlan], driver: any StorageDriver, keys: RepositoryLayout,
+         decoder: FrameDecoder) {
+        self.file = file; self.manifest = manifest; self.frames = frames; self.driver = driver; self.keys = keys; self.decoder = decoder
     }
 
     /// Where the next piece goes in the file (`Int64.max` when none is left).
@@ -121,8 +140,8 @@ final class VersionStream {
             throw WaybackError(.corrupt, "\(name) is damaged: a frame of file \(file.path) is not as the manifest records it")
         }
         try batch.withUnsafeBytes { all in
-            try FrameFormat.decodePayload(UnsafeRawBufferPointer(rebasing: all[start..<end]), header: header, decompressor: decompressor,
-                                          scratch: &scratch, object: name) { p in
+            try FrameFormat.decodePayload(UnsafeRawBufferPointer(rebasing: all[start..<end]), header: header, decompressor: decoder.decompressor,
+                                          scratch: &decoder.scratch, object: name) { p in
                 plain.removeAll(keepingCapacity: true)
                 plain.append(contentsOf: p)
             }

@@ -205,20 +205,3 @@ struct FileMismatch: Error {
     init(_ message: String) { self.message = message }
 }
 
-/// An object reader that hashes and counts every byte passing through it.
-final class DigestReader: ObjectReader {
-    let inner: any ObjectReader
-    private var hasher = SHA256Hasher()
-    private(set) var count: Int64 = 0
-
-    init(_ inner: any ObjectReader) { self.inner = inner }
-
-    func read(maxLength: Int) async throws -> [UInt8] {
-        let chunk = try await inner.read(maxLength: maxLength)
-        hasher.update(chunk)
-        count += Int64(chunk.count)
-        return chunk
-    }
-
-    func finalizeHex() -> String { hasher.finalizeHex() }
-}

@@ -193,4 +193,49 @@ struct WALIncrementalTests {
         try t.startRestored(restored)
         #expect(try TestCluster.tableDigest(restored, "pgbench_accounts") == expected)
     }
+
+    @Test("a diff builds its block map from the maps the incrs since its full kept and decodes only the WAL after them; verify reads the kept maps; a damaged map is not used (the WAL is decoded instead); the diff restores")
+    func diffReusesKeptMaps() async throws {
+        let t = try TestCluster(settings: ["autovacuum": "off"])
+        let dir = t.root + "/restored"
+        let restored = t.restoredCluster(at: dir)
+        defer { t.cleanup(extra: [restored]) }
+        try t.waybackOK(["init"])
+        try t.cluster.pgbench(["-i", "-q", "-s", "2"])
+        _ = try Self.backup(t, "full", method: "wal")
+        var incrs = [[String: Any]]()
+        for _ in 0..<3 {
+            try t.cluster.pgbench(["-n", "-c", "2", "-t", "200"])
+            incrs.append(try Self.backup(t, "incr", method: "wal"))
+        }
+        #expect(incrs.allSatisfy { Self.reading($0)["mapFrom"] is String }, "\(incrs.map(Self.reading))")
+        try t.cluster.pgbench(["-n", "-c", "2", "-t", "200"])
+        let diff = try Self.backup(t, "diff", method: "wal")
+        #expect(diff["type"] as? String == "diff")
+        #expect(Self.reading(diff)["mapsReused"] as? [String] == incrs.compactMap { $0["id"] as? String }, "\(Self.reading(diff))")
+        let decoded = try #require(Self.reading(diff)["walRecords"] as? Int)
+        let incrRecords = incrs.compactMap { Self.reading($0)["walRecords"] as? Int }.reduce(0, +)
+        #expect(decoded < incrRecords, "the diff decoded \(decoded) records, the three incrs \(incrRecords)")
+        #expect(Self.fallbacks(diff).isEmpty)
+        try t.waybackOK(["verify"])
+
+        // The diff's own map (the newest from the full's start) damaged: the next diff decodes the
+        // WAL and says why.
+        let firstDiff = try #require(diff["id"] as? String)
+        let path = t.repositoryPath + "/main/backups/\(firstDiff)/blockmap"
+        let f = try PosixFile.openForWriting(path)
+        try [UInt8](repeating: 0x5A, count: 16).withUnsafeBytes { try f.pwrite($0, offset: 20) }
+        try f.close()
+        try t.cluster.pgbench(["-n", "-c", "2", "-t", "200"])
+        let r = try t.wayback(["backup", "--type", "diff", "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("the block map of backup \(firstDiff)") && r.stderr.contains("decoded instead"), "\(r.stderr)")
+        let secondDiff = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+        #expect(Self.reading(secondDiff)["mapsReused"] == nil)
+        let expected = try TestCluster.tableDigest(t.cluster, "pgbench_accounts")
+        try t.switchAndWaitForArchive()
+        try t.waybackOK(["restore", "--backup", try #require(secondDiff["id"] as? String), "--to-backup-end", "--target-dir", dir])
+        try t.startRestored(restored)
+        #expect(try TestCluster.tableDigest(restored, "pgbench_accounts") == expected)
+    }
 }

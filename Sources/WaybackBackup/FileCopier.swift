@@ -347,6 +347,9 @@ extension PhysicalBackup {
                                     base: incremental.id, blocks: runs), failure)
     }
 
+    /// How far ahead of its reads `copyNamedPages` announces the blocks it will read.
+    static let readAheadBytes: Int64 = 16 << 20
+
     /// A relation file by the WAL's block map: only the blocks the WAL named below `tail`, and
     /// every block from `tail` to the end of the file (new since the reference, or past a
     /// truncation); the rest comes from the reference. A named block past the file's end was cut
@@ -376,7 +379,17 @@ extension PhysicalBackup {
         var badBlocks = [UInt32]()
         var end: Int64 = 0, readBytes: Int64 = 0
         var next = 0, tailBlock = tail
+        // The reads ahead are announced to the kernel (a window of `readAheadBytes`), so that
+        // they are in flight together rather than one after the other.
+        var advised = 0, advisedBytes: Int64 = 0
         while true {
+            while advised < reads.count && advisedBytes < Self.readAheadBytes {
+                let r = reads[advised]
+                handle.willNeed(offset: Int64(r.block) * Int64(pageSize), length: Int64(r.pages * pageSize))
+                advisedBytes += Int64(r.pages * pageSize)
+                advised += 1
+            }
+            if next < reads.count { advisedBytes -= Int64(reads[next].pages * pageSize) }
             let inTail = next >= reads.count
             let (block, pages) = inTail ? (tailBlock, maxPages) : reads[next]
             next += 1

@@ -1,4 +1,3 @@
-import Foundation
 import WaybackCore
 import WaybackPostgres
 import WaybackStorage
@@ -15,10 +14,16 @@ public enum WALChanges {
         scanner.blockMap = WALBlockMap(from: start, until: end)
         guard start < end else { return scanner.blockMap! }
         let first = start.segmentNumber(segmentSize: segmentSize), last = LSN(end.value - 1).segmentNumber(segmentSize: segmentSize)
+        func name(_ n: UInt64) -> WALFileName { WALFileName(timeline: timeline, segmentNumber: n, segmentSize: segmentSize) }
+        // The next segment is fetched (read, decrypted, decompressed, checked) while this one is scanned.
+        var next: Task<Result<[UInt8], WaybackError>, Never>? = Task { await segment(name(first), segmentSize: segmentSize, catalog: catalog, pgWal: pgWal) }
+        defer { next?.cancel() }
         for n in first...last {
-            let name = WALFileName(timeline: timeline, segmentNumber: n, segmentSize: segmentSize)
+            let name = name(n)
+            let fetched = await next!.value
+            next = n < last ? Task { [n] in await segment(WALFileName(timeline: timeline, segmentNumber: n + 1, segmentSize: segmentSize), segmentSize: segmentSize, catalog: catalog, pgWal: pgWal) } : nil
             let bytes: [UInt8]
-            switch await segment(name, segmentSize: segmentSize, catalog: catalog, pgWal: pgWal) {
+            switch fetched {
             case .success(let b): bytes = b
             case .failure(let why):
                 scanner.blockMap?.fallBack("WAL segment \(name) \(why.message)")
@@ -51,10 +56,14 @@ public enum WALChanges {
     /// The plain bytes of one segment: from `pg_wal` when it is there whole, else from the
     /// archive; the failure says why neither served.
     static func segment(_ name: WALFileName, segmentSize: UInt64, catalog: Catalog, pgWal: String?) async -> Result<[UInt8], WaybackError> {
-        if let pgWal, let data = FileManager.default.contents(atPath: pgWal + "/" + name.description), data.count == Int(segmentSize) {
-            return .success([UInt8](data))
-        }
         var bytes = [UInt8](repeating: 0, count: Int(segmentSize))
+        if let pgWal, let file = try? PosixFile.openForReading(pgWal + "/" + name.description) {
+            defer { try? file.close() }
+            if (try? file.size()) == Int64(segmentSize),
+               (try? bytes.withUnsafeMutableBytes { try file.pread(into: $0, offset: 0) }) == Int(segmentSize) {
+                return .success(bytes)
+            }
+        }
         do {
             let header = try await WALObject.read(catalog.repository.driver, key: catalog.layout.walKey(name), name: name.description) { plain, offset in
                 guard offset + Int64(plain.count) <= Int64(bytes.count) else { throw WaybackError(.corrupt, "archived WAL file \(name) is longer than a segment") }

@@ -72,8 +72,13 @@ public struct WALBlockMap: Sendable, Equatable {
     /// `XLOG_PAGE_MAGIC` of PostgreSQL 15 (0xD110): the database records and image flags changed then.
     static let magic15: UInt16 = 0xD110
 
-    /// Folds one whole record (header included) in.
-    mutating func add(record r: [UInt8], lsn: LSN, pageMagic: UInt16) {
+    /// Whether the map needs a record of this resource manager whole (its main data), not only
+    /// its headers.
+    static func needsWholeRecord(rmid: UInt8) -> Bool { rmid == rmSMGR || rmid == rmDBASE }
+
+    /// Folds one record in: `r` is its first bytes (header included; all `total` of them for the
+    /// storage and database managers, see `needsWholeRecord`).
+    mutating func add(record r: [UInt8], lsn: LSN, pageMagic: UInt16, total: Int? = nil) {
         guard lsn >= from, until.map({ lsn < $0 }) ?? true else { return }
         records += 1
         if first == nil { first = lsn }
@@ -86,13 +91,13 @@ public struct WALBlockMap: Sendable, Equatable {
             fallBack("resource manager \(rmid) (an extension's) at \(lsn) is not one Wayback reads")
         }
         let layout: WALRecordLayout
-        switch WALRecordLayout.parse(r, magic: pageMagic) {
+        switch WALRecordLayout.parse(r, magic: pageMagic, total: total ?? r.count) {
         case .success(let l): layout = l
         case .failure(let why): fallBack("a record at \(lsn): \(why.message)"); return
         }
         for (fork, block) in layout.blocks { blocks[fork, default: []].insert(block) }
         let main = layout.main
-        func m32(_ k: Int) -> UInt32? { main.lowerBound + k + 4 <= main.upperBound ? u32(main.lowerBound + k) : nil }
+        func m32(_ k: Int) -> UInt32? { main.lowerBound + k + 4 <= main.upperBound && main.upperBound <= r.count ? u32(main.lowerBound + k) : nil }
         switch (rmid, info & 0xF0) {
         case (Self.rmSMGR, Self.smgrCreate):
             // xl_smgr_create: RelFileNode rnode; ForkNumber forkNum
@@ -132,15 +137,18 @@ struct WALRecordLayout {
     var blocks: [(fork: RelationFork, block: UInt32)] = []
     var main: Range<Int>
 
-    static func parse(_ r: [UInt8], magic: UInt16) -> Result<WALRecordLayout, WaybackError> {
+    /// `r` may be the first bytes of a record of `total` bytes: enough for the headers; `main` is
+    /// then only a range of the whole record.
+    static func parse(_ r: [UInt8], magic: UInt16, total: Int? = nil) -> Result<WALRecordLayout, WaybackError> {
+        let total = total ?? r.count
         func cut(_ what: String) -> Result<WALRecordLayout, WaybackError> { .failure(WaybackError(.corrupt, "\(what) is cut short")) }
         guard r.count >= 24 else { return cut("the header") }
         func u16(_ o: Int) -> UInt32 { UInt32(r[o]) | UInt32(r[o + 1]) << 8 }
         func u32(_ o: Int) -> UInt32 { u16(o) | u16(o + 2) << 16 }
         var o = 24, dataTotal = 0, mainLength = 0
         var rel: (UInt32, UInt32, UInt32)?
-        var out = WALRecordLayout(main: r.count..<r.count)
-        headers: while r.count - o > dataTotal {
+        var out = WALRecordLayout(main: total..<total)
+        headers: while total - o > dataTotal {
             let id = r[o]; o += 1
             switch id {
             case 255:  // XLR_BLOCK_ID_DATA_SHORT: the last header
@@ -175,8 +183,8 @@ struct WALRecordLayout {
                 return .failure(WaybackError(.corrupt, "a block header Wayback does not know (\(id))"))
             }
         }
-        guard mainLength <= r.count else { return cut("the main data") }
-        out.main = (r.count - mainLength)..<r.count
+        guard mainLength <= total else { return cut("the main data") }
+        out.main = (total - mainLength)..<total
         return .success(out)
     }
 }

@@ -79,9 +79,14 @@ public struct WALRecordScanner: Sendable {
     static let xactHasInfo: UInt8 = 0x80
 
     public let segmentSize: UInt64
-    /// A record begun in the previous segment: its start, the bytes kept so far (only kept when the
-    /// record may be interesting), and how many bytes are still to come.
-    private var carry: (start: LSN, bytes: [UInt8], keep: Bool, remaining: Int)?
+    /// A record begun in the previous segment: its start, its length, the bytes kept so far (at
+    /// most `limit`: all of an interesting record, the headers of one only the block map needs,
+    /// none of the others), and how many bytes are still to come.
+    private var carry: (start: LSN, total: Int, bytes: [UInt8], limit: Int, remaining: Int)?
+    /// What the block map reads of a record that is neither a transaction's nor a storage or
+    /// database change: its headers (at most 33 block references of 27 bytes after the record
+    /// header), not its page images and data.
+    static let blockHeadersPrefix = 2048
     private var previousRecord: LSN?
     private var expectedSegment: UInt64?
     /// When set, every record is read whole and its block references (and the relation and
@@ -115,8 +120,8 @@ public struct WALRecordScanner: Sendable {
         expectedSegment = segmentNumber + 1
         pageMagic = header.magic
         let collecting = blockMap != nil
-        func fold(_ record: [UInt8], start: LSN) {
-            blockMap?.add(record: record, lsn: start, pageMagic: pageMagic)
+        func fold(_ record: [UInt8], start: LSN, total: Int) {
+            blockMap?.add(record: record, lsn: start, pageMagic: pageMagic, total: total)
         }
 
         func u16(_ o: Int) -> UInt16 { UInt16(b[o]) | UInt16(b[o + 1]) << 8 }
@@ -124,10 +129,11 @@ public struct WALRecordScanner: Sendable {
         func u64(_ o: Int) -> UInt64 { UInt64(u32(o)) | UInt64(u32(o + 4)) << 32 }
         func headerLength(_ pageStart: Int) -> Int { pageStart == 0 ? Self.longPageHeader : Self.shortPageHeader }
 
-        /// Copies (or skips) `count` logical bytes starting at physical offset `pos`, stepping
-        /// over page headers. Returns the physical offset after them, or nil when the segment ends
-        /// first (then `copied` tells how many were consumed).
-        func consume(from pos: Int, count: Int, into sink: inout [UInt8], keep: Bool, copied: inout Int) -> Int? {
+        /// Copies (while `sink` holds fewer than `limit` bytes) or skips `count` logical bytes
+        /// starting at physical offset `pos`, stepping over page headers. Returns the physical
+        /// offset after them, or nil when the segment ends first (then `copied` tells how many
+        /// were consumed).
+        func consume(from pos: Int, count: Int, into sink: inout [UInt8], limit: Int, copied: inout Int) -> Int? {
             var p = pos, left = count
             copied = 0
             while left > 0 {
@@ -136,7 +142,10 @@ public struct WALRecordScanner: Sendable {
                     p += headerLength(p)
                 }
                 let n = min(left, page - p % page)
-                if keep { sink.append(contentsOf: UnsafeRawBufferPointer(rebasing: b[p..<(p + n)])) }
+                if sink.count < limit {
+                    let take = min(n, limit - sink.count)
+                    sink.append(contentsOf: UnsafeRawBufferPointer(rebasing: b[p..<(p + take)]))
+                }
                 p += n; left -= n; copied += n
             }
             return p
@@ -148,11 +157,11 @@ public struct WALRecordScanner: Sendable {
             let remaining = Int(u32(16))
             if var c = carry, c.remaining == remaining {
                 var copied = 0
-                if let next = consume(from: pos, count: remaining, into: &c.bytes, keep: c.keep, copied: &copied) {
+                if let next = consume(from: pos, count: remaining, into: &c.bytes, limit: c.limit, copied: &copied) {
                     pos = next
                     let end = LSN(base + UInt64(next))
-                    if c.keep, let e = Self.event(c.bytes, start: c.start, end: end) { out.events.append(e) }
-                    if c.keep && collecting { fold(c.bytes, start: c.start) }
+                    if c.limit == Int.max, let e = Self.event(c.bytes, start: c.start, end: end) { out.events.append(e) }
+                    if collecting { fold(c.bytes, start: c.start, total: c.total) }
                     out.records += 1
                     previousRecord = c.start
                     out.endOfRecords = end
@@ -167,7 +176,7 @@ public struct WALRecordScanner: Sendable {
                 var sink = [UInt8](), copied = 0
                 if carry != nil, collecting { blockMap?.fallBack("a record continued into segment \(segmentNumber) does not match the one begun before it") }
                 carry = nil; previousRecord = nil
-                guard let next = consume(from: pos, count: remaining, into: &sink, keep: false, copied: &copied) else { return out }
+                guard let next = consume(from: pos, count: remaining, into: &sink, limit: 0, copied: &copied) else { return out }
                 pos = next
             }
         } else {
@@ -194,9 +203,10 @@ public struct WALRecordScanner: Sendable {
                 afterHead = pos + Self.recordHeader
             } else {
                 head.reserveCapacity(Self.recordHeader)
-                guard let a = consume(from: pos, count: Self.recordHeader, into: &head, keep: true, copied: &copied) else {
-                    // The header itself continues in the next segment.
-                    carry = (start, head, true, total - copied)
+                guard let a = consume(from: pos, count: Self.recordHeader, into: &head, limit: Int.max, copied: &copied) else {
+                    // The header itself continues in the next segment (kept whole: its kind is
+                    // not known yet).
+                    carry = (start, total, head, Int.max, total - copied)
                     previousRecord = nil
                     out.endOfRecords = nil
                     break
@@ -206,16 +216,18 @@ public struct WALRecordScanner: Sendable {
                 info = head[16]; rmid = head[17]
             }
             if let previousRecord, prev != previousRecord.value { out.endOfWAL = true; break }
-            let interesting = collecting || (rmid == Self.rmXACT) || (rmid == Self.rmXLOG && (info & 0xF0 == Self.xlogRestorePoint || info & 0xF0 == Self.xlogSwitch))
+            let interesting = (rmid == Self.rmXACT) || (rmid == Self.rmXLOG && (info & 0xF0 == Self.xlogRestorePoint || info & 0xF0 == Self.xlogSwitch))
+                || (collecting && WALBlockMap.needsWholeRecord(rmid: rmid))
+            let limit = interesting ? Int.max : collecting ? Self.blockHeadersPrefix : 0
             var record = [UInt8]()
-            if interesting {
-                record.reserveCapacity(total)
+            if limit > 0 {
+                record.reserveCapacity(min(total, limit))
                 if head.isEmpty { record.append(contentsOf: UnsafeRawBufferPointer(rebasing: b[pos..<(pos + Self.recordHeader)])) } else { record = head }
             }
             if out.firstRecord == nil { out.firstRecord = start }
             out.lastRecord = start
-            guard let next = consume(from: afterHead, count: total - Self.recordHeader, into: &record, keep: interesting, copied: &copied) else {
-                carry = (start, record, interesting, total - Self.recordHeader - copied)
+            guard let next = consume(from: afterHead, count: total - Self.recordHeader, into: &record, limit: limit, copied: &copied) else {
+                carry = (start, total, record, limit, total - Self.recordHeader - copied)
                 previousRecord = nil
                 out.endOfRecords = nil
                 break
@@ -224,7 +236,7 @@ public struct WALRecordScanner: Sendable {
             previousRecord = start
             pos = next
             out.endOfRecords = LSN(base + UInt64(next))
-            if collecting { fold(record, start: start) }
+            if collecting { fold(record, start: start, total: total) }
             if interesting {
                 if rmid == Self.rmXLOG && info & 0xF0 == Self.xlogSwitch {
                     // The rest of the segment is unused.

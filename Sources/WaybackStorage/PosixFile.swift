@@ -67,6 +67,13 @@ public final class PosixFile {
         return done
     }
 
+    /// Asks the kernel to start reading a range into the page cache now (`POSIX_FADV_WILLNEED`),
+    /// so that scattered reads that follow find it there: many reads in flight at once instead of
+    /// one at a time. Only a hint; errors are ignored.
+    public func willNeed(offset: Int64, length: Int64) {
+        _ = posix_fadvise(fd, off_t(offset), off_t(length), POSIX_FADV_WILLNEED)
+    }
+
     /// The file's current length.
     public func size() throws -> Int64 {
         var st = stat()

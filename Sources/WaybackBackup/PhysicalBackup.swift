@@ -168,7 +168,7 @@ public enum PhysicalBackup {
             var incremental = reference.map { IncrementalReference($0, pageLevel: facts.hintsLogged && $0.hintsLogged == true) }
             if let r = reference, incremental != nil {
                 (incremental!.method, incremental!.changes, fallbacks, walDecoding) = await changedBlocks(since: r, start: startLSN, config: config,
-                    facts: facts, pageLevel: incremental!.pageLevel, catalog: catalog, logger: log)
+                    facts: facts, pageLevel: incremental!.pageLevel, reuseMaps: decision.type == .diff, catalog: catalog, logger: log)
                 changes = incremental!.changes
             }
             copied = try await copyFiles(scan, id: id, config: config, catalog: catalog, verification: verify, incremental: incremental,
@@ -267,7 +267,7 @@ public enum PhysicalBackup {
     /// this backup's (`wal` and `both`), and why parts are scanned instead. The newest segments
     /// come from pg_wal (not archived yet at the start), the others from the archive.
     static func changedBlocks(since reference: BackupManifest, start: LSN, config: BackupConfiguration, facts: ClusterFacts, pageLevel: Bool,
-                              catalog: Catalog, logger: Logger) async -> (IncrementalMethod, ChangedBlocks?, [String], (records: Int, seconds: Double, reused: [BackupID])?) {
+                              reuseMaps: Bool, catalog: Catalog, logger: Logger) async -> (IncrementalMethod, ChangedBlocks?, [String], (records: Int, seconds: Double, reused: [BackupID])?) {
         let method = config.incrMethod
         guard method != .scan else { return (method, nil, [], nil) }
         var why: String?
@@ -282,7 +282,8 @@ public enum PhysicalBackup {
         }
         let began = monotonicSeconds()
         // The kept maps of the backups since the reference (a diff's incrs), then the WAL after them.
-        var (map, reused) = await keptMaps(since: reference, before: start, catalog: catalog, events: config.events)
+        // (An incr's reference is the newest backup: no kept map can follow it.)
+        var (map, reused) = reuseMaps ? await keptMaps(since: reference, before: start, catalog: catalog, events: config.events) : (nil, [])
         let rest = await WALChanges.collect(from: map?.until ?? reference.startLSN, to: start, timeline: facts.timeline,
                                             segmentSize: facts.walSegmentSize, catalog: catalog, pgWal: config.pgdata + "/pg_wal")
         let records = rest.records
@@ -305,23 +306,25 @@ public enum PhysicalBackup {
     /// full. Empty when there are none, or when one cannot be read (the WAL is decoded instead).
     static func keptMaps(since reference: BackupManifest, before start: LSN, catalog: Catalog,
                          events: EventLog) async -> (WALBlockMap?, [BackupManifest]) {
-        guard let all = try? await catalog.manifests() else { return (nil, []) }
-        let kept = all.filter { $0.timeline == reference.timeline && $0.reading?.mapFrom != nil && $0.startLSN <= start }
-        var at = reference.startLSN, chain = [BackupManifest]()
-        while let next = kept.filter({ $0.reading?.mapFrom == at && $0.startLSN > at }).max(by: { $0.startLSN < $1.startLSN }) {
-            chain.append(next)
+        guard let all = try? await StatusIndex.summaries(catalog).summaries else { return (nil, []) }
+        let kept = all.filter { $0.timeline == reference.timeline && $0.mapFrom != nil && $0.startLSN <= start }
+        var at = reference.startLSN, links = [BackupSummary]()
+        while let next = kept.filter({ $0.mapFrom == at && $0.startLSN > at }).max(by: { $0.startLSN < $1.startLSN }) {
+            links.append(next)
             at = next.startLSN
         }
-        var merged: WALBlockMap?
-        for m in chain {
+        var merged: WALBlockMap?, chain = [BackupManifest]()
+        for link in links {
             do {
+                let m = try await catalog.manifest(link.id)
+                chain.append(m)
                 let map = try await BlockMapObject.read(m, catalog: catalog)
                 guard map.complete, map.from == (merged?.until ?? reference.startLSN), map.until == m.startLSN else {
                     throw WaybackError(.corrupt, "it does not cover the range its manifest says")
                 }
                 if merged == nil { merged = map } else { merged!.append(map) }
             } catch {
-                events.emit(.warning, .backupDecision, "the block map of backup \(m.id) cannot be used (\((error as? WaybackError)?.message ?? String(describing: error))); the WAL since \(reference.id) is decoded instead")
+                events.emit(.warning, .backupDecision, "the block map of backup \(link.id) cannot be used (\((error as? WaybackError)?.message ?? String(describing: error))); the WAL since \(reference.id) is decoded instead")
                 return (nil, [])
             }
         }
@@ -366,14 +369,17 @@ public enum PhysicalBackup {
     /// The type and reference of the backup about to start (see `BackupChains.decide`).
     static func decideType(_ config: BackupConfiguration, facts: ClusterFacts, catalog: Catalog) async throws -> BackupChains.Decision {
         guard config.type != .full else { return .init(type: .full, reference: nil, note: nil) }
-        let manifests = try await catalog.manifests()
+        // The status index's summaries (a few reads however many backups there are); the
+        // manifests of entries that lack the reference fields are read.
+        var summaries = try await StatusIndex.summaries(catalog).summaries
+        for (i, s) in summaries.enumerated() where !s.decidable { summaries[i] = BackupSummary(try await catalog.manifest(s.id)) }
         var history: TimelineHistory?
         if facts.timeline > 1 {
             history = try await catalog.archiveContents(segmentSize: facts.walSegmentSize).history(of: facts.timeline)
         }
         let current = BackupChains.Current(timeline: facts.timeline, history: history, dataChecksums: facts.dataChecksums,
                                            pgVersionNumber: facts.versionNumber)
-        return BackupChains.decide(config.type, backups: manifests, current: current, maxChainLength: config.maxChainLength)
+        return BackupChains.decide(config.type, backups: summaries, current: current, maxChainLength: config.maxChainLength)
     }
 
     static func waitForArchive(_ names: [WALFileName], catalog: Catalog, session: PostgresSession, timeout: Double, logger: Logger) async throws {
@@ -396,7 +402,8 @@ public enum PhysicalBackup {
                 let state = (try? await session.archiverState()).map { "\($0)" } ?? "archiver state unknown"
                 throw WaybackError(.archiveTimeout, "WAL file \(pending[0]) needed by the backup did not reach the archive within \(Int(timeout))s (\(state)); check archive_command = 'wayback wal-push %p' and the server log")
             }
-            try await Task.sleep(nanoseconds: 100_000_000)
+            // Soon at first (the segment is usually pushed within a few tens of milliseconds).
+            try await Task.sleep(nanoseconds: waited < 1 ? 10_000_000 : 100_000_000)
         }
     }
 

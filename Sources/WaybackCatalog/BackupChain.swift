@@ -33,11 +33,12 @@ public enum BackupChains {
     /// taken on the cluster's present history (its timeline, or an ancestor it stopped on before
     /// the switch): page LSNs compare only along one history. A backup whose restore chain would
     /// exceed `maxChainLength` backups becomes a diff (or a full).
-    public static func decide(_ requested: BackupType, backups: [BackupManifest], current: Current, maxChainLength: Int) -> Decision {
+    public static func decide<M: ChainCandidate>(_ requested: BackupType, backups: [M], current: Current, maxChainLength: Int) -> Decision {
         guard requested != .full else { return Decision(type: .full, reference: nil, note: nil) }
         let byID = Dictionary(backups.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
-        func usable(_ m: BackupManifest) -> Bool {
-            guard m.pgVersionNumber / 10000 == current.pgVersionNumber / 10000, m.dataChecksums == current.dataChecksums else { return false }
+        func usable(_ m: M) -> Bool {
+            guard let (version, checksums) = m.candidacy,
+                  version / 10000 == current.pgVersionNumber / 10000, checksums == current.dataChecksums else { return false }
             guard (try? chain(m.id, in: byID)) != nil else { return false }
             if m.timeline == current.timeline { return true }
             guard let h = current.history, h.contains(m.timeline), let leave = h.switchPoint(leaving: m.timeline) else { return false }
@@ -247,3 +248,23 @@ public protocol ChainMember: Sendable {
 }
 
 extension BackupManifest: ChainMember {}
+
+/// What `BackupChains.decide` reads of a backup: a manifest, or its summary in the status index.
+public protocol ChainCandidate: ChainMember {
+    var type: BackupType { get }
+    var timeline: UInt32 { get }
+    var stopLSN: LSN { get }
+    /// The PostgreSQL version and data-checksum setting (nil: not known, never a reference).
+    var candidacy: (pgVersionNumber: Int, dataChecksums: Bool)? { get }
+}
+
+extension BackupManifest: ChainCandidate {
+    public var candidacy: (pgVersionNumber: Int, dataChecksums: Bool)? { (pgVersionNumber, dataChecksums) }
+}
+
+extension BackupSummary: ChainCandidate {
+    public var candidacy: (pgVersionNumber: Int, dataChecksums: Bool)? {
+        guard let pgVersionNumber, let dataChecksums else { return nil }
+        return (pgVersionNumber, dataChecksums)
+    }
+}

@@ -21,6 +21,12 @@ public struct BackupSummary: Codable, Sendable, Equatable, ChainMember {
     /// Names of the WAL segments copied into the backup.
     public var walCopies: [String]
     public var copySeconds: Double
+    /// What the choice of a diff/incr's reference needs (`BackupChains.decide`), and where the
+    /// range of the block map the backup keeps begins (nil in entries written before they were
+    /// recorded: `refresh` reads those manifests again once).
+    public var pgVersionNumber: Int?
+    public var dataChecksums: Bool?
+    public var mapFrom: LSN?
 
     public struct Object: Codable, Sendable, Equatable {
         public var name: String
@@ -33,7 +39,11 @@ public struct BackupSummary: Codable, Sendable, Equatable, ChainMember {
         walSegmentSize = m.walSegmentSize; sizes = m.sizes; digests = m.digests
         objects = m.objects.map { Object(name: $0.name, size: $0.size) }
         walCopies = m.wal.map(\.name); copySeconds = m.copySeconds
+        pgVersionNumber = m.pgVersionNumber; dataChecksums = m.dataChecksums; mapFrom = m.reading?.mapFrom
     }
+
+    /// Whether the summary holds what `BackupChains.decide` needs.
+    public var decidable: Bool { pgVersionNumber != nil && dataChecksums != nil }
 
     /// Plain bytes this backup stored per byte stored in the repository (as the manifest's).
     public var compressionRatio: Double {
@@ -127,7 +137,8 @@ public struct StatusIndex: Codable, Sendable, Equatable {
     public static func refresh(_ catalog: Catalog, known: [BackupManifest] = []) async throws -> StatusIndex {
         let listed = manifestSizes(try await catalog.driver.list(prefix: catalog.layout.backupsPrefix), layout: catalog.layout)
         let old = await read(catalog)
-        var summaries = old?.matching(listed) ?? [:]
+        // Entries from before the reference fields were recorded are read again (once).
+        var summaries = (old?.matching(listed) ?? [:]).filter { $0.value.decidable }
         for m in known where listed[m.id] != nil { summaries[m.id] = BackupSummary(m) }
         let resolved = try await resolve(listed: Set(listed.keys), known: summaries) { id in BackupSummary(try await catalog.manifest(id)) }
         let index = StatusIndex(entries: resolved.summaries.map { Entry(manifestSize: listed[$0.id] ?? 0, summary: $0) })

@@ -20,6 +20,10 @@ public enum WALChanges {
         defer { next?.cancel() }
         for n in first...last {
             let name = name(n)
+            // The segments after the next one are announced to the kernel (those in pg_wal).
+            if let pgWal {
+                for ahead in (n + 2)...(n + 4) where ahead <= last { announce(pgWal + "/" + self.name(ahead, timeline, segmentSize)) }
+            }
             let fetched = await next!.value
             next = n < last ? Task { [n] in await segment(WALFileName(timeline: timeline, segmentNumber: n + 1, segmentSize: segmentSize), segmentSize: segmentSize, catalog: catalog, pgWal: pgWal) } : nil
             let bytes: [UInt8]
@@ -45,6 +49,17 @@ public enum WALChanges {
         return scanner.blockMap!
     }
 
+    static func name(_ n: UInt64, _ timeline: UInt32, _ segmentSize: UInt64) -> String {
+        WALFileName(timeline: timeline, segmentNumber: n, segmentSize: segmentSize).description
+    }
+
+    /// Starts reading a file into the page cache (`POSIX_FADV_WILLNEED`); a missing file is no error.
+    static func announce(_ path: String) {
+        guard let f = try? PosixFile.openForReading(path) else { return }
+        f.willNeed(offset: 0, length: 0)
+        try? f.close()
+    }
+
     /// Whether records ending at `recordsEnd` reach `end`, the position where the next record
     /// begins: records start 8-aligned, and past a page's end after its header.
     static func reaches(_ recordsEnd: LSN, _ end: LSN) -> Bool {
@@ -56,7 +71,7 @@ public enum WALChanges {
     /// The plain bytes of one segment: from `pg_wal` when it is there whole, else from the
     /// archive; the failure says why neither served.
     static func segment(_ name: WALFileName, segmentSize: UInt64, catalog: Catalog, pgWal: String?) async -> Result<[UInt8], WaybackError> {
-        var bytes = [UInt8](repeating: 0, count: Int(segmentSize))
+        var bytes = [UInt8].scratch(count: Int(segmentSize))  // every byte is read into it
         if let pgWal, let file = try? PosixFile.openForReading(pgWal + "/" + name.description) {
             defer { try? file.close() }
             if (try? file.size()) == Int64(segmentSize),

@@ -30,7 +30,7 @@ import WaybackPostgres
         #expect(capped.type == .diff && capped.reference == f.id && capped.note?.contains("max_chain_length") == true)
         #expect(BackupChains.decide(.incr, backups: all, current: Self.now, maxChainLength: 1).type == .full)
         // Nothing to build on.
-        let none = BackupChains.decide(.incr, backups: [], current: Self.now, maxChainLength: 10)
+        let none = BackupChains.decide(.incr, backups: [BackupManifest](), current: Self.now, maxChainLength: 10)
         #expect(none.type == .full && none.note != nil)
         // Checksums switched on since: every page was rewritten without a new LSN.
         let off = [Self.manifest("20261101-000000F", checksums: false)]
@@ -38,6 +38,17 @@ import WaybackPostgres
         // A broken chain (its full is gone) is no reference; the newest intact backup is.
         #expect(BackupChains.decide(.incr, backups: [f, i1, Self.manifest("20261101-030000I", reference: "20261101-025900I")],
                                     current: Self.now, maxChainLength: 10).reference == i1.id)
+        // The status index's summaries decide as the manifests do; a summary without the
+        // reference fields (an index written before them) is never a reference.
+        for type in [BackupType.incr, .diff] {
+            for limit in [1, 3, 10] {
+                #expect(BackupChains.decide(type, backups: all.map(BackupSummary.init), current: Self.now, maxChainLength: limit)
+                        == BackupChains.decide(type, backups: all, current: Self.now, maxChainLength: limit))
+            }
+        }
+        var old = all.map(BackupSummary.init)
+        old[old.count - 1].pgVersionNumber = nil
+        #expect(BackupChains.decide(.incr, backups: old, current: Self.now, maxChainLength: 10).reference == old[old.count - 2].id)
     }
 
     @Test func referenceMustBeOnThePresentHistory() {

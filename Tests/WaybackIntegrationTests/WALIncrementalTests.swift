@@ -18,6 +18,21 @@ struct WALIncrementalTests {
         return try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
     }
 
+    /// A cluster (autovacuum off) with pgbench at scale 2 and a full backup, and where to restore.
+    static func pgbenchWithFull() throws -> (TestCluster, LocalCluster, String) {
+        let t = try TestCluster(settings: ["autovacuum": "off"])
+        let dir = t.root + "/restored"
+        do {
+            try t.waybackOK(["init"])
+            try t.cluster.pgbench(["-i", "-q", "-s", "2"])
+            _ = try backup(t, "full", method: "wal")
+        } catch {
+            t.cleanup()
+            throw error
+        }
+        return (t, t.restoredCluster(at: dir), dir)
+    }
+
     static func reading(_ b: [String: Any]) -> [String: Any] { b["reading"] as? [String: Any] ?? [:] }
     static func fallbacks(_ b: [String: Any]) -> [String] { reading(b)["fallbacks"] as? [String] ?? [] }
 
@@ -138,13 +153,8 @@ struct WALIncrementalTests {
 
     @Test("a WAL segment of the range missing (archive and pg_wal), then one damaged in the archive: the incr scans every relation file, says which segment and why, and is complete")
     func missingOrDamagedSegment() async throws {
-        let t = try TestCluster(settings: ["autovacuum": "off"])
-        let dir = t.root + "/restored"
-        let restored = t.restoredCluster(at: dir)
+        let (t, restored, dir) = try Self.pgbenchWithFull()
         defer { t.cleanup(extra: [restored]) }
-        try t.waybackOK(["init"])
-        try t.cluster.pgbench(["-i", "-q", "-s", "2"])
-        _ = try Self.backup(t, "full", method: "wal")
         let archive = Catalog(repository: Repository(name: "local", driver: LocalStorage(root: t.repositoryPath)), cluster: "main")
 
         /// Writes over three segments, then takes `spoil` (the middle one) away from pg_wal once
@@ -196,13 +206,8 @@ struct WALIncrementalTests {
 
     @Test("a diff builds its block map from the maps the incrs since its full kept and decodes only the WAL after them; verify reads the kept maps; a damaged map is not used (the WAL is decoded instead); the diff restores")
     func diffReusesKeptMaps() async throws {
-        let t = try TestCluster(settings: ["autovacuum": "off"])
-        let dir = t.root + "/restored"
-        let restored = t.restoredCluster(at: dir)
+        let (t, restored, dir) = try Self.pgbenchWithFull()
         defer { t.cleanup(extra: [restored]) }
-        try t.waybackOK(["init"])
-        try t.cluster.pgbench(["-i", "-q", "-s", "2"])
-        _ = try Self.backup(t, "full", method: "wal")
         var incrs = [[String: Any]]()
         for _ in 0..<3 {
             try t.cluster.pgbench(["-n", "-c", "2", "-t", "200"])

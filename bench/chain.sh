@@ -10,7 +10,7 @@
 #                   an incr with each tool; then a Wayback full of the same data
 #   restore       : into an empty directory, + sync: pgbackrest restore (its full + 23 incrs) /
 #                   wayback restore of the 23rd incr (full + 23 incrs) / wayback restore of the
-#                   full of the same data
+#                   full of the same data; the order rotates from round to round
 #
 # Needs root (drop_caches, runuser), pgbackrest (Debian package; installed if missing) and a
 # release build of wayback (built if missing). env: REPS (3), TX (20000), CHAIN (23), CHAIN_TX
@@ -80,12 +80,15 @@ SAME_FULL=$(wayback_backup wayback.same_full full)
 echo "chain: wayback $LAST_INCR, full of the same data $SAME_FULL, pgbackrest $PBR_SET"
 
 echo "== restore: $REPS rounds of each"
+restore_pbr() { cold; timed pgbackrest.restore_chain -- runuser -u postgres -- bash -c "pgbackrest --config='$ROOT/pgbackrest.conf' --stanza=bench --set=$PBR_SET --pg1-path='$ROOT/r-pbr' restore && sync"; }
+restore_chain() { cold; timed wayback.restore_chain -- runuser -u postgres -- bash -c "'$WB' --config '$ROOT/wayback.yaml' restore --backup $LAST_INCR --to-backup-end --target-dir '$ROOT/r-wb' && sync"; }
+restore_full() { cold; timed wayback.restore_full -- runuser -u postgres -- bash -c "'$WB' --config '$ROOT/wayback.yaml' restore --backup $SAME_FULL --to-backup-end --target-dir '$ROOT/r-wbf' && sync"; }
+ORDERS=("restore_pbr restore_chain restore_full" "restore_chain restore_full restore_pbr" "restore_full restore_pbr restore_chain")
 for r in $(seq 1 "$REPS"); do
     echo "-- restore round $r"
     rm -rf "$ROOT/r-pbr" "$ROOT/r-wb" "$ROOT/r-wbf"; mkdir -p "$ROOT/r-pbr"; chown postgres: "$ROOT/r-pbr"
-    cold; timed pgbackrest.restore_chain -- runuser -u postgres -- bash -c "pgbackrest --config='$ROOT/pgbackrest.conf' --stanza=bench --set=$PBR_SET --pg1-path='$ROOT/r-pbr' restore && sync"
-    cold; timed wayback.restore_chain -- runuser -u postgres -- bash -c "'$WB' --config '$ROOT/wayback.yaml' restore --backup $LAST_INCR --to-backup-end --target-dir '$ROOT/r-wb' && sync"
-    cold; timed wayback.restore_full -- runuser -u postgres -- bash -c "'$WB' --config '$ROOT/wayback.yaml' restore --backup $SAME_FULL --to-backup-end --target-dir '$ROOT/r-wbf' && sync"
+    # Each round in another order: a restore that follows two others may find the disk busier.
+    for step in ${ORDERS[$(( (r - 1) % 3 ))]}; do "$step"; done
 done
 # The chain's restore is the full's, file for file.
 if ! diff -rq --exclude=backup_label --exclude=backup_manifest --exclude=pg_wal --exclude=postgresql.auto.conf \

@@ -145,6 +145,10 @@ public enum PhysicalBackup {
                                                "reference": "\(decision.reference.map(\.rawValue) ?? "none")"])
 
         let tablespaces = try await session.tablespaces()
+        // An incr's WAL up to the last whole flushed segment is decoded while the start
+        // checkpoint runs; the rest once the start is known.
+        let early = await earlyChanges(since: reference, decision: decision, config: config, facts: facts, session: session, catalog: catalog)
+        defer { early?.cancel() }
         let startLSN = try await session.backupStart(label: "wayback \(id)", fast: config.fastCheckpoint)
         log.info("pg_backup_start done", metadata: ["lsn": "\(startLSN)"])
 
@@ -168,7 +172,7 @@ public enum PhysicalBackup {
             var incremental = reference.map { IncrementalReference($0, pageLevel: facts.hintsLogged && $0.hintsLogged == true) }
             if let r = reference, incremental != nil {
                 (incremental!.method, incremental!.changes, fallbacks, walDecoding) = await changedBlocks(since: r, start: startLSN, config: config,
-                    facts: facts, pageLevel: incremental!.pageLevel, reuseMaps: decision.type == .diff, catalog: catalog, logger: log)
+                    facts: facts, pageLevel: incremental!.pageLevel, reuseMaps: decision.type == .diff, early: early, catalog: catalog, logger: log)
                 changes = incremental!.changes
             }
             copied = try await copyFiles(scan, id: id, config: config, catalog: catalog, verification: verify, incremental: incremental,
@@ -267,7 +271,7 @@ public enum PhysicalBackup {
     /// this backup's (`wal` and `both`), and why parts are scanned instead. The newest segments
     /// come from pg_wal (not archived yet at the start), the others from the archive.
     static func changedBlocks(since reference: BackupManifest, start: LSN, config: BackupConfiguration, facts: ClusterFacts, pageLevel: Bool,
-                              reuseMaps: Bool, catalog: Catalog, logger: Logger) async -> (IncrementalMethod, ChangedBlocks?, [String], (records: Int, seconds: Double, reused: [BackupID])?) {
+                              reuseMaps: Bool, early: Task<(WALBlockMap, Double), Never>? = nil, catalog: Catalog, logger: Logger) async -> (IncrementalMethod, ChangedBlocks?, [String], (records: Int, seconds: Double, reused: [BackupID])?) {
         let method = config.incrMethod
         guard method != .scan else { return (method, nil, [], nil) }
         var why: String?
@@ -282,23 +286,49 @@ public enum PhysicalBackup {
         }
         let began = monotonicSeconds()
         // The kept maps of the backups since the reference (a diff's incrs), then the WAL after them.
-        // (An incr's reference is the newest backup: no kept map can follow it.)
+        // (An incr's reference is the newest backup: no kept map can follow it; its WAL may have
+        // been decoded in part already.)
         var (map, reused) = reuseMaps ? await keptMaps(since: reference, before: start, catalog: catalog, events: config.events) : (nil, [])
+        var earlySeconds = 0.0
+        if map == nil, let (part, took) = await early?.value, part.from == reference.startLSN, let until = part.until, until <= start {
+            map = part
+            earlySeconds = took
+        }
+        let records = map == nil || !reused.isEmpty ? 0 : map!.records
         let rest = await WALChanges.collect(from: map?.until ?? reference.startLSN, to: start, timeline: facts.timeline,
                                             segmentSize: facts.walSegmentSize, catalog: catalog, pgWal: config.pgdata + "/pg_wal")
-        let records = rest.records
         if map == nil { map = rest } else { map!.append(rest) }
-        let seconds = monotonicSeconds() - began
+        let seconds = monotonicSeconds() - began + earlySeconds
         let full = map!
         var fallbacks = full.fallbacks.map { "\($0): every relation file was scanned" }
         fallbacks += full.copiedDatabases.sorted { $0.lexicographicallyPrecedes($1) }.map {
             "database \($0[1]) in tablespace \($0[0]) was copied file by file (CREATE DATABASE ... STRATEGY FILE_COPY or ALTER DATABASE ... SET TABLESPACE): its files were scanned"
         }
         for f in fallbacks { config.events.emit(.warning, .backupDecision, "backup on \(reference.id): \(f)") }
-        logger.info("changed blocks from the WAL", metadata: ["from": "\(reference.startLSN)", "to": "\(start)", "records": "\(records)",
+        logger.info("changed blocks from the WAL", metadata: ["from": "\(reference.startLSN)", "to": "\(start)", "records": "\(records + rest.records)",
                                                               "blocks": "\(full.blockCount)", "seconds": "\(Int(seconds * 1000) / 1000)",
                                                               "maps reused": "\(reused.count)"])
-        return (method, ChangedBlocks(full), fallbacks, (records, seconds, reused.map(\.id)))
+        return (method, ChangedBlocks(full), fallbacks, (records + rest.records, seconds, reused.map(\.id)))
+    }
+
+    /// For an incr of the WAL method on the cluster's timeline: a task decoding the WAL from the
+    /// reference's start to the start of the segment the server is flushing now (whole segments,
+    /// flushed), with how long it took, so that it runs while `pg_backup_start` waits for its
+    /// checkpoint. Nil when there is nothing to gain.
+    static func earlyChanges(since reference: BackupManifest?, decision: BackupChains.Decision, config: BackupConfiguration, facts: ClusterFacts,
+                             session: PostgresSession, catalog: Catalog) async -> Task<(WALBlockMap, Double), Never>? {
+        guard let r = reference, decision.type == .incr, config.incrMethod != .scan, facts.hintsLogged, r.hintsLogged == true,
+              r.timeline == facts.timeline, let flushed = try? await session.flushedWALLSN() else { return nil }
+        let segmentSize = facts.walSegmentSize
+        let boundary = LSN(flushed.value / segmentSize * segmentSize)
+        guard boundary.value > r.startLSN.value + segmentSize else { return nil }
+        let pgWal = config.pgdata + "/pg_wal"
+        return Task {
+            let began = monotonicSeconds()
+            let map = await WALChanges.collect(from: r.startLSN, to: boundary, timeline: facts.timeline, segmentSize: segmentSize,
+                                               catalog: catalog, pgWal: pgWal)
+            return (map, monotonicSeconds() - began)
+        }
     }
 
     /// The kept block maps that lead on from `reference`'s start without a gap (each map's range

@@ -7,6 +7,9 @@ import WaybackStorage
 /// the right one (the newest is not archived yet when a backup starts), else from the archive,
 /// and folded into a `WALBlockMap`. What cannot be read is one of the map's fallbacks, never an
 /// error: a backup then scans what the map cannot stand for.
+///
+/// The map's `until` is where the next range must begin: `end`, or the start of a record the last
+/// segment left unfinished (it is in neither map until the next range reads it whole).
 public enum WALChanges {
     public static func collect(from start: LSN, to end: LSN, timeline: UInt32, segmentSize: UInt64, catalog: Catalog,
                                pgWal: String?) async -> WALBlockMap {
@@ -46,6 +49,7 @@ public enum WALChanges {
                 scanner.blockMap?.fallBack("WAL segment \(name) cannot be read (\((error as? WaybackError)?.message ?? String(describing: error)))")
             }
         }
+        if let pending = scanner.pendingRecordStart, pending < end { scanner.blockMap?.until = pending }
         return scanner.blockMap!
     }
 

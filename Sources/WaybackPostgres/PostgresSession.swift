@@ -270,6 +270,11 @@ public final class PostgresSession: @unchecked Sendable {
         return LSN(t) ?? LSN(0)
     }
 
+    /// How far the server has flushed its WAL to disk.
+    public func flushedWALLSN() async throws -> LSN {
+        LSN(try await string("SELECT pg_current_wal_flush_lsn()::text")) ?? LSN(0)
+    }
+
     public func currentWALLSN() async throws -> LSN {
         LSN(try await string("SELECT pg_current_wal_lsn()::text")) ?? LSN(0)
     }

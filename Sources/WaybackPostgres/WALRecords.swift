@@ -92,6 +92,9 @@ public struct WALRecordScanner: Sendable {
     /// When set, every record is read whole and its block references (and the relation and
     /// database changes WAL does not describe block by block) are folded into it.
     public var blockMap: WALBlockMap?
+    /// Where the record begins that the last segment scanned left unfinished (it continues in
+    /// the next segment); nil when the segment ended at a record boundary.
+    public var pendingRecordStart: LSN? { carry?.start }
     private var pageMagic: UInt16 = 0
 
     public init(segmentSize: UInt64 = WALFileName.defaultSegmentSize) {

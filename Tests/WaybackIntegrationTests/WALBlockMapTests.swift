@@ -119,6 +119,8 @@ struct WALBlockMapTests {
         for _ in 0..<3 {
             _ = try t.psql("UPDATE changed SET pad = repeat('y', 200) WHERE g % 7 = 0; SELECT pg_switch_wal()")
         }
+        // Records running on over two segment boundaries (for the map taken in two parts below).
+        _ = try t.psql("INSERT INTO changed SELECT g, repeat('v', 200) FROM generate_series(20001, 120000) g")
         _ = try t.psql("UPDATE changed SET pad = 'z' WHERE g = 1")  // in the segment not archived yet
         let end = try #require(LSN(try t.psql("SELECT pg_current_wal_insert_lsn()")))
         let archive = Catalog(repository: Repository(name: "local", driver: LocalStorage(root: t.repositoryPath)), cluster: "main")
@@ -138,6 +140,20 @@ struct WALBlockMapTests {
         let untouchedNamed = map.blocks[try fork("untouched")]
         #expect(changedNamed >= Int(changedBlocks) / 2, "\(changedNamed) of \(changedBlocks)")
         #expect(untouchedNamed == nil)
+
+        // In two parts split at a segment boundary inside the insert (as an incr does while its
+        // start checkpoint runs): the first part ends before the record it cut, and the two
+        // together are the map of the whole range.
+        let segmentSize = WALFileName.defaultSegmentSize
+        let boundary = LSN(LSN(end.value - 1).segmentNumber(segmentSize: segmentSize) * segmentSize)
+        var parts = await WALChanges.collect(from: start, to: boundary, timeline: 1, segmentSize: segmentSize, catalog: archive,
+                                             pgWal: t.cluster.dataDirectory + "/pg_wal")
+        let cut = try #require(parts.until)
+        #expect(cut <= boundary && cut.value > boundary.value - 8192, "the first part ends at \(cut), the boundary is \(boundary)")
+        parts.append(await WALChanges.collect(from: cut, to: end, timeline: 1, segmentSize: segmentSize, catalog: archive,
+                                              pgWal: t.cluster.dataDirectory + "/pg_wal"))
+        #expect(parts.complete && parts.records == map.records && parts.blocks == map.blocks && parts.created == map.created
+                && parts.truncated == map.truncated, "\(parts.records) records in two parts, \(map.records) in one")
 
         // A segment of the range lost from the archive (and not in pg_wal): named as a fallback.
         let lost = WALFileName(timeline: 1, segmentNumber: start.segmentNumber(segmentSize: WALFileName.defaultSegmentSize) + 1)

@@ -38,7 +38,9 @@ RES=$ROOT/log/results.txt; READS=$ROOT/log/reads.txt; : > "$RES"; : > "$READS"
 pgbackrest_conf "$ROOT/pgbackrest.conf" "$ROOT/pbr-repo"
 wbconf "$ROOT/wayback.yaml" "$ROOT/wb-repo"
 chown postgres: "$ROOT"/*.conf "$ROOT"/*.yaml
-start_bench_cluster "pgbackrest --config=$ROOT/pgbackrest.conf --stanza=bench archive-push %p && $WB --config $ROOT/wayback.yaml wal-push %p"
+# Both tools archive each segment side by side (neither waits for the other's push after its
+# pg_backup_stop); the command fails when either fails.
+start_bench_cluster "pgbackrest --config=$ROOT/pgbackrest.conf --stanza=bench archive-push %p & P=\$!; $WB --config $ROOT/wayback.yaml wal-push %p && wait \$P"
 trap 'as_pg "$PGBIN/pg_ctl" -D "$ROOT/pgdata" -m immediate stop >/dev/null 2>&1 || true' EXIT
 PSQL=("$PGBIN/psql" -X -q -A -t -h "$ROOT/run" -p "$PORT" -U postgres)
 as_pg pgbackrest --config="$ROOT/pgbackrest.conf" --stanza=bench stanza-create

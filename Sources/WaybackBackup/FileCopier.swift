@@ -348,7 +348,7 @@ extension PhysicalBackup {
     }
 
     /// How far ahead of its reads `copyNamedPages` announces the blocks it will read.
-    static let readAheadBytes: Int64 = 16 << 20
+    static let readAheadBytes: Int64 = 64 << 20
 
     /// A relation file by the WAL's block map: only the blocks the WAL named below `tail`, and
     /// every block from `tail` to the end of the file (new since the reference, or past a

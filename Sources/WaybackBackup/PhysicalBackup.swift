@@ -281,7 +281,9 @@ public enum PhysicalBackup {
             why = "the reference backup \(reference.id) is on timeline \(reference.timeline) and the cluster on \(facts.timeline): every relation file was scanned"
         }
         if let why {
-            config.events.emit(.warning, .backupDecision, why)
+            // A cluster without hint-bit logging is told once per backup in the log, not as a
+            // warning every hour: its incrs always compare relation files whole.
+            if pageLevel { config.events.emit(.warning, .backupDecision, why) } else { logger.info("\(why)") }
             return (method, nil, [why], nil)
         }
         let began = monotonicSeconds()

@@ -52,17 +52,23 @@ struct ChangedBlocks: Sendable {
 }
 
 /// What the backup's workers read (bytes and relation pages), and, with `incr_method: both`, the
-/// pages the scan found changed that the WAL's map did not name.
+/// pages the scan found changed that the WAL's map did not name (how many, and the first few).
 final class ReadTally: Sendable {
+    static let missesKept = 20
     let bytes = Atomic<Int64>(0)
     let blocks = Atomic<Int64>(0)
-    private let missed = Mutex<[String]>([])
+    private let missed = Mutex<(count: Int, first: [String])>((0, []))
 
     func read(_ n: Int, pages: Int = 0) {
         bytes.add(Int64(n), ordering: .relaxed)
         if pages > 0 { blocks.add(Int64(pages), ordering: .relaxed) }
     }
 
-    func miss(_ what: String) { missed.withLock { $0.append(what) } }
-    var misses: [String] { missed.withLock { $0 } }
+    func miss(_ what: String) {
+        missed.withLock { m in
+            m.count += 1
+            if m.first.count < Self.missesKept { m.first.append(what) }
+        }
+    }
+    var misses: (count: Int, first: [String]) { missed.withLock { $0 } }
 }

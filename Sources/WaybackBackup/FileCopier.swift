@@ -377,6 +377,13 @@ extension PhysicalBackup {
         var pending = [UInt8]()
         pending.reserveCapacity(FrameFormat.rawChunk)
         var badBlocks = [UInt32]()
+        func flush() async throws {
+            guard !pending.isEmpty else { return }
+            let frame = try pending.withUnsafeBytes { try FrameFormat.encode($0, compressor: compressor, pages: true) }
+            let loc = try await frames.append(frame: frame)
+            chunks.append(.init(object: packIndex, offset: loc.offset, length: loc.length, raw: pending.count))
+            pending.removeAll(keepingCapacity: true)
+        }
         var end: Int64 = 0, readBytes: Int64 = 0
         var next = 0, tailBlock = tail
         // The reads ahead are announced to the kernel (a window of `readAheadBytes`), so that
@@ -413,12 +420,7 @@ extension PhysicalBackup {
                 let piece = min(pageSize, keep - at)
                 buffer.withUnsafeBytes { pending.append(contentsOf: $0[at..<(at + piece)]) }
                 at += piece
-                if pending.count >= FrameFormat.rawChunk {
-                    let frame = try pending.withUnsafeBytes { try FrameFormat.encode($0, compressor: compressor, pages: true) }
-                    let loc = try await frames.append(frame: frame)
-                    chunks.append(.init(object: packIndex, offset: loc.offset, length: loc.length, raw: pending.count))
-                    pending.removeAll(keepingCapacity: true)
-                }
+                if pending.count >= FrameFormat.rawChunk { try await flush() }
             }
             if keep > 0 { end = max(end, offset + Int64(keep)) }
             if inTail {
@@ -426,11 +428,7 @@ extension PhysicalBackup {
                 tailBlock &+= UInt32(pages)
             }
         }
-        if !pending.isEmpty {
-            let frame = try pending.withUnsafeBytes { try FrameFormat.encode($0, compressor: compressor, pages: true) }
-            let loc = try await frames.append(frame: frame)
-            chunks.append(.init(object: packIndex, offset: loc.offset, length: loc.length, raw: pending.count))
-        }
+        try await flush()
         // What was not read counts as done for the progress report.
         counter.add(max(0, file.size - readBytes))
         let size = max(length, end)

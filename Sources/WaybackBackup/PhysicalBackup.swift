@@ -180,8 +180,8 @@ public enum PhysicalBackup {
                                          tally: tally, logger: log, progress: progress)
             if let resume { copied = copied.adding(reused, packs: resume.packs) }
             let misses = tally.misses
-            if !misses.isEmpty {
-                throw WaybackError(.internal, "backup.incr_method is both and the WAL's block map missed \(misses.count) changed page\(misses.count == 1 ? "" : "s") the scan found (\(misses.prefix(5).joined(separator: "; "))\(misses.count > 5 ? "; ..." : "")); the backup was not kept. This is a bug in Wayback's reading of the WAL: set backup.incr_method: scan and report it with this message")
+            if misses.count > 0 {
+                throw WaybackError(.internal, "backup.incr_method is both and the WAL's block map missed \(misses.count) changed page\(misses.count == 1 ? "" : "s") the scan found (\(misses.first.prefix(5).joined(separator: "; "))\(misses.count > 5 ? "; ..." : "")); the backup was not kept. This is a bug in Wayback's reading of the WAL: set backup.incr_method: scan and report it with this message")
             }
             if !copied.pageFailures.isEmpty {
                 config.events.emit(.error, .damagedPages, PageFailureReport.summary(copied.pageFailures), backup: id.rawValue)

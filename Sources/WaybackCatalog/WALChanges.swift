@@ -23,6 +23,11 @@ public enum WALChanges {
         defer { next?.cancel() }
         for n in first...last {
             let name = name(n)
+            // A backup that stops (its owner cancelled the task) stops reading here.
+            if Task.isCancelled {
+                scanner.blockMap?.fallBack("the WAL was not read to the end (the backup stopped)")
+                break
+            }
             // The segments after the next one are announced to the kernel (those in pg_wal).
             if let pgWal {
                 for ahead in (n + 2)...(n + 4) where ahead <= last { announce(pgWal + "/" + self.name(ahead, timeline, segmentSize)) }

@@ -135,7 +135,7 @@ let package = Package(
         .testTarget(name: "WaybackRestoreTests", dependencies: ["WaybackRestore", "WaybackCatalog", "WaybackPostgres", "WaybackCore", "WaybackStorage", "WaybackTesting", .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackScheduleTests", dependencies: ["WaybackSchedule", "WaybackCore", "WaybackStorage", "WaybackTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackRetentionTests", dependencies: ["WaybackRetention", "WaybackCatalog", "WaybackCore"], swiftSettings: swiftSettings),
-        .testTarget(name: "WaybackVerifyTests", dependencies: ["WaybackVerify", "WaybackCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "WaybackVerifyTests", dependencies: ["WaybackVerify", "WaybackCatalog", "WaybackCore"], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackIntegrationTests", dependencies: ["WaybackCore", "WaybackCatalog", "WaybackStorage", "WaybackPostgres", "WaybackArchive", "WaybackTesting"], swiftSettings: swiftSettings),
     ]
 )

@@ -6,10 +6,13 @@ import WaybackStorage
 /// Copies what one repository has of a cluster and another lacks, in an order that keeps the
 /// target consistent at every moment: the binding, WAL files, restore records and pins, then for each
 /// backup and logical dump its data objects, then its manifest copy, and its manifest last (the
-/// backup exists in the target only once everything it needs is there). Objects stream through (constant memory);
-/// WAL objects are verified against their checksum on the way, so a damaged source is never
-/// copied (with a `ReplicatedStorage` source, the next repository is read instead). The target's
-/// `StatusIndex` is its own: it is rebuilt from the target's listing, never copied.
+/// backup exists in the target only once everything it needs is there). Objects stream through (constant memory)
+/// and are verified on the way (WAL objects against their header's checksum, a backup's or a dump's
+/// objects against the SHA-256 its manifest records), so a damaged source is never copied (with a
+/// `ReplicatedStorage` source, the next repository is read instead). Objects that `verify` found
+/// damaged in the target (its `VerifyRecordStore`) are replaced by a sound copy: that is how a
+/// damaged repository is repaired. The target's `StatusIndex` is its own: it is rebuilt from the
+/// target's listing, never copied.
 public enum RepositorySync {
     public enum Scope: Sendable { case all, wal }
 
@@ -17,6 +20,8 @@ public enum RepositorySync {
         public var objects = 0
         public var bytes: Int64 = 0
         public var backups = [String]()
+        /// Objects `verify` had found damaged in the target, replaced by a sound copy.
+        public var repaired = [String]()
         public init() {}
     }
 
@@ -50,6 +55,20 @@ public enum RepositorySync {
         return first.sorted() + wal.sorted() + records.sorted() + data.sorted() + manifests
     }
 
+    /// The objects to replace (pure): those `verify` found damaged in the target that the source
+    /// has and that the plan does not copy anyway. Only objects of the layout (WAL, a backup's or a
+    /// dump's), never a record or an index.
+    public static func repairs(layout: RepositoryLayout, damaged: some Collection<String>, source: [ObjectInfo], planned: [String]) -> [String] {
+        let have = Set(source.map(\.key)), copying = Set(planned)
+        return damaged.filter { k in
+            guard have.contains(k), !copying.contains(k) else { return false }
+            switch layout.parse(k) {
+            case .wal?, .backup?, .dump?: return true
+            default: return false
+            }
+        }.sorted()
+    }
+
     /// A backup's or a dump's manifest (or its copy): copied after everything it lists.
     static func isManifest(_ key: String, layout: RepositoryLayout) -> Bool {
         switch layout.parse(key) {
@@ -66,10 +85,16 @@ public enum RepositorySync {
                            parallelism: Int, logger: Logger, events: EventLog? = nil) async throws -> Result {
         let layout = RepositoryLayout(cluster: cluster)
         let prefix = cluster + "/"
-        let keys = plan(layout: layout, source: try await source.driver.list(prefix: prefix),
-                        target: try await target.driver.list(prefix: prefix), scope: scope)
+        let sourceObjects = try await source.driver.list(prefix: prefix)
+        let keys = plan(layout: layout, source: sourceObjects, target: try await target.driver.list(prefix: prefix), scope: scope)
+        let fix = scope == .all
+            ? repairs(layout: layout, damaged: try await VerifyRecordStore(driver: target.driver, cluster: cluster).damaged().keys,
+                      source: sourceObjects, planned: keys)
+            : []
+        let expected = try await recordedDigests(of: keys + fix, in: Catalog(repository: source, cluster: cluster), layout: layout)
         var result = Result()
-        let data = keys.filter { !isManifest($0, layout: layout) }
+        let data = fix + keys.filter { !isManifest($0, layout: layout) }
+        let replace = Set(fix)
         let manifests = keys.filter { isManifest($0, layout: layout) }
         let cursor = WorkCursor(limit: data.count)
         let counter = ByteCounter()
@@ -77,14 +102,15 @@ public enum RepositorySync {
             for _ in 0..<max(1, parallelism) {
                 group.addTask {
                     while let n = cursor.next() {
-                        counter.add(try await copy(data[n], from: source.driver, to: target.driver, layout: layout))
+                        counter.add(try await copy(data[n], from: source.driver, to: target.driver, layout: layout,
+                                                   sha256: expected[data[n]], replace: replace.contains(data[n])))
                     }
                 }
             }
             try await group.waitForAll()
         }
         for k in manifests {
-            counter.add(try await copy(k, from: source.driver, to: target.driver, layout: layout))
+            counter.add(try await copy(k, from: source.driver, to: target.driver, layout: layout, sha256: expected[k]))
             if case .backup(let id, "manifest.json")? = layout.parse(k) { result.backups.append(id.rawValue) }
             if case .dump(let id, "manifest.json")? = layout.parse(k) { result.backups.append(id.rawValue) }
         }
@@ -92,19 +118,48 @@ public enum RepositorySync {
         await StatusIndex.refreshEach(Catalog(repository: target, cluster: cluster), known: [],
                                       events: events ?? .logging(.sync, cluster: cluster, to: logger))
         result.objects = keys.count
+        result.repaired = fix
         result.bytes = counter.current
+        if !fix.isEmpty {
+            logger.notice("replaced \(fix.count) object(s) that verify had found damaged in \(target.description) with sound copies from \(source.description)")
+        }
         if result.objects > 0 {
             logger.info("copied \(result.objects) objects (\(Format.bytes(result.bytes))) from \(source.description) to \(target.description)")
         }
         return result
     }
 
-    /// Streams one object; WAL objects are verified on the way. Returns its size.
-    public static func copy(_ key: String, from source: any StorageDriver, to target: any StorageDriver, layout: RepositoryLayout) async throws -> Int64 {
+    /// The SHA-256 each of `keys` is recorded with in its backup's or dump's manifest (read from
+    /// `catalog`, once per backup or dump); WAL objects carry theirs in their header.
+    static func recordedDigests(of keys: [String], in catalog: Catalog, layout: RepositoryLayout) async throws -> [String: String] {
+        var backups = Set<BackupID>(), dumps = Set<DumpID>()
+        for k in keys {
+            switch layout.parse(k) {
+            case .backup(let id, _)?: backups.insert(id)
+            case .dump(let id, _)?: dumps.insert(id)
+            default: break
+            }
+        }
+        var out = [String: String]()
+        for id in backups.sorted(by: { $0.rawValue < $1.rawValue }) {
+            for o in try await catalog.manifest(id).objects where !o.sha256.isEmpty { out[layout.objectKey(id, o.name)] = o.sha256 }
+        }
+        for id in dumps.sorted(by: { $0.rawValue < $1.rawValue }) {
+            for o in try await catalog.dumpManifest(id).objects where !o.sha256.isEmpty { out[layout.dumpObjectKey(id, o.name)] = o.sha256 }
+        }
+        return out
+    }
+
+    /// Streams one object, verified on the way: a WAL object against its header, any other against
+    /// `sha256` when given. A damaged object throws `.corrupt` before the target keeps anything.
+    /// `replace` writes over an object the target has (a damaged one); otherwise a WAL object the
+    /// target got meanwhile is kept. Returns its size.
+    public static func copy(_ key: String, from source: any StorageDriver, to target: any StorageDriver, layout: RepositoryLayout,
+                            sha256 expected: String? = nil, replace: Bool = false) async throws -> Int64 {
         let isWAL = layout.parse(key)?.isWAL == true
         do {
             return try await source.withReader(key, range: nil) { reader in
-                try await target.withWriter(key, options: WriteOptions(ifAbsent: isWAL)) { writer in
+                try await target.withWriter(key, options: WriteOptions(ifAbsent: isWAL && !replace)) { writer in
                     var hasher = SHA256Hasher()
                     var header = [UInt8]()
                     while true {
@@ -118,6 +173,8 @@ public enum RepositorySync {
                                 rest = rest.dropFirst(take)
                             }
                             if !rest.isEmpty { rest.withUnsafeBytes { hasher.update($0) } }
+                        } else if expected != nil {
+                            chunk.withUnsafeBytes { hasher.update($0) }
                         }
                         try await writer.write(chunk)
                     }
@@ -126,6 +183,8 @@ public enum RepositorySync {
                         guard hasher.finalizeHex() == h.sha256 else {
                             throw WaybackError(.corrupt, "archived WAL file \(key) in \(source.description) fails its checksum; it is damaged")
                         }
+                    } else if let expected, hasher.finalizeHex() != expected {
+                        throw WaybackError(.corrupt, "\(key) in \(source.description) fails its SHA-256 check (its manifest records \(expected.prefix(12))...); it is damaged")
                     }
                     return writer.bytesWritten
                 }

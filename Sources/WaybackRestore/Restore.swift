@@ -38,7 +38,7 @@ public struct RestoreConfiguration: Sendable {
                 parallelism: Int, restoreCommand: String, owner: (uid: UInt32, gid: UInt32)? = nil, tablespaceMap: [UInt32: String] = [:],
                 events: EventLog) {
         self.events = events
-        self.repository = repository; self.cluster = cluster; self.targetDirectory = FileSystem.absolute(targetDirectory)
+        self.repository = repository; self.cluster = cluster; self.targetDirectory = targetDirectory.isEmpty ? "" : FileSystem.absolute(targetDirectory)
         self.request = request; self.archiveMode = archiveMode; self.parallelism = max(1, parallelism); self.restoreCommand = restoreCommand
         self.owner = owner; self.tablespaceMap = tablespaceMap
     }
@@ -142,11 +142,12 @@ public enum Restore {
     }
 
     /// The plan of a restore, without writing anything (`restore --dry-run`): a target directory
-    /// the restore would refuse is one of the plan's problems.
+    /// the restore would refuse is one of the plan's problems (none given: not checked).
     public static func plan(_ config: RestoreConfiguration, logger: Logger) async throws -> RecoveryPlan {
         let catalog = Catalog(repository: config.repository, cluster: config.cluster)
         var plan = try await RecoveryPlanner.plan(config.request, catalog: catalog, parallelism: config.parallelism, logger: logger).plan
         let binding = try await catalog.requireBoundEverywhere()
+        guard !config.targetDirectory.isEmpty else { return plan }
         do {
             if config.delta && FileManager.default.fileExists(atPath: config.targetDirectory + "/PG_VERSION") {
                 try checkDeltaTarget(config.targetDirectory, systemIdentifier: binding.systemID)

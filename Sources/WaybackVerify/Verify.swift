@@ -181,7 +181,13 @@ struct RepositoryVerifier: Sendable {
             var parts = [String: (left: Int, sound: Bool)]()
         }
         let state = Mutex(State())
-        func add(_ p: VerifyProblem) { state.withLock { $0.problems.append(p) } }
+        /// One problem per damaged object: a pack read in ranges and then for its digest is reported once.
+        func add(_ p: VerifyProblem) {
+            state.withLock { s in
+                if p.kind == .damaged, let o = p.object, s.problems.contains(where: { $0.kind == .damaged && $0.object == o }) { return }
+                s.problems.append(p)
+            }
+        }
         func expect(_ key: String, parts: Int) { state.withLock { $0.parts[key] = (parts, true) } }
         /// One part of an object was read; the object's record is made when its last part is.
         func read(_ key: String, size: Int64, sha256: String?, sound: Bool, at: Date) {

@@ -256,7 +256,7 @@ struct RestoreCommand: AsyncParsableCommand {
             See docs/recovery-procedures.md.
             """)
     @OptionGroup var global: GlobalOptions
-    @Option(name: .customLong("target-dir"), help: "Directory to restore into: empty or new (with --delta a stopped data directory; with --advance the restored one).") var targetDir: String
+    @Option(name: .customLong("target-dir"), help: "Directory to restore into: empty or new (with --delta a stopped data directory; with --advance the restored one). With --dry-run, optional: given, the plan checks it too.") var targetDir: String?
     @Option(help: "Backup id to restore (default: chosen from the target).", transform: Arguments.backupID) var backup: BackupID?
     @Flag(name: .customLong("to-latest"), help: "Replay all archived WAL (default).") var toLatest = false
     @Flag(name: .customLong("to-backup-end"), help: "Stop recovery as soon as the backup is consistent.") var toBackupEnd = false
@@ -292,6 +292,7 @@ struct RestoreCommand: AsyncParsableCommand {
         }
         if port != nil && !start && !advance { throw ValidationError("--port goes with --start or --advance") }
         if dryRun && start { throw ValidationError("--dry-run writes nothing, so it cannot --start") }
+        if targetDir == nil && !dryRun { throw ValidationError("restore needs --target-dir: an empty or new directory to restore into (--dry-run alone prints the plan)") }
         if advance {
             if toBackupEnd { throw ValidationError("--advance moves to a later point: use --to-time, --to-lsn, --to-xid, --to-name or --to-latest") }
             if backup != nil || !tablespaceMap.isEmpty || owner != nil { throw ValidationError("--advance keeps the restored backup: drop --backup, --owner and --tablespace-map") }
@@ -337,7 +338,7 @@ struct RestoreCommand: AsyncParsableCommand {
         }
         let map = Dictionary(tablespaceMap.map { ($0.oid, $0.directory) }, uniquingKeysWith: { _, last in last })
         let request = RecoveryRequest(target: try target(), exclusive: exclusive, action: targetAction, timeline: timeline, backupID: backup)
-        let directory = FileSystem.absolute(targetDir)
+        let directory = targetDir.map { FileSystem.absolute($0) } ?? ""
         let mode = archiveMode ?? Restore.defaultArchiveMode(targetDirectory: directory, pgdata: config.cluster.pgdata)
         var restoreConfig = RestoreConfiguration(
             repository: try run.repository(), cluster: config.cluster.name, targetDirectory: directory,

@@ -18,8 +18,16 @@ struct RepoSyncCommand: AsyncParsableCommand {
         abstract: "Copy what one repository has and another lacks (backups, logical dumps, WAL), so every copy is complete.",
         discussion: """
             By default every repository is caught up from the others (read in priority order). A backup \
-            or dump appears in a repository only once all its objects are there. Also aborts multipart uploads \
-            and removes temporary files that interrupted writes left more than a day ago.
+            or dump appears in a repository only once all its objects are there. Every object is checked on the \
+            way against the checksum its manifest (or WAL header) records, so damage never spreads; objects \
+            that 'wayback verify' found damaged in a repository are replaced by a sound copy from another. Also \
+            aborts multipart uploads and removes temporary files that interrupted writes left more than a day ago.
+
+            Examples:
+              wayback repo sync                        # every repository from the others
+              wayback repo sync --from local --to offsite
+              wayback verify; wayback repo sync --to local   # repair what verify found damaged in 'local'
+            
             """)
     @OptionGroup var global: GlobalOptions
     @Option(help: "Copy only from this repository.") var from: String?
@@ -27,7 +35,7 @@ struct RepoSyncCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     struct Outcome: Encodable {
-        var from: String, to: String, objects: Int, bytes: Int64, backups: [String], error: String?
+        var from: String, to: String, objects: Int, bytes: Int64, backups: [String], repaired: [String], error: String?
     }
 
     func run() async throws {
@@ -50,10 +58,10 @@ struct RepoSyncCommand: AsyncParsableCommand {
             do {
                 _ = try await target.driver.removeLeftovers(olderThan: Date().addingTimeInterval(-86400))
                 let r = try await RepositorySync.run(cluster: config.cluster.name, from: source, to: target, parallelism: config.parallelism, logger: logger, events: run.events)
-                outcomes.append(Outcome(from: source.name, to: target.name, objects: r.objects, bytes: r.bytes, backups: r.backups, error: nil))
+                outcomes.append(Outcome(from: source.name, to: target.name, objects: r.objects, bytes: r.bytes, backups: r.backups, repaired: r.repaired, error: nil))
             } catch {
                 let e = WaybackError.wrap(error, as: .io, "sync into \(target.name) failed")
-                outcomes.append(Outcome(from: source.name, to: target.name, objects: 0, bytes: 0, backups: [], error: e.message))
+                outcomes.append(Outcome(from: source.name, to: target.name, objects: 0, bytes: 0, backups: [], repaired: [], error: e.message))
             }
         }
         if json {
@@ -62,7 +70,8 @@ struct RepoSyncCommand: AsyncParsableCommand {
             for o in outcomes {
                 if let e = o.error { print("\(o.from) -> \(o.to): FAILED: \(e)"); continue }
                 let b = o.backups.isEmpty ? "" : "; backups now complete there: \(o.backups.joined(separator: ", "))"
-                print("\(o.from) -> \(o.to): copied \(o.objects) object(s), \(Format.bytes(o.bytes))\(b)")
+                let r = o.repaired.isEmpty ? "" : "; replaced \(o.repaired.count) object(s) verify had found damaged (run 'wayback verify' to confirm)"
+                print("\(o.from) -> \(o.to): copied \(o.objects) object(s), \(Format.bytes(o.bytes))\(b)\(r)")
             }
         }
         let failed = outcomes.filter { $0.error != nil }

@@ -208,6 +208,12 @@ struct BadInputTests {
         try t.psql("CREATE TABLE big AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 100000) g;")
         let id = try t.waybackOK(["backup"]).trimmingCharacters(in: .whitespacesAndNewlines)
 
+        // No target: a usage error that says what to give; --dry-run alone prints the plan.
+        let none = try t.wayback(["restore"])
+        #expect(none.status == Code.usage.rawValue && none.stderr.contains("restore needs --target-dir"), "\(none.stderr)")
+        let planOnly = try t.wayback(["restore", "--dry-run"])
+        #expect(planOnly.status == 0 && planOnly.stdout.contains("the restore would succeed"), "\(planOnly.stdout) \(planOnly.stderr)")
+
         // Non-empty target.
         let busy = t.root + "/busy"
         try FileManager.default.createDirectory(atPath: busy, withIntermediateDirectories: true)

@@ -16,6 +16,36 @@ struct CatalogTests {
             .split(separator: "\n").map { $0.split(separator: "|", omittingEmptySubsequences: false).map(String.init) }
     }
 
+    @Test("the shipped migrations/*.sql, applied twice as plain files by psql, are idempotent: the second run succeeds and changes no object of the schema")
+    func migrationFilesApplyTwice() throws {
+        let t = try TestCluster()
+        defer { t.cleanup() }
+        let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("migrations").path
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".sql") }.sorted()
+        #expect(files.count >= 2)
+        try t.psql("CREATE SCHEMA review")
+        func apply() throws {
+            for f in files {
+                let r = try Command.run([TestEnvironment.pgBin + "/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", t.root, "-p", String(t.cluster.port),
+                                         "-U", "postgres", "-f", dir + "/" + f, "postgres"],
+                                        asUser: TestEnvironment.osUser, environment: ["PGOPTIONS": "-c search_path=review"], check: false)
+                #expect(r.status == 0, "\(f): \(r.stderr)")
+            }
+        }
+        // The schema as pg_dump prints it, without the random key of its \\restrict lines.
+        func schema() throws -> String {
+            try Command.run([TestEnvironment.pgBin + "/pg_dump", "--schema-only", "-n", "review", "-h", t.root, "-p", String(t.cluster.port), "-U", "postgres", "postgres"],
+                            asUser: TestEnvironment.osUser).stdout
+                .split(separator: "\n").filter { !$0.hasPrefix("\\restrict") && !$0.hasPrefix("\\unrestrict") }.joined(separator: "\n")
+        }
+        try apply()
+        let once = try schema()
+        #expect(once.contains("CREATE TABLE review.backup_logs") && once.contains("idx_backup_logs_type"), "\(once)")
+        try apply()
+        #expect(try schema() == once)
+    }
+
     @Test("init creates the table, its indexes and the migrations record (twice harmless); backup writes a row with every column as defined")
     func initAndBackupRow() async throws {
         let t = try TestCluster()

@@ -143,6 +143,47 @@ struct VerifyTests {
         #expect(stale == 0, "\(stale) object(s) not read again within the cycle")
     }
 
+    @Test("repo sync repairs what verify found damaged (one problem per damaged pack, the fix named), and never copies a damaged object to another repository")
+    func repoSyncRepairsAndNeverSpreadsDamage() throws {
+        let dir = try TestEnvironment.makeTemporaryDirectory("sync")
+        let offsite = "  - name: offsite\n    type: local\n    path: \(dir)/offsite\n"
+        let t = try TestCluster(repositoryPath: dir + "/local", repositories: "  - name: local\n    type: local\n    path: \(dir)/local\n" + offsite)
+        defer { t.cleanup(); try? FileSystem.removeTree(dir) }
+        let config = t.configPath
+        let localOnly = try t.configVariant("local-only.yaml", replace: [(offsite, "")])
+        try t.waybackOK(["init"])
+        try t.cluster.pgbench(["-i", "-s", "2"])
+        let full = try t.waybackOK(["backup", "--type", "full"]).trimmingCharacters(in: .whitespacesAndNewlines)
+        try t.switchAndWaitForArchive()
+        func pack(_ repository: String, _ id: String) throws -> String {
+            let dir = repository + "/main/backups/" + id + "/pack/"
+            return dir + (try #require(try FileSystem.list(dir).first { $0.hasSuffix(".pack") }))
+        }
+
+        // Damaged in local: verify names it once, with the fix; repo sync replaces it; verify is clean.
+        let damaged = try pack(t.repositoryPath, full)
+        try Self.flipByte(damaged, at: 4096)
+        let found = try Self.verify(t, ["--all"], config: config)
+        #expect(found.status == WaybackError.Code.corrupt.rawValue, "\(found.stderr)")
+        #expect(found.problems.count == 1, "\(found.problems)")
+        #expect(found.stderr.contains("wayback repo sync --to local"), "\(found.stderr)")
+        let repaired = try t.wayback(["repo", "sync", "--to", "local"], config: config)
+        #expect(repaired.status == 0, "\(repaired.stderr)")
+        #expect(repaired.stdout.contains("replaced 1 object(s) verify had found damaged"), "\(repaired.stdout)")
+        let clean = try Self.verify(t, ["--all"], config: config)
+        #expect(clean.status == 0, "\(clean.stderr) \(clean.problems)")
+        #expect((try FileSystem.status(damaged)?.mode ?? 0) & 0o777 == 0o600)
+
+        // A backup only local has, damaged there: sync refuses to copy it, and offsite never lists it.
+        try t.cluster.pgbench(["-t", "200"])
+        let second = try #require(try t.wayback(["backup", "--type", "full"], config: localOnly).stdout.split(separator: "\n").last.map(String.init))
+        try Self.flipByte(try pack(t.repositoryPath, second), at: 4096)
+        let refused = try t.wayback(["repo", "sync", "--to", "offsite"], config: config)
+        #expect(refused.status == WaybackError.Code.replica.rawValue, "\(refused.stdout) \(refused.stderr)")
+        #expect(refused.stderr.contains("fails its SHA-256 check"), "\(refused.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/offsite/main/backups/" + second + "/manifest.json"))
+    }
+
     struct RecordFile: Decodable {
         struct Record: Decodable { var verifiedAt: Date }
         var records: [String: Record]

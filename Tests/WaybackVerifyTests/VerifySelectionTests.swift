@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import WaybackCatalog
 import WaybackCore
 @testable import WaybackVerify
 

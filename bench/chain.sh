@@ -49,10 +49,10 @@ as_pg "$PGBIN/pgbench" -i -q -s "$SCALE" -h "$ROOT/run" -p "$PORT" -U postgres p
 as_pg "${PSQL[@]}" -c "CHECKPOINT" >/dev/null
 DATA_BYTES=$(du -sb --exclude=pg_wal "$ROOT/pgdata" | cut -f1)
 pgbench() { as_pg "$PGBIN/pgbench" -n -c 2 -t $(($1 / 2)) -h "$ROOT/run" -p "$PORT" -U postgres postgres >/dev/null 2>&1; }
-# wayback_backup LABEL TYPE: a timed backup whose --json goes to reads.txt as "LABEL bytesRead blocksRead fallbacks"
+# wayback_backup LABEL TYPE: a timed backup whose --json goes to reads.txt as "LABEL bytesRead blocksRead fallbacks bytesStored"
 wayback_backup() {
     cold; timed "$1" -- runuser -u postgres -- bash -c "'$WB' --config '$ROOT/wayback.yaml' backup --type $2 --json > '$ROOT/log/last.json'"
-    python3 -c 'import json,sys; r=json.load(open(sys.argv[1])).get("reading",{}); print(sys.argv[2], r.get("bytesRead",0), r.get("blocksRead",0), len(r.get("fallbacks") or []))' \
+    python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); r=j.get("reading",{}); print(sys.argv[2], r.get("bytesRead",0), r.get("blocksRead",0), len(r.get("fallbacks") or []), j.get("sizes",{}).get("repository",0))' \
         "$ROOT/log/last.json" "$1" >> "$READS"
     python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$ROOT/log/last.json"
 }
@@ -78,6 +78,20 @@ for r in $(seq 1 "$CHAIN"); do
     LAST_INCR=$(wayback_backup wayback.chain_incr incr)
 done
 PBR_SET=$(ls "$ROOT/pbr-repo/backup/bench" | grep -E 'I$' | sort | tail -1)
+# What each tool stored for each incr of the chain (pgBackRest: the backup's repository delta).
+as_pg pgbackrest --config="$ROOT/pgbackrest.conf" --stanza=bench info --output=json > "$ROOT/log/pbr-info.json"
+python3 - "$ROOT/log/pbr-info.json" "$CHAIN" "$READS" "${BENCH_DATA:-$HERE/docs/bench}/chain-$SCALE-sizes.tsv" <<'PY'
+import json, os, sys
+info, chain, reads, out = json.load(open(sys.argv[1])), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+pbr = [b["info"]["repository"]["delta"] for b in info[0]["backup"] if b["type"] == "incr"][-chain:]
+wb = [l.split() for l in open(reads) if l.startswith("wayback.chain_incr ")]
+os.makedirs(os.path.dirname(out), exist_ok=True)
+with open(out, "w") as f:
+    f.write("tool\tincr\tbytes_read\tbytes_stored\n")
+    for i, (_, read, _, _, stored) in enumerate(wb, 1): f.write(f"wayback\t{i}\t{read}\t{stored}\n")
+    for i, stored in enumerate(pbr, 1): f.write(f"pgbackrest\t{i}\t\t{stored}\n")
+print("data:", out)
+PY
 SAME_FULL=$(wayback_backup wayback.same_full full)
 echo "chain: wayback $LAST_INCR, full of the same data $SAME_FULL, pgbackrest $PBR_SET"
 
@@ -99,6 +113,7 @@ if ! diff -rq --exclude=backup_label --exclude=backup_manifest --exclude=pg_wal 
 fi
 rm -rf "$ROOT/r-pbr" "$ROOT/r-wb" "$ROOT/r-wbf"
 
+publish_tsv "chain-$SCALE"
 python3 - "$RES" "$READS" "$DATA_BYTES" <<'PY'
 import sys, statistics as st
 rows, reads = {}, {}
@@ -106,7 +121,7 @@ for line in open(sys.argv[1]):
     k, s, rss = line.split()
     rows.setdefault(k, []).append((float(s), int(rss)))
 for line in open(sys.argv[2]):
-    k, b, blocks, fallbacks = line.split()
+    k, b, blocks, fallbacks, _ = line.split()
     reads.setdefault(k, []).append((int(b), int(blocks), int(fallbacks)))
 med = {k: st.median(s for s, _ in v) for k, v in rows.items()}
 print(f"\n| step | n | median s | min-max s | peak RSS MiB |\n|---|---|---|---|---|")

@@ -110,6 +110,7 @@ for r in $(seq 1 "$REPS"); do
 done
 
 as_pg "$PGBIN/pg_ctl" -D "$ROOT/pgdata" -m fast stop >/dev/null
+publish_tsv "compare-$SCALE"
 python3 - "$RES" "$DATA_BYTES" "$NSEG" "$ROOT/log/commands.log" <<'PY'
 import re, sys, statistics as st
 rows = {}

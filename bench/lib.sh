@@ -11,6 +11,16 @@ timed() {
     echo "$label $(tail -1 "$tf")" >> "$RES"
     rm -f "$tf"
 }
+# publish_tsv NAME: the timed runs of $RES as data, one line per run, into
+# ${BENCH_DATA:-docs/bench}/NAME.tsv (bench/plot draws docs/bench/*.png from these files).
+# Columns: step, tool, operation, run, seconds, max_rss_kib.
+publish_tsv() {
+    local out=${BENCH_DATA:-$HERE/docs/bench}
+    mkdir -p "$out"
+    awk 'BEGIN { OFS = "\t"; print "step", "tool", "operation", "run", "seconds", "max_rss_kib" }
+         { i = index($1, "."); n[$1]++; print $1, substr($1, 1, i - 1), substr($1, i + 1), n[$1], $2, $3 }' "$RES" > "$out/$1.tsv"
+    echo "data: $out/$1.tsv"
+}
 # The release binary, built if missing.
 wayback_release() {
     local here=$1

@@ -21,6 +21,10 @@ struct CatalogSyncCommand: AsyncParsableCommand {
             rows of backups no repository holds become expired; rows left running by a backup that never \
             finished become failed. Verification and drill columns are kept. Takes the cluster's lock, and \
             refuses while a repository cannot be read (a backup only it holds would look expired).
+
+            Examples:
+              wayback catalog sync
+              wayback catalog sync --json
             """)
     @OptionGroup var global: GlobalOptions
     @Flag(help: "Print JSON: {recorded, expired, interrupted} (backup ids).") var json = false

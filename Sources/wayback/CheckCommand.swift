@@ -124,7 +124,11 @@ struct CheckCommand: AsyncParsableCommand {
             The thresholds are in check: (docs/monitoring.md). It answers within 10 s: a repository or server that \
             does not answer within check.timeout is reported as such.
 
-            Example (Nagios/Icinga command): sudo -u postgres wayback --config /etc/wayback/wayback.yaml check
+            Examples:
+              wayback check
+              wayback check --json
+              # a Nagios/Icinga command definition
+              sudo -u postgres /usr/bin/wayback --config /etc/wayback/wayback.yaml check
             """)
     @OptionGroup var global: GlobalOptions
     @Flag(help: "Print JSON: the status, the summary and every check with its perfdata (docs/monitoring.md).") var json = false

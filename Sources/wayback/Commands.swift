@@ -14,7 +14,13 @@ struct InitCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "init",
         abstract: "Check the cluster, bind the repository to it, and print the archive settings to use.",
-        discussion: "Running it again is harmless: an existing binding to the same cluster is kept.")
+        discussion: """
+            Running it again is harmless: an existing binding to the same cluster is kept.
+
+            Examples:
+              wayback init
+              wayback --config /etc/wayback/other.yaml init     # a second cluster
+            """)
     @OptionGroup var global: GlobalOptions
 
     func run() async throws {
@@ -73,7 +79,13 @@ struct WalPushCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "wal-push",
         abstract: "Archive one WAL file (archive_command = 'wayback wal-push %p').",
-        discussion: "Exit 0 when the file is stored (or the same content already was); non-zero otherwise, and PostgreSQL keeps the file and retries.")
+        discussion: """
+            Exit 0 when the file is stored (or the same content already was); non-zero otherwise, and PostgreSQL keeps the file and retries.
+
+            Examples:
+              # postgresql.conf
+              archive_command = 'wayback --config /etc/wayback/wayback.yaml wal-push %p'
+            """)
     @OptionGroup var global: GlobalOptions
     @Argument(help: "Path of the WAL file (%p).") var path: String
 
@@ -96,7 +108,16 @@ struct WalFetchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "wal-fetch",
         abstract: "Fetch one WAL file from the archive (restore_command = 'wayback wal-fetch %f %p').",
-        discussion: "Exit 1 when the file is not in the archive (the normal end of recovery), or when a prefetched segment was placed in pg_wal under its own name for PostgreSQL to read there; other non-zero statuses are real errors.")
+        discussion: """
+            Exit 1 when the file is not in the archive (the normal end of recovery), or when a prefetched segment was placed in pg_wal under its own name for PostgreSQL to read there; other non-zero statuses are real errors.
+
+            Examples:
+              # fetch one segment by hand (to look at it with pg_waldump)
+              wayback wal-fetch 000000010000000000000042 /tmp/000000010000000000000042
+              # restore writes restore_command itself; for a standby set up by hand,
+              # use the one 'wayback init' prints (it turns statuses above 1 into
+              # 126, so that PostgreSQL stops instead of ending recovery early)
+            """)
     @OptionGroup var global: GlobalOptions
     @Argument(help: "WAL file name (%f).") var name: String
     @Argument(help: "Destination path (%p).") var destination: String
@@ -182,7 +203,15 @@ struct BackupCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "backup",
         abstract: "Take an online base backup of the cluster.",
-        discussion: "Run as the PostgreSQL OS user. Prints the backup id (or a JSON summary with --json).")
+        discussion: """
+            Run as the PostgreSQL OS user. Prints the backup id (or a JSON summary with --json).
+
+            Examples:
+              wayback backup                      # a full backup
+              wayback backup --type incr          # what changed since the newest backup
+              wayback backup --type full --pin    # before a risky change: kept
+              wayback backup --json               # what it stored and read, for scripts
+            """)
     @OptionGroup var global: GlobalOptions
     @Option(help: "Backup type: full (default); diff (the pages changed since the newest full); incr (changed since the newest backup).",
             transform: Arguments.backupType)
@@ -254,6 +283,18 @@ struct RestoreCommand: AsyncParsableCommand {
             --dry-run prints it and writes nothing. Targets: --to-latest (default), --to-backup-end, --to-time, \
             --to-lsn, --to-xid, --to-name. After a point-in-time target the server pauses (--target-action). \
             See docs/recovery-procedures.md.
+
+            Examples:
+              # the plan of a restore to a point in time; writes nothing
+              wayback restore --to-time '2026-12-06 09:59:00' --dry-run
+              # restore it next to production, start it, check where it stopped
+              wayback restore --target-dir /srv/pitr --to-time '2026-12-06 09:59:00' \\
+                  --start --port 5499
+              # too early? move the paused copy forward
+              wayback restore --target-dir /srv/pitr --advance \\
+                  --to-time '2026-12-06 10:05:00'
+              # the data directory is lost: the latest state
+              wayback restore --target-dir /var/lib/postgresql/15/main
             """)
     @OptionGroup var global: GlobalOptions
     @Option(name: .customLong("target-dir"), help: "Directory to restore into: empty or new (with --delta a stopped data directory; with --advance the restored one). With --dry-run, optional: given, the plan checks it too.") var targetDir: String?
@@ -420,7 +461,14 @@ struct RestoreOutput: Encodable {
 struct StatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
-        abstract: "List backups and the WAL archive range per timeline.")
+        abstract: "List backups and the WAL archive range per timeline.",
+        discussion: """
+            Reads the repositories' listings and status index, not the backup data ('restore --dry-run' and 'verify' read that).
+
+            Examples:
+              wayback status
+              wayback status --json
+            """)
     @OptionGroup var global: GlobalOptions
     @Flag(help: "Print JSON.") var json = false
 

@@ -213,6 +213,10 @@ struct DaemonCommand: AsyncParsableCommand {
             SIGINT stops it within schedule.stop_timeout (a running backup ends, and the next one resumes \
             it); SIGHUP reloads the configuration (an invalid one is reported and the old one kept). One \
             daemon per cluster and repositories. Run as the PostgreSQL OS user; see packaging/wayback.service.
+
+            Examples:
+              systemctl enable --now wayback    # the packaged unit runs it as postgres
+              wayback daemon                    # in the foreground
             """)
     @OptionGroup var global: GlobalOptions
 
@@ -447,7 +451,14 @@ struct ReloadService: Service {
 struct ScheduleCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "schedule",
-        abstract: "Show when the daemon runs each job next, or the equivalent crontab.")
+        abstract: "Show when the daemon runs each job next, or the equivalent crontab.",
+        discussion: """
+            The times follow schedule.timezone (UTC by default).
+
+            Examples:
+              wayback schedule
+              wayback schedule --print-crontab   # the same jobs for cron
+            """)
     @OptionGroup var global: GlobalOptions
     @Flag(help: "Print JSON: [{job, trigger, next}].") var json = false
     @Flag(help: "Print a crontab that runs the same jobs (for running Wayback from cron instead of the daemon).") var printCrontab = false

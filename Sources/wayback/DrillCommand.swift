@@ -107,6 +107,11 @@ struct DrillCommand: AsyncParsableCommand {
             default) is drilled into a new scratch server: its roles, then each database restored by \
             restore-dump and its row counts compared; the recovery time is the server's start, the roles \
             and the restores.
+
+            Examples:
+              wayback drill                         # the newest backup, to the latest
+              wayback drill --repository offsite    # from the offsite copy alone
+              wayback drill --age 7d --keep         # a week-old backup; keep the copy
             """)
     @OptionGroup var global: GlobalOptions
     @Option(help: ArgumentHelp("Drill this backup, or this logical dump (an id ending in L).", valueName: "id")) var backup: String?

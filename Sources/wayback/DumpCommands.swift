@@ -20,7 +20,9 @@ struct DumpCommand: AsyncParsableCommand {
             pg_dumpall --roles-only --no-role-passwords adds the roles where the server permits it. \
             restore-dump restores a dump and checks the counts.
 
-            Example: sudo -u postgres wayback dump --database shop
+            Examples:
+              wayback dump                           # every database
+              wayback dump --database shop --json
             """)
     @OptionGroup var global: GlobalOptions
     @Option(name: .customLong("database"), help: ArgumentHelp("Dump this database (repeat for more); default: every database that accepts connections.", valueName: "name"))
@@ -72,7 +74,10 @@ struct RestoreDumpCommand: AsyncParsableCommand {
             --clean), then every table is counted: exit 0 only when each holds the rows the dump counted \
             (22 names each table that differs). The password of --into can come from PGPASSWORD.
 
-            Example: sudo -u postgres wayback restore-dump --backup 20261206-020000L --into postgresql://postgres@/shop_copy?host=/var/run/postgresql
+            Examples:
+              wayback restore-dump --backup 20261206-020000L --list
+              wayback restore-dump --backup 20261206-020000L --database shop \\
+                  --into 'postgresql://postgres@/shop_copy?host=/var/run/postgresql'
             """)
     @OptionGroup var global: GlobalOptions
     @Option(help: ArgumentHelp("The dump to restore (its id ends in L).", valueName: "id")) var backup: String

@@ -14,7 +14,9 @@ struct NotifyCommand: AsyncParsableCommand {
             (4: the sink could not be reached or refused the message, 14: SMTP refused the login, 3: a \
             sink's configuration or secret file). The daemon sends the real notifications.
 
-            Example: sudo -u postgres wayback notify --test --sink ops-mail
+            Examples:
+              wayback notify --test                  # every sink of notifications:
+              wayback notify --test --sink ops-mail
             """)
     @OptionGroup var global: GlobalOptions
     @Flag(help: "Send a test message (the only thing this command does today).") var test = false

@@ -26,8 +26,8 @@ struct RepoSyncCommand: AsyncParsableCommand {
             Examples:
               wayback repo sync                        # every repository from the others
               wayback repo sync --from local --to offsite
-              wayback verify; wayback repo sync --to local   # repair what verify found damaged in 'local'
-            
+              # repair what verify found damaged in 'local'
+              wayback repo sync --to local
             """)
     @OptionGroup var global: GlobalOptions
     @Option(help: "Copy only from this repository.") var from: String?

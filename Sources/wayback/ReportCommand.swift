@@ -241,7 +241,14 @@ enum ReportRendering {
 struct ReportCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "report",
-        abstract: "The integrity report: backups, verification, drills, the recoverable window, disks; open problems first (docs/verification.md).")
+        abstract: "The integrity report: backups, verification, drills, the recoverable window, disks; open problems first (docs/verification.md).",
+        discussion: """
+            Markdown by default; the daemon writes one every day (schedule.report) into report.dir.
+
+            Examples:
+              wayback report                      # the last 24 hours
+              wayback report --format html --output /srv/www/wayback.html --since 7d
+            """)
     @OptionGroup var global: GlobalOptions
     @Option(help: "md (default), html or json.") var format: String = "md"
     @Option(help: ArgumentHelp("Write the report here (mode 600) instead of standard output.", valueName: "file")) var output: String?

@@ -30,6 +30,11 @@ struct ExpireCommand: AsyncParsableCommand {
             manifest goes before its data, so an interrupted expiry never leaves a backup that looks \
             complete; the next run removes what is left. An expiry that would remove more than half of a \
             repository's complete backups needs --force.
+
+            Examples:
+              wayback expire --dry-run      # why each backup is kept or would go
+              wayback expire
+              wayback expire --at 2027-01-01 --dry-run    # what goes by then
             """)
     @OptionGroup var global: GlobalOptions
     @Flag(help: "Print the plan; remove nothing.") var dryRun = false
@@ -136,7 +141,14 @@ struct ExpireOutput: Encodable {
 struct PinCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pin",
-        abstract: "Keep a backup whatever the retention policy says (for ever, or until a time).")
+        abstract: "Keep a backup whatever the retention policy says (for ever, or until a time).",
+        discussion: """
+            expire keeps a pinned backup and what it needs (its chain, its WAL); with --until, only until then.
+
+            Examples:
+              wayback pin 20261206-020000F
+              wayback pin 20261206-020000F --until 2027-06-30
+            """)
     @OptionGroup var global: GlobalOptions
     @Argument(help: "The backup id ('wayback status' lists them).") var id: String
     @Option(help: ArgumentHelp("Keep it until this time ('2027-06-30', '2027-06-30 12:00:00+00').", valueName: "time")) var until: String?
@@ -160,7 +172,14 @@ struct PinCommand: AsyncParsableCommand {
 }
 
 struct UnpinCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "unpin", abstract: "Let the retention policy decide about a pinned backup again.")
+    static let configuration = CommandConfiguration(
+        commandName: "unpin", abstract: "Let the retention policy decide about a pinned backup again.",
+        discussion: """
+            The next expire applies the policy to it as to any other backup.
+
+            Examples:
+              wayback unpin 20261206-020000F
+            """)
     @OptionGroup var global: GlobalOptions
     @Argument(help: "The backup id.") var id: String
 

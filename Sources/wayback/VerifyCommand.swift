@@ -31,6 +31,11 @@ struct VerifyCommand: AsyncParsableCommand {
             ago), so that everything is read again over a cycle; --all reads everything. Exit 0 when all is \
             sound, 7 when something is damaged or missing (each problem names the object, the backups it \
             breaks and the part of the recoverable window it costs).
+
+            Examples:
+              wayback verify                    # what is new, damaged before, or due
+              wayback verify --all              # every object (before an audit)
+              wayback verify --repository offsite --json
             """)
     @OptionGroup var global: GlobalOptions
     @Flag(help: "Read every object, not only the new ones and the resampled share.") var all = false

@@ -28,6 +28,17 @@ struct Wayback: AsyncParsableCommand {
         discussion: """
             --config <path>: the configuration file, for every command, before or after its name \
             (also WAYBACK_CONFIG; default \(ConfigLoader.defaultPath)). Exit statuses are listed in docs/exit-codes.md.
+
+            Examples:
+              # check the cluster and bind the repositories (once, and after adding one)
+              wayback init
+              # a backup now, and what there is
+              wayback backup --type incr
+              wayback status
+              # the plan of a restore to a point in time (writes nothing)
+              wayback restore --to-time '2026-12-06 09:59:00' --dry-run
+              # every option of one command (also: man wayback-restore)
+              wayback help restore
             """,
         version: WaybackVersion.string,
         subcommands: [InitCommand.self, WalPushCommand.self, WalFetchCommand.self, WalPrefetchCommand.self, WalDrainCommand.self,

@@ -187,9 +187,32 @@ struct RunnableDocsTests {
         #expect(throws: WaybackError.self) { try Self.parse("```sh runnable stauts=1\nls\n```\n", name: "typo.md") }
     }
 
+    @Test("every command's help (and so its man page) has examples, each line short enough not to be wrapped on an 80-column terminal")
+    func helpHasExamples() throws {
+        let r = try Command.run([TestEnvironment.waybackBinary, "--experimental-dump-help"])
+        let tool = try #require((try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])?["command"] as? [String: Any])
+        var checked = 0
+        func walk(_ c: [String: Any], _ path: [String]) {
+            let subs = (c["subcommands"] as? [[String: Any]] ?? []).filter { ($0["shouldDisplay"] as? Bool ?? true) && $0["commandName"] as? String != "help" }
+            // A group (repo, catalog) lists its commands; every other command shows how it is used.
+            if subs.isEmpty || path.count == 1 {
+                let discussion = c["discussion"] as? String ?? ""
+                #expect(discussion.contains("Examples:"), "\(path.joined(separator: " ")) --help has no examples")
+                let examples = discussion.components(separatedBy: "Examples:").dropFirst().joined()
+                for line in examples.split(separator: "\n") where line.count + 2 >= 80 {
+                    Issue.record("\(path.joined(separator: " ")): the example line '\(line)' is wrapped on 80 columns")
+                }
+                checked += 1
+            }
+            for sub in subs { walk(sub, path + [sub["commandName"] as? String ?? "?"]) }
+        }
+        walk(tool, ["wayback"])
+        #expect(checked > 20)
+    }
+
     @Test("docs/backup-audit.md runs: every auditor's query against a catalog filled by backups, verify, a drill and catalog sync")
     func audit() throws { try Self.runDoc("backup-audit.md") }
 
-    @Test("docs/training.md runs from start to end: the demo, a point-in-time restore, an offsite copy recovered alone, a damaged repository repaired, a lost key, a drill")
+    @Test("docs/training.md runs from start to end: the demo, a point-in-time restore, an offsite copy recovered alone, a damaged repository repaired, a lost key, a standby replaying from the offsite copy and promoted, a drill")
     func training() throws { try Self.runDoc("training.md") }
 }

@@ -36,7 +36,9 @@ struct RunnableDocsTests {
     static func parse(_ text: String, name: String) throws -> Page {
         var page = Page()
         var current: Block?
-        var inFence = false
+        // The open fence's backtick count (CommonMark: a fence opens with 3 or more backticks and
+        // an info string without one, and closes with a line of at least as many backticks).
+        var fence = 0
         for (i, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let line = String(raw)
             let trimmed = line.trimmingCharacters(in: .whitespaces)
@@ -47,18 +49,21 @@ struct RunnableDocsTests {
                 page.substitutions.append((parts[0], parts[1]))
                 continue
             }
-            guard trimmed.hasPrefix("```") else {
-                if current != nil { current!.body += line + "\n" }
+            let ticks = trimmed.prefix { $0 == "`" }.count
+            let info = trimmed.dropFirst(ticks)
+            if fence > 0 {
+                if ticks >= fence && info.allSatisfy(\.isWhitespace) {
+                    if let b = current { page.blocks.append(b) }
+                    current = nil
+                    fence = 0
+                } else if current != nil {
+                    current!.body += line + "\n"
+                }
                 continue
             }
-            if inFence {
-                if let b = current { page.blocks.append(b) }
-                current = nil
-                inFence = false
-                continue
-            }
-            inFence = true
-            let words = trimmed.dropFirst(3).split(separator: " ").map(String.init)
+            guard ticks >= 3, !info.contains("`") else { continue }
+            fence = ticks
+            let words = info.split(separator: " ").map(String.init)
             guard words.count > 1, words[1] == "runnable" else { continue }
             guard words[0] == "sh" || words[0] == "sql" else { throw WaybackError(.usage, "\(name):\(i + 1): only sh and sql blocks can be runnable") }
             var block = Block(line: i + 1, body: "", status: 0, sql: words[0] == "sql")
@@ -70,7 +75,7 @@ struct RunnableDocsTests {
             }
             current = block
         }
-        if inFence { throw WaybackError(.usage, "\(name): a code fence is not closed") }
+        if fence > 0 { throw WaybackError(.usage, "\(name): a code fence is not closed") }
         return page
     }
 

@@ -56,6 +56,33 @@ public struct RestoreReport: Sendable {
     /// With `--delta`: files rewritten (the rest were already right) and files removed.
     public var rewritten: Int? = nil
     public var removed: Int? = nil
+    /// Configuration files the backup did not hold and the restore wrote (`MinimalConfiguration`).
+    public var configurationWritten = [String]()
+}
+
+/// The configuration a restored copy needs to start when the backed-up cluster keeps its own
+/// outside its data directory (`config_file`, `hba_file`, `ident_file`: Debian's and Ubuntu's
+/// `/etc/postgresql/<version>/<cluster>`), so that the backup holds none. Minimal files, never
+/// the original's: its `data_directory` would name the production directory.
+public enum MinimalConfiguration {
+    public static let files: [(name: String, text: String)] = [
+        ("postgresql.conf", """
+            # Written by wayback restore: the backed-up cluster keeps its configuration outside its data
+            # directory, so the backup has none. Settings for this copy go here (recovery settings are in
+            # postgresql.auto.conf); copy the production settings before this copy serves as a primary.
+
+            """),
+        ("pg_hba.conf", """
+            # Written by wayback restore (the backup has no pg_hba.conf): local connections of the same
+            # OS user only. Add your production rules before this copy serves clients.
+            local all all peer
+
+            """),
+        ("pg_ident.conf", """
+            # Written by wayback restore (the backup has no pg_ident.conf).
+
+            """),
+    ]
 }
 
 /// Restores a backup into an empty directory.
@@ -109,7 +136,14 @@ public enum Restore {
             for dir in allStaging {
                 try FileSystem.removeTree(dir)
                 try FileSystem.makeDirectories(FileSystem.parentPath(dir))
-                try FileSystem.makeDirectories(dir, mode: 0o700)
+                do {
+                    try FileSystem.makeDirectories(dir, mode: 0o700)
+                } catch let e as WaybackError {
+                    // Staged beside the target and renamed into place (never a half-restored
+                    // directory PostgreSQL could start), so the parent must be writable.
+                    let parent = FileSystem.parentPath(dir)
+                    throw WaybackError(e.code, "cannot stage the restore in \(parent): \(e.message). The restore is written beside its target and renamed into place, so \(parent) must be writable by the user running wayback; choose a target in a directory that user owns, or make one (install -d -o postgres -m 700 \(parent)/...)")
+                }
             }
             let layout = Layout(staging: staging, tablespaces: stagedTablespaces, finalTablespaces: tablespaceTargets)
             try createDirectories(manifest, layout: layout)
@@ -119,7 +153,7 @@ public enum Restore {
             defer { flusher.stop() }
             let bytes = try await restoreFiles(chain, layout: layout, config: config, catalog: catalog, progress: progress)
             log.debug("files written", metadata: ["seconds": "\(monotonicSeconds() - started)"])
-            try await writeExtras(manifest, plan: planned.plan, layout: layout, config: config, catalog: catalog)
+            let configuration = try await writeExtras(manifest, plan: planned.plan, layout: layout, config: config, catalog: catalog)
             if let owner, getuid() == 0 {
                 for dir in allStaging { try chownTree(dir, uid: owner.uid, gid: owner.gid) }
             }
@@ -134,7 +168,7 @@ public enum Restore {
             try publish(staging, to: target)
             log.info("restore complete", metadata: ["target": "\(target)", "files": "\(manifest.files.count)"])
             return RestoreReport(plan: planned.plan, backup: manifest, targetDirectory: target, files: manifest.files.count, bytes: bytes,
-                                 seconds: monotonicSeconds() - started, planSeconds: planSeconds)
+                                 seconds: monotonicSeconds() - started, planSeconds: planSeconds, configurationWritten: configuration)
         } catch {
             for dir in allStaging { try? FileSystem.removeTree(dir) }
             throw error
@@ -385,8 +419,10 @@ public enum Restore {
         _ = utimensat(AT_FDCWD, path, &times, 0)
     }
 
-    /// backup_label, tablespace_map, the backup's WAL in pg_wal, recovery settings, backup_manifest.
-    static func writeExtras(_ m: BackupManifest, plan: RecoveryPlan, layout: Layout, config: RestoreConfiguration, catalog: Catalog) async throws {
+    /// backup_label, tablespace_map, the backup's WAL in pg_wal, recovery settings, the
+    /// configuration files the backup lacks (returned), backup_manifest.
+    @discardableResult
+    static func writeExtras(_ m: BackupManifest, plan: RecoveryPlan, layout: Layout, config: RestoreConfiguration, catalog: Catalog) async throws -> [String] {
         let now = Int64(config.clock.now.timeIntervalSince1970)
         var entries = m.files.map {
             PGBackupManifest.Entry(path: $0.path, size: $0.size, mtime: $0.mtime, sha256: $0.digestKnown ? $0.sha256 : layout.computed.get($0.path) ?? "")
@@ -433,8 +469,15 @@ public enum Restore {
         try? FileSystem.remove(autoPath)
         try writeText("postgresql.auto.conf", auto, manifestEntry: false)
         try writeText("recovery.signal", "", manifestEntry: false)
+        var configuration = [String]()
+        for (name, text) in MinimalConfiguration.files where !m.files.contains(where: { $0.path == name }) {
+            try? FileSystem.remove(layout.staging + "/" + name)
+            try writeText(name, text, manifestEntry: true)
+            configuration.append(name)
+        }
         let pgManifest = PGBackupManifest.render(files: entries, timeline: m.timeline, startLSN: m.startLSN, endLSN: m.stopLSN)
         try writeText("backup_manifest", String(decoding: pgManifest, as: UTF8.self), manifestEntry: false)
+        return configuration
     }
 
     /// Offers a segment of the backup's own WAL, written into `pg_wal`, as if prefetched (see

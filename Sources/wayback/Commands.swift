@@ -416,6 +416,9 @@ struct RestoreCommand: AsyncParsableCommand {
             print("delta: \(rewritten) file(s) rewritten, \(report.files - rewritten) already identical, \(report.removed ?? 0) removed")
         }
         print("recovery: to \(report.plan.target)\(report.plan.stop.map { ", stopping \($0.position) \($0.record)" } ?? ""), then \(report.plan.action.rawValue); archive_mode \(mode == .off ? "off (this copy does not archive)" : "as configured")")
+        if !report.configurationWritten.isEmpty {
+            print("note: the backup holds no \(report.configurationWritten.joined(separator: ", ")) (the cluster keeps its configuration outside its data directory, as Debian's do); minimal ones were written so that this copy starts: add your settings before it serves as a primary")
+        }
         if let s = started {
             print("started: recovery reached its target and the server is \(s.state) (\(s.stopMessage ?? "end of archived WAL"))")
             print("timings: plan \(Format.seconds(report.planSeconds)), files \(Format.seconds(report.seconds - report.planSeconds)), then from the start: ready for connections after \(s.readySeconds.map(Format.seconds) ?? "-"), target reached after \(Format.seconds(s.recoverySeconds)); total \(Format.seconds(report.seconds + s.recoverySeconds))")

@@ -89,6 +89,41 @@ struct DrillTests {
         #expect(try Self.archiveListing(t.repositoryPath + "/main/wal") == archiveBefore)
     }
 
+    @Test("a cluster that keeps its configuration outside its data directory (as Debian's do): the restore writes minimal postgresql.conf, pg_hba.conf and pg_ident.conf and says so; restore --start and a drill start the copy")
+    func configurationOutsideTheDataDirectory() throws {
+        let scratch = try TestEnvironment.makeTemporaryDirectory("scratch")
+        defer { try? FileSystem.removeTree(scratch) }
+        let t = try TestCluster(extraConfig: "drill:\n  scratch_dir: \(scratch)\n")
+        defer { t.cleanup() }
+        // As pg_createcluster lays it out: the configuration in its own directory, naming the data directory.
+        let etc = t.root + "/etc"
+        try FileSystem.makeDirectories(etc, mode: 0o700)
+        try t.cluster.stop()
+        for name in ["postgresql.conf", "pg_hba.conf", "pg_ident.conf"] { try FileSystem.rename(t.cluster.dataDirectory + "/" + name, etc + "/" + name) }
+        let conf = try String(contentsOfFile: etc + "/postgresql.conf", encoding: .utf8)
+            + "\ndata_directory = '\(t.cluster.dataDirectory)'\nhba_file = '\(etc)/pg_hba.conf'\nident_file = '\(etc)/pg_ident.conf'\n"
+        try conf.write(toFile: etc + "/postgresql.conf", atomically: true, encoding: .utf8)
+        try TestEnvironment.giveToTestUser(etc, mode: 0o700)
+        for name in ["postgresql.conf", "pg_hba.conf", "pg_ident.conf"] { try TestEnvironment.giveToTestUser(etc + "/" + name, mode: 0o600) }
+        try t.cluster.start(extraOptions: "-c config_file=\(etc)/postgresql.conf")
+        #expect(try t.psql("SHOW config_file") == etc + "/postgresql.conf")
+
+        try t.waybackOK(["init"])
+        try t.cluster.pgbench(["-i", "-s", "1"])
+        try t.waybackOK(["backup"])
+        try t.switchAndWaitForArchive()
+        let restored = try t.wayback(["restore", "--target-dir", t.root + "/copy", "--start", "--port", "5599"])
+        #expect(restored.status == 0, "\(restored.stdout) \(restored.stderr)")
+        #expect(restored.stdout.contains("note: the backup holds no postgresql.conf, pg_hba.conf, pg_ident.conf"), "\(restored.stdout)")
+        let written = try String(contentsOfFile: t.root + "/copy/postgresql.conf", encoding: .utf8)
+        #expect(written.contains("Written by wayback restore") && !written.contains("data_directory"))
+        let copy = LocalCluster(binDirectory: TestEnvironment.pgBin, dataDirectory: t.root + "/copy", socketDirectory: t.root + "/copy", port: 5599, osUser: TestEnvironment.osUser)
+        #expect(try copy.psql("SELECT count(*) FROM pgbench_accounts") == "100000")
+        try? copy.stop(mode: "immediate")
+        let drill = try t.wayback(["drill"])
+        #expect(drill.status == 0, "\(drill.stdout) \(drill.stderr)")
+    }
+
     @Test("--repository restores from the S3 copy alone: the drill passes with the local repository unreadable")
     func drillFromTheOffsiteCopyAlone() throws {
         let s3 = try S3TestServer()

@@ -52,7 +52,7 @@ pgbench() { as_pg "$PGBIN/pgbench" -n -c 2 -t $(($1 / 2)) -h "$ROOT/run" -p "$PO
 # wayback_backup LABEL TYPE: a timed backup whose --json goes to reads.txt as "LABEL bytesRead blocksRead fallbacks bytesStored"
 wayback_backup() {
     cold; timed "$1" -- runuser -u postgres -- bash -c "'$WB' --config '$ROOT/wayback.yaml' backup --type $2 --json > '$ROOT/log/last.json'"
-    python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); r=j.get("reading",{}); print(sys.argv[2], r.get("bytesRead",0), r.get("blocksRead",0), len(r.get("fallbacks") or []), j.get("sizes",{}).get("repository",0))' \
+    python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); r=j.get("reading",{}); print(sys.argv[2], r.get("bytesRead",0), r.get("blocksRead",0), len(r.get("fallbacks") or []), j.get("repositoryBytes",0))' \
         "$ROOT/log/last.json" "$1" >> "$READS"
     python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$ROOT/log/last.json"
 }

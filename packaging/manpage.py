@@ -68,8 +68,9 @@ def page(path, cmd, version, date, see_also):
              "%s \\- %s" % (name.replace("-", "\\-"), roff(cmd.get("abstract", "").rstrip("."))),
              ".SH SYNOPSIS",
              synopsis(path, cmd)]
-    if cmd.get("discussion"):
-        lines += [".SH DESCRIPTION", discussion(cmd["discussion"])]
+    text, _, examples = cmd.get("discussion", "").partition("Examples:\n")
+    if text.strip():
+        lines += [".SH DESCRIPTION", discussion(text)]
     args = [a for a in cmd.get("arguments", []) if a.get("shouldDisplay", True)]
     positional = [a for a in args if a["kind"] == "positional"]
     options = [a for a in args if a["kind"] != "positional"]
@@ -87,6 +88,9 @@ def page(path, cmd, version, date, see_also):
         for s in subs:
             sub_name = "-".join(path + [s["commandName"]])
             lines += [".TP", "\\fB%s\\fR(%s)" % (sub_name.replace("-", "\\-"), SECTION), roff(s.get("abstract", ""))]
+    if examples.strip():
+        body = "\n".join(l[2:] if l.startswith("  ") else l for l in examples.rstrip().split("\n"))
+        lines += [".SH EXAMPLES", ".nf", ".RS 4", roff(body), ".RE", ".fi"]
     if len(path) == 1:
         lines += [".SH EXIT STATUS",
                   "0 on success. On failure one line on standard error, "

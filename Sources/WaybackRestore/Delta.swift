@@ -65,7 +65,7 @@ extension Restore {
 
     static func runDelta(_ chain: [BackupManifest], plan: RecoveryPlan, tablespaces: [UInt32: String], owner: (uid: UInt32, gid: UInt32)?,
                          config: RestoreConfiguration, catalog: Catalog, progress: ProgressHandler?,
-                         logger: Logger) async throws -> (Int64, DeltaState) {
+                         logger: Logger) async throws -> (bytes: Int64, state: DeltaState, configuration: [String]) {
         let m = chain[0]
         let target = config.targetDirectory
         let layout = Layout(staging: target, tablespaces: tablespaces, finalTablespaces: tablespaces)
@@ -107,7 +107,7 @@ extension Restore {
         flusher.start()
         defer { flusher.stop() }
         let bytes = try await restoreFiles(chain, layout: layout, config: config, catalog: catalog, progress: progress, delta: state)
-        try await writeExtras(m, plan: plan, layout: layout, config: config, catalog: catalog)
+        let configuration = try await writeExtras(m, plan: plan, layout: layout, config: config, catalog: catalog)
         if let owner, getuid() == 0 { for dir in all { try chownTree(dir, uid: owner.uid, gid: owner.gid) } }
         try flusher.finish()
         for dir in all { try syncTree(dir) }
@@ -126,6 +126,6 @@ extension Restore {
         try FileSystem.remove(layout.path(keptControlFile))
         try FileSystem.syncDirectory(target + "/global")
         state.rewritten.wrappingAdd(1, ordering: .relaxed)
-        return (bytes, state)
+        return (bytes, state, configuration)
     }
 }

@@ -117,11 +117,11 @@ public enum Restore {
         }
         let owner = try config.owner ?? ownerFor(target)
         if delta {
-            let (bytes, state) = try await runDelta(chain, plan: planned.plan, tablespaces: tablespaceTargets, owner: owner,
+            let (bytes, state, configuration) = try await runDelta(chain, plan: planned.plan, tablespaces: tablespaceTargets, owner: owner,
                                                     config: config, catalog: catalog, progress: progress, logger: log)
             return RestoreReport(plan: planned.plan, backup: manifest, targetDirectory: target, files: manifest.files.count, bytes: bytes,
                                  seconds: monotonicSeconds() - started, planSeconds: planSeconds, rewritten: state.rewritten.load(ordering: .relaxed),
-                                 removed: state.removed)
+                                 removed: state.removed, configurationWritten: configuration)
         }
 
         // Staging directories, renamed into place at the end.
@@ -142,7 +142,8 @@ public enum Restore {
                     // Staged beside the target and renamed into place (never a half-restored
                     // directory PostgreSQL could start), so the parent must be writable.
                     let parent = FileSystem.parentPath(dir)
-                    throw WaybackError(e.code, "cannot stage the restore in \(parent): \(e.message). The restore is written beside its target and renamed into place, so \(parent) must be writable by the user running wayback; choose a target in a directory that user owns, or make one (install -d -o postgres -m 700 \(parent)/...)")
+                    let user = getpwuid(geteuid()).map { String(cString: $0.pointee.pw_name) } ?? "the user running wayback"
+                    throw WaybackError(e.code, "cannot stage the restore in \(parent): \(e.message). The restore is written beside its target and renamed into place, so \(parent) must be writable by \(user); choose a target in a directory \(user) owns, or make one (install -d -o \(user) -m 700 \(parent)/restores)")
                 }
             }
             let layout = Layout(staging: staging, tablespaces: stagedTablespaces, finalTablespaces: tablespaceTargets)

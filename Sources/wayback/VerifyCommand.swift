@@ -61,9 +61,10 @@ struct VerifyCommand: AsyncParsableCommand {
             throw WaybackError(.repository, "no repository could be verified: \(report.problems.first?.message ?? "")")
         }
         if !report.sound {
-            let damagedIn = Set(report.problems.filter { [.damaged, .wal, .missing].contains($0.kind) }.map(\.repository)).sorted()
-            let fix = damagedIn.isEmpty || report.repositories.count < 2 ? ""
-                : "; restores read what is damaged from another repository, and 'wayback repo sync \(damagedIn.map { "--to \($0)" }.first!)' replaces it with a sound copy"
+            // With another repository to copy from, repo sync replaces what is damaged or missing.
+            let damagedIn = report.problems.filter { [.damaged, .wal, .missing].contains($0.kind) }.map(\.repository).min()
+            let fix = damagedIn.flatMap { report.repositories.count < 2 ? nil : $0 }
+                .map { "; restores read what is damaged from another repository, and 'wayback repo sync --to \($0)' replaces it with a sound copy" } ?? ""
             throw WaybackError(.corrupt, "verify found \(report.problems.count) problem\(report.problems.count == 1 ? "" : "s") (listed above)\(fix)")
         }
     }

@@ -120,6 +120,8 @@ struct DrillTests {
         let copy = LocalCluster(binDirectory: TestEnvironment.pgBin, dataDirectory: t.root + "/copy", socketDirectory: t.root + "/copy", port: 5599, osUser: TestEnvironment.osUser)
         #expect(try copy.psql("SELECT count(*) FROM pgbench_accounts") == "100000")
         try? copy.stop(mode: "immediate")
+        let delta = try t.wayback(["restore", "--target-dir", t.root + "/copy", "--delta", "--to-backup-end"])
+        #expect(delta.status == 0 && delta.stdout.contains("note: the backup holds no postgresql.conf"), "\(delta.stdout) \(delta.stderr)")
         let drill = try t.wayback(["drill"])
         #expect(drill.status == 0, "\(drill.stdout) \(drill.stderr)")
     }

@@ -18,77 +18,39 @@ extension Restore {
         } catch let e as WaybackError {
             throw WaybackError(.corrupt, "backup \(versions[0].manifest.id) cannot be restored: \(e.message); restore another backup (--backup ID)")
         }
-        let out = try PosixFile.create(path, mode: mode_t(f.mode & 0o777 == 0 ? 0o600 : f.mode & 0o777))
-        var hasher = SHA256Hasher()
-        let background = f.size >= backgroundHashBytes ? BackgroundHasher() : nil
-        defer { _ = background?.finalizeHex() }
-        let sha: String
-        do {
-            // One decoder for all versions: they decode one frame at a time, in turn.
-            let decoder = FrameDecoder()
-            var streams = [VersionStream]()
-            for (v, frames) in zip(versions, plans) where !frames.isEmpty {
-                let s = VersionStream(file: v.file, manifest: v.manifest, frames: frames, driver: driver, keys: keys, decoder: decoder)
-                if try await s.advance() { streams.append(s) }
+        let out = try writer(for: f, at: path)
+        // One decoder for all versions: they decode one frame at a time, in turn.
+        let decoder = FrameDecoder()
+        var streams = [VersionStream]()
+        for (v, frames) in zip(versions, plans) where !frames.isEmpty {
+            let s = VersionStream(file: v.file, manifest: v.manifest, frames: frames, driver: driver, keys: keys, decoder: decoder)
+            if try await s.advance() { streams.append(s) }
+        }
+        var position: Int64 = 0
+        while true {
+            // The stream whose next piece comes first in the file.
+            var best = -1, bestOffset = Int64.max
+            for (i, s) in streams.enumerated() where s.nextOffset < bestOffset { best = i; bestOffset = s.nextOffset }
+            guard best >= 0 else { break }
+            guard bestOffset == position else {
+                throw WaybackError(.corrupt, "backup \(versions[0].manifest.id) cannot be restored: the stored pieces of file \(f.path) do not follow each other at offset \(position); restore another backup (--backup ID)")
             }
-            var pending = [UInt8]()
-            pending.reserveCapacity(FrameFormat.rawChunk)
-            var written: Int64 = 0, position: Int64 = 0
-            func write(_ p: UnsafeRawBufferPointer) throws {
-                if let background { background.update(p) } else { hasher.update(p) }
-                try out.pwrite(p, offset: written)
-                let end = written + Int64(p.count)
-                if end / writebackStep > written / writebackStep {
-                    out.startWriteback(offset: end / writebackStep * writebackStep - writebackStep, length: writebackStep)
-                }
-                counter.add(Int64(p.count))
-                written = end
-            }
-            func flush() throws {
-                guard !pending.isEmpty else { return }
-                try pending.withUnsafeBytes { try write($0) }
-                pending.removeAll(keepingCapacity: true)
-            }
-            while true {
-                // The stream whose next piece comes first in the file.
-                var best = -1, bestOffset = Int64.max
-                for (i, s) in streams.enumerated() where s.nextOffset < bestOffset { best = i; bestOffset = s.nextOffset }
-                guard best >= 0 else { break }
-                guard bestOffset == position else {
-                    throw WaybackError(.corrupt, "backup \(versions[0].manifest.id) cannot be restored: the stored pieces of file \(f.path) do not follow each other at offset \(position); restore another backup (--backup ID)")
-                }
-                let s = streams[best]
-                let piece = s.pieces[s.pieceIndex]
-                if piece.length >= Self.directPieceBytes {
-                    // A long piece (the older versions' pages around the newer ones) is written
-                    // from the decoded frame; single pages gather in `pending` first.
-                    try flush()
-                    try s.plain.withUnsafeBytes { try write(UnsafeRawBufferPointer(rebasing: $0[piece.frameOffset..<(piece.frameOffset + piece.length)])) }
-                } else {
-                    s.plain.withUnsafeBytes { pending.append(contentsOf: $0[piece.frameOffset..<(piece.frameOffset + piece.length)]) }
-                    if pending.count >= FrameFormat.rawChunk { try flush() }
-                }
-                position += Int64(piece.length)
-                s.pieceIndex += 1
-                if s.pieceIndex == s.pieces.count, !(try await s.advance()) { streams.remove(at: best) }
-            }
-            try flush()
-            sha = background?.finalizeHex() ?? hasher.finalizeHex()
-            guard written == f.size, sha == f.sha256 || !f.digestKnown else {
-                throw WaybackError(.corrupt, "backup \(versions[0].manifest.id) is damaged: file \(f.path) rebuilt from backups \(versions.map(\.manifest.id.rawValue).joined(separator: ", ")) fails its \(written == f.size ? "SHA-256" : "size") check; nothing was restored. Restore another backup (--backup ID) or run a new backup")
-            }
-            try out.close()
-        } catch {
-            try? out.close()
-            throw error
+            let s = streams[best]
+            let piece = s.pieces[s.pieceIndex]
+            try s.plain.withUnsafeBytes { try out.append(UnsafeRawBufferPointer(rebasing: $0[piece.frameOffset..<(piece.frameOffset + piece.length)])) }
+            counter.add(Int64(piece.length))
+            position += Int64(piece.length)
+            s.pieceIndex += 1
+            if s.pieceIndex == s.pieces.count, !(try await s.advance()) { streams.remove(at: best) }
+        }
+        let (written, sha) = try out.finish()
+        guard written == f.size, sha == f.sha256 || !f.digestKnown else {
+            throw WaybackError(.corrupt, "backup \(versions[0].manifest.id) is damaged: file \(f.path) rebuilt from backups \(versions.map(\.manifest.id.rawValue).joined(separator: ", ")) fails its \(written == f.size ? "SHA-256" : "size") check; nothing was restored. Restore another backup (--backup ID) or run a new backup")
         }
         var times = [timespec(tv_sec: Int(f.mtime), tv_nsec: 0), timespec(tv_sec: Int(f.mtime), tv_nsec: 0)]
         _ = utimensat(AT_FDCWD, path, &times, 0)
         return sha
     }
-
-    /// Pieces from this length on are written straight from their decoded frame.
-    static let directPieceBytes = 64 << 10
 }
 
 /// A frame decompressor and its page-delta scratch, shared by the versions of one rebuild.

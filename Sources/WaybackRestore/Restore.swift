@@ -319,9 +319,18 @@ public enum Restore {
         return total
     }
 
-    static let writebackStep: Int64 = 8 << 20
-    /// Files from this size on are hashed by a `BackgroundHasher`.
-    static let backgroundHashBytes: Int64 = 8 << 20
+    /// Files from this size on are written with `O_DIRECT`.
+    static let directBytes = Int64(SequentialWriter.bufferBytes)
+    /// Files from this size on are hashed and written by threads of their own, so that the other
+    /// workers' files and this one's decompression share the cores, rather than this worker
+    /// hashing and waiting for the disk alone.
+    static let backgroundBytes: Int64 = 8 << 20
+
+    /// A new file for `f` at `path`, with `f`'s mode (600 when it has none).
+    static func writer(for f: BackupManifest.File, at path: String) throws -> SequentialWriter {
+        try SequentialWriter(creating: path, mode: mode_t(f.mode & 0o777 == 0 ? 0o600 : f.mode & 0o777), direct: f.size >= directBytes,
+                             background: f.size >= backgroundBytes)
+    }
 
     /// Restores one file of `chain[0]` (rebuilt through the chain of a diff/incr), verifying it.
     static func restoreOne(_ f: BackupManifest.File, chain: [BackupManifest], layout: Layout, catalog: Catalog, counter: ByteCounter,
@@ -364,13 +373,7 @@ public enum Restore {
     /// written at its own offset from a saved hash state, so the body can start over.
     static func restoreOne(_ f: BackupManifest.File, manifest m: BackupManifest, to path: String, from driver: any StorageDriver,
                            keys: RepositoryLayout, counter: ByteCounter) async throws {
-        let out = try PosixFile.create(path, mode: mode_t(f.mode & 0o777 == 0 ? 0o600 : f.mode & 0o777))
-        var hasher = SHA256Hasher()
-        // A large file is hashed on a thread of its own, so the other workers' files and this
-        // one's decompression share the cores, rather than this worker hashing it alone.
-        let background = f.size >= backgroundHashBytes ? BackgroundHasher() : nil
-        defer { _ = background?.finalizeHex() }
-        var written: Int64 = 0
+        let out = try writer(for: f, at: path)
         // A file's chunks are contiguous runs in one or more packs: read each run with one request.
         var i = 0
         while i < f.chunks.count {
@@ -380,42 +383,31 @@ public enum Restore {
             let object = m.objects[f.chunks[i].object]
             let key = keys.objectKey(m.id, object.name)
             let start = f.chunks[i].offset, end = f.chunks[j].offset + Int64(f.chunks[j].length)
-            let runStart = written, hashAtStart = hasher, mark = background?.snapshot()
+            let runStart = out.position
             do {
                 try await driver.withReader(key, range: start..<end) { reader in
-                    written = runStart
-                    hasher = hashAtStart
-                    if let background, let mark { background.restore(mark) }
+                    try out.rewind(to: runStart)
                     let frames = FrameReader(reader: reader, name: "\(object.name) of backup \(m.id)")
                     for k in i...j {
                         let n = try await frames.nextFrame { plain -> Int in
                             guard plain.count == f.chunks[k].raw else {
                                 throw WaybackError(.corrupt, "frame size mismatch")
                             }
-                            if let background { background.update(plain) } else { hasher.update(plain) }
-                            try out.pwrite(plain, offset: written)
+                            try out.append(plain)
                             return plain.count
                         }
-                        // Hand each 8 MiB to the disk as it is written, so the final syncfs
-                        // does not start the whole write-back at the end.
-                        if (written + Int64(n)) / writebackStep > written / writebackStep {
-                            out.startWriteback(offset: (written + Int64(n)) / writebackStep * writebackStep - writebackStep, length: writebackStep)
-                        }
-                        written += Int64(n)
                         counter.add(Int64(n))
                     }
                 }
             } catch let e as WaybackError where e.code == .corrupt || e.code == .notFound {
-                try? out.close()
                 throw WaybackError(.corrupt, "backup \(m.id) is damaged: file \(f.path) cannot be read from \(object.name) (\(e.message)); nothing was restored. Restore another backup (--backup ID) or run a new backup")
             }
             i = j + 1
         }
-        guard written == f.size, (background?.finalizeHex() ?? hasher.finalizeHex()) == f.sha256 else {
-            try? out.close()
+        let written = try out.finish()
+        guard written.size == f.size, written.sha256 == f.sha256 else {
             throw WaybackError(.corrupt, "backup \(m.id) is damaged: file \(f.path) fails its SHA-256 check; nothing was restored. Restore another backup (--backup ID) or run a new backup")
         }
-        try out.close()
         var times = [timespec(tv_sec: Int(f.mtime), tv_nsec: 0), timespec(tv_sec: Int(f.mtime), tv_nsec: 0)]
         _ = utimensat(AT_FDCWD, path, &times, 0)
     }

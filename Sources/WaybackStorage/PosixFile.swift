@@ -20,10 +20,22 @@ public final class PosixFile {
         return PosixFile(path: path, fd: fd)
     }
 
-    /// Creates a new file; fails if it exists.
     /// Creates a new file (it must not exist), write-only or, with `readable`, read-write.
     public static func create(_ path: String, mode: mode_t = 0o640, readable: Bool = false) throws -> PosixFile {
         let fd = Glibc.open(path, (readable ? O_RDWR : O_WRONLY) | O_CREAT | O_EXCL | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw PosixError.make(errno, "create", path) }
+        return PosixFile(path: path, fd: fd)
+    }
+
+    /// Creates a new file (it must not exist), read-write with `O_DIRECT`; nil when the file system
+    /// refuses `O_DIRECT` (tmpfs before Linux 6.6, some FUSE file systems).
+    static func createDirect(_ path: String, mode: mode_t) throws -> PosixFile? {
+        let fd = Glibc.open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | SequentialWriter.oDirect, mode)
+        if fd < 0, errno == EINVAL {
+            // Some kernels create the file before refusing the flag; O_EXCL made it ours.
+            _ = unlink(path)
+            return nil
+        }
         guard fd >= 0 else { throw PosixError.make(errno, "create", path) }
         return PosixFile(path: path, fd: fd)
     }
@@ -121,7 +133,9 @@ public final class PosixFile {
     /// Starts writing back `range` of the file without waiting (sync_file_range(2) with
     /// SYNC_FILE_RANGE_WRITE), so that a later fsync or syncfs has less left to do. Advisory: errors
     /// are ignored (the later sync reports real ones).
-    public func startWriteback(offset: Int64, length: Int64) {
+    public func startWriteback(offset: Int64, length: Int64) { Self.startWriteback(fd: fd, offset: offset, length: length) }
+
+    static func startWriteback(fd: Int32, offset: Int64, length: Int64) {
         _ = c_sync_file_range(fd, off_t(offset), off_t(length), 2)
     }
 

@@ -1,0 +1,89 @@
+import Foundation
+import Testing
+import WaybackCore
+@testable import WaybackStorage
+
+/// `SequentialWriter` on this machine's real file system (ext4 under /var/tmp, which takes
+/// `O_DIRECT`): the bytes and the SHA-256 it reports are those appended, in every mode.
+@Suite("Sequential writer: direct writes, background stages, rewind")
+struct SequentialWriterTests {
+    static func bytes(_ count: Int, seed: UInt64) -> [UInt8] {
+        var state = seed
+        return (0..<count).map { _ in
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return UInt8(truncatingIfNeeded: state >> 33)
+        }
+    }
+
+    static func directory() throws -> String {
+        let dir = "/var/tmp/wayback-writer-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileSystem.makeDirectories(dir, mode: 0o700)
+        return dir
+    }
+
+    static func append(_ data: [UInt8], to w: SequentialWriter, pieces: Int) throws {
+        try data.withUnsafeBytes { all in
+            var i = 0
+            while i < all.count {
+                try w.append(UnsafeRawBufferPointer(rebasing: all[i..<min(i + pieces, all.count)]))
+                i += pieces
+            }
+        }
+    }
+
+    @Test("the file and the digest are the bytes appended, direct or not, in the background or not, whatever the pieces and the tail",
+          arguments: [(true, true), (true, false), (false, true), (false, false)])
+    func writesWhatIsAppended(direct: Bool, background: Bool) throws {
+        let dir = try Self.directory()
+        defer { try? FileSystem.removeTree(dir) }
+        // Several buffers, an unaligned tail, and pieces that straddle the buffers' ends.
+        let data = Self.bytes(5 * SequentialWriter.bufferBytes + 12_345, seed: 7)
+        for pieces in [8192, 65_537, 3 << 20] {
+            let path = dir + "/f\(pieces)"
+            let w = try SequentialWriter(creating: path, mode: 0o600, direct: direct, background: background)
+            #expect(w.openedDirect == direct, "ext4 takes O_DIRECT")
+            try Self.append(data, to: w, pieces: pieces)
+            let (size, sha) = try w.finish()
+            #expect(size == Int64(data.count))
+            #expect(sha == SHA256Hasher.hex(data))
+            #expect(try [UInt8](Data(contentsOf: URL(fileURLWithPath: path))) == data, "pieces of \(pieces)")
+            #expect(try FileSystem.status(path)?.mode ?? 0 & 0o777 == 0o600)
+        }
+        let empty = try SequentialWriter(creating: dir + "/empty", mode: 0o600, direct: direct, background: background)
+        #expect(try empty.finish() == (0, SHA256Hasher.hex([])))
+    }
+
+    @Test("a rewind, within the buffer or to an unaligned offset already written, starts the file and its digest over from there")
+    func rewind() throws {
+        let dir = try Self.directory()
+        defer { try? FileSystem.removeTree(dir) }
+        let a = Self.bytes(3 * SequentialWriter.bufferBytes + 5000, seed: 1), garbage = Self.bytes(2 * SequentialWriter.bufferBytes, seed: 2)
+        let b = Self.bytes(SequentialWriter.bufferBytes + 777, seed: 3)
+        for (name, cut) in [("within", a.count), ("written", 1_234_567)] {
+            let w = try SequentialWriter(creating: dir + "/" + name, mode: 0o600, direct: true, background: true)
+            try Self.append(Array(a[..<cut]), to: w, pieces: 100_000)
+            let mark = w.position
+            try Self.append(name == "within" ? Array(garbage[..<1000]) : garbage, to: w, pieces: 100_000)
+            try w.rewind(to: mark)
+            try Self.append(b, to: w, pieces: 100_000)
+            let expected = Array(a[..<cut]) + b
+            let (size, sha) = try w.finish()
+            #expect(size == Int64(expected.count), "\(name)")
+            #expect(sha == SHA256Hasher.hex(expected), "\(name)")
+            #expect(try [UInt8](Data(contentsOf: URL(fileURLWithPath: dir + "/" + name))) == expected, "\(name)")
+        }
+    }
+
+    @Test("a writer dropped without finish stops its threads before the file is closed; the file is not the data")
+    func abandoned() throws {
+        let dir = try Self.directory()
+        defer { try? FileSystem.removeTree(dir) }
+        do {
+            let w = try SequentialWriter(creating: dir + "/dropped", mode: 0o600, direct: true, background: true)
+            try Self.append(Self.bytes(4 * SequentialWriter.bufferBytes, seed: 4), to: w, pieces: 1 << 20)
+        }
+        // Every buffer handed on was written; the last one was never handed on.
+        let size = try FileSystem.status(dir + "/dropped")?.size ?? -1
+        #expect(size < 4 * Int64(SequentialWriter.bufferBytes) && size >= 0)
+    }
+}

@@ -228,6 +228,17 @@ public final class FrameReader {
         let payload = try await readExactly(h.storedLength)
         return try payload.withUnsafeBytes { try FrameFormat.decodePayload($0, header: h, decompressor: decompressor, scratch: &unfiltered, object: name, body) }
     }
+
+    /// Reads the next frame and passes its header and its decoder to `body`: the decoder writes
+    /// the frame's `rawLength` plain bytes into the space it is given, where they are to go.
+    public func nextFrame<R>(decodingWith body: (FrameFormat.Header, (UnsafeMutableRawBufferPointer) throws -> Void) throws -> R) async throws -> R {
+        let hb = try await readExactly(FrameFormat.headerLength)
+        let h = try hb.withUnsafeBytes { try FrameFormat.decodeHeader($0, object: name) }
+        let payload = try await readExactly(h.storedLength)
+        return try payload.withUnsafeBytes { p in
+            try body(h) { try FrameFormat.decodePayload(p, header: h, decompressor: decompressor, object: name, into: $0) }
+        }
+    }
 }
 
 extension FrameFormat {
@@ -244,6 +255,29 @@ extension FrameFormat {
                 scratch.withUnsafeMutableBytes { PageDelta.decode(filtered, into: $0) }
             }
             return try scratch.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[0..<h.rawLength])) }
+        } catch let e as WaybackError where e.code == .corrupt {
+            throw WaybackError(.corrupt, "\(name) is damaged: \(e.message)")
+        }
+    }
+
+    /// `decodePayload` into the first `rawLength` bytes of `plain` (grown when shorter).
+    public static func decodePayload(_ p: UnsafeRawBufferPointer, header h: Header, decompressor: Decompressor, object name: String,
+                                     into plain: inout [UInt8]) throws {
+        if plain.count < h.rawLength { plain = .scratch(count: h.rawLength) }
+        try plain.withUnsafeMutableBytes { try decodePayload(p, header: h, decompressor: decompressor, object: name, into: $0) }
+    }
+
+    /// `decodePayload` into the first `rawLength` bytes of `destination` (which has at least that
+    /// many), with no copy after the decompression (the page-delta filter is undone from the
+    /// decompressor's buffer).
+    public static func decodePayload(_ p: UnsafeRawBufferPointer, header h: Header, decompressor: Decompressor, object name: String,
+                                     into destination: UnsafeMutableRawBufferPointer) throws {
+        do {
+            if h.flags & FrameFormat.pageDeltaFlag != 0 {
+                try decompressor.decompress(p, algorithm: h.compression, rawLength: h.rawLength) { PageDelta.decode($0, into: destination) }
+            } else {
+                try decompressor.decompress(p, algorithm: h.compression, rawLength: h.rawLength, into: destination)
+            }
         } catch let e as WaybackError where e.code == .corrupt {
             throw WaybackError(.corrupt, "\(name) is damaged: \(e.message)")
         }

@@ -121,31 +121,38 @@ public final class Decompressor {
     /// plain bytes. Throws `.corrupt` when the frame does not decode to exactly `rawLength` bytes.
     public func decompress<R>(_ input: UnsafeRawBufferPointer, algorithm: CompressionAlgorithm, rawLength: Int,
                               _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+        if algorithm == .none {
+            guard input.count == rawLength else { throw WaybackError(.corrupt, "stored frame has \(input.count) bytes, expected \(rawLength)") }
+            return try body(input)
+        }
+        if out.count < rawLength { out = .scratch(count: max(rawLength, 1)) }
+        try out.withUnsafeMutableBytes { try decompress(input, algorithm: algorithm, rawLength: rawLength, into: $0) }
+        return try out.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[0..<rawLength])) }
+    }
+
+    /// Decompresses one frame of `algorithm` into the first `rawLength` bytes of `destination`
+    /// (which has at least that many), with no copy in between. Throws `.corrupt` as above.
+    public func decompress(_ input: UnsafeRawBufferPointer, algorithm: CompressionAlgorithm, rawLength: Int,
+                           into destination: UnsafeMutableRawBufferPointer) throws {
+        precondition(destination.count >= rawLength)
         switch algorithm {
         case .none:
             guard input.count == rawLength else { throw WaybackError(.corrupt, "stored frame has \(input.count) bytes, expected \(rawLength)") }
-            return try body(input)
+            if rawLength > 0 { destination.baseAddress!.copyMemory(from: input.baseAddress!, byteCount: rawLength) }
         case .zstd:
-            if out.count < rawLength { out = .scratch(count: max(rawLength, 1)) }
-            let n = out.withUnsafeMutableBytes { dst in
-                ZSTD_decompressDCtx(dctx, dst.baseAddress, rawLength, input.baseAddress, input.count)
-            }
+            let n = ZSTD_decompressDCtx(dctx, destination.baseAddress, rawLength, input.baseAddress, input.count)
             if ZSTD_isError(n) != 0 || n != rawLength {
                 let why = ZSTD_isError(n) != 0 ? String(cString: ZSTD_getErrorName(n)) : "decoded \(n) bytes, expected \(rawLength)"
                 throw WaybackError(.corrupt, "a compressed frame does not decode", cause: .decoding(why))
             }
-            return try out.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
         case .lz4, .gzip:
-            if out.count < rawLength { out = .scratch(count: max(rawLength, 1)) }
-            let n = out.withUnsafeMutableBytes { dst -> Int in
-                if algorithm == .gzip { return wb_gzip_decompress(input.baseAddress, input.count, dst.baseAddress, rawLength) }
-                return Int(LZ4_decompress_safe(input.baseAddress?.assumingMemoryBound(to: CChar.self),
-                                               dst.baseAddress!.assumingMemoryBound(to: CChar.self), Int32(input.count), Int32(rawLength)))
-            }
+            let n = algorithm == .gzip
+                ? wb_gzip_decompress(input.baseAddress, input.count, destination.baseAddress, rawLength)
+                : Int(LZ4_decompress_safe(input.baseAddress?.assumingMemoryBound(to: CChar.self),
+                                          destination.baseAddress!.assumingMemoryBound(to: CChar.self), Int32(input.count), Int32(rawLength)))
             guard n == rawLength else {
                 throw WaybackError(.corrupt, "a \(algorithm) frame does not decode to its \(rawLength) bytes")
             }
-            return try out.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
         }
     }
 }

@@ -19,11 +19,11 @@ extension Restore {
             throw WaybackError(.corrupt, "backup \(versions[0].manifest.id) cannot be restored: \(e.message); restore another backup (--backup ID)")
         }
         let out = try writer(for: f, at: path)
-        // One decoder for all versions: they decode one frame at a time, in turn.
-        let decoder = FrameDecoder()
+        // One decompressor for all versions: they decode one frame at a time, in turn.
+        let decompressor = Decompressor()
         var streams = [VersionStream]()
         for (v, frames) in zip(versions, plans) where !frames.isEmpty {
-            let s = VersionStream(file: v.file, manifest: v.manifest, frames: frames, driver: driver, keys: keys, decoder: decoder)
+            let s = VersionStream(file: v.file, manifest: v.manifest, frames: frames, driver: driver, keys: keys, decompressor: decompressor)
             if try await s.advance() { streams.append(s) }
         }
         var position: Int64 = 0
@@ -53,12 +53,6 @@ extension Restore {
     }
 }
 
-/// A frame decompressor and its page-delta scratch, shared by the versions of one rebuild.
-final class FrameDecoder {
-    let decompressor = Decompressor()
-    var scratch = [UInt8]()
-}
-
 /// One version of a file in a page-level rebuild: its planned frames, read in batches of
 /// consecutive frames (at most `batchBytes` stored bytes, or one frame) and decoded one at a
 /// time, so a chain of N versions holds at most N batches and N decoded frames.
@@ -69,19 +63,19 @@ final class VersionStream {
     let frames: [BlockOwnership.FramePlan]
     let driver: any StorageDriver
     let keys: RepositoryLayout
-    let decoder: FrameDecoder
+    let decompressor: Decompressor
     private var next = 0
     private var batch = [UInt8]()
     private var batchPosition = 0
     private var batchEnd = 0
-    /// The current frame's plain bytes and the pieces of it to write.
+    /// The current frame's plain bytes (its first `rawLength`) and the pieces of it to write.
     private(set) var plain = [UInt8]()
     private(set) var pieces = [BlockOwnership.Piece]()
     var pieceIndex = 0
 
     init(file: BackupManifest.File, manifest: BackupManifest, frames: [BlockOwnership.FramePlan], driver: any StorageDriver, keys: RepositoryLayout,
-         decoder: FrameDecoder) {
-        self.file = file; self.manifest = manifest; self.frames = frames; self.driver = driver; self.keys = keys; self.decoder = decoder
+         decompressor: Decompressor) {
+        self.file = file; self.manifest = manifest; self.frames = frames; self.driver = driver; self.keys = keys; self.decompressor = decompressor
     }
 
     /// Where the next piece goes in the file (`Int64.max` when none is left).
@@ -102,11 +96,8 @@ final class VersionStream {
             throw WaybackError(.corrupt, "\(name) is damaged: a frame of file \(file.path) is not as the manifest records it")
         }
         try batch.withUnsafeBytes { all in
-            try FrameFormat.decodePayload(UnsafeRawBufferPointer(rebasing: all[start..<end]), header: header, decompressor: decoder.decompressor,
-                                          scratch: &decoder.scratch, object: name) { p in
-                plain.removeAll(keepingCapacity: true)
-                plain.append(contentsOf: p)
-            }
+            try FrameFormat.decodePayload(UnsafeRawBufferPointer(rebasing: all[start..<end]), header: header, decompressor: decompressor,
+                                          object: name, into: &plain)
         }
         batchPosition = end
         pieces = frames[next].pieces

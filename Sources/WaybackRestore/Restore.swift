@@ -389,12 +389,13 @@ public enum Restore {
                     try out.rewind(to: runStart)
                     let frames = FrameReader(reader: reader, name: "\(object.name) of backup \(m.id)")
                     for k in i...j {
-                        let n = try await frames.nextFrame { plain -> Int in
-                            guard plain.count == f.chunks[k].raw else {
+                        let n = try await frames.nextFrame { header, decode -> Int in
+                            guard header.rawLength == f.chunks[k].raw else {
                                 throw WaybackError(.corrupt, "frame size mismatch")
                             }
-                            try out.append(plain)
-                            return plain.count
+                            // Decompressed where it is written, hashed and written from there.
+                            try out.append(count: header.rawLength, decode)
+                            return header.rawLength
                         }
                         counter.add(Int64(n))
                     }

@@ -76,6 +76,20 @@ public final class SequentialWriter {
         }
     }
 
+    /// Appends `count` bytes that `fill` writes straight into the buffer (a frame decompressed
+    /// where it is to be written); `fill` writes all `count` or throws, and then nothing is added.
+    public func append(count: Int, _ fill: (UnsafeMutableRawBufferPointer) throws -> Void) throws {
+        guard count <= Self.bufferBytes else {
+            var bytes = [UInt8].scratch(count: count)
+            try bytes.withUnsafeMutableBytes { try fill($0) }
+            return try bytes.withUnsafeBytes { try append($0) }
+        }
+        // A buffer handed on before it is full stays direct while its length is whole blocks.
+        if Self.bufferBytes - filled < count { try submit() }
+        try fill(UnsafeMutableRawBufferPointer(rebasing: state.buffers[current][filled..<(filled + count)]))
+        filled += count
+    }
+
     /// Continues the file at `offset` (at most `position`): what follows it is written again.
     /// Going back past what was already handed on re-reads the file up to `offset` for the digest
     /// and writes the rest of the file through the page cache (a rare path: a repository that

@@ -21,33 +21,39 @@ struct SequentialWriterTests {
         return dir
     }
 
-    static func append(_ data: [UInt8], to w: SequentialWriter, pieces: Int) throws {
+    /// `data` appended in pieces, copied in or (`inPlace`) written straight into the buffer.
+    static func append(_ data: [UInt8], to w: SequentialWriter, pieces: Int, inPlace: Bool = false) throws {
         try data.withUnsafeBytes { all in
             var i = 0
             while i < all.count {
-                try w.append(UnsafeRawBufferPointer(rebasing: all[i..<min(i + pieces, all.count)]))
+                let piece = UnsafeRawBufferPointer(rebasing: all[i..<min(i + pieces, all.count)])
+                if inPlace {
+                    try w.append(count: piece.count) { $0.baseAddress!.copyMemory(from: piece.baseAddress!, byteCount: piece.count) }
+                } else {
+                    try w.append(piece)
+                }
                 i += pieces
             }
         }
     }
 
-    @Test("the file and the digest are the bytes appended, direct or not, in the background or not, whatever the pieces and the tail",
+    @Test("the file and the digest are the bytes appended, direct or not, in the background or not, copied in or filled in place, whatever the pieces and the tail",
           arguments: [(true, true), (true, false), (false, true), (false, false)])
     func writesWhatIsAppended(direct: Bool, background: Bool) throws {
         let dir = try Self.directory()
         defer { try? FileSystem.removeTree(dir) }
         // Several buffers, an unaligned tail, and pieces that straddle the buffers' ends.
         let data = Self.bytes(5 * SequentialWriter.bufferBytes + 12_345, seed: 7)
-        for pieces in [8192, 65_537, 3 << 20] {
-            let path = dir + "/f\(pieces)"
+        for (pieces, inPlace) in [(8192, false), (65_537, false), (3 << 20, false), (1 << 20, true), (300_000, true), (3 << 20, true)] {
+            let path = dir + "/f\(pieces)-\(inPlace)"
             let w = try SequentialWriter(creating: path, mode: 0o600, direct: direct, background: background)
             #expect(w.openedDirect == direct, "ext4 takes O_DIRECT")
-            try Self.append(data, to: w, pieces: pieces)
+            try Self.append(data, to: w, pieces: pieces, inPlace: inPlace)
             let (size, sha) = try w.finish()
             #expect(size == Int64(data.count))
             #expect(sha == SHA256Hasher.hex(data))
-            #expect(try [UInt8](Data(contentsOf: URL(fileURLWithPath: path))) == data, "pieces of \(pieces)")
-            #expect(try FileSystem.status(path)?.mode ?? 0 & 0o777 == 0o600)
+            #expect(try [UInt8](Data(contentsOf: URL(fileURLWithPath: path))) == data, "pieces of \(pieces), in place: \(inPlace)")
+            #expect((try FileSystem.status(path)?.mode ?? 0) & 0o777 == 0o600)
         }
         let empty = try SequentialWriter(creating: dir + "/empty", mode: 0o600, direct: direct, background: background)
         #expect(try empty.finish() == (0, SHA256Hasher.hex([])))

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import WaybackCore
 @testable import WaybackStorage
+import WaybackTesting
 
 /// `SequentialWriter` on this machine's real file system (ext4 under /var/tmp, which takes
 /// `O_DIRECT`): the bytes and the SHA-256 it reports are those appended, in every mode.
@@ -57,6 +58,26 @@ struct SequentialWriterTests {
         }
         let empty = try SequentialWriter(creating: dir + "/empty", mode: 0o600, direct: direct, background: background)
         #expect(try empty.finish() == (0, SHA256Hasher.hex([])))
+    }
+
+    @Test("a file system that refuses O_DIRECT at open (ramfs, which creates the file first) is written through the page cache: same bytes, same digest")
+    func refusedDirect() throws {
+        guard getuid() == 0 else {
+            // Mounting needs root; CI runs the tests as root.
+            if TestEnvironment.isCI { Issue.record("mounting a ramfs needs root, and CI runs the tests as root") }
+            return
+        }
+        let dir = try Self.directory()
+        defer { try? FileSystem.removeTree(dir) }
+        try #require(mount("ramfs", dir, "ramfs", 0, nil) == 0, "mount ramfs: \(String(cString: strerror(errno)))")
+        defer { umount(dir) }
+        let data = Self.bytes(3 * SequentialWriter.bufferBytes + 100, seed: 9)
+        let w = try SequentialWriter(creating: dir + "/f", mode: 0o600, direct: true, background: true)
+        #expect(!w.openedDirect, "ramfs refuses O_DIRECT")
+        try Self.append(data, to: w, pieces: 65_536, inPlace: true)
+        let (size, sha) = try w.finish()
+        #expect(size == Int64(data.count) && sha == SHA256Hasher.hex(data))
+        #expect(try [UInt8](Data(contentsOf: URL(fileURLWithPath: dir + "/f"))) == data)
     }
 
     @Test("a rewind, within the buffer or to an unaligned offset already written, starts the file and its digest over from there")

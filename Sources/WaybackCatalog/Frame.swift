@@ -263,7 +263,7 @@ extension FrameFormat {
     /// `decodePayload` into the first `rawLength` bytes of `plain` (grown when shorter).
     public static func decodePayload(_ p: UnsafeRawBufferPointer, header h: Header, decompressor: Decompressor, object name: String,
                                      into plain: inout [UInt8]) throws {
-        if plain.count < h.rawLength { plain = .scratch(count: h.rawLength) }
+        if plain.count < max(h.rawLength, 1) { plain = .scratch(count: max(h.rawLength, 1)) }
         try plain.withUnsafeMutableBytes { try decodePayload(p, header: h, decompressor: decompressor, object: name, into: $0) }
     }
 

@@ -369,8 +369,8 @@ public enum Restore {
     }
 
     /// Restores one file from `driver` and verifies its size and SHA-256. A chunk run that fails
-    /// in one repository of a `ReplicatedStorage` is read again from the next one: each run is
-    /// written at its own offset from a saved hash state, so the body can start over.
+    /// in one repository of a `ReplicatedStorage` is read again from the next one: each run starts
+    /// by rewinding the writer to where the run began, file and digest, so the body can start over.
     static func restoreOne(_ f: BackupManifest.File, manifest m: BackupManifest, to path: String, from driver: any StorageDriver,
                            keys: RepositoryLayout, counter: ByteCounter) async throws {
         let out = try writer(for: f, at: path)

@@ -47,7 +47,7 @@ public final class SequentialWriter {
         state = State(path: path, fd: file.fd, direct: opened != nil, buffers: background ? max(depth, 2) : 1)
         guard !state.buffers.isEmpty else {
             try? file.close()
-            throw WaybackError(.io, "cannot allocate the write buffers for \(path)")
+            throw WaybackError(.io, "cannot allocate the write buffers for \(path): the machine is out of memory; free some, or lower parallelism")
         }
         current = state.free.removeLast()
         if background {

@@ -240,11 +240,11 @@ public final class SequentialWriter {
             case .hash:
                 hasher.update(span)
             case .write:
-                do { try write(span, at: job.offset) } catch let e as WaybackError {
+                do { try write(span, at: job.offset) } catch let e {
                     condition.lock()
-                    if error == nil { error = e }
+                    if error == nil { error = WaybackError.wrap(e, as: .io, "cannot write \(path)") }
                     condition.unlock()
-                } catch {}
+                }
             }
         }
 

@@ -54,6 +54,16 @@ public enum TestEnvironment {
         if getuid() == 0, let pw = getpwnam(osUser) { _ = chown(path, pw.pointee.pw_uid, pw.pointee.pw_gid) }
         return path
     }
+
+    /// Writes an executable script (mode 0755). The descriptor is opened with `O_CLOEXEC`:
+    /// a child that another test thread spawns while the file is open must not inherit it for
+    /// its whole life, or running the script fails with "Text file busy" (ETXTBSY).
+    public static func writeExecutable(_ text: String, to path: String) throws {
+        let file = try PosixFile.create(path, mode: 0o755)
+        try Array(text.utf8).withUnsafeBytes { try file.write($0) }
+        try file.close()
+        guard chmod(path, 0o755) == 0 else { throw WaybackError(.io, "cannot make \(path) executable") }
+    }
 }
 
 /// A throwaway PostgreSQL cluster with a Wayback configuration and repository, in its own

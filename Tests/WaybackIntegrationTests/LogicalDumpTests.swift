@@ -215,8 +215,7 @@ struct LogicalDumpTests {
         let bin = try TestEnvironment.makeTemporaryDirectory("oldbin")
         defer { try? FileSystem.removeTree(bin) }
         _ = chmod(bin, 0o755)
-        try "#!/bin/sh\necho 'pg_dump (PostgreSQL) 14.11'\n".write(toFile: bin + "/pg_dump", atomically: true, encoding: .utf8)
-        _ = chmod(bin + "/pg_dump", 0o755)
+        try TestEnvironment.writeExecutable("#!/bin/sh\necho 'pg_dump (PostgreSQL) 14.11'\n", to: bin + "/pg_dump")
         let r = try t.wayback(["dump"], environment: ["WAYBACK_PG_BIN": bin])
         #expect(r.status == WaybackError.Code.cluster.rawValue, "\(r.status) \(r.stderr)")
         #expect(r.stderr.contains("pg_dump 15 or newer is needed") && r.stderr.contains("postgresql-client-15"), "\(r.stderr)")

@@ -89,6 +89,65 @@ public enum PhysicalBackup {
         // Copied from the directory it was proven to be (symbolic links resolved).
         var config = config
         config.pgdata = FileSystem.realPath(config.pgdata) ?? config.pgdata
+        // PostgreSQL's start checkpoint is an incr's longest wait (it writes the buffers the
+        // transactions since the last checkpoint left dirty): it is requested first, and the
+        // repository is read while it runs. What the early decoding of the WAL needs from the
+        // session is asked before, since the session is busy until the start returns.
+        let tablespaces = try await session.tablespaces()
+        let flushed = try? await session.flushedWALLSN()
+        let startTime = clock.now
+        let starting = Task { [config] in
+            try await session.backupStart(label: "wayback \(config.cluster) \(Format.timestamp(startTime))", fast: config.fastCheckpoint)
+        }
+        // The data directory's metadata is read into the kernel's cache meanwhile, so that the
+        // scan after the start (it must come after) finds it there.
+        let pgdata = config.pgdata
+        async let warmed: Void = { _ = try? DataDirectoryScan.scan(pgdata: pgdata) }()
+        let prepared: Prepared
+        do {
+            prepared = try await prepare(config, facts: facts, catalog: catalog, startTime: startTime, clock: clock, logger: logger)
+            await warmed
+        } catch {
+            await warmed
+            // The backup PostgreSQL started for this run is stopped (the start is waited for: it
+            // cannot be called off half way).
+            if (try? await starting.value) != nil { _ = try? await session.backupStop() }
+            throw error
+        }
+        let (decision, reference, resume, id) = (prepared.decision, prepared.reference, prepared.resume, prepared.id)
+        await config.backupLog?.started(id, type: decision.type, at: startTime)
+        do {
+            let manifest = try await copy(id, config: config, session: session, starting: starting, flushed: flushed, tablespaces: tablespaces,
+                                          catalog: catalog, facts: facts, binding: binding, decision: decision, reference: reference,
+                                          resume: resume, startTime: startTime, clock: clock, logger: logger, progress: progress)
+            let failed = Set((catalog.repository.driver as? ReplicatedStorage)?.failures.map(\.repository) ?? [])
+            await config.backupLog?.finished(manifest, holders: catalog.repository.members.map(\.name).filter { !failed.contains($0) })
+            return manifest
+        } catch {
+            // Recorded even when the backup was stopped by cancellation (a daemon's shutdown):
+            // the write runs in a task of its own, which that cancellation does not reach.
+            if let log = config.backupLog {
+                let message = error is CancellationError ? "stopped before it finished (the daemon was shut down); the next backup resumes it"
+                                                         : (error as? WaybackError)?.message ?? String(describing: error)
+                let type = decision.type
+                await Task.detached { await log.failed(id, type: type, at: startTime, error: message) }.value
+            }
+            throw error
+        }
+    }
+
+    /// What a backup decides from the repository before it copies: its type and reference, an
+    /// interrupted backup it continues, and its id.
+    struct Prepared {
+        var decision: BackupChains.Decision
+        var reference: BackupManifest?
+        var resume: ResumePoint?
+        let id: BackupID
+    }
+
+    /// Reads and tidies the repository while PostgreSQL's start checkpoint runs.
+    static func prepare(_ config: BackupConfiguration, facts: ClusterFacts, catalog: Catalog, startTime: Date, clock: any WaybackClock,
+                        logger: Logger) async throws -> Prepared {
         // Unfinished uploads and temporary files a crash left more than a day ago.
         for member in catalog.repository.members {
             do {
@@ -110,46 +169,26 @@ public enum PhysicalBackup {
         // Unfinished writes in backup folders are the killed backup's (the lock keeps others out).
         _ = try? await catalog.repository.driver.removeLeftovers(olderThan: clock.now, prefix: catalog.layout.backupsPrefix)
         _ = try await catalog.removeIncompleteBackups(except: resume?.id, logger: logger)
-
-        let startTime = clock.now
-        var id = try await uniqueID(catalog: catalog, start: startTime, type: decision.type)
-        if let resume { id = resume.id }
-        await config.backupLog?.started(id, type: decision.type, at: startTime)
-        do {
-            let manifest = try await copy(id, config: config, session: session, catalog: catalog, facts: facts, binding: binding,
-                                          decision: decision, reference: reference, resume: resume, startTime: startTime,
-                                          clock: clock, logger: logger, progress: progress)
-            let failed = Set((catalog.repository.driver as? ReplicatedStorage)?.failures.map(\.repository) ?? [])
-            await config.backupLog?.finished(manifest, holders: catalog.repository.members.map(\.name).filter { !failed.contains($0) })
-            return manifest
-        } catch {
-            // Recorded even when the backup was stopped by cancellation (a daemon's shutdown):
-            // the write runs in a task of its own, which that cancellation does not reach.
-            if let log = config.backupLog {
-                let message = error is CancellationError ? "stopped before it finished (the daemon was shut down); the next backup resumes it"
-                                                         : (error as? WaybackError)?.message ?? String(describing: error)
-                let type = decision.type
-                await Task.detached { await log.failed(id, type: type, at: startTime, error: message) }.value
-            }
-            throw error
-        }
+        let id: BackupID
+        if let resume { id = resume.id } else { id = try await uniqueID(catalog: catalog, start: startTime, type: decision.type) }
+        return Prepared(decision: decision, reference: reference, resume: resume, id: id)
     }
 
     /// The backup proper, once its id is chosen: start, copy, stop, WAL, manifest.
-    static func copy(_ id: BackupID, config: BackupConfiguration, session: PostgresSession, catalog: Catalog, facts: ClusterFacts,
-                     binding: ClusterBinding, decision: BackupChains.Decision, reference: BackupManifest?, resume: ResumePoint?,
+    static func copy(_ id: BackupID, config: BackupConfiguration, session: PostgresSession, starting: Task<LSN, any Error>, flushed: LSN?,
+                     tablespaces: [TablespaceInfo], catalog: Catalog, facts: ClusterFacts, binding: ClusterBinding,
+                     decision: BackupChains.Decision, reference: BackupManifest?, resume: ResumePoint?,
                      startTime: Date, clock: any WaybackClock, logger: Logger, progress: ProgressHandler?) async throws -> BackupManifest {
         var log = logger
         log[metadataKey: "wayback.backup"] = "\(id)"
         log.info("backup starting", metadata: ["wayback.cluster": "\(config.cluster)", "type": "\(decision.type)",
                                                "reference": "\(decision.reference.map(\.rawValue) ?? "none")"])
 
-        let tablespaces = try await session.tablespaces()
-        // An incr's WAL up to the last whole flushed segment is decoded while the start
-        // checkpoint runs; the rest once the start is known.
-        let early = await earlyChanges(since: reference, decision: decision, config: config, facts: facts, session: session, catalog: catalog)
+        // An incr's WAL up to the last whole segment flushed before the start is decoded while
+        // the start checkpoint runs; the rest once the start is known.
+        let early = earlyChanges(since: reference, decision: decision, config: config, facts: facts, flushed: flushed, catalog: catalog)
         defer { early?.cancel() }
-        let startLSN = try await session.backupStart(label: "wayback \(id)", fast: config.fastCheckpoint)
+        let startLSN = try await starting.value
         log.info("pg_backup_start done", metadata: ["lsn": "\(startLSN)"])
 
         let copyStart = monotonicSeconds()
@@ -318,9 +357,9 @@ public enum PhysicalBackup {
     /// flushed), with how long it took, so that it runs while `pg_backup_start` waits for its
     /// checkpoint. Nil when there is nothing to gain.
     static func earlyChanges(since reference: BackupManifest?, decision: BackupChains.Decision, config: BackupConfiguration, facts: ClusterFacts,
-                             session: PostgresSession, catalog: Catalog) async -> Task<(WALBlockMap, Double), Never>? {
+                             flushed: LSN?, catalog: Catalog) -> Task<(WALBlockMap, Double), Never>? {
         guard let r = reference, decision.type == .incr, config.incrMethod != .scan, facts.hintsLogged, r.hintsLogged == true,
-              r.timeline == facts.timeline, let flushed = try? await session.flushedWALLSN() else { return nil }
+              r.timeline == facts.timeline, let flushed else { return nil }
         let segmentSize = facts.walSegmentSize
         let boundary = LSN(flushed.value / segmentSize * segmentSize)
         guard boundary.value > r.startLSN.value + segmentSize else { return nil }

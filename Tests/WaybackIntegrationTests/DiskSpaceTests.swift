@@ -29,7 +29,7 @@ struct DiskSpaceTests {
         return ((s?["disks"] as? [[String: Any]]) ?? []).first { ($0["labels"] as? [String])?.contains(label) == true }
     }
 
-    @Test("a repository on a tmpfs filled past 80% and 90%: status says warning, then critical; a backup that does not fit is refused with nothing written, --force tries; the daemon reports it at once")
+    @Test("a repository on a tmpfs filled past 80% and 90%: status says warning, then critical; a backup that does not fit is refused with nothing written (its start stopped on the server), --force tries; the daemon reports it at once")
     func tmpfsRepository() throws {
         guard getuid() == 0 else {
             #expect(ProcessInfo.processInfo.environment["CI"] != "true", "the disk-space test mounts a tmpfs and needs root")
@@ -70,6 +70,11 @@ struct DiskSpaceTests {
         #expect(refused.status == WaybackError.Code.noSpace.rawValue && refused.stderr.contains("repository 'local'") && refused.stderr.contains("--force"),
                 "\(refused.status) \(refused.stderr)")
         #expect(try FileSystem.list(repo + "/main/backups") == before, "a refused backup wrote something")
+        // PostgreSQL's start (requested before the repository is read) is stopped by Wayback, not
+        // left to end with the session.
+        let serverLog = try String(contentsOfFile: t.cluster.dataDirectory + ".log", encoding: .utf8)
+        #expect(serverLog.contains("checkpoint starting: immediate force wait"), "the server log holds no backup checkpoint: not the log of this cluster?")
+        #expect(!serverLog.contains("before pg_backup_stop was called"), "the refused backup was not stopped: \(serverLog.suffix(800))")
         let forced = try t.wayback(["backup", "--force"])
         #expect(forced.status != WaybackError.Code.noSpace.rawValue, "--force did not pass the check: \(forced.stderr)")
 

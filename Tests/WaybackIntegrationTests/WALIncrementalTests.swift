@@ -89,11 +89,13 @@ struct WALIncrementalTests {
         #expect(Self.fallbacks(copiedDB).contains { $0.contains("copied file by file") }, "\(Self.fallbacks(copiedDB))")
         try t.psql("CREATE TABLE inside AS SELECT g AS id FROM generate_series(1, 3000) g", database: "copied")
         _ = try hour("DROP DATABASE logged; COPY copied_in FROM PROGRAM 'seq 1 300000 | sed s/$/,copy/' WITH (FORMAT csv); INSERT INTO scratch SELECT g FROM generate_series(1, 5000) g")
-        // Row by row in one transaction: the table grows over several WAL segments.
+        // Row by row in one transaction: the table grows over several WAL segments (measured
+        // around the inserts alone: the hour's other WAL depends on when autovacuum runs).
         let before = try t.psql("SELECT pg_current_wal_lsn()")
-        _ = try hour("DO $$ BEGIN FOR i IN 1..200000 LOOP INSERT INTO small VALUES (i, 'row ' || i); END LOOP; END $$")
+        try t.psql("DO $$ BEGIN FOR i IN 1..200000 LOOP INSERT INTO small VALUES (i, rpad('row ' || i, 200, '.')); END LOOP; END $$")
         let walBytes = try #require(Int(try t.psql("SELECT pg_current_wal_lsn() - '\(before)'::pg_lsn")))
-        #expect(walBytes > 3 * 16 << 20, "the small inserts wrote \(walBytes) bytes of WAL")
+        #expect(walBytes > 2 * 16 << 20, "the small inserts wrote \(walBytes) bytes of WAL, less than two segments")
+        _ = try hour("")
 
         // A timeline switch: the cluster goes on as a fork promoted from the archive.
         try t.switchAndWaitForArchive()

@@ -77,6 +77,32 @@ public struct BackupManifest: Codable, Sendable {
             self.path = path; self.size = size; self.mode = mode; self.mtime = mtime; self.sha256 = sha256; self.chunks = chunks
             self.base = base; self.blocks = blocks
         }
+        enum CodingKeys: String, CodingKey { case path, size, mode, mtime, sha256, chunks, base, blocks }
+        /// Decoded by hand: an incr's manifest lists tens of thousands of block runs, and the
+        /// generic path (an `Array<BlockRun>`, each run through its own `Decodable`) made them
+        /// most of a chain restore's planning.
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            path = try c.decode(String.self, forKey: .path)
+            size = try c.decode(Int64.self, forKey: .size)
+            mode = try c.decode(UInt32.self, forKey: .mode)
+            mtime = try c.decode(Int64.self, forKey: .mtime)
+            sha256 = try c.decode(String.self, forKey: .sha256)
+            chunks = try c.decode([Chunk].self, forKey: .chunks)
+            base = try c.decodeIfPresent(BackupID.self, forKey: .base)
+            if try c.contains(.blocks) && !c.decodeNil(forKey: .blocks) {
+                var list = try c.nestedUnkeyedContainer(forKey: .blocks)
+                var runs = [BlockRun]()
+                runs.reserveCapacity(list.count ?? 0)
+                while !list.isAtEnd {
+                    var pair = try list.nestedUnkeyedContainer()
+                    runs.append(BlockRun(start: try pair.decode(UInt32.self), count: try pair.decode(UInt32.self)))
+                }
+                blocks = runs
+            } else {
+                blocks = nil
+            }
+        }
         /// Whether `sha256` is the whole file's (it always is, but for entries of the WAL method).
         public var digestKnown: Bool { !sha256.isEmpty }
         /// Plain bytes this entry itself stores.

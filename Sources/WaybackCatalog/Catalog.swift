@@ -118,9 +118,13 @@ public struct Catalog: Sendable {
     }
 
     public func manifests() async throws -> [BackupManifest] {
+        try await manifests(try await backupIDs())
+    }
+
+    /// The manifests of `ids`, in their order.
+    public func manifests(_ ids: [BackupID]) async throws -> [BackupManifest] {
         // Read and decoded four at a time (a manifest lists every file: decoding one is
         // milliseconds, and on S3 each is a request), returned in order.
-        let ids = try await backupIDs()
         return try await withThrowingTaskGroup(of: (Int, BackupManifest).self) { group in
             var out = [BackupManifest?](repeating: nil, count: ids.count)
             var next = 0

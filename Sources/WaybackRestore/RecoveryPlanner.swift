@@ -17,12 +17,13 @@ public enum RecoveryPlanner {
         public var chain: [BackupManifest]
     }
 
-    /// What a plan is decided from, read from the repository once: every backup's manifest, the
-    /// archive's listing and history files, the recoverable windows (read from the last segments
-    /// of each timeline) and the timings of earlier restores.
+    /// What a plan is decided from, read from the repository once: every backup's summary (the
+    /// status index's, without the file lists: only the chain's manifests are read, once the
+    /// backup is chosen), the archive's listing and history files, the recoverable windows (read
+    /// from the last segments of each timeline) and the timings of earlier restores.
     public struct Snapshot: Sendable {
         /// Every complete backup, oldest first (broken chains included: `decide` names them).
-        public var manifests: [BackupManifest]
+        public var backups: [BackupSummary]
         public var archive: ArchiveContents
         public var windows: [RecoveryWindow]
         public var records: [RestoreRecord]
@@ -30,14 +31,14 @@ public enum RecoveryPlanner {
         public var repository: String
         public var cluster: String
 
-        public init(manifests: [BackupManifest], archive: ArchiveContents, windows: [RecoveryWindow], records: [RestoreRecord],
+        public init(backups: [BackupSummary], archive: ArchiveContents, windows: [RecoveryWindow], records: [RestoreRecord],
                     repository: String, cluster: String) {
-            self.manifests = manifests; self.archive = archive; self.windows = windows; self.records = records
+            self.backups = backups; self.archive = archive; self.windows = windows; self.records = records
             self.repository = repository; self.cluster = cluster
         }
 
         /// The backups whose whole chain is there (the others cannot be restored), in order.
-        public var restorable: [BackupManifest] { RecoverableWindows.restorable(manifests) }
+        public var restorable: [BackupSummary] { RecoverableWindows.restorable(backups) }
     }
 
     /// What the archived WAL must be read for, once the timeline and the backups are known.
@@ -80,30 +81,33 @@ public enum RecoveryPlanner {
                                          probe: probe, catalog: catalog, parallelism: parallelism)
         }
         var decision = try decide(request, snapshot: snapshot, route: route, scanned: scanned)
+        // The manifests of the chain alone are read (a repository of a week of hourly incrs holds
+        // a hundred and more, each listing every file).
+        let chain = try await catalog.manifests(decision.chain.map(\.id))
         // Every object the restore reads is listed with its recorded size (its content is
         // verified as it is restored).
-        decision.addObjectProblems(try await catalog.objectProblems(decision.chain))
+        decision.addObjectProblems(try await catalog.objectProblems(chain))
         logger.debug("recovery plan", metadata: ["wayback.backup": "\(decision.plan.backup)", "segments": "\(decision.plan.wal.segments)"])
-        return Result(plan: decision.plan, manifest: decision.chain[0], chain: decision.chain)
+        return Result(plan: decision.plan, manifest: chain[0], chain: chain)
     }
 
     /// Reads what a plan is decided from (the binding is checked first).
     public static func read(_ catalog: Catalog) async throws -> Snapshot {
         _ = try await catalog.requireBinding()
-        let all = try await catalog.manifests()
+        let all = try await StatusIndex.summaries(catalog).summaries
         guard let newest = all.last else {
             throw WaybackError(.notFound, "\(catalog.repository.description) has no backup of cluster '\(catalog.layout.cluster)'; take one with 'wayback backup'")
         }
         let archive = try await catalog.archiveContents(segmentSize: newest.walSegmentSize)
         let windows = try await RecoverableWindows.compute(facts: RecoverableWindows.restorable(all).map(BackupFacts.init), archive: archive, catalog: catalog)
         let records = (try? await catalog.restoreRecords()) ?? []
-        return Snapshot(manifests: all, archive: archive, windows: windows, records: records,
+        return Snapshot(backups: all, archive: archive, windows: windows, records: records,
                         repository: catalog.repository.description, cluster: catalog.layout.cluster)
     }
 
     /// The timeline, the backups that lead there, and what the WAL must be read for (pure).
     public static func route(_ request: RecoveryRequest, snapshot: Snapshot) throws -> Route {
-        let all = snapshot.manifests
+        let all = snapshot.backups
         guard !all.isEmpty else {
             throw WaybackError(.notFound, "\(snapshot.repository) has no backup of cluster '\(snapshot.cluster)'; take one with 'wayback backup'")
         }
@@ -177,7 +181,7 @@ public enum RecoveryPlanner {
     public struct Decision: Sendable {
         public var plan: RecoveryPlan
         /// The backups the restore reads: the chosen one first, then its reference, ... to the full.
-        public var chain: [BackupManifest]
+        public var chain: [BackupSummary]
 
         /// Adds what is wrong with the chain's objects (`Catalog.objectProblems`) to the plan.
         public mutating func addObjectProblems(_ damage: [BackupID: [String]]) {
@@ -259,7 +263,7 @@ public enum RecoveryPlanner {
         // presence was checked by `route`.
         let histories = timeline > 1 ? [WALFileName.history(timeline: timeline).description] : []
         let inBackup = needed.filter { !archive.has($0.timeline, $0.number) && backup.walCopies.contains($0.number) }.count
-        let byID = Dictionary(snapshot.manifests.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        let byID = Dictionary(snapshot.backups.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         let chain = try BackupChains.chain(backup.id, in: byID)
         let walBytes = Int64(needed.count) * Int64(segSize)
         let plan = RecoveryPlan(

@@ -24,7 +24,7 @@ import WaybackCore
     let b = manifest("20261129-020000F", start: 0x6000028, stop: 0x6000100, stopTime: 2000)
 
     func snapshot(segments: Set<UInt64> = Set(2...9)) -> RecoveryPlanner.Snapshot {
-        RecoveryPlanner.Snapshot(manifests: [a, b],
+        RecoveryPlanner.Snapshot(backups: [a, b].map(BackupSummary.init),
                                  archive: ArchiveContents(segmentSize: Self.seg, segments: [1: segments], histories: [:], damagedHistories: [:]),
                                  windows: [], records: [], repository: "repository 'mem'", cluster: "c")
     }

@@ -467,7 +467,7 @@ extension PhysicalBackup {
             if !PageChecksum.verifies(page, block: block), PageChecksum.lsn(page) < startLSN {
                 var again = [UInt8].scratch(count: size)
                 let got = try again.withUnsafeMutableBytes { try file.pread(into: $0, offset: fileOffset + Int64(offset)) }
-                let stillBad = try again.withUnsafeBytes { p -> Bool in
+                let stillBad = again.withUnsafeBytes { p -> Bool in
                     guard got == size else { return false }  // truncated meanwhile: not a corruption
                     return !PageChecksum.verifies(p, block: block) && PageChecksum.lsn(p) < startLSN
                 }

@@ -139,9 +139,9 @@ public enum PhysicalBackup {
     /// What a backup decides from the repository before it copies: its type and reference, an
     /// interrupted backup it continues, and its id.
     struct Prepared {
-        var decision: BackupChains.Decision
-        var reference: BackupManifest?
-        var resume: ResumePoint?
+        let decision: BackupChains.Decision
+        let reference: BackupManifest?
+        let resume: ResumePoint?
         let id: BackupID
     }
 

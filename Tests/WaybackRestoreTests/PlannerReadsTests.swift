@@ -44,7 +44,7 @@ import WaybackTesting
             _ = try await plan(incr.id)
             Issue.record("planned a restore from a damaged manifest")
         } catch let e as WaybackError {
-            #expect(e.message.contains(incr.id.rawValue) || e.message.contains("manifest"), "\(e.message)")
+            #expect(e.code == .corrupt && e.message.contains("\(incr.id)/manifest"), "\(e.message)")
         }
     }
 }

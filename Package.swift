@@ -131,7 +131,7 @@ let package = Package(
         .testTarget(name: "WaybackConfigTests", dependencies: ["WaybackConfig", "WaybackCore", "WaybackS3"], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackPostgresTests", dependencies: ["WaybackPostgres", "WaybackCore"], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackArchiveTests", dependencies: ["WaybackArchive", "WaybackConfig", "WaybackCore", "WaybackStorage"], swiftSettings: swiftSettings),
-        .testTarget(name: "WaybackBackupTests", dependencies: ["WaybackBackup", "WaybackStorage"], swiftSettings: swiftSettings),
+        .testTarget(name: "WaybackBackupTests", dependencies: ["WaybackBackup", "WaybackStorage", "WaybackPostgres"], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackRestoreTests", dependencies: ["WaybackRestore", "WaybackCatalog", "WaybackPostgres", "WaybackCore", "WaybackStorage", "WaybackTesting", .product(name: "Logging", package: "swift-log")], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackScheduleTests", dependencies: ["WaybackSchedule", "WaybackCore", "WaybackStorage", "WaybackTesting"], swiftSettings: swiftSettings),
         .testTarget(name: "WaybackRetentionTests", dependencies: ["WaybackRetention", "WaybackCatalog", "WaybackCore"], swiftSettings: swiftSettings),

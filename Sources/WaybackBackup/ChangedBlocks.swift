@@ -2,6 +2,7 @@ import Synchronization
 import WaybackCatalog
 import WaybackCore
 import WaybackPostgres
+import WaybackStorage
 
 /// What the WAL since the reference's start says about each relation file (`backup.incr_method`
 /// `wal` and `both`): read these blocks, or scan the file because the WAL does not describe it
@@ -48,6 +49,79 @@ struct ChangedBlocks: Sendable {
         var lo = 0, hi = a.count
         while lo < hi { let mid = (lo + hi) / 2; if a[mid] < v { lo = mid + 1 } else { hi = mid } }
         return lo
+    }
+}
+
+/// Reads ahead, into the kernel's page cache (`POSIX_FADV_WILLNEED`), the blocks the WAL decoding
+/// of an incr finds, segment by segment, while the decoding goes on: the copy that follows finds
+/// its scattered pages there instead of waiting for each read-ahead window in turn. Only the
+/// kernel's cache is filled (a page written later replaces the cached one); the copy reads every
+/// page itself. The advising waits for `pg_backup_start` to return: reads during its checkpoint
+/// slow the checkpoint's writes (measured: a 1.0 s incr took 1.3 s).
+///
+/// Main and init forks only (what an incr reads page by page), up to `budget` bytes (a block named
+/// by several segments is counted each time), so that a large change cannot evict its own first
+/// pages before the copy reads them. One task does the advising, in the order the WAL named the
+/// blocks; its owner `finish`es it.
+final class BlockReadAhead: Sendable {
+    static let defaultBudget: Int64 = 512 << 20
+    private let pgdata: String
+    private let input: AsyncStream<[RelationFork: Set<UInt32>]>.Continuation
+    private let worker: Task<Void, Never>
+
+    init(pgdata: String, after start: Task<LSN, any Error>, budget: Int64 = BlockReadAhead.defaultBudget) {
+        self.pgdata = pgdata
+        let (stream, input) = AsyncStream<[RelationFork: Set<UInt32>]>.makeStream()
+        self.input = input
+        worker = Task {
+            _ = try? await start.value
+            var left = budget
+            var versionDirectories = [UInt32: String?]()
+            for await blocks in stream where left > 0 {
+                for (fork, set) in blocks.sorted(by: { $0.key < $1.key }) where left > 0 && (fork.fork == 0 || fork.fork == 3) {
+                    if versionDirectories[fork.tablespace] == nil {
+                        let names = fork.tablespace > 1664 ? (try? FileSystem.list(pgdata + "/pg_tblspc/\(fork.tablespace)")) ?? [] : []
+                        versionDirectories[fork.tablespace] = names.first { $0.hasPrefix("PG_") }
+                    }
+                    left -= Self.advise(fork, blocks: set.sorted(), pgdata: pgdata, versionDirectory: versionDirectories[fork.tablespace] ?? nil, budget: left)
+                }
+            }
+        }
+    }
+
+    /// Hands the blocks of one decoded segment to the advising task (`WALChanges.collect`'s `found`).
+    func offer(_ blocks: [RelationFork: Set<UInt32>]) { input.yield(blocks) }
+
+    /// Ends the advising (what is in flight in the kernel completes on its own).
+    func finish() {
+        input.finish()
+        worker.cancel()
+    }
+
+    /// Advises the runs of adjacent `blocks` (sorted) of one fork, file by file; returns the bytes
+    /// advised (at most `budget`, rounded up to a run).
+    static func advise(_ fork: RelationFork, blocks: [UInt32], pgdata: String, versionDirectory: String?, budget: Int64) -> Int64 {
+        let pageSize = Int64(PageChecksum.pageSize), perSegment = PageChecksum.blocksPerSegment
+        var advised: Int64 = 0, i = 0
+        while i < blocks.count, advised < budget, !Task.isCancelled {
+            let segment = blocks[i] / perSegment
+            var j = i
+            while j < blocks.count && blocks[j] / perSegment == segment { j += 1 }
+            defer { i = j }
+            // A file that is not there (dropped since) or is a link is not read.
+            guard let relative = fork.path(segment: segment, versionDirectory: versionDirectory),
+                  let file = try? PosixFile.openForReading(pgdata + "/" + relative, followLinks: false) else { continue }
+            var k = i
+            while k < j, advised < budget {
+                var end = k + 1
+                while end < j && blocks[end] == blocks[end - 1] &+ 1 { end += 1 }
+                file.willNeed(offset: Int64(blocks[k] % perSegment) * pageSize, length: Int64(end - k) * pageSize)
+                advised += Int64(end - k) * pageSize
+                k = end
+            }
+            try? file.close()
+        }
+        return advised
     }
 }
 

@@ -105,7 +105,8 @@ public enum PhysicalBackup {
         async let warmed: Void = { _ = try? DataDirectoryScan.scan(pgdata: pgdata) }()
         let prepared: Prepared
         do {
-            prepared = try await prepare(config, facts: facts, catalog: catalog, startTime: startTime, clock: clock, logger: logger)
+            prepared = try await prepare(config, facts: facts, flushed: flushed, starting: starting, catalog: catalog, startTime: startTime,
+                                         clock: clock, logger: logger)
             await warmed
         } catch {
             await warmed
@@ -115,9 +116,10 @@ public enum PhysicalBackup {
             throw error
         }
         let (decision, reference, resume, id) = (prepared.decision, prepared.reference, prepared.resume, prepared.id)
+        defer { prepared.early.stop() }
         await config.backupLog?.started(id, type: decision.type, at: startTime)
         do {
-            let manifest = try await copy(id, config: config, session: session, starting: starting, flushed: flushed, tablespaces: tablespaces,
+            let manifest = try await copy(id, config: config, session: session, starting: starting, early: prepared.early, tablespaces: tablespaces,
                                           catalog: catalog, facts: facts, binding: binding, decision: decision, reference: reference,
                                           resume: resume, startTime: startTime, clock: clock, logger: logger, progress: progress)
             let failed = Set((catalog.repository.driver as? ReplicatedStorage)?.failures.map(\.repository) ?? [])
@@ -143,11 +145,47 @@ public enum PhysicalBackup {
         let reference: BackupManifest?
         let resume: ResumePoint?
         let id: BackupID
+        let early: EarlyDecoding
     }
 
-    /// Reads and tidies the repository while PostgreSQL's start checkpoint runs.
-    static func prepare(_ config: BackupConfiguration, facts: ClusterFacts, catalog: Catalog, startTime: Date, clock: any WaybackClock,
-                        logger: Logger) async throws -> Prepared {
+    /// An incr's WAL decoding begun before its start returns (see `earlyChanges`), and the
+    /// read-ahead of the blocks the decoding finds (also those of the rest, decoded after the
+    /// start); `stop` ends both.
+    struct EarlyDecoding: Sendable {
+        let task: Task<(WALBlockMap, Double), Never>?
+        let readAhead: BlockReadAhead?
+        func stop() {
+            task?.cancel()
+            readAhead?.finish()
+        }
+    }
+
+    /// Reads and tidies the repository while PostgreSQL's start checkpoint runs; an incr's WAL
+    /// decoding begins as soon as its reference is known.
+    static func prepare(_ config: BackupConfiguration, facts: ClusterFacts, flushed: LSN?, starting: Task<LSN, any Error>, catalog: Catalog,
+                        startTime: Date, clock: any WaybackClock, logger: Logger) async throws -> Prepared {
+        let decision = try await decideType(config, facts: facts, catalog: catalog)
+        var reference: BackupManifest?
+        if let r = decision.reference { reference = try await catalog.manifest(r) }
+        // An incr's WAL up to the last whole segment flushed before the start is decoded from here
+        // on, while the start checkpoint runs and the repository is read; the rest once the start
+        // is known. The blocks it finds are read ahead into the kernel's cache meanwhile.
+        let readAhead = reference != nil && config.incrMethod != .scan ? BlockReadAhead(pgdata: config.pgdata, after: starting) : nil
+        let early = EarlyDecoding(task: earlyChanges(since: reference, decision: decision, config: config, facts: facts, flushed: flushed,
+                                                     catalog: catalog, readAhead: readAhead),
+                                  readAhead: readAhead)
+        do {
+            return try await prepareRest(config, decision: decision, reference: reference, early: early, catalog: catalog, startTime: startTime,
+                                         clock: clock, logger: logger)
+        } catch {
+            early.stop()
+            throw error
+        }
+    }
+
+    /// The rest of `prepare`, while the decoding runs: leftovers, free space, resume, id.
+    static func prepareRest(_ config: BackupConfiguration, decision: BackupChains.Decision, reference: BackupManifest?, early: EarlyDecoding,
+                            catalog: Catalog, startTime: Date, clock: any WaybackClock, logger: Logger) async throws -> Prepared {
         // Unfinished uploads and temporary files a crash left more than a day ago.
         for member in catalog.repository.members {
             do {
@@ -158,10 +196,7 @@ public enum PhysicalBackup {
             }
         }
 
-        let decision = try await decideType(config, facts: facts, catalog: catalog)
         if !config.force { try await requireSpace(config, type: decision.type, catalog: catalog) }
-        var reference: BackupManifest?
-        if let r = decision.reference { reference = try await catalog.manifest(r) }
         if let note = decision.note { config.events.emit(.warning, .backupDecision, note) }
         // An interrupted backup of the same kind is continued (its folder and id kept); every
         // other leftover folder is removed.
@@ -171,11 +206,11 @@ public enum PhysicalBackup {
         _ = try await catalog.removeIncompleteBackups(except: resume?.id, logger: logger)
         let id: BackupID
         if let resume { id = resume.id } else { id = try await uniqueID(catalog: catalog, start: startTime, type: decision.type) }
-        return Prepared(decision: decision, reference: reference, resume: resume, id: id)
+        return Prepared(decision: decision, reference: reference, resume: resume, id: id, early: early)
     }
 
     /// The backup proper, once its id is chosen: start, copy, stop, WAL, manifest.
-    static func copy(_ id: BackupID, config: BackupConfiguration, session: PostgresSession, starting: Task<LSN, any Error>, flushed: LSN?,
+    static func copy(_ id: BackupID, config: BackupConfiguration, session: PostgresSession, starting: Task<LSN, any Error>, early: EarlyDecoding,
                      tablespaces: [TablespaceInfo], catalog: Catalog, facts: ClusterFacts, binding: ClusterBinding,
                      decision: BackupChains.Decision, reference: BackupManifest?, resume: ResumePoint?,
                      startTime: Date, clock: any WaybackClock, logger: Logger, progress: ProgressHandler?) async throws -> BackupManifest {
@@ -184,10 +219,6 @@ public enum PhysicalBackup {
         log.info("backup starting", metadata: ["wayback.cluster": "\(config.cluster)", "type": "\(decision.type)",
                                                "reference": "\(decision.reference.map(\.rawValue) ?? "none")"])
 
-        // An incr's WAL up to the last whole segment flushed before the start is decoded while
-        // the start checkpoint runs; the rest once the start is known.
-        let early = earlyChanges(since: reference, decision: decision, config: config, facts: facts, flushed: flushed, catalog: catalog)
-        defer { early?.cancel() }
         let startLSN = try await starting.value
         log.info("pg_backup_start done", metadata: ["lsn": "\(startLSN)"])
 
@@ -211,7 +242,8 @@ public enum PhysicalBackup {
             var incremental = reference.map { IncrementalReference($0, pageLevel: facts.hintsLogged && $0.hintsLogged == true) }
             if let r = reference, incremental != nil {
                 (incremental!.method, incremental!.changes, fallbacks, walDecoding) = await changedBlocks(since: r, start: startLSN, config: config,
-                    facts: facts, pageLevel: incremental!.pageLevel, reuseMaps: decision.type == .diff, early: early, catalog: catalog, logger: log)
+                    facts: facts, pageLevel: incremental!.pageLevel, reuseMaps: decision.type == .diff, early: early.task, readAhead: early.readAhead,
+                    catalog: catalog, logger: log)
                 changes = incremental!.changes
             }
             copied = try await copyFiles(scan, id: id, config: config, catalog: catalog, verification: verify, incremental: incremental,
@@ -310,7 +342,8 @@ public enum PhysicalBackup {
     /// this backup's (`wal` and `both`), and why parts are scanned instead. The newest segments
     /// come from pg_wal (not archived yet at the start), the others from the archive.
     static func changedBlocks(since reference: BackupManifest, start: LSN, config: BackupConfiguration, facts: ClusterFacts, pageLevel: Bool,
-                              reuseMaps: Bool, early: Task<(WALBlockMap, Double), Never>? = nil, catalog: Catalog, logger: Logger) async -> (IncrementalMethod, ChangedBlocks?, [String], (records: Int, seconds: Double, reused: [BackupID])?) {
+                              reuseMaps: Bool, early: Task<(WALBlockMap, Double), Never>? = nil, readAhead: BlockReadAhead? = nil,
+                              catalog: Catalog, logger: Logger) async -> (IncrementalMethod, ChangedBlocks?, [String], (records: Int, seconds: Double, reused: [BackupID])?) {
         let method = config.incrMethod
         guard method != .scan else { return (method, nil, [], nil) }
         var why: String?
@@ -337,7 +370,8 @@ public enum PhysicalBackup {
         }
         let records = map == nil || !reused.isEmpty ? 0 : map!.records
         let rest = await WALChanges.collect(from: map?.until ?? reference.startLSN, to: start, timeline: facts.timeline,
-                                            segmentSize: facts.walSegmentSize, catalog: catalog, pgWal: config.pgdata + "/pg_wal")
+                                            segmentSize: facts.walSegmentSize, catalog: catalog, pgWal: config.pgdata + "/pg_wal",
+                                            found: readAhead.map { r in { r.offer($0) } })
         if map == nil { map = rest } else { map!.append(rest) }
         let seconds = monotonicSeconds() - began + earlySeconds
         let full = map!
@@ -357,7 +391,7 @@ public enum PhysicalBackup {
     /// flushed), with how long it took, so that it runs while `pg_backup_start` waits for its
     /// checkpoint. Nil when there is nothing to gain.
     static func earlyChanges(since reference: BackupManifest?, decision: BackupChains.Decision, config: BackupConfiguration, facts: ClusterFacts,
-                             flushed: LSN?, catalog: Catalog) -> Task<(WALBlockMap, Double), Never>? {
+                             flushed: LSN?, catalog: Catalog, readAhead: BlockReadAhead?) -> Task<(WALBlockMap, Double), Never>? {
         guard let r = reference, decision.type == .incr, config.incrMethod != .scan, facts.hintsLogged, r.hintsLogged == true,
               r.timeline == facts.timeline, let flushed else { return nil }
         let segmentSize = facts.walSegmentSize
@@ -367,7 +401,7 @@ public enum PhysicalBackup {
         return Task {
             let began = monotonicSeconds()
             let map = await WALChanges.collect(from: r.startLSN, to: boundary, timeline: facts.timeline, segmentSize: segmentSize,
-                                               catalog: catalog, pgWal: pgWal)
+                                               catalog: catalog, pgWal: pgWal, found: readAhead.map { r in { r.offer($0) } })
             return (map, monotonicSeconds() - began)
         }
     }

@@ -10,30 +10,54 @@ import WaybackStorage
 ///
 /// The map's `until` is where the next range must begin: `end`, or the start of a record the last
 /// segment left unfinished (it is in neither map until the next range reads it whole).
+///
+/// `found` is told the blocks of each segment as soon as it is folded in (a block may be told
+/// again in a later segment), so that they can be read ahead while the decoding goes on.
 public enum WALChanges {
+    /// Segments fetched at once ahead of the one being scanned (each a segment's size in memory).
+    static let fetchAhead: UInt64 = 2
+
     public static func collect(from start: LSN, to end: LSN, timeline: UInt32, segmentSize: UInt64, catalog: Catalog,
-                               pgWal: String?) async -> WALBlockMap {
+                               pgWal: String?, found: (([RelationFork: Set<UInt32>]) -> Void)? = nil) async -> WALBlockMap {
         var scanner = WALRecordScanner(segmentSize: segmentSize)
-        scanner.blockMap = WALBlockMap(from: start, until: end)
-        guard start < end else { return scanner.blockMap! }
+        var map = WALBlockMap(from: start, until: end)
+        guard start < end else { return map }
         let first = start.segmentNumber(segmentSize: segmentSize), last = LSN(end.value - 1).segmentNumber(segmentSize: segmentSize)
         func name(_ n: UInt64) -> WALFileName { WALFileName(timeline: timeline, segmentNumber: n, segmentSize: segmentSize) }
-        // The next segment is fetched (read, decrypted, decompressed, checked) while this one is scanned.
-        var next: Task<Result<[UInt8], WaybackError>, Never>? = Task { await segment(name(first), segmentSize: segmentSize, catalog: catalog, pgWal: pgWal) }
-        defer { next?.cancel() }
+        // The next `fetchAhead` segments are fetched (read, decrypted, decompressed, checked), each
+        // in a task, while this one is scanned: fetching costs more than scanning.
+        var fetching = [Task<Result<[UInt8], WaybackError>, Never>](), queued = first
+        func fetchAhead() {
+            while queued <= last && fetching.count < Int(Self.fetchAhead) {
+                let name = name(queued)
+                fetching.append(Task { await segment(name, segmentSize: segmentSize, catalog: catalog, pgWal: pgWal) })
+                queued += 1
+            }
+        }
+        defer { for f in fetching { f.cancel() } }
         for n in first...last {
             let name = name(n)
+            // Each segment is folded into a map of its own, then into the range's.
+            scanner.blockMap = WALBlockMap(from: start, until: end)
+            defer {
+                let part = scanner.blockMap!
+                if !part.blocks.isEmpty { found?(part.blocks) }
+                map.append(part)
+            }
             // A backup that stops (its owner cancelled the task) stops reading here.
             if Task.isCancelled {
                 scanner.blockMap?.fallBack("the WAL was not read to the end (the backup stopped)")
                 break
             }
-            // The segments after the next one are announced to the kernel (those in pg_wal).
+            // The segments after those are announced to the kernel (those in pg_wal).
             if let pgWal {
-                for ahead in (n + 2)...(n + 4) where ahead <= last { announce(pgWal + "/" + self.name(ahead, timeline, segmentSize)) }
+                for ahead in (n + 1 + Self.fetchAhead)...(n + 3 + Self.fetchAhead) where ahead <= last {
+                    announce(pgWal + "/" + self.name(ahead, timeline, segmentSize))
+                }
             }
-            let fetched = await next!.value
-            next = n < last ? Task { [n] in await segment(WALFileName(timeline: timeline, segmentNumber: n + 1, segmentSize: segmentSize), segmentSize: segmentSize, catalog: catalog, pgWal: pgWal) } : nil
+            fetchAhead()
+            let fetched = await fetching.removeFirst().value
+            fetchAhead()
             let bytes: [UInt8]
             switch fetched {
             case .success(let b): bytes = b
@@ -54,8 +78,8 @@ public enum WALChanges {
                 scanner.blockMap?.fallBack("WAL segment \(name) cannot be read (\((error as? WaybackError)?.message ?? String(describing: error)))")
             }
         }
-        if let pending = scanner.pendingRecordStart, pending < end { scanner.blockMap?.until = pending }
-        return scanner.blockMap!
+        if let pending = scanner.pendingRecordStart, pending < end { map.until = pending }
+        return map
     }
 
     static func name(_ n: UInt64, _ timeline: UInt32, _ segmentSize: UInt64) -> String {

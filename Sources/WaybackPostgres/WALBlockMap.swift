@@ -207,4 +207,18 @@ extension RelationFork {
         guard let spc, let db, let fork = forks[file.fork] else { return nil }
         return (RelationFork(tablespace: spc, database: db, relation: file.fileNode, fork: fork), file.segment)
     }
+
+    /// The data directory path of one segment file of this fork, the inverse of `of(path:)`:
+    /// `versionDirectory` is the tablespace's `PG_<major>_<catalog version>` directory, needed
+    /// outside the default and global tablespaces (nil there: no path).
+    public func path(segment: UInt32, versionDirectory: String?) -> String? {
+        let suffixes = ["", "_fsm", "_vm", "_init"]
+        guard Int(fork) < suffixes.count else { return nil }
+        let file = "\(relation)\(suffixes[Int(fork)])" + (segment > 0 ? ".\(segment)" : "")
+        switch tablespace {
+        case 1663: return "base/\(database)/\(file)"
+        case 1664: return "global/\(file)"
+        default: return versionDirectory.map { "pg_tblspc/\(tablespace)/\($0)/\(database)/\(file)" }
+        }
+    }
 }

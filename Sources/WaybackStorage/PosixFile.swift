@@ -14,8 +14,9 @@ public final class PosixFile {
     private init(path: String, fd: Int32) { self.path = path; self.fd = fd }
     deinit { if fd >= 0 { _ = Glibc.close(fd) } }
 
-    public static func openForReading(_ path: String) throws -> PosixFile {
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+    /// Opens a file for reading; without `followLinks`, a symbolic link is refused (ELOOP).
+    public static func openForReading(_ path: String, followLinks: Bool = true) throws -> PosixFile {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC | (followLinks ? 0 : O_NOFOLLOW))
         guard fd >= 0 else { throw PosixError.make(errno, "open", path) }
         return PosixFile(path: path, fd: fd)
     }

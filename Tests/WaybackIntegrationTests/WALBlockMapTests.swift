@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 import WaybackCatalog
@@ -128,9 +129,13 @@ struct WALBlockMapTests {
         try DaemonTests.waitFor("the archive", timeout: 30) {
             try t.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver") >= WALFileName(timeline: 1, segmentNumber: lastArchived.segmentNumber(segmentSize: WALFileName.defaultSegmentSize) - 1).description
         }
+        // What `found` is told segment by segment (for the read-ahead) adds up to the map's blocks.
+        let told = Mutex([RelationFork: Set<UInt32>]())
         let map = await WALChanges.collect(from: start, to: end, timeline: 1, segmentSize: WALFileName.defaultSegmentSize, catalog: archive,
-                                           pgWal: t.cluster.dataDirectory + "/pg_wal")
+                                           pgWal: t.cluster.dataDirectory + "/pg_wal",
+                                           found: { part in told.withLock { for (f, b) in part { $0[f, default: []].formUnion(b) } } })
         #expect(map.complete, "\(map.fallbacks)")
+        #expect(told.withLock { $0 } == map.blocks)
         func fork(_ table: String) throws -> RelationFork {
             RelationFork(tablespace: 1663, database: try #require(UInt32(try t.psql("SELECT oid FROM pg_database WHERE datname = 'postgres'"))),
                          relation: try #require(UInt32(try t.psql("SELECT relfilenode FROM pg_class WHERE relname = '\(table)'"))), fork: 0)

@@ -62,7 +62,10 @@ public enum WALArchive {
     /// Idempotent per repository: the same content already stored is success; other content under
     /// the same name is refused with `.conflict` (PostgreSQL keeps the file and retries). When the
     /// first repository has it but a later synchronous one fails, throws `.replica`.
-    public static func push(path: String, configuration: ArchiveConfiguration, logger: Logger) async throws -> PushOutcome {
+    ///
+    /// `queueAsync: false` leaves the asynchronous repositories to the next push of the same file
+    /// (a backup that pushes its stop segment ahead of PostgreSQL's archiver).
+    public static func push(path: String, configuration: ArchiveConfiguration, queueAsync: Bool = true, logger: Logger) async throws -> PushOutcome {
         let fileName = FileSystem.lastComponent(path)
         guard let name = WALFileName(fileName) else {
             throw WaybackError(.usage, "'\(fileName)' is not a WAL file name; archive_command must be 'wayback wal-push %p'")
@@ -77,7 +80,9 @@ public enum WALArchive {
             let ahead = PushAhead(pgWAL: FileSystem.parentPath(path))
             if ahead.daemonRunning {
                 if let outcome = try await ahead.take(name, file: file, configuration: configuration, logger: logger) {
-                    queueForAsyncRepositories(fileName, configuration: configuration, segmentSize: try PushAhead.identity(file.fd, path: path).size)
+                    if queueAsync {
+                        queueForAsyncRepositories(fileName, configuration: configuration, segmentSize: try PushAhead.identity(file.fd, path: path).size)
+                    }
                     return outcome
                 }
                 // Storing it here: the daemon leaves it alone meanwhile.
@@ -117,7 +122,7 @@ public enum WALArchive {
                 failed.append((repo.name, e))
             }
         }
-        queueForAsyncRepositories(fileName, configuration: configuration, segmentSize: Int64(binding.walSegmentSize))
+        if queueAsync { queueForAsyncRepositories(fileName, configuration: configuration, segmentSize: Int64(binding.walSegmentSize)) }
         if let (repo, e) = failed.first {
             throw WaybackError(.replica, "WAL file \(fileName) is stored in '\(first.name)' but not in '\(repo)' (\(e.message)); PostgreSQL will push it again, or set wal_push: async for '\(repo)'")
         }

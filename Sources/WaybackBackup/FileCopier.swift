@@ -65,21 +65,33 @@ struct IncrementalReference: Sendable {
 
 /// Hands out files to workers, largest first, so the big relation segments start early and the
 /// small files fill the gaps; `global/pg_control` last, as pg_basebackup does.
+///
+/// `readsDone` runs once every one of `workers` has asked for a file and found none left: the
+/// data directory has been read (the packs may still be being made durable).
 final class WorkQueue: Sendable {
-    private let state: Mutex<(items: [DataDirectoryScan.FileItem], next: Int)>
-    init(_ items: [DataDirectoryScan.FileItem]) {
+    private let state: Mutex<(items: [DataDirectoryScan.FileItem], next: Int, idle: Set<Int>)>
+    private let workers: Int
+    private let readsDone: (@Sendable () -> Void)?
+    init(_ items: [DataDirectoryScan.FileItem], workers: Int = 1, readsDone: (@Sendable () -> Void)? = nil) {
         state = Mutex((items.sorted { a, b in
             let al = a.path == "global/pg_control", bl = b.path == "global/pg_control"
             if al != bl { return bl }
             return a.size > b.size
-        }, 0))
+        }, 0, []))
+        self.workers = workers
+        self.readsDone = readsDone
     }
-    func next() -> DataDirectoryScan.FileItem? {
-        state.withLock { s in
-            guard s.next < s.items.count else { return nil }
+    func next(worker: Int = 0) -> DataDirectoryScan.FileItem? {
+        let (item, allIdle) = state.withLock { s -> (DataDirectoryScan.FileItem?, Bool) in
+            guard s.next < s.items.count else {
+                let first = s.idle.insert(worker).inserted
+                return (nil, first && s.idle.count == workers)
+            }
             defer { s.next += 1 }
-            return s.items[s.next]
+            return (s.items[s.next], false)
         }
+        if allIdle { readsDone?() }
+        return item
     }
 }
 
@@ -106,8 +118,8 @@ extension PhysicalBackup {
     /// `packTargetBytes` at a file boundary. Memory: one frame buffer and one compressor per worker.
     static func copyFiles(_ scan: DataDirectoryScan, id: BackupID, config: BackupConfiguration, catalog: Catalog,
                           verification: PageVerification?, incremental: IncrementalReference?, packs: PackContext, tally: ReadTally,
-                          logger: Logger, progress: ProgressHandler?) async throws -> CopyResult {
-        let queue = WorkQueue(scan.files)
+                          readsDone: (@Sendable () -> Void)? = nil, logger: Logger, progress: ProgressHandler?) async throws -> CopyResult {
+        let queue = WorkQueue(scan.files, workers: config.parallelism, readsDone: readsDone)
         let counter = ByteCounter(bytesPerSecond: config.maxRateBytes)
         let total = scan.files.reduce(Int64(0)) { $0 + $1.size }
         let outputs = try await withProgress(phase: "backup \(id)", total: total, counter: counter, interval: 2, handler: progress) {
@@ -147,7 +159,7 @@ extension PhysicalBackup {
         var out = WorkerOutput(worker: worker)
         let compressor = Compressor(config.compression)
         var buffer = [UInt8].scratch(count: FrameFormat.rawChunk)
-        var pending = queue.next()
+        var pending = queue.next(worker: worker)
         var sequence = 0
         while let first = pending {
             let name = RepositoryLayout.packName(worker: worker, sequence: sequence, run: context.run)
@@ -170,7 +182,7 @@ extension PhysicalBackup {
                         indexEntries.append(.init(file: local, mtimeNanoseconds: file.mtimeNanoseconds, readAt: readAt, pageFailure: failure))
                     }
                     item = nil
-                    if frames.offset < config.packTargetBytes { item = queue.next() }
+                    if frames.offset < config.packTargetBytes { item = queue.next(worker: worker) }
                     if item == nil && frames.offset < config.packTargetBytes { break }
                 }
                 return (frames.offset, frames.finalizeSHA256())
@@ -180,7 +192,7 @@ extension PhysicalBackup {
             try await catalog.writePackIndex(PackIndex(backup: id, type: context.type, reference: context.reference, pack: pack, entries: indexEntries))
             out.packs.append(pack)
             out.files += filesInPack
-            pending = queue.next()
+            pending = queue.next(worker: worker)
         }
         return out
     }
@@ -247,7 +259,7 @@ extension PhysicalBackup {
             let loc = try await frames.append(frame: frame)
             chunks.append(.init(object: packIndex, offset: loc.offset, length: loc.length, raw: n))
             size += Int64(n)
-            await counter.consume(Int64(n))
+            try await counter.consume(Int64(n))
             if n < buffer.count { break }
         }
         let entry = BackupManifest.File(path: file.path, size: size, mode: file.mode, mtime: file.mtime,
@@ -323,7 +335,7 @@ extension PhysicalBackup {
                 offset += length
             }
             size += Int64(n)
-            await counter.consume(Int64(n))
+            try await counter.consume(Int64(n))
             if n < buffer.count { break }
         }
         try await flush()
@@ -406,7 +418,7 @@ extension PhysicalBackup {
                                      relation: relation, badBlocks: &badBlocks)
             tally.read(n, pages: (n + pageSize - 1) / pageSize)
             readBytes += Int64(n)
-            await counter.consume(Int64(n))
+            try await counter.consume(Int64(n))
             // Whole pages only, but for the last page of the file (an extension in progress).
             let keep = inTail ? n : n / pageSize * pageSize
             var at = 0

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 import WaybackCatalog
 import WaybackCore
 import WaybackPostgres
@@ -45,6 +46,10 @@ public struct BackupConfiguration: Sendable {
     public var recordRowCounts = false
     /// How a diff/incr finds the changed pages (`backup.incr_method`).
     public var incrMethod = IncrementalMethod.wal
+    /// Stores one complete WAL segment of `pg_wal` (its path) as `wal-push` does: create-if-absent
+    /// in each synchronous repository, compared with what is there. The backup pushes its stop
+    /// segment itself with it (see `pushStopSegment`); nil: it waits for archive_command alone.
+    public var pushWAL: (@Sendable (String) async throws -> Void)?
 
     public init(repository: Repository, cluster: String, pgdata: String, connection: ConnectionSettings,
                 compression: CompressionSettings, parallelism: Int, lockDirectory: String,
@@ -56,6 +61,28 @@ public struct BackupConfiguration: Sendable {
         self.repository = repository; self.cluster = cluster; self.pgdata = pgdata; self.connection = connection
         self.compression = compression; self.parallelism = max(1, parallelism); self.lockDirectory = lockDirectory
         self.archiveWaitSeconds = archiveWaitSeconds; self.fastCheckpoint = fastCheckpoint; self.packTargetBytes = packTargetBytes
+    }
+}
+
+/// A backup's one call of `pg_backup_stop`, started once (by the copy's last read, or by whoever
+/// needs the result first), with the time it returned: the end of the backup, as close to the
+/// stop record as can be (restores to a time use it).
+final class BackupStopper: Sendable {
+    private let session: PostgresSession
+    private let clock: any WaybackClock
+    private let task = Mutex<Task<(BackupStopResult, Date), any Error>?>(nil)
+
+    init(session: PostgresSession, clock: any WaybackClock) { self.session = session; self.clock = clock }
+
+    func start() {
+        task.withLock { t in
+            if t == nil { t = Task { [session, clock] in (try await session.backupStop(), clock.now) } }
+        }
+    }
+
+    func result() async throws -> (BackupStopResult, Date) {
+        start()
+        return try await task.withLock { $0! }.value
     }
 }
 
@@ -223,6 +250,9 @@ public enum PhysicalBackup {
         log.info("pg_backup_start done", metadata: ["lsn": "\(startLSN)"])
 
         let copyStart = monotonicSeconds()
+        // pg_backup_stop is called as soon as the workers have read the last file, so that the
+        // stop segment's archiving overlaps the packs being made durable.
+        let stopping = BackupStopper(session: session, clock: clock)
         var copied: CopyResult
         var reused = [PackIndex.Entry]()
         let tally = ReadTally()
@@ -248,7 +278,7 @@ public enum PhysicalBackup {
             }
             copied = try await copyFiles(scan, id: id, config: config, catalog: catalog, verification: verify, incremental: incremental,
                                          packs: PackContext(type: decision.type, reference: decision.reference, run: resume?.run ?? 0),
-                                         tally: tally, logger: log, progress: progress)
+                                         tally: tally, readsDone: { stopping.start() }, logger: log, progress: progress)
             if let resume { copied = copied.adding(reused, packs: resume.packs) }
             let misses = tally.misses
             if misses.count > 0 {
@@ -261,13 +291,11 @@ public enum PhysicalBackup {
                 }
             }
         } catch {
-            _ = try? await session.backupStop()
+            _ = try? await stopping.result()
             throw error
         }
         let copySeconds = monotonicSeconds() - copyStart
-        let stop = try await session.backupStop()
-        // The end of the backup, as close to the stop record as can be: restores to a time use it.
-        let stopTime = clock.now
+        let (stop, stopTime) = try await stopping.result()
         let label = try BackupLabel.parse(stop.backupLabel)
         log.info("pg_backup_stop done", metadata: ["lsn": "\(stop.stopLSN)"])
         // Row counts are taken while the backup's WAL reaches the archive.
@@ -286,6 +314,9 @@ public enum PhysicalBackup {
         let firstSeg = startLSN.segmentNumber(segmentSize: segSize)
         let lastSeg = LSN(stop.stopLSN.value - 1).segmentNumber(segmentSize: segSize)
         let needed = (firstSeg...lastSeg).map { WALFileName(timeline: label.timeline, segmentNumber: $0, segmentSize: segSize) }
+        if let push = config.pushWAL, !facts.isInRecovery {
+            await pushStopSegment(needed.last!, segmentSize: segSize, push: push, pgdata: config.pgdata, catalog: catalog, logger: log)
+        }
         try await waitForArchive(needed, catalog: catalog, session: session, timeout: config.archiveWaitSeconds, logger: log)
         // Copy those segments into the backup itself.
         var walCopies = [BackupManifest.WALCopy]()
@@ -485,6 +516,34 @@ public enum PhysicalBackup {
         let current = BackupChains.Current(timeline: facts.timeline, history: history, dataChecksums: facts.dataChecksums,
                                            pgVersionNumber: facts.versionNumber)
         return BackupChains.decide(config.type, backups: summaries, current: current, maxChainLength: config.maxChainLength)
+    }
+
+    /// The stop segment, pushed by the backup itself when PostgreSQL has marked it complete
+    /// (`archive_status/<segment>.ready`, which `pg_backup_stop`'s WAL switch writes before it
+    /// returns) and the archiver has stored the segment before it: the backup then does not wait
+    /// for the archiver to start archive_command (a new process) for it. The archiver's own push
+    /// finds it archived. A push that fails, an archiver behind or failing, a standby (whose stop
+    /// does not switch segments): the wait is left to archive_command, as before, so that broken
+    /// archiving still stops the backup with its error. Create-if-absent keeps the race with the
+    /// archiver safe: PostgreSQL recycles the file only after the archiver's push has stored it,
+    /// and a push that finds the object there compares with it, never replaces it.
+    static func pushStopSegment(_ name: WALFileName, segmentSize: UInt64, push: @Sendable (String) async throws -> Void, pgdata: String,
+                                catalog: Catalog, logger: Logger) async {
+        let number = name.segmentNumber(segmentSize: segmentSize)
+        guard number > 0, (try? FileSystem.status(pgdata + "/pg_wal/archive_status/" + name.description + ".ready"))??.isRegular == true else { return }
+        let previous = WALFileName(timeline: name.timeline, segmentNumber: number - 1, segmentSize: segmentSize)
+        do {
+            guard try await catalog.repository.driver.info(catalog.walKey(name)) == nil,
+                  try await catalog.repository.driver.info(catalog.walKey(previous)) != nil else { return }
+        } catch {
+            return
+        }
+        do {
+            try await push(pgdata + "/pg_wal/" + name.description)
+            logger.debug("stored the stop segment \(name) without waiting for archive_command")
+        } catch {
+            logger.info("the stop segment \(name) is left to archive_command: \((error as? WaybackError)?.message ?? String(describing: error))")
+        }
     }
 
     static func waitForArchive(_ names: [WALFileName], catalog: Catalog, session: PostgresSession, timeout: Double, logger: Logger) async throws {

@@ -35,12 +35,15 @@ public final class ByteCounter: Sendable {
     public func add(_ n: Int64) { value.add(n, ordering: .relaxed) }
     public var current: Int64 { value.load(ordering: .relaxed) }
 
-    /// Counts `n` bytes and, with a rate limit, waits until they are within it.
-    public func consume(_ n: Int64) async {
+    /// Counts `n` bytes and, with a rate limit, waits until they are within it. Throws
+    /// `CancellationError` once the task is cancelled (a daemon's shutdown): a copy stops at its
+    /// next read instead of finishing unthrottled.
+    public func consume(_ n: Int64) async throws {
+        try Task.checkCancellation()
         let total = value.add(n, ordering: .relaxed).newValue
         guard let rate = bytesPerSecond else { return }
         let ahead = Double(total) / rate - (monotonicSeconds() - start)
-        if ahead > 0.001 { try? await Task.sleep(nanoseconds: UInt64(ahead * 1e9)) }
+        if ahead > 0.001 { try await Task.sleep(nanoseconds: UInt64(ahead * 1e9)) }
     }
 }
 

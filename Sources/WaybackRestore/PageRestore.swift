@@ -27,6 +27,9 @@ extension Restore {
             if try await s.advance() { streams.append(s) }
         }
         var position: Int64 = 0
+        // Counted a MiB at a time: the counter is shared by every worker, and pieces are often a page.
+        var uncounted: Int64 = 0
+        defer { counter.add(uncounted) }
         while true {
             // The stream whose next piece comes first in the file.
             var best = -1, bestOffset = Int64.max
@@ -38,7 +41,8 @@ extension Restore {
             let s = streams[best]
             let piece = s.pieces[s.pieceIndex]
             try s.plain.withUnsafeBytes { try out.append(UnsafeRawBufferPointer(rebasing: $0[piece.frameOffset..<(piece.frameOffset + piece.length)])) }
-            counter.add(Int64(piece.length))
+            uncounted += Int64(piece.length)
+            if uncounted >= 1 << 20 { counter.add(uncounted); uncounted = 0 }
             position += Int64(piece.length)
             s.pieceIndex += 1
             if s.pieceIndex == s.pieces.count, !(try await s.advance()) { streams.remove(at: best) }
@@ -119,13 +123,13 @@ final class VersionStream {
         let object = manifest.objects[first.object]
         let range = first.offset..<(first.offset + bytes)
         var data = [UInt8]()
-        data.reserveCapacity(Int(bytes))
         do {
             try await driver.withReader(keys.objectKey(manifest.id, object.name), range: range) { reader in
                 while true {
                     let chunk = try await reader.read(maxLength: Int(bytes) - data.count + 1)
                     if chunk.isEmpty { break }
-                    data += chunk
+                    // Usually the whole batch in one read: kept as it is, not copied.
+                    if data.isEmpty { data = chunk } else { data += chunk }
                 }
             }
         } catch let e as WaybackError where e.code == .notFound {

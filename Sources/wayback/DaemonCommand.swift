@@ -30,6 +30,10 @@ extension CommandRun {
         b.incrMethod = config.backup.incrMethod
         b.backupLog = backupLog()
         b.localRepositories = config.repositories.filter { $0.type == .local }.map { ($0.name, $0.path) }
+        let run = self
+        b.pushWAL = { path in
+            _ = try await WALArchive.push(path: path, configuration: try archiveConfiguration(run, forPush: true), queueAsync: false, logger: run.logger)
+        }
         return b
     }
 }

@@ -35,6 +35,35 @@ struct DataSafetyTests {
         try Command.run([TestEnvironment.waybackBinary] + args, asUser: asRoot ? nil : TestEnvironment.osUser, check: false)
     }
 
+    @Test("the backup stores its stop segment itself once PostgreSQL marked it ready and the archive has the segment before: it does not wait for a slow archive_command, whose own push then finds the segment archived")
+    func stopSegmentPushedByTheBackup() throws {
+        let t = try TestCluster()
+        defer { t.cleanup() }
+        try t.waybackOK(["init"])
+        try t.waybackOK(["backup"])
+        // Everything up to now archived, then an archive_command that takes 4 s per file.
+        let switched = try t.psql("CREATE TABLE t(x int); INSERT INTO t VALUES (1); SELECT pg_walfile_name(pg_switch_wal())")
+        try DaemonTests.waitFor("the archive", timeout: 30) {
+            try t.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver") >= switched
+        }
+        _ = try t.psql("ALTER SYSTEM SET archive_command = 'sleep 4; \(TestEnvironment.waybackBinary) --config \(t.configPath) wal-push %p'")
+        _ = try t.psql("SELECT pg_reload_conf()")
+        let out = try t.waybackOK(["backup", "--type", "incr", "--json"])
+        let stopWAL = try #require((try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any])?["stopWAL"] as? String)
+        // The backup is complete while the archiver is still asleep before its push of the stop
+        // segment: the backup stored it.
+        #expect(try t.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver") < stopWAL)
+        #expect(FileManager.default.fileExists(atPath: "\(t.repositoryPath)/main/wal/\(stopWAL.prefix(16))/\(stopWAL)"))
+        // The archiver's push of the same segment succeeds: it finds the same content there.
+        try DaemonTests.waitFor("the archiver", timeout: 30) {
+            try t.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver") >= stopWAL
+        }
+        #expect(try t.psql("SELECT failed_count FROM pg_stat_archiver") == "0")
+        _ = try t.psql("ALTER SYSTEM RESET archive_command")
+        _ = try t.psql("SELECT pg_reload_conf()")
+        try t.waybackOK(["verify"])
+    }
+
     // MARK: 1. wal-fetch never says "not archived" when it could not look
 
     @Test("wal-fetch: an emptied or removed repository, or a missing destination directory, is an error, never 'not archived' (exit 1)")
@@ -237,9 +266,11 @@ struct DataSafetyTests {
         defer { t.cleanup() }
         try t.waybackOK(["init"])
         try t.waybackOK(["backup"])
-        // The backup history file PostgreSQL wrote at pg_backup_stop was archived.
-        let archived = try FileManager.default.subpathsOfDirectory(atPath: t.repositoryPath + "/main/wal")
-        #expect(archived.contains { $0.hasSuffix(".backup") }, "\(archived)")
+        // The backup history file PostgreSQL wrote at pg_backup_stop is archived (the backup
+        // does not wait for it: it stores its stop segment itself).
+        try DaemonTests.waitFor("the backup history file in the archive", timeout: 30) {
+            try FileManager.default.subpathsOfDirectory(atPath: t.repositoryPath + "/main/wal").contains { $0.hasSuffix(".backup") }
+        }
         #expect(try t.psql("SELECT failed_count FROM pg_stat_archiver") == "0")
 
         let stash = t.root + "/stash"
@@ -380,10 +411,13 @@ struct DataSafetyTests {
         let badTimeout = try Self.config(t, "timeout.yaml", replace: [("&port=\(t.cluster.port)\n", "&port=\(t.cluster.port)&connect_timeout=soon\n")])
         #expect(try Self.waybackRun(["--config", badTimeout, "init"]).status == Code.config.rawValue)
 
-        // The backup says what it waits for (an archive_command that takes its time).
+        // The backup says what it waits for (an archive_command that takes its time, and behind:
+        // the segment before the stop segment is still being archived, so the backup does not
+        // push its stop segment itself).
         let info = try Self.config(t, "info.yaml", replace: [("log_level: warning", "log_level: info")])
-        _ = try t.psql("ALTER SYSTEM SET archive_command = 'sleep 3; \(TestEnvironment.waybackBinary) --config \(t.configPath) wal-push %p'")
+        _ = try t.psql("ALTER SYSTEM SET archive_command = 'sleep 4; \(TestEnvironment.waybackBinary) --config \(t.configPath) wal-push %p'")
         _ = try t.psql("SELECT pg_reload_conf()")
+        _ = try t.psql("CREATE TABLE IF NOT EXISTS behind(x int); INSERT INTO behind VALUES (1); SELECT pg_switch_wal()")
         let waited = try Self.waybackRun(["--config", info, "backup"])
         #expect(waited.status == 0, "\(waited.stderr)")
         #expect(waited.stderr.contains("waiting for WAL file") && waited.stderr.contains("archive_command"), "\(waited.stderr)")

@@ -65,23 +65,22 @@ struct ChangedBlocks: Sendable {
 /// blocks; its owner `finish`es it.
 final class BlockReadAhead: Sendable {
     static let defaultBudget: Int64 = 512 << 20
-    private let pgdata: String
     private let input: AsyncStream<[RelationFork: Set<UInt32>]>.Continuation
     private let worker: Task<Void, Never>
 
     init(pgdata: String, after start: Task<LSN, any Error>, budget: Int64 = BlockReadAhead.defaultBudget) {
-        self.pgdata = pgdata
         let (stream, input) = AsyncStream<[RelationFork: Set<UInt32>]>.makeStream()
         self.input = input
         worker = Task {
             _ = try? await start.value
             var left = budget
+            // Each tablespace's PG_<version> directory, nil when it has none.
             var versionDirectories = [UInt32: String?]()
             for await blocks in stream where left > 0 {
                 for (fork, set) in blocks.sorted(by: { $0.key < $1.key }) where left > 0 && (fork.fork == 0 || fork.fork == 3) {
                     if versionDirectories[fork.tablespace] == nil {
                         let names = fork.tablespace > 1664 ? (try? FileSystem.list(pgdata + "/pg_tblspc/\(fork.tablespace)")) ?? [] : []
-                        versionDirectories[fork.tablespace] = names.first { $0.hasPrefix("PG_") }
+                        versionDirectories.updateValue(names.first { $0.hasPrefix("PG_") }, forKey: fork.tablespace)
                     }
                     left -= Self.advise(fork, blocks: set.sorted(), pgdata: pgdata, versionDirectory: versionDirectories[fork.tablespace] ?? nil, budget: left)
                 }

@@ -42,10 +42,8 @@ struct DataSafetyTests {
         try t.waybackOK(["init"])
         try t.waybackOK(["backup"])
         // Everything up to now archived, then an archive_command that takes 4 s per file.
-        let switched = try t.psql("CREATE TABLE t(x int); INSERT INTO t VALUES (1); SELECT pg_walfile_name(pg_switch_wal())")
-        try DaemonTests.waitFor("the archive", timeout: 30) {
-            try t.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver") >= switched
-        }
+        _ = try t.psql("CREATE TABLE t(x int); INSERT INTO t VALUES (1)")
+        try t.switchAndWaitForArchive()
         _ = try t.psql("ALTER SYSTEM SET archive_command = 'sleep 4; \(TestEnvironment.waybackBinary) --config \(t.configPath) wal-push %p'")
         _ = try t.psql("SELECT pg_reload_conf()")
         let out = try t.waybackOK(["backup", "--type", "incr", "--json"])

@@ -51,7 +51,10 @@ public enum SealedJSON {
             }
             return date
         }
-        do { return try dec.decode(T.self, from: Data(body)) } catch {
+        do {
+            if let hand = T.self as? any SealedJSONBody.Type { return try hand.decodeBody(body, decoder: dec) as! T }
+            return try dec.decode(T.self, from: Data(body))
+        } catch {
             throw WaybackError(.corrupt, "\(name) has a valid checksum but cannot be decoded", cause: .decoding("\(error)"))
         }
     }

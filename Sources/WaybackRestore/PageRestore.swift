@@ -19,26 +19,12 @@ extension Restore {
             throw WaybackError(.corrupt, "backup \(versions[0].manifest.id) cannot be restored: \(e.message); restore another backup (--backup ID)")
         }
         let out = try writer(for: f, at: path)
+        // One decompressor for all versions: they decode one frame at a time, in turn.
+        let decompressor = Decompressor()
         var streams = [VersionStream]()
         for (v, frames) in zip(versions, plans) where !frames.isEmpty {
-            streams.append(VersionStream(file: v.file, manifest: v.manifest, frames: frames, driver: driver, keys: keys))
-        }
-        // Every frame in the order the merge needs it: by the file offset of its first piece.
-        // The merge moves forward through the file, so it loads frames in exactly this order, and
-        // the decoder works through them a few frames ahead (on a thread of its own for a large
-        // file, so that decoding, merging and hashing take a core each where there are cores).
-        var schedule = [(stream: Int, frame: Int)]()
-        for (i, s) in streams.enumerated() { for k in s.frames.indices { schedule.append((i, k)) } }
-        schedule.sort { streams[$0.stream].frames[$0.frame].pieces[0].fileOffset < streams[$1.stream].frames[$1.frame].pieces[0].fileOffset }
-        let decoder = FrameDecoder(threaded: f.size >= backgroundBytes)
-        defer { decoder.close() }
-        var submitted = 0, taken = 0
-        func topUp() async throws {
-            while submitted < schedule.count, submitted - taken < FrameDecoder.ahead {
-                let (i, k) = schedule[submitted]
-                try decoder.submit(try await streams[i].stored(frame: k))
-                submitted += 1
-            }
+            let s = VersionStream(file: v.file, manifest: v.manifest, frames: frames, driver: driver, keys: keys, decompressor: decompressor)
+            if try await s.advance() { streams.append(s) }
         }
         var position: Int64 = 0
         // Counted a MiB at a time: the counter is shared by every worker, and pieces are often a page.
@@ -53,19 +39,13 @@ extension Restore {
                 throw WaybackError(.corrupt, "backup \(versions[0].manifest.id) cannot be restored: the stored pieces of file \(f.path) do not follow each other at offset \(position); restore another backup (--backup ID)")
             }
             let s = streams[best]
-            if s.needsFrame {
-                try await topUp()
-                s.load(try decoder.take())
-                taken += 1
-                try await topUp()
-            }
-            let piece = s.frames[s.loaded].pieces[s.pieceIndex]
-            try out.append(UnsafeRawBufferPointer(rebasing: s.plain[piece.frameOffset..<(piece.frameOffset + piece.length)]))
+            let piece = s.pieces[s.pieceIndex]
+            try s.plain.withUnsafeBytes { try out.append(UnsafeRawBufferPointer(rebasing: $0[piece.frameOffset..<(piece.frameOffset + piece.length)])) }
             uncounted += Int64(piece.length)
             if uncounted >= 1 << 20 { counter.add(uncounted); uncounted = 0 }
             position += Int64(piece.length)
             s.pieceIndex += 1
-            if s.needsFrame { decoder.recycle(s.unload()) }
+            if s.pieceIndex == s.pieces.count, !(try await s.advance()) { streams.remove(at: best) }
         }
         let (written, sha) = try out.finish()
         guard written == f.size, sha == f.sha256 || !f.digestKnown else {
@@ -77,9 +57,9 @@ extension Restore {
     }
 }
 
-/// One version of a file in a page-level rebuild: its planned frames, whose stored bytes are read
-/// in batches of consecutive frames (at most `batchBytes` stored bytes, or one frame), and the
-/// frame being merged, decoded.
+/// One version of a file in a page-level rebuild: its planned frames, read in batches of
+/// consecutive frames (at most `batchBytes` stored bytes, or one frame) and decoded one at a
+/// time, so a chain of N versions holds at most N batches and N decoded frames.
 final class VersionStream {
     static let batchBytes: Int64 = 256 << 10
     let file: BackupManifest.File
@@ -87,38 +67,29 @@ final class VersionStream {
     let frames: [BlockOwnership.FramePlan]
     let driver: any StorageDriver
     let keys: RepositoryLayout
-    /// The stored bytes of the frames up to `batchEnd` (exclusive), and where the next one starts.
+    let decompressor: Decompressor
+    private var next = 0
     private var batch = [UInt8]()
-    private var batchEnd = 0
     private var batchPosition = 0
-    /// The frame being merged (-1: none yet), its plain bytes, and its next piece.
-    private(set) var loaded = -1
-    private(set) var plain = UnsafeRawBufferPointer(start: nil, count: 0)
+    private var batchEnd = 0
+    /// The current frame's plain bytes (its first `rawLength`) and the pieces of it to write.
+    private(set) var plain = [UInt8]()
+    private(set) var pieces = [BlockOwnership.Piece]()
     var pieceIndex = 0
 
-    init(file: BackupManifest.File, manifest: BackupManifest, frames: [BlockOwnership.FramePlan], driver: any StorageDriver, keys: RepositoryLayout) {
-        self.file = file; self.manifest = manifest; self.frames = frames; self.driver = driver; self.keys = keys
+    init(file: BackupManifest.File, manifest: BackupManifest, frames: [BlockOwnership.FramePlan], driver: any StorageDriver, keys: RepositoryLayout,
+         decompressor: Decompressor) {
+        self.file = file; self.manifest = manifest; self.frames = frames; self.driver = driver; self.keys = keys; self.decompressor = decompressor
     }
-
-    /// Whether the next piece is in a frame not loaded yet.
-    var needsFrame: Bool { loaded < 0 || pieceIndex == frames[loaded].pieces.count }
 
     /// Where the next piece goes in the file (`Int64.max` when none is left).
-    var nextOffset: Int64 {
-        if loaded >= 0 && pieceIndex < frames[loaded].pieces.count { return frames[loaded].pieces[pieceIndex].fileOffset }
-        return loaded + 1 < frames.count ? frames[loaded + 1].pieces[0].fileOffset : .max
-    }
+    var nextOffset: Int64 { pieceIndex < pieces.count ? pieces[pieceIndex].fileOffset : .max }
 
-    /// Makes `plain` (frame `loaded + 1`, decoded) the frame being merged.
-    func load(_ plain: UnsafeRawBufferPointer) { self.plain = plain; loaded += 1; pieceIndex = 0 }
-
-    /// Lets go of the merged frame's bytes.
-    func unload() -> UnsafeRawBufferPointer { defer { plain = UnsafeRawBufferPointer(start: nil, count: 0) }; return plain }
-
-    /// The stored bytes of frame `k`, checked against the manifest; frames are asked for in order.
-    func stored(frame k: Int) async throws -> FrameDecoder.Job {
-        if k >= batchEnd { try await readBatch(from: k) }
-        let chunk = file.chunks[frames[k].chunk]
+    /// Decodes the next planned frame; false when there is none.
+    func advance() async throws -> Bool {
+        guard next < frames.count else { pieces = []; pieceIndex = 0; return false }
+        if next >= batchEnd { try await readBatch() }
+        let chunk = file.chunks[frames[next].chunk]
         let name = "\(manifest.objects[chunk.object].name) of backup \(manifest.id)"
         let header = try batch.withUnsafeBytes { all -> FrameFormat.Header in
             guard batchPosition + FrameFormat.headerLength <= all.count else { throw WaybackError(.corrupt, "\(name) is truncated: it ends inside a frame") }
@@ -128,14 +99,21 @@ final class VersionStream {
         guard end <= batch.count, header.rawLength == chunk.raw, FrameFormat.headerLength + header.storedLength == chunk.length else {
             throw WaybackError(.corrupt, "\(name) is damaged: a frame of file \(file.path) is not as the manifest records it")
         }
+        try batch.withUnsafeBytes { all in
+            try FrameFormat.decodePayload(UnsafeRawBufferPointer(rebasing: all[start..<end]), header: header, decompressor: decompressor,
+                                          object: name, into: &plain)
+        }
         batchPosition = end
-        return FrameDecoder.Job(bytes: batch, payload: start..<end, header: header, name: name)
+        pieces = frames[next].pieces
+        pieceIndex = 0
+        next += 1
+        return true
     }
 
-    /// Reads the stored bytes of frame `k` and the next ones that lie back to back in one object.
-    private func readBatch(from k: Int) async throws {
-        let first = file.chunks[frames[k].chunk]
-        var last = k, bytes = Int64(first.length)
+    /// Reads the stored bytes of the next frames that lie back to back in one object.
+    private func readBatch() async throws {
+        let first = file.chunks[frames[next].chunk]
+        var last = next, bytes = Int64(first.length)
         while last + 1 < frames.count {
             let a = file.chunks[frames[last].chunk], b = file.chunks[frames[last + 1].chunk]
             guard b.object == a.object, b.offset == a.offset + Int64(a.length), bytes + Int64(b.length) <= Self.batchBytes else { break }

@@ -7,8 +7,8 @@ import WaybackTesting
 @testable import WaybackRestore
 
 /// A file rebuilt through a chain (a full and two incrs) in memory storage, against the pages
-/// each version stored: small files decode on the merge's thread, large ones (from
-/// `Restore.backgroundBytes` on) on the decoder's own.
+/// each version stored; a small file, and a large one (from `Restore.backgroundBytes` on) whose
+/// writer hashes and writes on threads of its own.
 @Suite struct PageRestoreTests {
     static let page = BlockOwnership.blockSize
     let layout = RepositoryLayout(cluster: "c")
@@ -86,7 +86,7 @@ import WaybackTesting
     }
 
     @Test(arguments: [40, 1536])
-    func aDamagedFrameIsAClearErrorAndTheDecoderStops(pages: Int) async throws {
+    func aDamagedFrameIsAClearError(pages: Int) async throws {
         let (versions, expected) = try await chain(pages: pages)
         var target = versions[0].file
         target.sha256 = SHA256Hasher.hex(expected)

@@ -70,6 +70,8 @@ struct JSONReader {
         let negative = c == UInt8(ascii: "-")
         if negative { offset += 1; guard offset < bytes.count else { throw fail() }; c = bytes[offset] }
         guard c >= 0x30 && c <= 0x39 else { throw fail() }
+        // JSON allows no leading zero.
+        if c == 0x30, offset + 1 < bytes.count, bytes[offset + 1] >= 0x30 && bytes[offset + 1] <= 0x39 { throw fail() }
         var value: Int64 = 0
         while offset < bytes.count, case let d = bytes[offset], d >= 0x30 && d <= 0x39 {
             let (m, o1) = value.multipliedReportingOverflow(by: 10)
@@ -169,12 +171,12 @@ struct JSONReader {
         return v
     }
 
-    /// Reads any value without keeping it.
-    mutating func skipValue() throws {
-        guard let c = peek() else { throw fail() }
+    /// Reads any value without keeping it; nesting deeper than `JSONDecoder` allows (512) throws.
+    mutating func skipValue(depth: Int = 0) throws {
+        guard let c = peek(), depth < 512 else { throw fail() }
         switch c {
-        case UInt8(ascii: "{"): try readObject { r, _ in try r.skipValue() }
-        case UInt8(ascii: "["): try readArray { try $0.skipValue() }
+        case UInt8(ascii: "{"): try readObject { r, _ in try r.skipValue(depth: depth + 1) }
+        case UInt8(ascii: "["): try readArray { try $0.skipValue(depth: depth + 1) }
         case UInt8(ascii: "\""): _ = try readString()
         case UInt8(ascii: "t"): try literal("true")
         case UInt8(ascii: "f"): try literal("false")

@@ -93,7 +93,7 @@ import WaybackCore
         "\"a\u{1}b\"",       // a raw control character
         #""abc"#,            // no closing quote
         "9223372036854775808", // past Int64
-        "1.5", "1e3", "-",
+        "1.5", "1e3", "-", "007",
     ])
     func theReaderRefusesWhatJSONOrItsIntegersDoNotAllow(_ text: String) {
         let bytes = Array(text.utf8)
@@ -103,6 +103,11 @@ import WaybackCore
                 if text.hasPrefix("\"") { _ = try r.readString() } else { _ = try r.readInt64() }
             }
         }
+    }
+
+    @Test func nestingDeeperThanJSONDecoderAllowsIsRefusedNotACrash() {
+        let deep = Array(("{\"files\":[],\"x\":" + String(repeating: "[", count: 100_000)).utf8)
+        #expect(throws: JSONReader.Unexpected.self) { try deep.withUnsafeBytes { try BackupManifest.readFiles($0) } }
     }
 
     @Test func integersAtTheLimits() throws {

@@ -19,18 +19,48 @@ extension Restore {
             throw WaybackError(.corrupt, "backup \(versions[0].manifest.id) cannot be restored: \(e.message); restore another backup (--backup ID)")
         }
         let out = try writer(for: f, at: path)
+        // The version stored whole (the chain's last) has its frames decoded where they are
+        // written, as in a full restore, and the newer versions' pages copied over them: its pieces
+        // are not copied a second time. So that every copy lands inside one such frame, the newer
+        // versions' pieces are cut at its frames' boundaries.
+        let whole = versions.last!.file
+        var boundaries = [Int64](), at: Int64 = 0
+        if whole.blocks == nil { for c in whole.chunks { at += Int64(c.raw); boundaries.append(at) } }
         // One decompressor for all versions: they decode one frame at a time, in turn.
         let decompressor = Decompressor()
         var streams = [VersionStream]()
-        for (v, frames) in zip(versions, plans) where !frames.isEmpty {
-            let s = VersionStream(file: v.file, manifest: v.manifest, frames: frames, driver: driver, keys: keys, decompressor: decompressor)
-            if try await s.advance() { streams.append(s) }
+        var base: VersionStream?
+        for (k, (v, frames)) in zip(versions, plans).enumerated() where !frames.isEmpty {
+            let isBase = k == versions.count - 1 && whole.blocks == nil
+            let s = VersionStream(file: v.file, manifest: v.manifest, frames: isBase ? frames : Self.cut(frames, at: boundaries), driver: driver,
+                                  keys: keys, decompressor: decompressor)
+            streams.append(s)
+            if isBase { base = s }
         }
         var position: Int64 = 0
         // Counted a MiB at a time: the counter is shared by every worker, and pieces are often a page.
         var uncounted: Int64 = 0
         defer { counter.add(uncounted) }
+        func count(_ n: Int) {
+            uncounted += Int64(n)
+            if uncounted >= 1 << 20 { counter.add(uncounted); uncounted = 0 }
+        }
         while true {
+            if let b = base, let (start, raw) = b.nextWholeFrame, start == position, start + Int64(raw) <= f.size, raw <= SequentialWriter.bufferBytes {
+                let end = start + Int64(raw)
+                try await b.load(into: out)
+                for s in streams where s !== b {
+                    while s.nextOffset < end {
+                        if !s.loaded { try await s.load() }
+                        let piece = s.pieces[s.pieceIndex]
+                        try s.plain.withUnsafeBytes { try out.patch(at: piece.fileOffset, UnsafeRawBufferPointer(rebasing: $0[piece.frameOffset..<(piece.frameOffset + piece.length)])) }
+                        s.consume()
+                    }
+                }
+                count(raw)
+                position = end
+                continue
+            }
             // The stream whose next piece comes first in the file.
             var best = -1, bestOffset = Int64.max
             for (i, s) in streams.enumerated() where s.nextOffset < bestOffset { best = i; bestOffset = s.nextOffset }
@@ -39,13 +69,12 @@ extension Restore {
                 throw WaybackError(.corrupt, "backup \(versions[0].manifest.id) cannot be restored: the stored pieces of file \(f.path) do not follow each other at offset \(position); restore another backup (--backup ID)")
             }
             let s = streams[best]
+            if !s.loaded { try await s.load() }
             let piece = s.pieces[s.pieceIndex]
             try s.plain.withUnsafeBytes { try out.append(UnsafeRawBufferPointer(rebasing: $0[piece.frameOffset..<(piece.frameOffset + piece.length)])) }
-            uncounted += Int64(piece.length)
-            if uncounted >= 1 << 20 { counter.add(uncounted); uncounted = 0 }
+            count(piece.length)
             position += Int64(piece.length)
-            s.pieceIndex += 1
-            if s.pieceIndex == s.pieces.count, !(try await s.advance()) { streams.remove(at: best) }
+            s.consume()
         }
         let (written, sha) = try out.finish()
         guard written == f.size, sha == f.sha256 || !f.digestKnown else {
@@ -55,11 +84,36 @@ extension Restore {
         _ = utimensat(AT_FDCWD, path, &times, 0)
         return sha
     }
+
+    /// `frames` with every piece that crosses one of `boundaries` (sorted file offsets) cut there.
+    static func cut(_ frames: [BlockOwnership.FramePlan], at boundaries: [Int64]) -> [BlockOwnership.FramePlan] {
+        guard !boundaries.isEmpty else { return frames }
+        return frames.map { frame in
+            var plan = frame
+            plan.pieces = []
+            for var p in frame.pieces {
+                // The first boundary past the piece's start.
+                var lo = 0, hi = boundaries.count
+                while lo < hi { let mid = (lo + hi) / 2; if boundaries[mid] <= p.fileOffset { lo = mid + 1 } else { hi = mid } }
+                while lo < boundaries.count, boundaries[lo] < p.fileOffset + Int64(p.length) {
+                    let head = Int(boundaries[lo] - p.fileOffset)
+                    var first = p
+                    first.length = head
+                    plan.pieces.append(first)
+                    p.frameOffset += head; p.fileOffset = boundaries[lo]; p.length -= head
+                    lo += 1
+                }
+                plan.pieces.append(p)
+            }
+            return plan
+        }
+    }
 }
 
 /// One version of a file in a page-level rebuild: its planned frames, read in batches of
 /// consecutive frames (at most `batchBytes` stored bytes, or one frame) and decoded one at a
-/// time, so a chain of N versions holds at most N batches and N decoded frames.
+/// time when the merge reaches them, so a chain of N versions holds at most N batches and N
+/// decoded frames.
 final class VersionStream {
     static let batchBytes: Int64 = 256 << 10
     let file: BackupManifest.File
@@ -82,12 +136,47 @@ final class VersionStream {
         self.file = file; self.manifest = manifest; self.frames = frames; self.driver = driver; self.keys = keys; self.decompressor = decompressor
     }
 
-    /// Where the next piece goes in the file (`Int64.max` when none is left).
-    var nextOffset: Int64 { pieceIndex < pieces.count ? pieces[pieceIndex].fileOffset : .max }
+    /// Whether a decoded frame has pieces left to write; otherwise the next frame is decoded
+    /// only when the merge reaches its first piece.
+    var loaded: Bool { pieceIndex < pieces.count }
 
-    /// Decodes the next planned frame; false when there is none.
-    func advance() async throws -> Bool {
-        guard next < frames.count else { pieces = []; pieceIndex = 0; return false }
+    /// Where the next piece goes in the file (`Int64.max` when none is left).
+    var nextOffset: Int64 {
+        if loaded { return pieces[pieceIndex].fileOffset }
+        return next < frames.count ? frames[next].pieces[0].fileOffset : .max
+    }
+
+    /// For a version stored whole, when no frame is loaded: where the next frame's plain bytes
+    /// begin in the file, and how many there are.
+    var nextWholeFrame: (start: Int64, raw: Int)? {
+        guard !loaded, next < frames.count, file.blocks == nil else { return nil }
+        let first = frames[next].pieces[0]
+        return (first.fileOffset - Int64(first.frameOffset), file.chunks[frames[next].chunk].raw)
+    }
+
+    /// Moves past the piece written.
+    func consume() { pieceIndex += 1 }
+
+    /// Decodes the next planned frame into `plain`, its pieces to be written.
+    func load() async throws {
+        try await withNextFrame { payload, header, name in
+            try FrameFormat.decodePayload(payload, header: header, decompressor: decompressor, object: name, into: &plain)
+        }
+        pieces = frames[next - 1].pieces
+        pieceIndex = 0
+    }
+
+    /// Decodes the next planned frame, whole, straight into `out` (see `nextWholeFrame`).
+    func load(into out: SequentialWriter) async throws {
+        try await withNextFrame { payload, header, name in
+            try out.append(count: header.rawLength) { try FrameFormat.decodePayload(payload, header: header, decompressor: decompressor, object: name, into: $0) }
+        }
+        pieces = []
+        pieceIndex = 0
+    }
+
+    /// Calls `body` with the next planned frame's stored payload, checked against the manifest.
+    private func withNextFrame(_ body: (UnsafeRawBufferPointer, FrameFormat.Header, String) throws -> Void) async throws {
         if next >= batchEnd { try await readBatch() }
         let chunk = file.chunks[frames[next].chunk]
         let name = "\(manifest.objects[chunk.object].name) of backup \(manifest.id)"
@@ -99,15 +188,9 @@ final class VersionStream {
         guard end <= batch.count, header.rawLength == chunk.raw, FrameFormat.headerLength + header.storedLength == chunk.length else {
             throw WaybackError(.corrupt, "\(name) is damaged: a frame of file \(file.path) is not as the manifest records it")
         }
-        try batch.withUnsafeBytes { all in
-            try FrameFormat.decodePayload(UnsafeRawBufferPointer(rebasing: all[start..<end]), header: header, decompressor: decompressor,
-                                          object: name, into: &plain)
-        }
+        try batch.withUnsafeBytes { all in try body(UnsafeRawBufferPointer(rebasing: all[start..<end]), header, name) }
         batchPosition = end
-        pieces = frames[next].pieces
-        pieceIndex = 0
         next += 1
-        return true
     }
 
     /// Reads the stored bytes of the next frames that lie back to back in one object.

@@ -90,6 +90,16 @@ public final class SequentialWriter {
         filled += count
     }
 
+    /// Overwrites bytes already appended, at file offset `offset`, while they are still in the
+    /// buffer being filled: after an `append(count:)` of at most `bufferBytes`, its whole span is,
+    /// until the next append.
+    public func patch(at offset: Int64, _ bytes: UnsafeRawBufferPointer) throws {
+        guard offset >= base, offset + Int64(bytes.count) <= position else {
+            throw WaybackError(.internal, "cannot patch \(path) at \(offset): bytes \(base)..<\(position) are the ones still held")
+        }
+        (state.buffers[current].baseAddress! + Int(offset - base)).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+    }
+
     /// Continues the file at `offset` (at most `position`): what follows it is written again.
     /// Going back past what was already handed on re-reads the file up to `offset` for the digest
     /// and writes the rest of the file through the page cache (a rare path: a repository that

@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-import WaybackCatalog
+@testable import WaybackCatalog
 import WaybackCore
 import WaybackStorage
 import WaybackTesting
@@ -53,26 +53,33 @@ import WaybackTesting
         return (file, manifest)
     }
 
-    /// The chain, newest first, and the file it rebuilds.
-    func chain(pages: Int) async throws -> ([(file: BackupManifest.File, manifest: BackupManifest)], [UInt8]) {
+    /// The chain, newest first, and the file it rebuilds: `pages` in the full, two more in each
+    /// incr, and incr 2 cut to `truncated` blocks when given.
+    func chain(pages: Int, truncated: Int? = nil) async throws -> ([(file: BackupManifest.File, manifest: BackupManifest)], [UInt8]) {
         var rng = SystemRandomNumberGenerator()
         let full = try await store(0, id: "20261101-000000F", blocks: Array(0..<pages), size: Int64(pages * Self.page), base: nil)
-        // incr 1: a tenth of the pages, and two new ones past the full's end.
-        let b1 = (Set((0..<(pages / 10)).map { _ in Int.random(in: 0..<pages, using: &rng) }).union([pages, pages + 1])).sorted()
+        // incr 1: a tenth of the pages, a run across the full's first frame boundary (blocks
+        // 127-128), and two new pages past the full's end.
+        let across: Set<Int> = pages > 129 ? [127, 128] : []
+        let b1 = (Set((0..<(pages / 10)).map { _ in Int.random(in: 0..<pages, using: &rng) }).union(across).union([pages, pages + 1])).sorted()
         let i1 = try await store(1, id: "20261101-010000I", blocks: b1, size: Int64((pages + 2) * Self.page), base: "20261101-000000F")
         // incr 2: another tenth, incr 1's first two, and the last page.
-        let b2 = (Set((0..<(pages / 10)).map { _ in Int.random(in: 0..<pages, using: &rng) }).union(b1.prefix(2)).union([pages + 1])).sorted()
-        let i2 = try await store(2, id: "20261101-020000I", blocks: b2, size: Int64((pages + 2) * Self.page), base: "20261101-010000I")
+        let size2 = truncated ?? (pages + 2)
+        let b2 = Set((0..<(pages / 10)).map { _ in Int.random(in: 0..<pages, using: &rng) }).union(b1.prefix(2)).union([pages + 1])
+            .subtracting(across).filter { $0 < size2 }.sorted()
+        let i2 = try await store(2, id: "20261101-020000I", blocks: b2, size: Int64(size2 * Self.page), base: "20261101-010000I")
         var expected = [UInt8]()
-        for b in 0..<(pages + 2) {
+        for b in 0..<size2 {
             expected += Self.content(b2.contains(b) ? 2 : b1.contains(b) ? 1 : 0, b)
         }
         return ([i2, i1, full], expected)
     }
 
-    @Test(arguments: [40, 1536])
-    func aChainIsRebuiltPageForPage(pages: Int) async throws {
-        let (versions, expected) = try await chain(pages: pages)
+    /// The full's frames are decoded in place and the incrs' pages copied over them; a frame of
+    /// the full that reaches past a truncated file's end is merged piece by piece.
+    @Test(arguments: [(40, nil), (1536, nil), (300, 297), (300, 250)] as [(Int, Int?)])
+    func aChainIsRebuiltPageForPage(pages: Int, truncated: Int?) async throws {
+        let (versions, expected) = try await chain(pages: pages, truncated: truncated)
         #expect((Int64(expected.count) >= Restore.backgroundBytes) == (pages == 1536))
         var target = versions[0].file
         target.sha256 = SHA256Hasher.hex(expected)
@@ -83,6 +90,20 @@ import WaybackTesting
         #expect(sha == target.sha256)
         #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/f")) == Data(expected))
         #expect(counter.current == Int64(expected.count))
+    }
+
+    @Test func piecesAreCutAtTheWholeVersionsFrameBoundaries() {
+        typealias Piece = BlockOwnership.Piece
+        let p = 8192
+        func piece(_ frameOffset: Int, _ block: Int, _ blocks: Int) -> Piece {
+            Piece(frameOffset: frameOffset, fileOffset: Int64(block * p), length: blocks * p)
+        }
+        // Blocks 126-129 (across the boundary at 128), and block 300 (inside a frame).
+        let frame = BlockOwnership.FramePlan(chunk: 0, pieces: [piece(0, 126, 4), piece(4 * p, 300, 1)])
+        let cut = Restore.cut([frame], at: [Int64(128 * p), Int64(256 * p)])
+        let expected: [Piece] = [piece(0, 126, 2), piece(2 * p, 128, 2), piece(4 * p, 300, 1)]
+        #expect(cut[0].pieces == expected)
+        #expect(Restore.cut([frame], at: []) == [frame])
     }
 
     @Test(arguments: [40, 1536])

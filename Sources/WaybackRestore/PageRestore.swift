@@ -53,6 +53,9 @@ extension Restore {
                     while s.nextOffset < end {
                         if !s.loaded { try await s.load() }
                         let piece = s.pieces[s.pieceIndex]
+                        guard piece.fileOffset >= start, piece.fileOffset + Int64(piece.length) <= end else {
+                            throw WaybackError(.corrupt, "backup \(versions[0].manifest.id) cannot be restored: the stored pieces of file \(f.path) overlap at offset \(piece.fileOffset); restore another backup (--backup ID)")
+                        }
                         try s.plain.withUnsafeBytes { try out.patch(at: piece.fileOffset, UnsafeRawBufferPointer(rebasing: $0[piece.frameOffset..<(piece.frameOffset + piece.length)])) }
                         s.consume()
                     }

@@ -8,7 +8,7 @@ protocol SealedJSONBody: Decodable {
 
 extension BackupManifest: SealedJSONBody {
     /// The file list (nearly all of a manifest) is read by `JSONReader`, the rest by `decoder`,
-    /// from the body with `"files"` emptied. `JSONDecoder` spent about 10 ms per 1,000 files, and a
+    /// from the body with `"files"` emptied. `JSONDecoder` spent 10-14 ms per 1,000 files, and a
     /// restore through a day's chain of incrs reads 24 manifests before it writes a byte. Anything
     /// the reader does not expect sends the whole body to `decoder`, which decides.
     static func decodeBody(_ body: [UInt8], decoder: JSONDecoder) throws -> BackupManifest {

@@ -104,9 +104,15 @@ public struct AsyncSpool: Sendable {
                         progress = true
                     }
                     if overflowed(target.name) {
-                        try await RepositorySync.run(cluster: cluster, from: source, to: target, scope: .wal, parallelism: parallelism, logger: logger)
-                        try FileSystem.remove(directory(target.name) + "/" + Self.overflowMark)
-                        progress = true
+                        let r = try await RepositorySync.run(cluster: cluster, from: source, to: target, scope: .wal, parallelism: parallelism, logger: logger)
+                        if let damaged = r.skipped.first {
+                            // The mark stays: the next drain tries again (another copy may be sound by then).
+                            events.emit(.warning, .walQueueFailed, "cannot catch '\(target.name)' up: \(r.skipped.count) WAL file(s) are damaged in the synchronous repositories (\(damaged.id): \(damaged.reason))",
+                                        repository: target.name)
+                        } else {
+                            try FileSystem.remove(directory(target.name) + "/" + Self.overflowMark)
+                            progress = true
+                        }
                     }
                 } catch {
                     events.emit(.warning, .walQueueFailed, "cannot copy queued WAL to '\(target.name)' (\(error)); it stays queued for the next wal-drain",

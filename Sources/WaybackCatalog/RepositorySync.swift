@@ -1,3 +1,4 @@
+import Synchronization
 import Foundation
 import Logging
 import WaybackCore
@@ -22,7 +23,17 @@ public enum RepositorySync {
         public var backups = [String]()
         /// Objects `verify` had found damaged in the target, replaced by a sound copy.
         public var repaired = [String]()
+        /// Backups and dumps left out because the source's copy is damaged (an object fails its
+        /// check, or the manifest cannot be read) or because the backup they depend on was left
+        /// out: id and why, in id order. The rest is copied; the target never lists these.
+        public var skipped = [Skipped]()
         public init() {}
+    }
+
+    public struct Skipped: Sendable, Equatable, Encodable {
+        public var id: String
+        public var reason: String
+        public init(id: String, reason: String) { self.id = id; self.reason = reason }
     }
 
     /// The keys to copy, in order (pure): everything of the cluster in `source` but not in
@@ -79,7 +90,12 @@ public enum RepositorySync {
     }
 
     /// Copies what `target` lacks; `parallelism` objects at a time, each in full before its
-    /// manifest. Throws the first failure (what was copied stays: it is complete).
+    /// manifest. Damage is kept to what it touches: a backup or dump whose source copy is damaged
+    /// (`.corrupt`: an object fails its check, or its manifest cannot be read) is left out with
+    /// the backups that depend on it, and named in `Result.skipped`, while everything else is
+    /// copied; a damaged WAL object is left out the same way. Any other failure (the target or
+    /// the source cannot be reached or written) throws at once (what was copied stays: it is
+    /// complete).
     @discardableResult
     public static func run(cluster: String, from source: Repository, to target: Repository, scope: Scope = .all,
                            parallelism: Int, logger: Logger, events: EventLog? = nil) async throws -> Result {
@@ -91,10 +107,14 @@ public enum RepositorySync {
             ? repairs(layout: layout, damaged: try await VerifyRecordStore(driver: target.driver, cluster: cluster).damaged().keys,
                       source: sourceObjects, planned: keys)
             : []
-        let expected = try await recordedDigests(of: keys + fix, in: Catalog(repository: source, cluster: cluster), layout: layout)
+        let recorded = try await recordedDigests(of: keys + fix, in: Catalog(repository: source, cluster: cluster), layout: layout)
+        let skips = SkipList(recorded.unreadable)
+        for (id, reference) in recorded.references.sorted(by: { $0.key.rawValue < $1.key.rawValue }) where skips.contains(reference.rawValue) {
+            skips.add(id.rawValue, "the backup it depends on, \(reference), was not copied")
+        }
         var result = Result()
-        let data = fix + keys.filter { !isManifest($0, layout: layout) }
         let replace = Set(fix)
+        let data = (fix + keys.filter { !isManifest($0, layout: layout) }).filter { skips.owner(of: $0, layout: layout).map { !skips.contains($0) } ?? true }
         let manifests = keys.filter { isManifest($0, layout: layout) }
         let cursor = WorkCursor(limit: data.count)
         let counter = ByteCounter()
@@ -102,26 +122,43 @@ public enum RepositorySync {
             for _ in 0..<max(1, parallelism) {
                 group.addTask {
                     while let n = cursor.next() {
-                        counter.add(try await copy(data[n], from: source.driver, to: target.driver, layout: layout,
-                                                   sha256: expected[data[n]], replace: replace.contains(data[n])))
+                        let key = data[n], owner = skips.owner(of: key, layout: layout)
+                        if let owner, skips.contains(owner) { continue }
+                        do {
+                            counter.add(try await copy(key, from: source.driver, to: target.driver, layout: layout,
+                                                       sha256: recorded.digests[key], replace: replace.contains(key)))
+                        } catch let e as WaybackError where e.code == .corrupt {
+                            // Damage in the source: that object (and its backup or dump) stays out.
+                            skips.add(owner ?? key, e.message)
+                            events?.emit(.error, .verifyProblem, "\(owner ?? key) is not copied to \(target.description): \(e.message)",
+                                         repository: source.name)
+                        }
                     }
                 }
             }
             try await group.waitForAll()
         }
+        // Manifests in id order (a diff's or incr's reference comes first): one whose reference
+        // was left out is left out too, so the target never lists a backup it cannot restore.
         for k in manifests {
-            counter.add(try await copy(k, from: source.driver, to: target.driver, layout: layout, sha256: expected[k]))
+            guard let owner = skips.owner(of: k, layout: layout), !skips.contains(owner) else { continue }
+            if case .backup(let id, _)? = layout.parse(k), let reference = recorded.references[id], skips.contains(reference.rawValue) {
+                skips.add(owner, "the backup it depends on, \(reference), was not copied")
+                continue
+            }
+            counter.add(try await copy(k, from: source.driver, to: target.driver, layout: layout, sha256: recorded.digests[k]))
             if case .backup(let id, "manifest.json")? = layout.parse(k) { result.backups.append(id.rawValue) }
             if case .dump(let id, "manifest.json")? = layout.parse(k) { result.backups.append(id.rawValue) }
         }
         // The target's own index, from its own listing (also when nothing was copied: it may lack one).
         await StatusIndex.refreshEach(Catalog(repository: target, cluster: cluster), known: [],
                                       events: events ?? .logging(.sync, cluster: cluster, to: logger))
-        result.objects = keys.count
-        result.repaired = fix
+        result.skipped = skips.all
+        result.repaired = fix.filter { k in skips.owner(of: k, layout: layout).map { !skips.contains($0) } ?? true }
+        result.objects = keys.count - keys.filter { k in skips.owner(of: k, layout: layout).map { skips.contains($0) } ?? false }.count
         result.bytes = counter.current
-        if !fix.isEmpty {
-            logger.notice("replaced \(fix.count) object(s) that verify had found damaged in \(target.description) with sound copies from \(source.description)")
+        if !result.repaired.isEmpty {
+            logger.notice("replaced \(result.repaired.count) object(s) that verify had found damaged in \(target.description) with sound copies from \(source.description)")
         }
         if result.objects > 0 {
             logger.info("copied \(result.objects) objects (\(Format.bytes(result.bytes))) from \(source.description) to \(target.description)")
@@ -129,9 +166,38 @@ public enum RepositorySync {
         return result
     }
 
-    /// The SHA-256 each of `keys` is recorded with in its backup's or dump's manifest (read from
-    /// `catalog`, once per backup or dump); WAL objects carry theirs in their header.
-    static func recordedDigests(of keys: [String], in catalog: Catalog, layout: RepositoryLayout) async throws -> [String: String] {
+    /// What is left out of one sync, shared by its workers: backup or dump ids (or a WAL
+    /// object's key) and why, the first reason kept.
+    final class SkipList: Sendable {
+        private let reasons: Mutex<[String: String]>
+        init(_ initial: [String: String]) { reasons = Mutex(initial) }
+        func add(_ id: String, _ reason: String) { reasons.withLock { if $0[id] == nil { $0[id] = reason } } }
+        func contains(_ id: String) -> Bool { reasons.withLock { $0[id] != nil } }
+        var all: [Skipped] { reasons.withLock { $0.map { Skipped(id: $0.key, reason: $0.value) }.sorted { $0.id < $1.id } } }
+
+        /// The backup or dump a key belongs to (its id), the key itself for a WAL object, nil for
+        /// anything else (the binding, records: their failure stops the sync).
+        func owner(of key: String, layout: RepositoryLayout) -> String? {
+            switch layout.parse(key) {
+            case .backup(let id, _)?: id.rawValue
+            case .dump(let id, _)?: id.rawValue
+            case .wal?: key
+            default: nil
+            }
+        }
+    }
+
+    /// What the source's manifests say of the backups and dumps `keys` belong to (each read once):
+    /// the SHA-256 each object is recorded with (WAL objects carry theirs in their header), each
+    /// backup's reference, and the backups and dumps whose manifest cannot be read (`.corrupt`
+    /// or `.notFound`: both copies damaged), with why. Other failures throw.
+    struct Recorded {
+        var digests = [String: String]()
+        var references = [BackupID: BackupID]()
+        var unreadable = [String: String]()
+    }
+
+    static func recordedDigests(of keys: [String], in catalog: Catalog, layout: RepositoryLayout) async throws -> Recorded {
         var backups = Set<BackupID>(), dumps = Set<DumpID>()
         for k in keys {
             switch layout.parse(k) {
@@ -140,12 +206,22 @@ public enum RepositorySync {
             default: break
             }
         }
-        var out = [String: String]()
+        var out = Recorded()
+        func unreadable(_ id: String, _ e: WaybackError) throws {
+            guard e.code == .corrupt || e.code == .notFound else { throw e }
+            out.unreadable[id] = "its manifest cannot be read in \(catalog.repository.description) (\(e.message))"
+        }
         for id in backups.sorted(by: { $0.rawValue < $1.rawValue }) {
-            for o in try await catalog.manifest(id).objects where !o.sha256.isEmpty { out[layout.objectKey(id, o.name)] = o.sha256 }
+            do {
+                let m = try await catalog.manifest(id)
+                for o in m.objects where !o.sha256.isEmpty { out.digests[layout.objectKey(id, o.name)] = o.sha256 }
+                out.references[id] = m.reference
+            } catch let e as WaybackError { try unreadable(id.rawValue, e) }
         }
         for id in dumps.sorted(by: { $0.rawValue < $1.rawValue }) {
-            for o in try await catalog.dumpManifest(id).objects where !o.sha256.isEmpty { out[layout.dumpObjectKey(id, o.name)] = o.sha256 }
+            do {
+                for o in try await catalog.dumpManifest(id).objects where !o.sha256.isEmpty { out.digests[layout.dumpObjectKey(id, o.name)] = o.sha256 }
+            } catch let e as WaybackError { try unreadable(id.rawValue, e) }
         }
         return out
     }

@@ -45,7 +45,8 @@ public struct WaybackEvent: Sendable, Equatable, Codable, CustomStringConvertibl
         case jobOutcome = "job-outcome"
         /// A file system (or an S3 quota) crossed a disk-space threshold, or could not be looked at.
         case diskSpace = "disk-space"
-        /// `verify` found an object damaged or missing, a broken chain, or a hole in the WAL.
+        /// `verify` found an object damaged or missing, a broken chain, or a hole in the WAL; or
+        /// `repo sync` left out a backup, dump or WAL file whose source copy is damaged.
         case verifyProblem = "verify-problem"
         /// A restore drill's result (passed, failed a check, missed an objective).
         case drillResult = "drill-result"

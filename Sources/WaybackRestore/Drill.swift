@@ -144,7 +144,7 @@ public enum Drill {
                              clock: clock, events: restore.events)
         let copy = LocalCluster(binDirectory: bin, dataDirectory: dir, socketDirectory: started.socketDirectory, port: started.port, osUser: user)
         let checksBegan = monotonicSeconds()
-        let role = config.connection.user ?? "postgres"
+        let role = config.connection.user
         let conn = ["-h", started.socketDirectory, "-p", String(started.port), "-U", role]
         checks.append(await check("pg_amcheck") {
             try await tool(bin + "/pg_amcheck", conn + ["--all", "--install-missing", "--no-strict-names"], user: user)

@@ -35,7 +35,11 @@ struct RepoSyncCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     struct Outcome: Encodable {
-        var from: String, to: String, objects: Int, bytes: Int64, backups: [String], repaired: [String], error: String?
+        var from: String, to: String, objects: Int, bytes: Int64, backups: [String], repaired: [String]
+        /// Backups, dumps and WAL files left out because the source's copy is damaged (or what
+        /// they depend on was left out).
+        var skipped: [RepositorySync.Skipped]
+        var error: String?
     }
 
     func run() async throws {
@@ -58,10 +62,11 @@ struct RepoSyncCommand: AsyncParsableCommand {
             do {
                 _ = try await target.driver.removeLeftovers(olderThan: Date().addingTimeInterval(-86400))
                 let r = try await RepositorySync.run(cluster: config.cluster.name, from: source, to: target, parallelism: config.parallelism, logger: logger, events: run.events)
-                outcomes.append(Outcome(from: source.name, to: target.name, objects: r.objects, bytes: r.bytes, backups: r.backups, repaired: r.repaired, error: nil))
+                outcomes.append(Outcome(from: source.name, to: target.name, objects: r.objects, bytes: r.bytes, backups: r.backups, repaired: r.repaired,
+                                        skipped: r.skipped, error: nil))
             } catch {
                 let e = WaybackError.wrap(error, as: .io, "sync into \(target.name) failed")
-                outcomes.append(Outcome(from: source.name, to: target.name, objects: 0, bytes: 0, backups: [], repaired: [], error: e.message))
+                outcomes.append(Outcome(from: source.name, to: target.name, objects: 0, bytes: 0, backups: [], repaired: [], skipped: [], error: e.message))
             }
         }
         if json {
@@ -72,11 +77,17 @@ struct RepoSyncCommand: AsyncParsableCommand {
                 let b = o.backups.isEmpty ? "" : "; backups now complete there: \(o.backups.joined(separator: ", "))"
                 let r = o.repaired.isEmpty ? "" : "; replaced \(o.repaired.count) object(s) verify had found damaged (run 'wayback verify' to confirm)"
                 print("\(o.from) -> \(o.to): copied \(o.objects) object(s), \(Format.bytes(o.bytes))\(b)\(r)")
+                for s in o.skipped { print("\(o.from) -> \(o.to): NOT COPIED: \(s.id): \(s.reason)") }
             }
         }
         let failed = outcomes.filter { $0.error != nil }
         if !failed.isEmpty {
             throw WaybackError(.replica, "could not bring \(failed.map { "'\($0.to)'" }.joined(separator: ", ")) up to date: \(failed[0].error!)")
+        }
+        if let o = outcomes.first(where: { !$0.skipped.isEmpty }), let s = o.skipped.first {
+            let more = o.skipped.count > 1 ? " (and \(o.skipped.count - 1) more, listed above)" : ""
+            throw WaybackError(.replica, "'\(o.to)' lacks \(s.id)\(more), everything else was copied: \(s.reason). "
+                               + "Run 'wayback verify --all --repository \(o.from)'; a backup damaged in every repository cannot be repaired: take a new one")
         }
     }
 }

@@ -143,7 +143,7 @@ struct VerifyTests {
         #expect(stale == 0, "\(stale) object(s) not read again within the cycle")
     }
 
-    @Test("repo sync repairs what verify found damaged (one problem per damaged pack, the fix named), and never copies a damaged object to another repository")
+    @Test("repo sync repairs what verify found damaged (one problem per damaged pack, the fix named), never copies a damaged object to another repository, and copies the sound backups past a damaged one")
     func repoSyncRepairsAndNeverSpreadsDamage() throws {
         let dir = try TestEnvironment.makeTemporaryDirectory("sync")
         let offsite = "  - name: offsite\n    type: local\n    path: \(dir)/offsite\n"
@@ -174,14 +174,30 @@ struct VerifyTests {
         #expect(clean.status == 0, "\(clean.stderr) \(clean.problems)")
         #expect((try FileSystem.status(damaged)?.mode ?? 0) & 0o777 == 0o600)
 
-        // A backup only local has, damaged there: sync refuses to copy it, and offsite never lists it.
-        try t.cluster.pgbench(["-t", "200"])
-        let second = try #require(try t.wayback(["backup", "--type", "full"], config: localOnly).stdout.split(separator: "\n").last.map(String.init))
+        // Backups only local has. A damaged one, the incr that depends on it, and one whose manifests
+        // are both damaged are left out and named (exit 15); the sound one between them is copied.
+        func localBackup(_ type: String) throws -> String {
+            try t.cluster.pgbench(["-t", "200"])
+            return try #require(try t.wayback(["backup", "--type", type], config: localOnly).stdout.split(separator: "\n").last.map(String.init))
+        }
+        let second = try localBackup("full")
         try Self.flipByte(try pack(t.repositoryPath, second), at: 4096)
+        let third = try localBackup("incr"), fourth = try localBackup("full"), fifth = try localBackup("full")
+        for name in ["manifest.json", "manifest.copy.json"] { try Self.flipByte(t.repositoryPath + "/main/backups/" + fifth + "/" + name, at: 200) }
         let refused = try t.wayback(["repo", "sync", "--to", "offsite"], config: config)
         #expect(refused.status == WaybackError.Code.replica.rawValue, "\(refused.stdout) \(refused.stderr)")
-        #expect(refused.stderr.contains("fails its SHA-256 check"), "\(refused.stderr)")
-        #expect(!FileManager.default.fileExists(atPath: dir + "/offsite/main/backups/" + second + "/manifest.json"))
+        #expect(refused.stdout.contains("NOT COPIED: \(second): ") && refused.stdout.contains("fails its SHA-256 check"), "\(refused.stdout)")
+        #expect(refused.stdout.contains("NOT COPIED: \(third): the backup it depends on, \(second), was not copied"), "\(refused.stdout)")
+        #expect(refused.stdout.contains("NOT COPIED: \(fifth): its manifest cannot be read"), "\(refused.stdout)")
+        #expect(refused.stdout.contains("backups now complete there: \(fourth)"), "\(refused.stdout)")
+        #expect(refused.stderr.contains("'offsite' lacks") && refused.stderr.contains("wayback verify --all --repository local"), "\(refused.stderr)")
+        for id in [second, third, fifth] {
+            #expect(!FileManager.default.fileExists(atPath: dir + "/offsite/main/backups/" + id + "/manifest.json"), "\(id)")
+        }
+        #expect(FileManager.default.fileExists(atPath: dir + "/offsite/main/backups/" + fourth + "/manifest.json"))
+        // What was copied is sound in offsite.
+        let offsiteCheck = try t.wayback(["verify", "--backup", fourth, "--repository", "offsite"], config: config)
+        #expect(offsiteCheck.status == 0, "\(offsiteCheck.stdout) \(offsiteCheck.stderr)")
     }
 
     struct RecordFile: Decodable {

@@ -152,15 +152,17 @@ public struct LocalStorage: StorageDriver {
     }
 
     /// Removes temporary files (`.NAME.tmp-PID-RANDOM`) that crashed writers left before `date`.
+    /// Only directories and temporary names are looked at (`stat`), not every object: a
+    /// repository of a year's WAL holds hundreds of thousands, and on NFS each look is a round trip.
     public func removeLeftovers(olderThan date: Date, prefix: String) async throws -> Int {
         var removed = 0
         let cutoff = Int64(date.timeIntervalSince1970)
         func walk(_ dir: String, _ rel: String) throws {
-            for name in (try? FileSystem.list(dir)) ?? [] {
+            for (name, isDirectory) in (try? FileSystem.entries(dir)) ?? [] {
                 let p = dir + "/" + name
                 let key = rel.isEmpty ? name : rel + "/" + name
                 guard key.hasPrefix(prefix) || prefix.hasPrefix(key + "/") else { continue }
-                guard let st = try FileSystem.status(p) else { continue }
+                guard isDirectory != false || Self.isTemporary(name), let st = try FileSystem.status(p) else { continue }
                 if st.isDirectory { try walk(p, key) } else if Self.isTemporary(name), st.mtime <= cutoff {
                     try removeFile(p)
                     removed += 1

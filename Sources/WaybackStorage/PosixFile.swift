@@ -219,6 +219,24 @@ public enum FileSystem {
         return names.sorted()
     }
 
+    /// Names in a directory (without `.` and `..`), sorted, each with whether the entry itself
+    /// (not what a link points to) is a directory, as the directory reports it: nil when it does
+    /// not say (`DT_UNKNOWN`: ask `status`). Saves a `stat` per entry on walks that only descend.
+    public static func entries(_ path: String) throws -> [(name: String, isDirectory: Bool?)] {
+        guard let dir = opendir(path) else { throw PosixError.make(errno, "list", path) }
+        defer { closedir(dir) }
+        var out = [(name: String, isDirectory: Bool?)]()
+        while let entry = readdir(dir) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+            }
+            guard name != "." && name != ".." else { continue }
+            let type = Int(entry.pointee.d_type)
+            out.append((name, type == Int(DT_UNKNOWN) ? nil : type == Int(DT_DIR)))
+        }
+        return out.sorted { $0.name < $1.name }
+    }
+
     /// mkdir -p with `mode` for new directories (given to `owner` when set); fsyncs the parent of
     /// each directory it creates.
     public static func makeDirectories(_ path: String, mode: mode_t = 0o750, owner: (uid: UInt32, gid: UInt32)? = nil) throws {

@@ -176,6 +176,9 @@ public enum CatalogSync {
         public var expired = [String]()
         /// Rows left `running` by a backup that never finished, marked failed.
         public var interrupted = [String]()
+        /// Dumps whose manifest cannot be read (damaged or gone in every repository): their rows
+        /// are written without checksums, and the next sync tries again. Id and why.
+        public var unreadable = [String: String]()
         public init() {}
     }
 
@@ -246,11 +249,19 @@ public enum CatalogSync {
             let table = try await store.rows()
             let checked = Set(table.filter { $0.sha256 != nil }.map(\.backupID))
             var digests = [DumpID: BackupManifest.Digests]()
-            for d in overview.dumps where !checked.contains(d.id.rawValue) { digests[d.id] = try await dumpManifest(d.id).digests }
-            let (rows, result) = plan(table: table, backups: backups, holders: holders, dumps: overview.dumps, dumpDigests: digests,
+            var unreadable = [String: String]()
+            for d in overview.dumps where !checked.contains(d.id.rawValue) {
+                // One damaged dump leaves its checksums unknown; it does not stop the sync of the rest.
+                do { digests[d.id] = try await dumpManifest(d.id).digests } catch let e as WaybackError where e.code == .corrupt || e.code == .notFound {
+                    unreadable[d.id.rawValue] = e.message
+                }
+            }
+            let (rows, planned) = plan(table: table, backups: backups, holders: holders, dumps: overview.dumps, dumpDigests: digests,
                                       log: log, now: now)
             for r in rows { try await store.record(r) }
             await store.close()
+            var result = planned
+            result.unreadable = unreadable
             return result
         } catch {
             await store.close()

@@ -27,7 +27,7 @@ struct CatalogSyncCommand: AsyncParsableCommand {
               wayback catalog sync --json
             """)
     @OptionGroup var global: GlobalOptions
-    @Flag(help: "Print JSON: {recorded, expired, interrupted} (backup ids).") var json = false
+    @Flag(help: "Print JSON: {recorded, expired, interrupted} (backup ids), unreadable (dump id: why).") var json = false
 
     func run() async throws {
         try await CommandRun.with(global.configPath, .catalogSync) { run in try await self.run(run) }
@@ -43,6 +43,9 @@ struct CatalogSyncCommand: AsyncParsableCommand {
         let catalog = Catalog(repository: repository, cluster: config.cluster.name)
         let result = try await CatalogSync.run(try await run.statusOverview(repository), log: run.backupLog(), now: Date(), logger: run.logger,
                                                dumpManifest: { try await catalog.dumpManifest($0) })
+        for (id, why) in result.unreadable.sorted(by: { $0.key < $1.key }) {
+            run.events.emit(.warning, .recordFailed, "logical dump \(id) is recorded without checksums: its manifest cannot be read (\(why)); run 'wayback verify --all'")
+        }
         if json { try Context.printJSON(result); return }
         print("backup_logs: \(result.recorded.count) row(s) written, \(result.expired.count) marked expired, \(result.interrupted.count) interrupted backup(s) marked failed")
         for (what, ids) in [("written", result.recorded), ("expired", result.expired), ("failed", result.interrupted)] where !ids.isEmpty {

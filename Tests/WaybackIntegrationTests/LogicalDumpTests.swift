@@ -290,6 +290,22 @@ struct LogicalDumpTests {
         #expect(synced.contains("3 row(s) written"), "\(synced)")
         #expect(try CatalogTests.rows(t, where: "backup_type = 'logical'") == want)
         #expect(try t.waybackOK(["catalog", "sync"]).contains("0 row(s) written"))
+        // A dump whose manifests are both damaged: its row is written without checksums, named,
+        // and the others are written; once the manifest is sound again, the checksums come back.
+        _ = try t.psql("DELETE FROM wayback.backup_logs")
+        let manifests = ["manifest.json", "manifest.copy.json"].map { t.repositoryPath + "/main/dumps/\(ids[0])/" + $0 }
+        let sound = try manifests.map { try Data(contentsOf: URL(fileURLWithPath: $0)) }
+        for path in manifests { try VerifyTests.flipByte(path, at: 100) }
+        let damaged = try t.wayback(["catalog", "sync"])
+        #expect(damaged.status == 0 && damaged.stdout.contains("3 row(s) written"), "\(damaged.stdout) \(damaged.stderr)")
+        #expect(damaged.stderr.contains("logical dump \(ids[0]) is recorded without checksums"), "\(damaged.stderr)")
+        var partial = want
+        partial[0][4] = ""; partial[0][5] = ""
+        #expect(try CatalogTests.rows(t, where: "backup_type = 'logical'").prefix(3) == partial[...])
+        #expect(try t.psql("SELECT checksum_md5 IS NULL AND checksum_sha256 IS NULL FROM wayback.backup_logs WHERE backup_id = '\(ids[0])'") == "t")
+        for (path, bytes) in zip(manifests, sound) { try bytes.write(to: URL(fileURLWithPath: path)) }
+        #expect(try t.waybackOK(["catalog", "sync"]).contains("1 row(s) written"))
+        #expect(try CatalogTests.rows(t, where: "backup_type = 'logical'").prefix(3) == want[...])
 
         // daily: 1, min_full: 1: the newest of today stays, the two older ones go; that is more than half, so --force.
         let dry = try t.waybackOK(["expire", "--dry-run"])

@@ -174,7 +174,7 @@ public enum LogicalDump {
                     && !(c.supabase && (SupabasePreset.isPlatform(schema) || SupabasePreset.platformTables.contains(table)))
             }
             let digests = c.tableDigests ? try await RowCounts.digestsHere(session, tables: counts.tables.keys.sorted()) : nil
-            let base = [bin + "/pg_dump", "--format=custom", "--compress=0", "--no-password", "--snapshot=\(exported)", "--dbname=\(name)"]
+            let base = [bin + "/pg_dump", "--format=custom", "--compress=0", "--no-password", "--snapshot=\(exported)", "--dbname=" + ConnectionSettings.dbnameArgument(name)]
             var excluded = c.excludeSchemas.map { "--exclude-schema=\"" + $0.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
             if c.supabase { excluded += (SupabasePreset.platformSchemas + SupabasePreset.dataSchemas).map { "--exclude-schema=" + $0 } }
             let object: DumpManifest.Object, files: [DumpManifest.Object]?

@@ -149,6 +149,14 @@ extension ConnectionSettings: CustomStringConvertible, CustomDebugStringConverti
     public var debugDescription: String { description }
     public var customMirror: Mirror { Mirror(self, children: ["connection": description], displayStyle: .struct) }
 
+    /// A database name as the value of a libpq tool's `--dbname`: a connection string that holds
+    /// only it (`dbname='...'`), because a plain name with `=` in it (or starting with
+    /// `postgresql://`) would be read as a connection string of its own. The rest of the settings
+    /// come from `libpqEnvironment`.
+    public static func dbnameArgument(_ database: String) -> String {
+        "dbname='" + database.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "\\'") + "'"
+    }
+
     /// The settings as libpq's environment, for `pg_dump`, `pg_dumpall` and `pg_restore`: the
     /// password travels in `PGPASSWORD`, never in a process's arguments (which anyone can read).
     public func libpqEnvironment(database: String? = nil) -> [String: String] {

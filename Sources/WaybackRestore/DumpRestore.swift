@@ -69,7 +69,7 @@ public enum DumpRestore {
         let file = try await decodeDatabase(db, id: c.id, catalog: catalog, spool: spool, events: c.events)
 
         let bin = c.binDirectory ?? LocalCluster.defaultBinDirectory()
-        var args = [bin + "/pg_restore", "--no-password", "--exit-on-error", "--jobs=\(max(1, c.jobs))", "--dbname=\(c.target.database)"]
+        var args = [bin + "/pg_restore", "--no-password", "--exit-on-error", "--jobs=\(max(1, c.jobs))", "--dbname=" + ConnectionSettings.dbnameArgument(c.target.database)]
         if c.noOwner { args += ["--no-owner", "--no-privileges"] }
         if let platform = db.platform {
             // First, so that the project's tables find the users they refer to: data-only into a

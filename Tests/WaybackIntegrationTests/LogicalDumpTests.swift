@@ -338,6 +338,24 @@ struct LogicalDumpTests {
         #expect(try t.psql("SELECT recovery_tested FROM wayback.backup_logs WHERE backup_id = '\(ids[2])'") == "f")
     }
 
+    @Test("a database whose name has '=' and quotes in it is dumped (parallel) and restored by name, not read as a connection string")
+    func awkwardDatabaseName() async throws {
+        let t = try TestCluster(extraConfig: "dump:\n  databases: [\"odd=name 'q' \\\\x\"]\n")
+        defer { t.cleanup() }
+        try t.waybackOK(["init"])
+        func conninfo(_ name: String) -> String { ConnectionSettings.dbnameArgument(name) }
+        let name = "odd=name 'q' \\x", copy = "odd=copy 'q' \\x"
+        for db in [name, copy] { _ = try t.psql("CREATE DATABASE \"\(db)\"") }
+        _ = try t.psql("CREATE TABLE a AS SELECT g AS x FROM generate_series(1, 500) g", database: conninfo(name))
+        let id = try #require(DumpID(try t.waybackOK(["dump"]).split(separator: "\n").first.map(String.init) ?? ""))
+        let listed = try t.waybackOK(["restore-dump", "--backup", id.rawValue, "--list"])
+        #expect(listed.contains("database \(name):") && listed.contains("public.a: 500 rows"), "\(listed)")
+        let encoded = try #require(copy.addingPercentEncoding(withAllowedCharacters: .alphanumerics))
+        let r = try t.wayback(["restore-dump", "--backup", id.rawValue, "--into", "postgresql://postgres@/\(encoded)?host=\(t.root)&port=\(t.cluster.port)"])
+        #expect(r.status == 0, "\(r.stdout) \(r.stderr)")
+        #expect(try t.psql("SELECT sum(x) FROM a", database: conninfo(copy)) == "125250")
+    }
+
     @Test("dump.exclude_schemas leaves a schema (and its row counts) out; dump.databases chooses the databases; dump.table_digests: the content of every table checked, a changed row fails the restore; dump.jobs: 1 streams the custom format")
     func excludedSchema() async throws {
         let t = try TestCluster(extraConfig: "dump:\n  databases: [shop]\n  exclude_schemas: [\"Scratch Pad\"]\n  table_digests: true\n  jobs: 1\n")

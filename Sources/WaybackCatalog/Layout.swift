@@ -12,7 +12,7 @@ import Foundation
 /// <cluster>/backups/<id>/wal/<segment>              copies of the WAL the backup needs
 /// <cluster>/backups/<id>/manifest.json, .copy.json  written last: the backup exists once it is there
 /// <cluster>/restores/<time>-<run id>.json            what each restore measured (for estimates)
-/// <cluster>/pins/<backup id>.json                   a backup kept whatever the retention policy says
+/// <cluster>/pins/<backup or dump id>.json           a backup or dump kept whatever the retention policy says
 /// <cluster>/index.json                              summaries of the complete backups (`StatusIndex`:
 ///                                                   a cache, each repository its own, never copied)
 /// ```
@@ -27,6 +27,7 @@ public struct RepositoryLayout: Sendable {
     public var indexKey: String { "\(cluster)/index.json" }
     public var pinsPrefix: String { "\(cluster)/pins/" }
     public func pinKey(_ id: BackupID) -> String { "\(cluster)/pins/\(id).json" }
+    public func pinKey(_ id: DumpID) -> String { "\(cluster)/pins/\(id).json" }
 
     public func walKey(_ name: WALFileName) -> String {
         switch name.kind {
@@ -74,6 +75,8 @@ public struct RepositoryLayout: Sendable {
         case index
         /// A pin of a backup (`Pin`).
         case pin(BackupID)
+        /// A pin of a logical dump (`DumpPin`).
+        case dumpPin(DumpID)
         /// An object of a logical dump's folder (`manifest.json`, `db/<name>.dump`, `globals.sql`).
         case dump(DumpID, String)
 
@@ -113,7 +116,8 @@ public struct RepositoryLayout: Sendable {
             return .dump(id, parts[2...].joined(separator: "/"))
         case "restores" where parts.count == 2 && parts[1].hasSuffix(".json"): return .restoreRecord(String(parts[1]))
         case "pins" where parts.count == 2 && parts[1].hasSuffix(".json"):
-            return BackupID(String(parts[1].dropLast(5))).map { .pin($0) }
+            let id = String(parts[1].dropLast(5))
+            return BackupID(id).map { .pin($0) } ?? DumpID(id).map { .dumpPin($0) }
         default: return nil
         }
     }

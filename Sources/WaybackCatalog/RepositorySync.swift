@@ -52,7 +52,7 @@ public enum RepositorySync {
             case .wal?: wal.append(k)
             case _ where scope == .wal: continue
             case .binding?, .bindingCopy?: first.append(k)
-            case .restoreRecord?, .pin?: records.append(k)
+            case .restoreRecord?, .pin?, .dumpPin?: records.append(k)
             case .index?: continue  // each repository's own, rebuilt from its own listing
             case .backup(let id, _)? where complete.contains(id):
                 if layout.parse(k)?.isManifest == true { manifests.append(k) } else { data.append(k) }

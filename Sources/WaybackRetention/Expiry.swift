@@ -140,7 +140,8 @@ public enum Expiry {
         let plan = RetentionPlanner.plan(summaries, policy: member.policy, pins: pins, now: now)
         let dumpObjects = try await driver.list(prefix: layout.dumpsPrefix)
         let dumps = DumpListing.from([(member.repository.name, dumpObjects)], layout: layout)
-        let dumpPlan = RetentionPlanner.plan(dumps: dumps, policy: member.policy, now: now)
+        let dumpPins = try await catalog.dumpPins()
+        let dumpPlan = RetentionPlanner.plan(dumps: dumps, policy: member.policy, pins: dumpPins, now: now)
 
         for (p, what) in [(plan, "complete backups"), (dumpPlan, "logical dumps")] where p.needsForce && !force && !dryRun {
             throw WaybackError(.expiryRefused, "the expiry would remove \(p.expired.count) of the \(p.decisions.count) \(what) in repository '\(member.repository.name)' (more than half): check the retention policy ('wayback expire --dry-run' shows why each is kept), or run 'wayback expire --force' by hand")
@@ -184,6 +185,7 @@ public enum Expiry {
             try await driver.remove(layout.dumpManifestKey(id))
             try await driver.remove(layout.dumpManifestCopyKey(id))
             try await driver.remove(keys: (dumpFolders[id] ?? []).map(\.key).filter { !$0.hasSuffix("/manifest.json") && !$0.hasSuffix("/manifest.copy.json") })
+            if dumpPins[id] != nil { try? await driver.remove(layout.pinKey(id)) }
             logger.info("expired dump \(id) from \(member.repository.description)")
         }
         try await driver.remove(keys: leftovers.values.joined().map(\.key))

@@ -115,8 +115,8 @@ public enum RetentionPlanner {
     /// Plans the expiry of logical dumps (`dumps`: the complete ones of one repository) by the
     /// same policy: each dump is whole, so it counts for every period and for `min_full`; the
     /// PITR window does not apply (a dump restores to its own time only). Times are the dumps'
-    /// start times; stale, pins aside, and `needsForce` as for backups.
-    public static func plan(dumps: [DumpListing], policy: RetentionPolicy, now: Date) -> RetentionPlan {
+    /// start times; stale, pins and `needsForce` as for backups.
+    public static func plan(dumps: [DumpListing], policy: RetentionPolicy, pins: [DumpID: Date?] = [:], now: Date) -> RetentionPlan {
         let sorted = dumps.sorted { $0.id < $1.id }
         func decision(_ d: DumpListing, _ action: RetentionPlan.Action, _ reasons: [String]) -> RetentionPlan.Decision {
             .init(id: d.id.rawValue, type: DumpID.typeName, stopTime: d.id.time, action: action, reasons: reasons, repositoryBytes: d.bytes)
@@ -134,6 +134,14 @@ public enum RetentionPlanner {
         let newestFirst = sorted.reversed().map { ($0.id, $0.id.time) }
         calendar(all: newestFirst, whole: newestFirst, policy: policy, keep: keep)
         for (id, _) in newestFirst.prefix(policy.minFull) { keep(id, "min_full") }
+        let present = Set(sorted.map(\.id))
+        for (id, until) in pins where present.contains(id) {
+            if let until {
+                if until > now { keep(id, "pinned until \(Format.timestamp(until))") }
+            } else {
+                keep(id, "pinned")
+            }
+        }
         let decisions = sorted.map { d in reasons[d.id].map { decision(d, .keep, $0) } ?? decision(d, .expire, []) }
         return RetentionPlan(decisions: decisions, stale: false, pitrAnchor: nil, walCutoff: nil,
                              needsForce: decisions.filter { $0.action == .expire }.count * 2 > sorted.count)

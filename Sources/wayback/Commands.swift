@@ -435,16 +435,19 @@ struct StatusOutput: Encodable {
     var overview: StatusOverview
     /// What the next `expire` does with `retention:` (each repository's own policy may differ).
     var retention: RetentionPlan
+    /// The same for the logical dumps (nil: none).
+    var dumpRetention: RetentionPlan?
     /// Free space where Wayback and PostgreSQL write.
     var disks: [DiskWatch.Entry]
     func encode(to encoder: any Encoder) throws {
         try overview.report.encode(to: encoder)
-        enum K: String, CodingKey { case recoverable, repositories, checked, retention, disks, dumps }
+        enum K: String, CodingKey { case recoverable, repositories, checked, retention, dumpRetention, disks, dumps }
         var c = encoder.container(keyedBy: K.self)
         try c.encode(overview.windows, forKey: .recoverable)
         try c.encode(overview.repositories, forKey: .repositories)
         try c.encode(StatusReport.checked, forKey: .checked)
         try c.encode(retention, forKey: .retention)
+        try c.encodeIfPresent(dumpRetention, forKey: .dumpRetention)
         try c.encode(disks, forKey: .disks)
         try c.encode(overview.dumps, forKey: .dumps)
     }
@@ -482,11 +485,14 @@ struct StatusCommand: AsyncParsableCommand {
     func run(_ run: CommandRun) async throws {
         let repository = try run.repository()
         let overview = try await run.statusOverview(repository)
-        let pins = try await Catalog(repository: repository, cluster: run.config.cluster.name).pins()
+        let catalog = Catalog(repository: repository, cluster: run.config.cluster.name)
+        let pins = try await catalog.pins()
         let retention = RetentionPlanner.plan(overview.summaries, policy: run.config.retention, pins: pins, now: Date())
+        let dumpRetention = overview.dumps.isEmpty ? nil
+            : RetentionPlanner.plan(dumps: overview.dumps, policy: run.config.retention, pins: try await catalog.dumpPins(), now: Date())
         let disks = DiskWatch.check(run.config.diskTargets(overview), thresholds: run.config.diskThresholds,
                                     growthPerDay: DiskWatch.growthPerDay(backups: overview.summaries, now: Date()))
-        if json { try Context.printJSON(StatusOutput(overview: overview, retention: retention, disks: disks)); return }
+        if json { try Context.printJSON(StatusOutput(overview: overview, retention: retention, dumpRetention: dumpRetention, disks: disks)); return }
         let why = Dictionary(retention.decisions.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         let report = overview.report, windows = overview.windows, states = overview.repositories
         print("cluster '\(report.cluster)' (system identifier \(report.systemIdentifier), PostgreSQL \(Format.postgresVersion(report.pgVersion))) in repository '\(report.repository)'")
@@ -513,8 +519,12 @@ struct StatusCommand: AsyncParsableCommand {
         }
         if !overview.dumps.isEmpty {
             print("logical dumps ('wayback restore-dump --list' shows one):")
+            let dumpWhy = Dictionary((dumpRetention?.decisions ?? []).map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
             for d in overview.dumps {
                 print("  \(d.id)  \(d.databases.joined(separator: ", "))  \(Format.bytes(d.bytes))  in \(d.repositories.joined(separator: ", "))")
+                if let why = dumpWhy[d.id.rawValue] {
+                    print(why.action == .keep ? "    kept: \(why.reasons.joined(separator: "; "))" : "    expires at the next 'wayback expire' (no bucket or pin keeps it)")
+                }
             }
         }
         if !windows.isEmpty { print("recoverable:") }

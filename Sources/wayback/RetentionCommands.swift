@@ -141,21 +141,23 @@ struct ExpireOutput: Encodable {
 struct PinCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pin",
-        abstract: "Keep a backup whatever the retention policy says (for ever, or until a time).",
+        abstract: "Keep a backup or a logical dump whatever the retention policy says (for ever, or until a time).",
         discussion: """
-            expire keeps a pinned backup and what it needs (its chain, its WAL); with --until, only until then.
+            expire keeps a pinned backup and what it needs (its chain, its WAL), or a pinned logical \
+            dump; with --until, only until then.
 
             Examples:
               wayback pin 20261206-020000F
               wayback pin 20261206-020000F --until 2027-06-30
+              wayback pin 20261206-030000L        # a logical dump, before a risky migration
             """)
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "The backup id ('wayback status' lists them).") var id: String
+    @Argument(help: "The backup or dump id ('wayback status' lists them).") var id: String
     @Option(help: ArgumentHelp("Keep it until this time ('2027-06-30', '2027-06-30 12:00:00+00').", valueName: "time")) var until: String?
 
     func run() async throws {
         try await CommandRun.with(global.configPath, .expire) { run in
-            guard let backup = BackupID(id) else { throw WaybackError(.usage, "'\(id)' is not a backup id (like 20261206-020000F)") }
+            let target = try PinTarget(id)
             var untilDate: Date?
             if let until {
                 guard let micros = Format.parseInstant(until) else { throw WaybackError(.usage, "--until '\(until)' is not a time; write e.g. '2027-06-30 00:00:00+00'") }
@@ -164,33 +166,60 @@ struct PinCommand: AsyncParsableCommand {
             let repository = try run.repository()
             let lock = try await run.lockByBinding(repository, command: "pin")
             defer { lock.release() }
-            try await Catalog(repository: repository, cluster: run.config.cluster.name).pin(backup, until: untilDate, now: Date())
-            try Context.requireEveryRepository(repository, what: "the pin of backup \(backup)")
-            print("pinned \(backup)" + (untilDate.map { " until \(Format.timestamp($0))" } ?? ""))
+            let catalog = Catalog(repository: repository, cluster: run.config.cluster.name)
+            switch target {
+            case .backup(let backup): try await catalog.pin(backup, until: untilDate, now: Date())
+            case .dump(let dump): try await catalog.pin(dump, until: untilDate, now: Date())
+            }
+            try Context.requireEveryRepository(repository, what: "the pin of \(target)")
+            print("pinned \(id)" + (untilDate.map { " until \(Format.timestamp($0))" } ?? ""))
         }
     }
 }
 
 struct UnpinCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "unpin", abstract: "Let the retention policy decide about a pinned backup again.",
+        commandName: "unpin", abstract: "Let the retention policy decide about a pinned backup or logical dump again.",
         discussion: """
-            The next expire applies the policy to it as to any other backup.
+            The next expire applies the policy to it as to any other backup or dump.
 
             Examples:
               wayback unpin 20261206-020000F
             """)
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "The backup id.") var id: String
+    @Argument(help: "The backup or dump id.") var id: String
 
     func run() async throws {
         try await CommandRun.with(global.configPath, .expire) { run in
-            guard let backup = BackupID(id) else { throw WaybackError(.usage, "'\(id)' is not a backup id (like 20261206-020000F)") }
+            let target = try PinTarget(id)
             let repository = try run.repository()
             let lock = try await run.lockByBinding(repository, command: "unpin")
             defer { lock.release() }
-            try await Catalog(repository: repository, cluster: run.config.cluster.name).unpin(backup)
-            print("unpinned \(backup)")
+            let catalog = Catalog(repository: repository, cluster: run.config.cluster.name)
+            switch target {
+            case .backup(let backup): try await catalog.unpin(backup)
+            case .dump(let dump): try await catalog.unpin(dump)
+            }
+            print("unpinned \(id)")
+        }
+    }
+}
+
+/// What `pin` and `unpin` name: a backup (`...F`, `...D`, `...I`) or a logical dump (`...L`).
+enum PinTarget: CustomStringConvertible {
+    case backup(BackupID)
+    case dump(DumpID)
+
+    init(_ id: String) throws {
+        if let b = BackupID(id) { self = .backup(b) } else if let d = DumpID(id) { self = .dump(d) } else {
+            throw WaybackError(.usage, "'\(id)' is not a backup id (like 20261206-020000F) or a logical dump id (like 20261206-030000L)")
+        }
+    }
+
+    var description: String {
+        switch self {
+        case .backup(let b): "backup \(b)"
+        case .dump(let d): "logical dump \(d)"
         }
     }
 }

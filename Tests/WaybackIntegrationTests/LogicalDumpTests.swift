@@ -338,6 +338,41 @@ struct LogicalDumpTests {
         #expect(try t.psql("SELECT recovery_tested FROM wayback.backup_logs WHERE backup_id = '\(ids[2])'") == "f")
     }
 
+    @Test("a pinned logical dump is kept by expire (and shown so by status); a pin whose time has passed lets it go, and goes with it; unpin of an unpinned dump is a clear error")
+    func pinnedDump() async throws {
+        let t = try TestCluster(extraConfig: "retention:\n  hourly: 0\n  daily: 1\n  weekly: 0\n  monthly: 0\n  quarterly: 0\n  min_full: 1\n")
+        defer { t.cleanup() }
+        try t.waybackOK(["init"])
+        var ids = [DumpID]()
+        for _ in 0..<3 {
+            ids.append(try #require(DumpID(try t.waybackOK(["dump", "--database", "postgres"]).split(separator: "\n").first.map(String.init) ?? "")))
+            usleep(1_100_000)
+        }
+        #expect(try t.waybackOK(["pin", ids[0].rawValue]).contains("pinned \(ids[0])"))
+        let status = try t.waybackOK(["status"])
+        let lines = status.split(separator: "\n").map(String.init)
+        let at = try #require(lines.firstIndex { $0.hasPrefix("  \(ids[0])") }, "\(status)")
+        #expect(lines[at + 1] == "    kept: pinned", "\(status)")
+        let json = try JSONSerialization.jsonObject(with: Data(try t.waybackOK(["expire", "--json"]).utf8)) as? [String: Any] ?? [:]
+        let decisions = (json["backups"] as? [[String: Any]] ?? []).map { "\($0["id"] ?? "") \($0["action"] ?? "")" }
+        #expect(decisions == ["\(ids[0]) keep", "\(ids[1]) expire", "\(ids[2]) keep"], "\(json)")
+        let catalog = Catalog(repository: Repository(name: "local", driver: LocalStorage(root: t.repositoryPath)), cluster: "main")
+        #expect(try await catalog.dumpIDs() == [ids[0], ids[2]])
+
+        // Pinned until a time that has passed: the policy decides again, and the pin goes with the dump.
+        #expect(try t.waybackOK(["pin", ids[0].rawValue, "--until", "2000-01-01"]).contains("until"))
+        try t.waybackOK(["expire"])
+        #expect(try await catalog.dumpIDs() == [ids[2]])
+        #expect(try await catalog.dumpPins().isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: t.repositoryPath + "/main/pins/\(ids[0]).json"))
+        let unpinned = try t.wayback(["unpin", ids[2].rawValue])
+        #expect(unpinned.status == WaybackError.Code.notFound.rawValue && unpinned.stderr.contains("dump \(ids[2]) is not pinned"), "\(unpinned.stderr)")
+        let gone = try t.wayback(["pin", ids[1].rawValue])
+        #expect(gone.status == WaybackError.Code.notFound.rawValue, "\(gone.stderr)")
+        let neither = try t.wayback(["pin", "20261206-030000X"])
+        #expect(neither.status == WaybackError.Code.usage.rawValue && neither.stderr.contains("logical dump id"), "\(neither.stderr)")
+    }
+
     @Test("a database whose name has '=' and quotes in it is dumped (parallel) and restored by name, not read as a connection string")
     func awkwardDatabaseName() async throws {
         let t = try TestCluster(extraConfig: "dump:\n  databases: [\"odd=name 'q' \\\\x\"]\n")

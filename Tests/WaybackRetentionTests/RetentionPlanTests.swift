@@ -212,6 +212,15 @@ import WaybackCore
         #expect(inWindow.count > 10 && inWindow.allSatisfy { d in plan.expired.contains { $0.id == d.id.rawValue } })
         #expect(plan.kept.first { $0.id == dumps.last!.id.rawValue }?.reasons.contains("newest") == true)
         #expect(plan.needsForce, "expiring most of the dumps at once needs --force")
+        // Pins: one for ever and one until a later time are kept; one whose time has passed is not.
+        let at = day0.addingTimeInterval(99 * 86400 + 13 * 3600)
+        let expiring = plan.expired.compactMap { DumpID($0.id) }
+        let pinned = RetentionPlanner.plan(dumps: dumps, policy: policy,
+                                           pins: [expiring[0]: nil, expiring[1]: at.addingTimeInterval(86400), expiring[2]: at.addingTimeInterval(-1)], now: at)
+        #expect(pinned.kept.first { $0.id == expiring[0].rawValue }?.reasons == ["pinned"])
+        #expect(pinned.kept.first { $0.id == expiring[1].rawValue }?.reasons.first?.hasPrefix("pinned until ") == true)
+        #expect(pinned.expired.contains { $0.id == expiring[2].rawValue })
+        #expect(pinned.expired.count == plan.expired.count - 2)
         // Dumps stopped 4 days ago: none goes.
         let stale = RetentionPlanner.plan(dumps: dumps, policy: policy, now: now.addingTimeInterval(4 * 86400))
         #expect(stale.stale && stale.expired.isEmpty)

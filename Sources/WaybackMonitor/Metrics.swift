@@ -46,8 +46,8 @@ public enum MetricsText {
                 guard let b = newest(t) else { return [] }
                 return f.repositories.filter { $0.backups.contains(b.id) }.map { ([("type", t), ("repository", $0.name)], Double(b.repositoryBytes)) }
             })
-        add("wayback_backup_failures_total", "counter", "Failed backups of each type (from backup_logs).",
-            types.map { ([("type", $0)], Double(extras.backupFailures[$0] ?? 0)) })
+        add("wayback_backup_failures_total", "counter", "Failed backups of each type, logical dumps as type logical (from backup_logs).",
+            (types + [DumpID.typeName]).map { ([("type", $0)], Double(extras.backupFailures[$0] ?? 0)) })
         add("wayback_wal_last_archived_timestamp_seconds", "gauge", "When WAL was last archived (pg_stat_archiver; else the newest archived transaction).",
             f.lastArchived.map { [([], $0.time.timeIntervalSince1970)] } ?? [])
         add("wayback_wal_archive_failures_total", "counter", "archive_command failures since the server's statistics were reset (pg_stat_archiver.failed_count).",
@@ -65,8 +65,11 @@ public enum MetricsText {
             f.repositories.map { ([("repository", $0.name)], $0.reachable ? 1 : 0) })
         add("wayback_filesystem_used_ratio", "gauge", "Share of each watched file system (or S3 quota) in use.",
             f.disks.compactMap { d in d.usedPercent.map { ([("path", d.path)], $0 / 100) } })
+        let newestDump = f.dumps.max { $0.id < $1.id }
         add("wayback_dump_last_success_timestamp_seconds", "gauge", "When the newest complete logical dump started (Unix time).",
-            f.dumps.compactMap { $0.id.startTime }.max().map { [([], $0.timeIntervalSince1970)] } ?? [])
+            newestDump?.id.startTime.map { [([], $0.timeIntervalSince1970)] } ?? [])
+        add("wayback_dump_last_size_bytes", "gauge", "Bytes the newest complete logical dump stores, in each repository that holds it.",
+            newestDump.map { d in d.repositories.map { ([("repository", $0)], Double(d.bytes)) } } ?? [])
         add("wayback_verify_last_success_timestamp_seconds", "gauge", "The newest verification that found a backup sound (Unix time).",
             f.lastVerified.map { [([], $0.timeIntervalSince1970)] } ?? [])
         add("wayback_verify_damaged_backups", "gauge", "Backups found damaged by their last verification.", [([], Double(f.damagedBackups.count))])

@@ -46,6 +46,18 @@ public enum StatusPage {
             </header>
 
             """
+        if f.logical {
+            // No WAL: each dump restores to the moment it started, and nothing in between.
+            body += "<h2>Recovery points</h2>\n"
+            let started = f.dumps.compactMap(\.id.startTime).sorted()
+            if let oldest = started.first, let newest = started.last {
+                body += "<p id=\"points\">\(started.count) logical dump(s), from \(escape(Format.timestamp(oldest))) to \(escape(Format.timestamp(newest))) "
+                    + "(\(escape(Format.age(now.timeIntervalSince(newest)))) ago): each restores the databases as they were when it started.</p>\n"
+            } else {
+                body += "<p class=\"bad\" id=\"points\">No logical dump: nothing can be restored.</p>\n"
+            }
+            return body
+        }
         body += "<h2>Recoverable window</h2>\n"
         if f.windows.isEmpty {
             body += "<p class=\"bad\">No recoverable window: no backup with its WAL.</p>\n"
@@ -69,15 +81,30 @@ public enum StatusPage {
         let f = d.facts, r = d.health
         let word = state(r.status).word
         var body = summary(d, now: now)
-        body += "<h2>Newest backups</h2>\n" + (d.backupCount > 12 ? "<p class=\"small\">\(d.backupCount) complete backups in all.</p>\n" : "")
-        let newest = Array(f.backups.sorted { $0.stop > $1.stop }.prefix(12))
-        if newest.isEmpty { body += "<p class=\"bad\">No complete backup.</p>\n" } else {
-            body += "<div class=\"scroll\"><table><thead><tr><th>backup</th><th>type</th><th>ended</th><th>took</th><th>size</th></tr></thead><tbody>\n"
-            for b in newest {
-                body += "<tr><td class=\"id\">\(escape(b.id))</td><td>\(escape(b.type))</td><td>\(escape(Format.timestamp(b.stop)))</td>"
-                    + "<td>\(escape(Format.seconds(b.stop.timeIntervalSince(b.start))))</td><td>\(escape(Format.bytes(b.repositoryBytes)))</td></tr>\n"
+        if !f.logical {
+            body += "<h2>Newest backups</h2>\n" + (d.backupCount > 12 ? "<p class=\"small\">\(d.backupCount) complete backups in all.</p>\n" : "")
+            let newest = Array(f.backups.sorted { $0.stop > $1.stop }.prefix(12))
+            if newest.isEmpty { body += "<p class=\"bad\">No complete backup.</p>\n" } else {
+                body += "<div class=\"scroll\"><table><thead><tr><th>backup</th><th>type</th><th>ended</th><th>took</th><th>size</th></tr></thead><tbody>\n"
+                for b in newest {
+                    body += "<tr><td class=\"id\">\(escape(b.id))</td><td>\(escape(b.type))</td><td>\(escape(Format.timestamp(b.stop)))</td>"
+                        + "<td>\(escape(Format.seconds(b.stop.timeIntervalSince(b.start))))</td><td>\(escape(Format.bytes(b.repositoryBytes)))</td></tr>\n"
+                }
+                body += "</tbody></table></div>\n"
             }
-            body += "</tbody></table></div>\n"
+        }
+        if f.logical || !f.dumps.isEmpty {
+            body += "<h2>Newest logical dumps</h2>\n" + (f.dumps.count > 12 ? "<p class=\"small\">\(f.dumps.count) complete dumps in all.</p>\n" : "")
+            let newest = Array(f.dumps.sorted { $0.id > $1.id }.prefix(12))
+            if newest.isEmpty { body += "<p class=\"bad\">No complete logical dump.</p>\n" } else {
+                body += "<div class=\"scroll\"><table><thead><tr><th>dump</th><th>started</th><th>databases</th><th>size</th><th>in</th></tr></thead><tbody>\n"
+                for dump in newest {
+                    body += "<tr><td class=\"id\">\(escape(dump.id.rawValue))</td><td>\(escape(dump.id.startTime.map(Format.timestamp) ?? "?"))</td>"
+                        + "<td>\(escape(dump.databases.joined(separator: ", ")))</td><td>\(escape(Format.bytes(dump.bytes)))</td>"
+                        + "<td>\(escape(dump.repositories.joined(separator: ", ")))</td></tr>\n"
+                }
+                body += "</tbody></table></div>\n"
+            }
         }
 
         body += "<h2>Verification and drills</h2>\n<ul>\n"

@@ -46,7 +46,8 @@ final class JobBoard: Sendable {
         poke(regather: false)
         let result = await body()
         running.withLock { $0[name] = false }
-        if job.isBackup, case .failed = result { failures.withLock { $0[name, default: 0] += 1 } }
+        // Keyed as backup_logs' backup_type: a dump's is "logical".
+        if job.isBackup, case .failed = result { failures.withLock { $0[name == "dump" ? DumpID.typeName : name, default: 0] += 1 } }
         poke(regather: true)
         return result
     }

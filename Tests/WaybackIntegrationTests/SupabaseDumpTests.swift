@@ -218,14 +218,17 @@ struct SupabaseDumpTests {
         #expect(try t.wayback(["dump"], config: logical).status == 0)
     }
 
-    @Test("the daemon of a logical cluster: schedule.dump by default (overdue at its start), no physical jobs, and the expiry after the dump")
+    @Test("the daemon of a logical cluster: schedule.dump by default (overdue at its start), no physical jobs, the expiry after the dump; its metrics and status page (in Chromium) show the dump as the recovery point")
     func daemonOfALogicalCluster() throws {
+        let browser = ReportTests.chromium
+        if browser == nil && TestEnvironment.isCI { Issue.record("chromium is not installed (scripts/setup installs it)"); return }
         let t = try TestCluster()
         defer { t.cleanup() }
         _ = try t.psql("CREATE TABLE t AS SELECT g FROM generate_series(1, 500) g")
+        let port = try MonitorTests.freePort()
         let logical = try t.configVariant("hosted.yaml", replace: [
             ("  pgdata: \(t.cluster.dataDirectory)\n", "  type: logical\n"), ("path: \(t.repositoryPath)", "path: \(t.root)/hosted-repo"),
-            ("log_level: warning", "log_level: warning\nschedule:\n  verify: null\n  drill: null\n  drill_offsite: null\n  report: null\nmonitor:\n  listen: null")])
+            ("log_level: warning", "log_level: warning\nschedule:\n  verify: null\n  drill: null\n  drill_offsite: null\n  report: null\nmonitor:\n  listen: 127.0.0.1:\(port)\n  refresh: 2s")])
         #expect(try t.wayback(["init"], config: logical).status == 0)
         let schedule = try t.wayback(["schedule"], config: logical)
         #expect(schedule.stdout.contains("dump") && schedule.stdout.contains("0 2 * * *") && !schedule.stdout.contains("full") && !schedule.stdout.contains("incr"),
@@ -241,6 +244,25 @@ struct SupabaseDumpTests {
         // The expiry runs after the dump, as after a backup: its state records it.
         try DaemonTests.waitFor("the expiry after the dump", timeout: 30) {
             ((try? String(contentsOfFile: stateFile, encoding: .utf8)) ?? "").contains("\"expire\"")
+        }
+        // /metrics and the page: the dump is the recovery point; nothing about physical backups.
+        let status = try JSONSerialization.jsonObject(with: Data(try t.wayback(["status", "--json"], config: logical).stdout.utf8)) as? [String: Any] ?? [:]
+        let dump = try #require((status["dumps"] as? [[String: Any]])?.first)
+        let id = try #require(dump["id"] as? String)
+        var metrics = ""
+        try DaemonTests.waitFor("the dump's metrics", timeout: 30) {
+            metrics = try MonitorTests.get(port, "/metrics").body
+            return MonitorTests.metric(metrics, "wayback_dump_last_size_bytes", "repository=\"local\"") != nil
+        }
+        #expect(MonitorTests.metric(metrics, "wayback_dump_last_size_bytes", "repository=\"local\"") == Double(dump["bytes"] as? Int ?? -1), "\(metrics)")
+        #expect(MonitorTests.metric(metrics, "wayback_backup_failures_total", "type=\"logical\"") == 0, "\(metrics)")
+        #expect(MonitorTests.metric(metrics, "wayback_check_status", "cluster=\"main\"") == 0, "\(metrics)")
+        let page = t.root + "/status.html"
+        try MonitorTests.get(port, "/").body.write(toFile: page, atomically: true, encoding: .utf8)
+        if let browser {
+            let dom = try Command.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", "file://" + page], check: false).stdout
+            #expect(dom.contains("Protected") && dom.contains("Recovery points") && dom.contains("1 logical dump(s)") && dom.contains(id)
+                    && !dom.contains("No complete backup") && !dom.contains("No recoverable window"), "\(dom.prefix(3000))")
         }
         #expect(daemon.stop() == 0, "\(daemon.output)")
         #expect(!daemon.output.contains("error"), "\(daemon.output)")

@@ -112,4 +112,34 @@ struct HealthTests {
         #expect(item.status == .warning && item.message.contains("started 1d06h ago"), "\(item)")
         #expect(r.nagios.contains("dump_age=108000s;93600;;0"), "\(r.nagios)")
     }
+
+    @Test("a logical cluster's status page shows its dumps as its recovery points (no complaint about backups or a window), and its metrics the dumps' size and failures")
+    func logicalClusterPageAndMetrics() throws {
+        var f = HealthFacts(cluster: "hosted", gatheredAt: Self.now)
+        f.logical = true
+        f.repositories = [.init(name: "local", reachable: true, error: nil, walPush: "sync", storedBytes: 11, queued: nil, queueError: nil),
+                          .init(name: "offsite", reachable: true, error: nil, walPush: "sync", storedBytes: 11, queued: nil, queueError: nil)]
+        let older = DumpID(startTime: Self.now.addingTimeInterval(-26 * 3600)), newer = DumpID(startTime: Self.now.addingTimeInterval(-2 * 3600))
+        f.dumps = [DumpListing(id: older, databases: ["app"], bytes: 700, repositories: ["local"]),
+                   DumpListing(id: newer, databases: ["app", "<b>odd</b>"], bytes: 900, repositories: ["local", "offsite"])]
+        let report = HealthCheck.evaluate(f, thresholds: HealthThresholds(), now: Self.now)
+        let page = StatusPage.render(StatusDocument(health: report, facts: f, jobsRunning: [:]), now: Self.now)
+        #expect(page.contains("<h2>Recovery points</h2>") && page.contains("2 logical dump(s)") && page.contains("(2h00m ago)"), "\(page)")
+        #expect(page.contains("<h2>Newest logical dumps</h2>") && page.contains(newer.rawValue) && page.contains("app, &lt;b&gt;odd&lt;/b&gt;"))
+        #expect(page.range(of: newer.rawValue)!.lowerBound < page.range(of: older.rawValue)!.lowerBound, "newest first")
+        #expect(!page.contains("Recoverable window") && !page.contains("No complete backup") && !page.contains("Newest backups"))
+        #expect(report.status == .ok, "\(report.items)")
+
+        var none = f
+        none.dumps = []
+        let empty = StatusPage.render(StatusDocument(health: HealthCheck.evaluate(none, thresholds: HealthThresholds(), now: Self.now), facts: none, jobsRunning: [:]),
+                                      now: Self.now)
+        #expect(empty.contains("No logical dump: nothing can be restored") && empty.contains("No complete logical dump"))
+
+        let metrics = MetricsText.render(f, report: report, extras: MetricsExtras(backupFailures: ["logical": 3]))
+        #expect(metrics.contains("wayback_backup_failures_total{cluster=\"hosted\",type=\"logical\"} 3"), "\(metrics)")
+        #expect(metrics.contains("wayback_dump_last_size_bytes{cluster=\"hosted\",repository=\"local\"} 900")
+                && metrics.contains("wayback_dump_last_size_bytes{cluster=\"hosted\",repository=\"offsite\"} 900"), "\(metrics)")
+        #expect(metrics.contains("wayback_dump_last_success_timestamp_seconds{cluster=\"hosted\"} \(Int(Self.now.timeIntervalSince1970) - 7200)"))
+    }
 }

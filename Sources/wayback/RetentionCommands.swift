@@ -149,7 +149,7 @@ struct PinCommand: AsyncParsableCommand {
             Examples:
               wayback pin 20261206-020000F
               wayback pin 20261206-020000F --until 2027-06-30
-              wayback pin 20261206-030000L        # a logical dump, before a risky migration
+              wayback pin 20261206-030000L     # a logical dump, before a migration
             """)
     @OptionGroup var global: GlobalOptions
     @Argument(help: "The backup or dump id ('wayback status' lists them).") var id: String

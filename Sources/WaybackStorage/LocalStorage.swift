@@ -43,17 +43,32 @@ public struct LocalStorage: StorageDriver {
     public var description: String { "local repository \(root)" }
     public var capabilities: StorageCapabilities { [.posix, .atomicCreate] }
 
+    /// The path of `key`, refused when a part of it below the root is a symbolic link: Wayback
+    /// never follows a link it did not make, and one inside a repository could lead a read, a
+    /// write or a removal out of it. (The root itself may be a link: it is the configuration's.)
+    /// Parts that do not exist yet are fine (a write creates them).
     func path(_ key: String) throws -> String {
         guard !key.isEmpty, !key.hasPrefix("/"), !key.split(separator: "/").contains(where: { $0 == ".." || $0 == "." }) else {
             throw WaybackError(.internal, "invalid storage key '\(key)'")
         }
+        var current = root
+        for part in key.split(separator: "/") {
+            current += "/" + part
+            guard let st = try FileSystem.status(current) else { break }
+            if st.isSymlink { throw linkRefused(current) }
+        }
         return root + "/" + key
+    }
+
+    func linkRefused(_ path: String) -> WaybackError {
+        let target = FileSystem.linkTarget(path).map { " (to \($0))" } ?? ""
+        return WaybackError(.repository, "\(path) in \(description) is a symbolic link\(target); Wayback does not follow links inside a repository: put the data itself there, or set the repository's path to where it is")
     }
 
     static func isTemporary(_ name: String) -> Bool { name.hasPrefix(".") && name.contains(".tmp-") }
 
     public func info(_ key: String) async throws -> ObjectInfo? {
-        guard let st = try FileSystem.status(try path(key), followLinks: true), st.isRegular else { return nil }
+        guard let st = try FileSystem.status(try path(key)), st.isRegular else { return nil }
         return ObjectInfo(key: key, size: st.size)
     }
 
@@ -61,13 +76,15 @@ public struct LocalStorage: StorageDriver {
         // Start the walk at the deepest directory the prefix names.
         let dirPart = prefix.contains("/") ? String(prefix[..<prefix.lastIndex(of: "/")!]) : ""
         var out = [ObjectInfo]()
+        // The starting folder is checked part by part; below it, each entry is looked at itself.
         func walk(_ rel: String) throws {
-            let abs = rel.isEmpty ? root : root + "/" + rel
-            guard let st = try FileSystem.status(abs, followLinks: true), st.isDirectory else { return }
+            let abs = rel.isEmpty ? root : rel == dirPart ? try path(rel) : root + "/" + rel
+            guard let st = try FileSystem.status(abs, followLinks: rel.isEmpty), st.isDirectory else { return }
             for name in try FileSystem.list(abs) where !Self.isTemporary(name) {
                 let key = rel.isEmpty ? name : rel + "/" + name
                 guard key.hasPrefix(prefix) || prefix.hasPrefix(key + "/") else { continue }
-                guard let child = try FileSystem.status(abs + "/" + name, followLinks: true) else { continue }
+                guard let child = try FileSystem.status(abs + "/" + name) else { continue }
+                if child.isSymlink { throw linkRefused(abs + "/" + name) }
                 if child.isDirectory { try walk(key) } else if child.isRegular, key.hasPrefix(prefix) {
                     out.append(ObjectInfo(key: key, size: child.size))
                 }
@@ -80,11 +97,11 @@ public struct LocalStorage: StorageDriver {
     public func withReader<R>(_ key: String, range: Range<Int64>?, _ body: (any ObjectReader) async throws -> R) async throws -> R {
         let p = try path(key)
         let file: PosixFile
-        do { file = try PosixFile.openForReading(p) } catch let e as WaybackError where e.code == .notFound {
+        do { file = try PosixFile.openForReading(p, followLinks: false) } catch let e as WaybackError where e.code == .notFound {
             throw WaybackError(.notFound, "object \(key) is not in \(description)")
         }
         var size: Int64 = 0
-        if let st = try FileSystem.status(p, followLinks: true) { size = st.size }
+        if let st = try FileSystem.status(p) { size = st.size }
         let r = range ?? 0..<size
         guard r.lowerBound >= 0, r.upperBound <= size else {
             throw WaybackError(.corrupt, "object \(key) in \(description) has \(size) bytes, fewer than the \(r.upperBound) expected")

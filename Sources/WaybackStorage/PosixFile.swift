@@ -284,6 +284,14 @@ public enum FileSystem {
         return String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
+    /// Where the symbolic link at `path` points (nil: not a link, or it cannot be read).
+    public static func linkTarget(_ path: String) -> String? {
+        var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlink(path, &buf, buf.count - 1)
+        guard n >= 0 else { return nil }
+        return String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
     public static func symlink(target: String, at path: String) throws {
         if Glibc.symlink(target, path) != 0 { throw PosixError.make(errno, "create link", path) }
     }

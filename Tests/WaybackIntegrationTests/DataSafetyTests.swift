@@ -166,6 +166,27 @@ struct DataSafetyTests {
         #expect(ok.status == 0, "\(ok.stderr)")
     }
 
+    @Test("repository: a symbolic link planted inside it (a backup folder pointing elsewhere) is refused by status, expire and verify, naming it; its target is untouched")
+    func repositoryRefusesPlantedLinks() throws {
+        let t = try TestCluster()
+        defer { t.cleanup() }
+        try t.waybackOK(["init"])
+        try t.waybackOK(["backup", "--type", "full"])
+        let victim = t.root + "/victim"
+        try FileSystem.makeDirectories(victim)
+        try "precious\n".write(toFile: victim + "/precious", atomically: true, encoding: .utf8)
+        try FileSystem.symlink(target: victim, at: t.repositoryPath + "/main/backups/20200101-000000F")
+        for command in [["status"], ["expire", "--force"], ["verify", "--all"]] {
+            let r = try t.wayback(command)
+            #expect(r.status == Code.repository.rawValue, "\(command): \(r.status) \(r.stdout)")
+            #expect(r.stderr.contains("is a symbolic link") && r.stderr.contains(victim), "\(command): \(r.status) \(r.stderr)")
+        }
+        #expect(try FileSystem.list(victim) == ["precious"])
+        // Once it is gone, all is as before.
+        try FileSystem.remove(t.repositoryPath + "/main/backups/20200101-000000F")
+        try t.waybackOK(["status"])
+    }
+
     // MARK: 3. the lock never follows a plant
 
     @Test("lock: a symbolic link planted as the lock file is refused and its target untouched; an unsafe lock directory is refused; new ones are 0700 and 0600")

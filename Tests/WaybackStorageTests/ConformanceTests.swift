@@ -44,8 +44,44 @@ import WaybackTesting
         #expect(left.contains("c/backups/b1/pack/.00-0002.pack.tmp-1-cc"), "a write in progress is kept")
         #expect(left.contains("d/backups/b2/.manifest.json.tmp-1-dd"), "outside the prefix")
         #expect(FileManager.default.fileExists(atPath: outside + "/.x.tmp-1-ee"))
-        #expect(try await s.list(prefix: "").map(\.key).count == 3)
+        #expect(try await s.list(prefix: "d/").map(\.key) == ["d/backups/b2/manifest.json"])
         #expect(try await s.removeLeftovers(olderThan: Date().addingTimeInterval(-3600), prefix: "") == 1)
+    }
+
+    @Test("a symbolic link inside a local repository is never followed: listing, reading, writing and removing through it are clear errors, and nothing outside is touched")
+    func linksInsideTheRepositoryAreRefused() async throws {
+        let dir = NSTemporaryDirectory() + "wayback-links-\(UUID().uuidString)"
+        let outside = dir + "-outside"
+        defer { try? FileSystem.removeTree(dir); try? FileSystem.removeTree(outside) }
+        let s = LocalStorage(root: dir)
+        try await s.writeAll("c/backups/b1/manifest.json", [1, 2, 3])
+        try FileSystem.makeDirectories(outside + "/pack")
+        #expect(FileManager.default.createFile(atPath: outside + "/pack/00-0000.pack", contents: Data([7, 7])))
+        #expect(FileManager.default.createFile(atPath: outside + "/secret", contents: Data([9])))
+        try FileSystem.symlink(target: outside, at: dir + "/c/backups/b2")
+        try FileSystem.symlink(target: outside + "/secret", at: dir + "/c/backups/b1/pack.json")
+
+        func refused(_ what: String, _ body: () async throws -> Void) async {
+            do {
+                try await body()
+                Issue.record("\(what): no error")
+            } catch let e as WaybackError {
+                #expect(e.code == .repository && e.message.contains("is a symbolic link") && e.message.contains(outside), "\(what): \(e.message)")
+            } catch { Issue.record("\(what): \(error)") }
+        }
+        await refused("list") { _ = try await s.list(prefix: "c/") }
+        await refused("list under the link") { _ = try await s.list(prefix: "c/backups/b2/") }
+        await refused("info") { _ = try await s.info("c/backups/b2/pack/00-0000.pack") }
+        await refused("read") { _ = try await s.readAll("c/backups/b2/pack/00-0000.pack") }
+        await refused("read a linked file") { _ = try await s.readAll("c/backups/b1/pack.json") }
+        await refused("write") { try await s.writeAll("c/backups/b2/pack/00-0001.pack", [1]) }
+        await refused("remove") { try await s.remove("c/backups/b2/pack/00-0000.pack") }
+        await refused("remove a linked file") { try await s.remove("c/backups/b1/pack.json") }
+        // Nothing outside was touched; what is not under a link still works.
+        #expect(try FileSystem.list(outside + "/pack") == ["00-0000.pack"])
+        #expect(FileManager.default.fileExists(atPath: outside + "/secret"))
+        #expect(try await s.readAll("c/backups/b1/manifest.json") == [1, 2, 3])
+        #expect(try await s.list(prefix: "c/backups/b1/manifest").map(\.key) == ["c/backups/b1/manifest.json"])
     }
 
     @Test func memoryStoragePassesConformance() async throws {

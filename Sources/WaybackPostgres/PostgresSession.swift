@@ -91,8 +91,21 @@ public final class PostgresSession: @unchecked Sendable {
             }
             return session
         } catch {
-            throw WaybackError(.connection, "cannot connect to PostgreSQL at \(settings.redacted): \(Self.reason(error, settings: settings)); check that the server is running and cluster.connection (or PGHOST/PGPORT/PGUSER/PGPASSWORD) is right",
+            throw WaybackError(.connection, "cannot connect to PostgreSQL at \(settings.redacted): \(Self.reason(error, settings: settings)); \(Self.fix(error))",
                                cause: nil)
+        }
+    }
+
+    /// What to check after a failed connection: a server that answered and refused needs another
+    /// name or credentials, not to be started.
+    static func fix(_ error: any Error) -> String {
+        switch (error as? PSQLError)?.serverInfo?[.sqlState] {
+        case "3D000"?:  // invalid_catalog_name
+            return "the server is up: name a database that exists (in cluster.connection, dump.databases or --database)"
+        case "28P01"?, "28000"?:  // invalid_password, invalid_authorization_specification
+            return "the server is up and refused the login: check the user and password in cluster.connection (or PGUSER/PGPASSWORD) and the server's pg_hba.conf"
+        default:
+            return "check that the server is running and cluster.connection (or PGHOST/PGPORT/PGUSER/PGPASSWORD) is right"
         }
     }
 

@@ -66,6 +66,21 @@ struct BadInputTests {
         #expect(!r.stdout.contains("s3cretPassw0rd"))
     }
 
+    @Test("a running server that refuses: a database or role that does not exist is exit 4 with its own fix, not 'check that the server is running'")
+    func serverRefuses() throws {
+        let t = try TestCluster()
+        defer { t.cleanup() }
+        let url = "postgresql://postgres@/postgres?host=\(t.root)&port=\(t.cluster.port)"
+        let noDatabase = try t.configVariant("nodb.yaml", replace: [(url, url.replacingOccurrences(of: "@/postgres?", with: "@/nosuch?"))])
+        let db = try t.wayback(["init"], config: noDatabase)
+        #expect(db.status == Code.connection.rawValue && db.stderr.contains("\"nosuch\" does not exist")
+                && db.stderr.contains("name a database that exists") && !db.stderr.contains("server is running"), "\(db.stderr)")
+        let noRole = try t.configVariant("norole.yaml", replace: [(url, url.replacingOccurrences(of: "postgres@", with: "nobody@"))])
+        let role = try t.wayback(["init"], config: noRole)
+        #expect(role.status == Code.connection.rawValue && role.stderr.contains("refused the login") && !role.stderr.contains("server is running"),
+                "\(role.stderr)")
+    }
+
     @Test("a repository of another cluster is refused by init, backup and wal-push")
     func repositoryOfAnotherCluster() throws {
         let a = try TestCluster()

@@ -70,10 +70,27 @@ public enum ClusterSetup {
         let restore = PrefetchSpool.stoppingOnError("\(waybackCommand) wal-fetch %f %p")
         var todo = [String]()
         if facts.archiveMode != "on" && facts.archiveMode != "always" { todo.append("archive_mode = on (needs a restart)") }
-        if facts.archiveCommand != archive { todo.append("archive_command = '\(archive)' (then SELECT pg_reload_conf())") }
+        if !Self.sameCommand(facts.archiveCommand, archive, resolve: FileSystem.realPath) {
+            todo.append("archive_command = '\(archive)' (then SELECT pg_reload_conf())")
+        }
         let migrations = try await migrate(catalog, logger: logger)
         return Report(facts: facts, pgdataOwner: owner, alreadyInitialized: already, initialized: initialized, archiveCommand: archive,
                       restoreCommand: restore, todo: todo, catalogMigrations: migrations)
+    }
+
+    /// Whether the server's `archive_command` is the one Wayback would set: the same words, where
+    /// the program and the `--config` file may be named by another path to the same file (a
+    /// symbolic link, `.build/release`). Anything else (a wrapper script, quoting) must be
+    /// written as `expected` to count. `resolve` is realpath(3) (injected for tests).
+    static func sameCommand(_ current: String, _ expected: String, resolve: (String) -> String?) -> Bool {
+        if current == expected { return true }
+        let have = current.split(separator: " ").map(String.init), want = expected.split(separator: " ").map(String.init)
+        guard have.count == want.count, !current.contains("\""), !current.contains("'") else { return false }
+        for (i, (a, b)) in zip(have, want).enumerated() where a != b {
+            // The program, and the value of --config: the same file by another path.
+            guard i == 0 || want[i - 1] == "--config", a.hasPrefix("/"), let ra = resolve(a), let rb = resolve(b), ra == rb else { return false }
+        }
+        return true
     }
 
     /// What `init` did for a logical cluster.

@@ -81,6 +81,20 @@ struct BadInputTests {
                 "\(role.stderr)")
     }
 
+    @Test("init: an archive_command naming wayback and its configuration through symbolic links is done; another command is still to do")
+    func archiveCommandThroughLinks() throws {
+        let t = try TestCluster()
+        defer { t.cleanup() }
+        try FileSystem.symlink(target: TestEnvironment.waybackBinary, at: t.root + "/wayback-link")
+        try FileSystem.symlink(target: t.configPath, at: t.root + "/config-link.yaml")
+        for (command, done) in [("\(t.root)/wayback-link --config \(t.root)/config-link.yaml wal-push %p", true), ("/bin/true", false)] {
+            _ = try t.psql("ALTER SYSTEM SET archive_command = '\(command)'; SELECT pg_reload_conf()")
+            try DaemonTests.waitFor("the reload", timeout: 10) { try t.psql("SHOW archive_command") == command }
+            let out = try t.waybackOK(["init"])
+            #expect(out.contains("Still to do") != done && out.contains("  - archive_command = ") != done, "\(command): \(out)")
+        }
+    }
+
     @Test("a repository of another cluster is refused by init, backup and wal-push")
     func repositoryOfAnotherCluster() throws {
         let a = try TestCluster()

@@ -33,6 +33,8 @@ public struct DumpConfiguration: Sendable {
     /// through `spoolDirectory`; 1 streams the custom format with no spool.
     public var jobs = 1
     public var spoolDirectory = "/var/tmp"
+    /// Pin the dump once it is complete (`dump --pin`): retention never expires it.
+    public var pin = false
     public init(repository: Repository, cluster: String, connection: ConnectionSettings, compression: CompressionSettings,
                 databases: [String]?, binDirectory: String?, events: EventLog) {
         self.repository = repository; self.cluster = cluster; self.connection = connection; self.compression = compression
@@ -85,12 +87,12 @@ public enum LogicalDump {
             throw WaybackError(.conflict, "a dump with the id \(id) already exists or is being written; start the dump again in a second")
         }
         await c.backupLog?.dumpStarted(id)
+        let m: DumpManifest
         do {
-            let m = try await dumpAll(names, id: id, startTime: startTime, server: server, version: version, config: c, catalog: catalog, bin: bin,
-                                      clock: clock, logger: logger)
+            m = try await dumpAll(names, id: id, startTime: startTime, server: server, version: version, config: c, catalog: catalog, bin: bin,
+                                  clock: clock, logger: logger)
             let failed = Set((c.repository.driver as? ReplicatedStorage)?.failures.map(\.repository) ?? [])
             await c.backupLog?.dumpFinished(m, holders: c.repository.members.map(\.name).filter { !failed.contains($0) })
-            return m
         } catch {
             // Without its manifest the dump does not count: its objects are removed, not left behind.
             if let objects = try? await c.repository.driver.list(prefix: catalog.layout.dumpPrefix(id)) {
@@ -103,6 +105,9 @@ public enum LogicalDump {
             }
             throw error
         }
+        // Complete from here on: a pin that cannot be written is an error, the dump stays.
+        if c.pin { try await catalog.pin(m.id, until: nil, now: clock.now) }
+        return m
     }
 
     /// Objects of dumps without a manifest (a dump that was killed, an expiry interrupted): under

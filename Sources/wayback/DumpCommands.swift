@@ -23,16 +23,20 @@ struct DumpCommand: AsyncParsableCommand {
             Examples:
               wayback dump                           # every database
               wayback dump --database shop --json
+              wayback dump --pin                     # before a migration: kept
             """)
     @OptionGroup var global: GlobalOptions
     @Option(name: .customLong("database"), help: ArgumentHelp("Dump this database (repeat for more); default: every database that accepts connections.", valueName: "name"))
     var databases: [String] = []
     @Flag(help: "Print the dump's manifest as JSON.") var json = false
+    @Flag(help: "Pin the dump: retention never expires it ('wayback unpin' lets it go).") var pin = false
 
     func run() async throws {
         try await CommandRun.with(global.configPath, .dump) { run in
             let repository = try run.repository()
-            let m = try await LogicalDump.run(run.dumpConfiguration(repository, databases: databases.isEmpty ? nil : databases), logger: run.logger)
+            var dump = run.dumpConfiguration(repository, databases: databases.isEmpty ? nil : databases)
+            dump.pin = pin
+            let m = try await LogicalDump.run(dump, logger: run.logger)
             if json { try Context.printJSON(m) } else {
                 print(m.id)
                 for d in m.databases {

@@ -338,7 +338,7 @@ struct LogicalDumpTests {
         #expect(try t.psql("SELECT recovery_tested FROM wayback.backup_logs WHERE backup_id = '\(ids[2])'") == "f")
     }
 
-    @Test("a pinned logical dump is kept by expire (and shown so by status); a pin whose time has passed lets it go, and goes with it; unpin of an unpinned dump is a clear error")
+    @Test("a pinned logical dump is kept by expire (and shown so by status); a pin whose time has passed lets it go, and goes with it; unpin of an unpinned dump is a clear error; dump --pin pins it")
     func pinnedDump() async throws {
         let t = try TestCluster(extraConfig: "retention:\n  hourly: 0\n  daily: 1\n  weekly: 0\n  monthly: 0\n  quarterly: 0\n  min_full: 1\n")
         defer { t.cleanup() }
@@ -371,6 +371,9 @@ struct LogicalDumpTests {
         #expect(gone.status == WaybackError.Code.notFound.rawValue, "\(gone.stderr)")
         let neither = try t.wayback(["pin", "20261206-030000X"])
         #expect(neither.status == WaybackError.Code.usage.rawValue && neither.stderr.contains("logical dump id"), "\(neither.stderr)")
+        // dump --pin: pinned as it completes.
+        let pinned = try #require(DumpID(try t.waybackOK(["dump", "--database", "postgres", "--pin"]).split(separator: "\n").first.map(String.init) ?? ""))
+        #expect(try await catalog.dumpPins().keys.sorted() == [pinned])
     }
 
     @Test("a database whose name has '=' and quotes in it is dumped (parallel) and restored by name, not read as a connection string")

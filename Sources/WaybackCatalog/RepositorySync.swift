@@ -108,7 +108,7 @@ public enum RepositorySync {
                       source: sourceObjects, planned: keys)
             : []
         let recorded = try await recordedDigests(of: keys + fix, in: Catalog(repository: source, cluster: cluster), layout: layout)
-        let skips = SkipList(recorded.unreadable)
+        let skips = SyncLedger(recorded.unreadable)
         for (id, reference) in recorded.references.sorted(by: { $0.key.rawValue < $1.key.rawValue }) where skips.contains(reference.rawValue) {
             skips.add(id.rawValue, "the backup it depends on, \(reference), was not copied")
         }
@@ -125,8 +125,10 @@ public enum RepositorySync {
                         let key = data[n], owner = skips.owner(of: key, layout: layout)
                         if let owner, skips.contains(owner) { continue }
                         do {
-                            counter.add(try await copy(key, from: source.driver, to: target.driver, layout: layout,
-                                                       sha256: recorded.digests[key], replace: replace.contains(key)))
+                            let size = try await copy(key, from: source.driver, to: target.driver, layout: layout,
+                                                      sha256: recorded.digests[key], replace: replace.contains(key))
+                            counter.add(size)
+                            if replace.contains(key) { skips.replaced(key, size: size, sha256: recorded.digests[key]) }
                         } catch let e as WaybackError where e.code == .corrupt {
                             // Damage in the source: that object (and its backup or dump) stays out.
                             skips.add(owner ?? key, e.message)
@@ -154,7 +156,15 @@ public enum RepositorySync {
         await StatusIndex.refreshEach(Catalog(repository: target, cluster: cluster), known: [],
                                       events: events ?? .logging(.sync, cluster: cluster, to: logger))
         result.skipped = skips.all
-        result.repaired = fix.filter { k in skips.owner(of: k, layout: layout).map { !skips.contains($0) } ?? true }
+        result.repaired = skips.repairs.map(\.key).sorted()
+        // What verify had found damaged there is sound now: the next sync does not copy it again,
+        // and status and check stop reporting it before the next verify.
+        do {
+            try await VerifyRecordStore(driver: target.driver, cluster: cluster).markSound(skips.repairs, layout: layout, at: Date())
+        } catch {
+            events?.emit(.warning, .recordFailed, "the verification records of \(target.description) could not be updated after the repair (\(error)); the next verify reads the replaced objects again",
+                         repository: target.name)
+        }
         result.objects = keys.count - keys.filter { k in skips.owner(of: k, layout: layout).map { skips.contains($0) } ?? false }.count
         result.bytes = counter.current
         if !result.repaired.isEmpty {
@@ -167,10 +177,13 @@ public enum RepositorySync {
     }
 
     /// What is left out of one sync, shared by its workers: backup or dump ids (or a WAL
-    /// object's key) and why, the first reason kept.
-    final class SkipList: Sendable {
+    /// object's key) and why, the first reason kept; and the damaged objects replaced.
+    final class SyncLedger: Sendable {
         private let reasons: Mutex<[String: String]>
+        private let replacedObjects = Mutex([(key: String, size: Int64, sha256: String?)]())
         init(_ initial: [String: String]) { reasons = Mutex(initial) }
+        func replaced(_ key: String, size: Int64, sha256: String?) { replacedObjects.withLock { $0.append((key, size, sha256)) } }
+        var repairs: [(key: String, size: Int64, sha256: String?)] { replacedObjects.withLock { $0 } }
         func add(_ id: String, _ reason: String) { reasons.withLock { if $0[id] == nil { $0[id] = reason } } }
         func contains(_ id: String) -> Bool { reasons.withLock { $0[id] != nil } }
         var all: [Skipped] { reasons.withLock { $0.map { Skipped(id: $0.key, reason: $0.value) }.sorted { $0.id < $1.id } } }

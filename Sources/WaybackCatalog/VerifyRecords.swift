@@ -58,6 +58,30 @@ public struct VerifyRecordStore: Sendable {
         }
     }
 
+    /// The group whose file holds the record of object `key`: its backup's or dump's folder, or its
+    /// WAL directory (nil: no object `verify` reads).
+    public static func group(of key: String, layout: RepositoryLayout) -> String? {
+        switch layout.parse(key) {
+        case .backup(let id, _)?: "backups/\(id)"
+        case .dump(let id, _)?: "dumps/\(id)"
+        case .wal(let name)?: "wal/" + (name.kind == .history ? "history" : String(name.description.prefix(16)))
+        default: nil
+        }
+    }
+
+    /// Records `objects` as sound at `at`: `repo sync` replaced them with copies it checked on the
+    /// way against the digest their manifest (or WAL header) records, so a damage `verify` found
+    /// there is over. Size and digest as `verify` records them (a WAL object's digest: nil).
+    public func markSound(_ objects: [(key: String, size: Int64, sha256: String?)], layout: RepositoryLayout, at: Date) async throws {
+        var byGroup = [String: [(key: String, size: Int64, sha256: String?)]]()
+        for o in objects { if let g = Self.group(of: o.key, layout: layout) { byGroup[g, default: []].append(o) } }
+        for (group, list) in byGroup {
+            var file = await load(group)
+            for o in list { file.records[o.key] = VerifyRecord(size: o.size, sha256: o.sha256, verifiedAt: at, sound: true) }
+            try await save(group, file)
+        }
+    }
+
     /// Every object whose last read found it damaged (key → its record), from every record file.
     /// A record file that cannot be read names nothing (the next `verify` reads its objects again).
     public func damaged() async throws -> [String: VerifyRecord] {

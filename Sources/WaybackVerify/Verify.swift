@@ -355,8 +355,7 @@ struct RepositoryVerifier: Sendable {
         let neededWAL = config.backup.map { _ in Set(scope.flatMap { ownSegments($0) }.map(\.description)) }
         for (name, size) in archived where neededWAL == nil || neededWAL!.contains(name.description) || name.kind == .history {
             let key = layout.walKey(name)
-            let dir = name.kind == .history ? "history" : String(name.description.prefix(16))
-            candidates.append(VerifyCandidate(key: key, group: "wal/\(dir)", size: size, sha256: nil))
+            candidates.append(VerifyCandidate(key: key, group: VerifyRecordStore.group(of: key, layout: layout) ?? "wal", size: size, sha256: nil))
             items[key] = [.archived(name, key: key, size: size)]
         }
 

@@ -170,6 +170,11 @@ struct VerifyTests {
         let repaired = try t.wayback(["repo", "sync", "--to", "local"], config: config)
         #expect(repaired.status == 0, "\(repaired.stderr)")
         #expect(repaired.stdout.contains("replaced 1 object(s) verify had found damaged"), "\(repaired.stdout)")
+        // The repair is recorded: check no longer reports the damage, and a second sync replaces nothing.
+        let checked = try t.wayback(["check"], config: config)
+        #expect(!checked.stdout.contains("found damaged"), "\(checked.stdout)")
+        let again = try t.wayback(["repo", "sync", "--to", "local"], config: config)
+        #expect(again.status == 0 && !again.stdout.contains("replaced"), "\(again.stdout) \(again.stderr)")
         let clean = try Self.verify(t, ["--all"], config: config)
         #expect(clean.status == 0, "\(clean.stderr) \(clean.problems)")
         #expect((try FileSystem.status(damaged)?.mode ?? 0) & 0o777 == 0o600)

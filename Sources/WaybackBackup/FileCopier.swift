@@ -268,6 +268,17 @@ extension PhysicalBackup {
         return (entry, BackupManifest.PageFailure(path: file.path, fileNode: relation.fileNode, fork: relation.fork, blocks: badBlocks))
     }
 
+    /// Stores the pages gathered in `pending` (a page-level file's changed pages) as one frame and
+    /// records where; `pending` is emptied for the next ones.
+    static func flushPages(_ pending: inout [UInt8], into frames: FrameWriter, chunks: inout [BackupManifest.Chunk], packIndex: Int,
+                           compressor: Compressor) async throws {
+        guard !pending.isEmpty else { return }
+        let frame = try pending.withUnsafeBytes { try FrameFormat.encode($0, compressor: compressor, pages: true) }
+        let loc = try await frames.append(frame: frame)
+        chunks.append(.init(object: packIndex, offset: loc.offset, length: loc.length, raw: pending.count))
+        pending.removeAll(keepingCapacity: true)
+    }
+
     /// A relation file at page level: every page whose LSN is at or after the reference's start
     /// (written since), new pages (LSN 0: all-zero or never WAL-logged; a zero page may stand
     /// where the reference had data before a truncation), and every block from the reference's
@@ -293,11 +304,7 @@ extension PhysicalBackup {
         var badBlocks = [UInt32]()
         var nextNamed = 0
         func flush() async throws {
-            guard !pending.isEmpty else { return }
-            let frame = try pending.withUnsafeBytes { try FrameFormat.encode($0, compressor: compressor, pages: true) }
-            let loc = try await frames.append(frame: frame)
-            chunks.append(.init(object: packIndex, offset: loc.offset, length: loc.length, raw: pending.count))
-            pending.removeAll(keepingCapacity: true)
+            try await flushPages(&pending, into: frames, chunks: &chunks, packIndex: packIndex, compressor: compressor)
         }
         while true {
             let n = try readVerified(handle, at: size, into: &buffer, verification: verification, relation: relation, badBlocks: &badBlocks)
@@ -390,11 +397,7 @@ extension PhysicalBackup {
         pending.reserveCapacity(FrameFormat.rawChunk)
         var badBlocks = [UInt32]()
         func flush() async throws {
-            guard !pending.isEmpty else { return }
-            let frame = try pending.withUnsafeBytes { try FrameFormat.encode($0, compressor: compressor, pages: true) }
-            let loc = try await frames.append(frame: frame)
-            chunks.append(.init(object: packIndex, offset: loc.offset, length: loc.length, raw: pending.count))
-            pending.removeAll(keepingCapacity: true)
+            try await flushPages(&pending, into: frames, chunks: &chunks, packIndex: packIndex, compressor: compressor)
         }
         var end: Int64 = 0, readBytes: Int64 = 0
         var next = 0, tailBlock = tail

@@ -191,6 +191,7 @@ public enum ConfigLoader {
         s.drillOffsite = try cron("drill_offsite")
         s.report = try cron("report")
         s.dump = try cron("dump")
+        s.sync = try cron("sync")
         return s
     }
 

@@ -153,6 +153,7 @@ public enum ConfigSchema {
         ConfigKey("schedule.drill_offsite", .string, .value("0 5 1 */3 *")),
         ConfigKey("schedule.report", .string, .value("0 6 * * *")),
         ConfigKey("schedule.dump", .string, .derived("0 2 * * * for a logical cluster, else null")),
+        ConfigKey("schedule.sync", .string, .value("40 * * * *")),
         ConfigKey("schedule.retries", .int(0...10), .value("2")),
         ConfigKey("schedule.stop_timeout", .string, .value("60s")),
 

@@ -114,6 +114,9 @@ public struct WaybackConfiguration: Sendable {
         public var report: CronExpression?
         /// Logical dumps of every database (`wayback dump`; nil: off).
         public var dump: CronExpression?
+        /// `wayback repo sync` into every repository from the others (only with two or more
+        /// repositories): a backup or WAL a repository missed (an outage) is copied there.
+        public var sync: CronExpression?
     }
 
     public struct DrillSettings: Sendable, Equatable {

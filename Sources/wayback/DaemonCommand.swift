@@ -80,6 +80,8 @@ enum DaemonJobs {
         if let c = s.report { jobs.append(JobSpec(name: "report", trigger: .cron(c))) }
         // A dump is a backup: the expiry that follows backups follows it too.
         if let c = s.dump { jobs.append(JobSpec(name: "dump", trigger: .cron(c), isBackup: true)) }
+        // Every repository caught up from the others: what one missed (an outage) reaches it.
+        if let c = s.sync, config.repositories.count > 1 { jobs.append(JobSpec(name: "sync", trigger: .cron(c))) }
         return Schedule(jobs: jobs, timeZone: TimeZone(identifier: s.timeZone) ?? TimeZone(identifier: "UTC")!, timeZoneName: s.timeZone)
     }
 
@@ -88,7 +90,7 @@ enum DaemonJobs {
         let w = Context.waybackCommand(configPath: config.path)
         return ["full": "\(w) backup --type full", "diff": "\(w) backup --type diff", "incr": "\(w) backup --type incr", "expire": "\(w) expire",
                 "verify": "\(w) verify", "drill": "\(w) drill", "drill_aged": "\(w) drill --age \(Int(config.drill.agedSeconds))s",
-                "dump": "\(w) dump",
+                "dump": "\(w) dump", "sync": "\(w) repo sync",
                 "report": "\(w) report --format html --output \(Context.quoteIfNeeded(config.reportDirectory))/report-$(date +\\%Y\\%m\\%d).html",
                 "drill_offsite": "\(w) drill --repository \(config.repositories.last.map { Context.quoteIfNeeded($0.name) } ?? "")"]
     }
@@ -97,7 +99,7 @@ enum DaemonJobs {
     static func run(_ job: JobSpec, config: WaybackConfiguration, clock: any WaybackClock, logger: Logger, desk: AlertDesk? = nil) async -> JobResult {
         let cluster = config.cluster.name
         let operation: WaybackEvent.Operation = job.name == "expire" ? .expire : job.name == "verify" ? .verify
-            : job.name.hasPrefix("drill") ? .drill : job.name == "dump" ? .dump : .backup
+            : job.name.hasPrefix("drill") ? .drill : job.name == "dump" ? .dump : job.name == "sync" ? .sync : .backup
         let events = EventLog.logging(operation, cluster: config.cluster.name, to: logger)
         var log = logger
         log[metadataKey: "wayback.job"] = "\(job.name)"
@@ -156,6 +158,17 @@ enum DaemonJobs {
                                       message: "\(job.name) of backup \(record.backup) from '\(record.repository)' passed, recovery \(Format.seconds(record.recoverySeconds))",
                                       backup: record.backup, repository: record.repository, details: details))
                     desk?.clear("drill.failed:\(job.name)", message: "\(job.name) passes again")
+                    return .succeeded
+                }
+                if job.name == "sync" {
+                    // As `repo sync` (no lock: objects are created if absent, manifests last).
+                    let outcomes = try await run.syncRepositories(from: nil, to: nil)
+                    let copied = outcomes.filter { $0.error == nil && $0.objects > 0 }.map { "\($0.objects) object(s) to '\($0.to)'" }
+                    if let problem = RepoSyncCommand.failure(outcomes) {
+                        events.emit(.error, .jobOutcome, "scheduled sync: \(problem.message)")
+                        return .refused(problem.message)
+                    }
+                    events.emit(.info, .jobOutcome, "scheduled sync: " + (copied.isEmpty ? "every repository is up to date" : "copied " + copied.joined(separator: ", ")))
                     return .succeeded
                 }
                 if job.name == "verify" {

@@ -47,28 +47,7 @@ struct RepoSyncCommand: AsyncParsableCommand {
     }
 
     func run(_ run: CommandRun) async throws {
-        let config = run.config, logger = run.logger
-        let all = try run.repositoryList()
-        for name in [from, to].compactMap({ $0 }) where !all.contains(where: { $0.name == name }) {
-            throw WaybackError(.usage, "no repository is named '\(name)'; the configuration has \(all.map(\.name).joined(separator: ", "))")
-        }
-        guard all.count > 1 else { throw WaybackError(.usage, "the configuration has one repository; repo sync needs two or more") }
-        if let from, from == to { throw WaybackError(.usage, "--from and --to name the same repository") }
-        var outcomes = [Outcome]()
-        for target in all where to == nil || target.name == to {
-            let sources = all.filter { $0.name != target.name && (from == nil || $0.name == from) }
-            guard !sources.isEmpty else { continue }
-            let source = Repository.combined(sources, events: run.events)
-            do {
-                _ = try await target.driver.removeLeftovers(olderThan: Date().addingTimeInterval(-86400))
-                let r = try await RepositorySync.run(cluster: config.cluster.name, from: source, to: target, parallelism: config.parallelism, logger: logger, events: run.events)
-                outcomes.append(Outcome(from: source.name, to: target.name, objects: r.objects, bytes: r.bytes, backups: r.backups, repaired: r.repaired,
-                                        skipped: r.skipped, error: nil))
-            } catch {
-                let e = WaybackError.wrap(error, as: .io, "sync into \(target.name) failed")
-                outcomes.append(Outcome(from: source.name, to: target.name, objects: 0, bytes: 0, backups: [], repaired: [], skipped: [], error: e.message))
-            }
-        }
+        let outcomes = try await run.syncRepositories(from: from, to: to)
         if json {
             try Context.printJSON(outcomes)
         } else {
@@ -80,14 +59,49 @@ struct RepoSyncCommand: AsyncParsableCommand {
                 for s in o.skipped { print("\(o.from) -> \(o.to): NOT COPIED: \(s.id): \(s.reason)") }
             }
         }
+        if let error = Self.failure(outcomes) { throw error }
+    }
+
+    /// Why `outcomes` leave a repository behind (exit 15), or nil when every target is up to date.
+    static func failure(_ outcomes: [Outcome]) -> WaybackError? {
         let failed = outcomes.filter { $0.error != nil }
         if !failed.isEmpty {
-            throw WaybackError(.replica, "could not bring \(failed.map { "'\($0.to)'" }.joined(separator: ", ")) up to date: \(failed[0].error!)")
+            return WaybackError(.replica, "could not bring \(failed.map { "'\($0.to)'" }.joined(separator: ", ")) up to date: \(failed[0].error!)")
         }
         if let o = outcomes.first(where: { !$0.skipped.isEmpty }), let s = o.skipped.first {
             let more = o.skipped.count > 1 ? " (and \(o.skipped.count - 1) more, listed above)" : ""
-            throw WaybackError(.replica, "'\(o.to)' lacks \(s.id)\(more), everything else was copied: \(s.reason). "
-                               + "Run 'wayback verify --all --repository \(o.from)'; a backup damaged in every repository cannot be repaired: take a new one")
+            return WaybackError(.replica, "'\(o.to)' lacks \(s.id)\(more), everything else was copied: \(s.reason). "
+                                + "Run 'wayback verify --all --repository \(o.from)'; a backup damaged in every repository cannot be repaired: take a new one")
         }
+        return nil
+    }
+}
+
+extension CommandRun {
+    /// `repo sync`: each repository (or `to`) caught up from the others (or `from`), read in
+    /// priority order; one outcome per target. Throws only for a wrong name or a single repository.
+    func syncRepositories(from: String?, to: String?) async throws -> [RepoSyncCommand.Outcome] {
+        let all = try repositoryList()
+        for name in [from, to].compactMap({ $0 }) where !all.contains(where: { $0.name == name }) {
+            throw WaybackError(.usage, "no repository is named '\(name)'; the configuration has \(all.map(\.name).joined(separator: ", "))")
+        }
+        guard all.count > 1 else { throw WaybackError(.usage, "the configuration has one repository; repo sync needs two or more") }
+        if let from, from == to { throw WaybackError(.usage, "--from and --to name the same repository") }
+        var outcomes = [RepoSyncCommand.Outcome]()
+        for target in all where to == nil || target.name == to {
+            let sources = all.filter { $0.name != target.name && (from == nil || $0.name == from) }
+            guard !sources.isEmpty else { continue }
+            let source = Repository.combined(sources, events: events)
+            do {
+                _ = try await target.driver.removeLeftovers(olderThan: Date().addingTimeInterval(-86400))
+                let r = try await RepositorySync.run(cluster: config.cluster.name, from: source, to: target, parallelism: config.parallelism, logger: logger, events: events)
+                outcomes.append(.init(from: source.name, to: target.name, objects: r.objects, bytes: r.bytes, backups: r.backups, repaired: r.repaired,
+                                      skipped: r.skipped, error: nil))
+            } catch {
+                let e = WaybackError.wrap(error, as: .io, "sync into \(target.name) failed")
+                outcomes.append(.init(from: source.name, to: target.name, objects: 0, bytes: 0, backups: [], repaired: [], skipped: [], error: e.message))
+            }
+        }
+        return outcomes
     }
 }

@@ -161,6 +161,37 @@ struct DaemonTests {
         #expect(try t.psql("SELECT status FROM wayback.backup_logs") == "complete")
     }
 
+    @Test("schedule.sync: the daemon copies into the second repository a backup it missed (overdue at the daemon's start); with one repository there is no sync job")
+    func daemonSyncsRepositories() throws {
+        let dir = try TestEnvironment.makeTemporaryDirectory("dsync")
+        defer { try? FileSystem.removeTree(dir) }
+        let offsite = "  - name: offsite\n    type: local\n    path: \(dir)/offsite\n    wal_push: sync\n"
+        let t = try TestCluster(repositoryPath: dir + "/local", extraConfig: Self.nightlyFullOnly.replacingOccurrences(of: "full: \"0 2 * * *\"", with: "full: null"),
+                                repositories: "  - name: local\n    type: local\n    path: \(dir)/local\n" + offsite)
+        defer { t.cleanup() }
+        let localOnly = try t.configVariant("local-only.yaml", replace: [(offsite, "")])
+        try t.waybackOK(["init"])
+        try t.cluster.pgbench(["-i", "-s", "1"])
+        let id = try #require(try t.wayback(["backup", "--type", "full"], config: localOnly).stdout.split(separator: "\n").last.map(String.init))
+        let manifest = dir + "/offsite/main/backups/\(id)/manifest.json"
+        #expect(!FileManager.default.fileExists(atPath: manifest))
+        #expect(try t.waybackOK(["schedule"]).contains("sync"))
+        #expect(!(try t.wayback(["schedule"], config: localOnly).stdout.contains("sync")))
+
+        let lockDir = t.root + "/locks"
+        let first = try Daemon(t, log: t.root + "/daemon0.log")
+        try Self.waitFor("the daemon's state", timeout: 30) { try FileSystem.list(lockDir).contains { $0.hasSuffix(".schedule.json") } }
+        #expect(first.stop() == 0, "\(first.output)")
+        let stateFile = lockDir + "/" + (try #require(try FileSystem.list(lockDir).first { $0.hasSuffix(".schedule.json") }))
+        try Data("{\"lastRun\":{\"sync\":\(Date().addingTimeInterval(-2 * 86400).timeIntervalSince1970)}}".utf8).write(to: URL(fileURLWithPath: stateFile))
+        let daemon = try Daemon(t, log: t.root + "/daemon1.log")
+        try Self.waitFor("the scheduled sync", timeout: 60) { FileManager.default.fileExists(atPath: manifest) }
+        #expect(daemon.stop() == 0, "\(daemon.output)")
+        // The copy is whole: verify reads it in the offsite repository alone.
+        let verified = try t.wayback(["verify", "--backup", id, "--repository", "offsite"])
+        #expect(verified.status == 0, "\(verified.stdout) \(verified.stderr)")
+    }
+
     @Test("while the daemon runs it drains the asynchronous WAL queue itself (it holds the drainer's lock, so wal-push starts no wal-drain), and the S3 repository gets every segment")
     func daemonDrainsTheWALQueue() async throws {
         let s3 = try S3TestServer()

@@ -70,7 +70,7 @@ struct RepoSyncCommand: AsyncParsableCommand {
         }
         if let o = outcomes.first(where: { !$0.skipped.isEmpty }), let s = o.skipped.first {
             let more = o.skipped.count > 1 ? " (and \(o.skipped.count - 1) more, listed above)" : ""
-            return WaybackError(.replica, "'\(o.to)' lacks \(s.id)\(more), everything else was copied: \(s.reason). "
+            return WaybackError(.replica, "\(s.id)\(more) was not copied into '\(o.to)' (everything else was): \(s.reason). "
                                 + "Run 'wayback verify --all --repository \(o.from)'; a backup damaged in every repository cannot be repaired: take a new one")
         }
         return nil

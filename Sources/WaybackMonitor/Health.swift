@@ -263,6 +263,25 @@ public enum HealthCheck {
             items.append(HealthItem("repository \(r.name)", .ok, "reachable", perf: [PerfValue("reachable_\(r.name)", 1)]))
         }
 
+        // Copies (3-2-1): the newest backup (or dump) that ended more than backup_age_warning ago
+        // is in every repository that answered; the daemon's hourly sync copies what one missed.
+        // Only the newest: each repository's own retention may keep older ones differently.
+        if facts.repositories.count > 1 {
+            let settled = facts.logical
+                ? facts.dumps.filter { $0.id.startTime.map { age($0) > t.backupAgeWarning } ?? false }.max { $0.id < $1.id }
+                    .map { (id: $0.id.rawValue, ended: $0.id.time, kind: "logical dump") }
+                : facts.backups.filter { age($0.stop) > t.backupAgeWarning }.max { $0.stop < $1.stop }
+                    .map { (id: $0.id, ended: $0.stop, kind: "backup") }
+            if let b = settled {
+                let holders = facts.logical ? Set(facts.dumps.first { $0.id.rawValue == b.id }?.repositories ?? []) : nil
+                let lacking = facts.repositories.filter { r in r.reachable && !(holders?.contains(r.name) ?? r.backups.contains(b.id)) }.map(\.name)
+                items.append(lacking.isEmpty
+                    ? HealthItem("copies", .ok, "the newest \(b.kind) \(b.id) is in all \(facts.repositories.count) repositories")
+                    : HealthItem("copies", .warning, "\(b.kind) \(b.id), ended \(Format.age(age(b.ended))) ago, is not in \(lacking.map { "'\($0)'" }.joined(separator: ", ")): "
+                                 + "one copy fewer than configured; 'wayback repo sync' copies it (the daemon's sync job, hourly)"))
+            }
+        }
+
         // Disks (the disk watch's thresholds).
         for d in facts.disks {
             let s: HealthStatus = d.level == .critical ? .critical : d.level == .warning ? .warning : d.level == .unknown ? .unknown : .ok

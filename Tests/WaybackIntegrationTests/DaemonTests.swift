@@ -161,12 +161,13 @@ struct DaemonTests {
         #expect(try t.psql("SELECT status FROM wayback.backup_logs") == "complete")
     }
 
-    @Test("schedule.sync: the daemon copies into the second repository a backup it missed (overdue at the daemon's start); with one repository there is no sync job")
+    @Test("schedule.sync: the daemon copies into the second repository a backup it missed (overdue at the daemon's start), which check reports until then; with one repository there is no sync job")
     func daemonSyncsRepositories() throws {
         let dir = try TestEnvironment.makeTemporaryDirectory("dsync")
         defer { try? FileSystem.removeTree(dir) }
         let offsite = "  - name: offsite\n    type: local\n    path: \(dir)/offsite\n    wal_push: sync\n"
-        let t = try TestCluster(repositoryPath: dir + "/local", extraConfig: Self.nightlyFullOnly.replacingOccurrences(of: "full: \"0 2 * * *\"", with: "full: null"),
+        let t = try TestCluster(repositoryPath: dir + "/local",
+                                extraConfig: Self.nightlyFullOnly.replacingOccurrences(of: "full: \"0 2 * * *\"", with: "full: null") + "check:\n  backup_age_warning: 1s\n",
                                 repositories: "  - name: local\n    type: local\n    path: \(dir)/local\n" + offsite)
         defer { t.cleanup() }
         let localOnly = try t.configVariant("local-only.yaml", replace: [(offsite, "")])
@@ -176,6 +177,10 @@ struct DaemonTests {
         let manifest = dir + "/offsite/main/backups/\(id)/manifest.json"
         #expect(!FileManager.default.fileExists(atPath: manifest))
         #expect(try t.waybackOK(["schedule"]).contains("sync"))
+        sleep(2)
+        let check = try t.wayback(["check"])
+        #expect(check.status == 1 && check.stdout.contains("WARNING: copies: backup \(id), ended ") && check.stdout.contains("is not in 'offsite'"),
+                "\(check.status) \(check.stdout)")
         #expect(!(try t.wayback(["schedule"], config: localOnly).stdout.contains("sync")))
 
         let lockDir = t.root + "/locks"
@@ -187,6 +192,7 @@ struct DaemonTests {
         let daemon = try Daemon(t, log: t.root + "/daemon1.log")
         try Self.waitFor("the scheduled sync", timeout: 60) { FileManager.default.fileExists(atPath: manifest) }
         #expect(daemon.stop() == 0, "\(daemon.output)")
+        #expect(try t.wayback(["check"]).stdout.contains("OK: copies: the newest backup \(id) is in all 2 repositories"))
         // The copy is whole: verify reads it in the offsite repository alone.
         let verified = try t.wayback(["verify", "--backup", id, "--repository", "offsite"])
         #expect(verified.status == 0, "\(verified.stdout) \(verified.stderr)")

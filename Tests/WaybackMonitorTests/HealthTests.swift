@@ -113,6 +113,29 @@ struct HealthTests {
         #expect(r.nagios.contains("dump_age=108000s;93600;;0"), "\(r.nagios)")
     }
 
+    @Test("copies: with two repositories, the newest backup older than backup_age_warning missing from one that answered is a WARNING naming it; newer ones, a repository that did not answer and one repository are not judged")
+    func copies() throws {
+        var f = Self.facts(backupAge: 3 * 3600, fullAge: 5 * 3600)
+        #expect(!HealthCheck.evaluate(f, thresholds: HealthThresholds(), now: Self.now).items.contains { $0.name == "copies" }, "one repository")
+        f.repositories = [.init(name: "local", reachable: true, error: nil, walPush: "sync", storedBytes: 1, queued: nil, queueError: nil,
+                                backups: ["20270115-000000F", "20270115-010000I"]),
+                          .init(name: "offsite", reachable: true, error: nil, walPush: "sync", storedBytes: 1, queued: nil, queueError: nil,
+                                backups: ["20270115-000000F"])]
+        let lacking = try #require(HealthCheck.evaluate(f, thresholds: HealthThresholds(), now: Self.now).items.first { $0.name == "copies" })
+        #expect(lacking.status == .warning && lacking.message.contains("backup 20270115-010000I, ended 3h00m ago, is not in 'offsite'")
+                && lacking.message.contains("wayback repo sync"), "\(lacking)")
+        f.repositories[1].backups.append("20270115-010000I")
+        #expect(HealthCheck.evaluate(f, thresholds: HealthThresholds(), now: Self.now).items.first { $0.name == "copies" }?.status == .ok)
+        // Still within the grace (the sync has not had its hour): the older full is judged, and it is there.
+        f.repositories[1].backups = ["20270115-000000F"]
+        var fresh = f
+        fresh.backups[1].stop = Self.now.addingTimeInterval(-600)
+        #expect(HealthCheck.evaluate(fresh, thresholds: HealthThresholds(), now: Self.now).items.first { $0.name == "copies" }?.message.contains("20270115-000000F is in all 2") == true)
+        // A repository that did not answer is the repository check's business, not this one's.
+        f.repositories[1].reachable = false
+        #expect(HealthCheck.evaluate(f, thresholds: HealthThresholds(), now: Self.now).items.first { $0.name == "copies" }?.status == .ok)
+    }
+
     @Test("a logical cluster's status page shows its dumps as its recovery points (no complaint about backups or a window), and its metrics the dumps' size and failures")
     func logicalClusterPageAndMetrics() throws {
         var f = HealthFacts(cluster: "hosted", gatheredAt: Self.now)
@@ -120,7 +143,7 @@ struct HealthTests {
         f.repositories = [.init(name: "local", reachable: true, error: nil, walPush: "sync", storedBytes: 11, queued: nil, queueError: nil),
                           .init(name: "offsite", reachable: true, error: nil, walPush: "sync", storedBytes: 11, queued: nil, queueError: nil)]
         let older = DumpID(startTime: Self.now.addingTimeInterval(-26 * 3600)), newer = DumpID(startTime: Self.now.addingTimeInterval(-2 * 3600))
-        f.dumps = [DumpListing(id: older, databases: ["app"], bytes: 700, repositories: ["local"]),
+        f.dumps = [DumpListing(id: older, databases: ["app"], bytes: 700, repositories: ["local", "offsite"]),
                    DumpListing(id: newer, databases: ["app", "<b>odd</b>"], bytes: 900, repositories: ["local", "offsite"])]
         let report = HealthCheck.evaluate(f, thresholds: HealthThresholds(), now: Self.now)
         let page = StatusPage.render(StatusDocument(health: report, facts: f, jobsRunning: [:]), now: Self.now)
@@ -129,6 +152,7 @@ struct HealthTests {
         #expect(page.range(of: newer.rawValue)!.lowerBound < page.range(of: older.rawValue)!.lowerBound, "newest first")
         #expect(!page.contains("Recoverable window") && !page.contains("No complete backup") && !page.contains("Newest backups"))
         #expect(report.status == .ok, "\(report.items)")
+        #expect(report.items.first { $0.name == "copies" }?.message.contains("logical dump \(older) is in all 2 repositories") == true, "\(report.items)")
 
         var none = f
         none.dumps = []

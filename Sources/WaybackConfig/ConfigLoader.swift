@@ -223,7 +223,7 @@ public enum ConfigLoader {
 
     /// The events a sink gets when its `events` is not given: every problem and its recovery.
     static let defaultEvents: Set<AlertEvent> = [.backupFailed, .walArchiveFailing, .repositoryUnreachable, .diskWarning, .diskCritical,
-                                                 .verifyFailed, .drillFailed, .checkRecovered]
+                                                 .verifyFailed, .drillFailed, .copiesMissing, .checkRecovered]
 
     /// `notifications:`: the sinks, each checked for what its type needs.
     static func notificationSettings(_ v: ConfigValues) throws -> WaybackConfiguration.NotificationSettings {

@@ -17,6 +17,8 @@ public enum AlertEvent: String, Codable, Sendable, CaseIterable {
     case drillFailed = "drill.failed"
     case drillSucceeded = "drill.succeeded"
     case reportDaily = "report.daily"
+    /// A repository lacks the newest backup (or dump) past the sync's grace: one copy fewer.
+    case copiesMissing = "copies.missing"
     case checkRecovered = "check.recovered"
     /// `wayback notify --test`: every sink gets it, whatever its events.
     case test = "test"
@@ -132,9 +134,19 @@ public struct AlertLedger: Sendable {
 /// The problems a gathering shows (the daemon's monitor gathers every `monitor.refresh`):
 /// `archive_command` failing, a repository unreadable, a disk over its thresholds.
 public enum HealthAlerts {
-    public static func observe(_ f: HealthFacts, ledger: inout AlertLedger, now: Date) -> [Alert] {
+    public static func observe(_ f: HealthFacts, ledger: inout AlertLedger, now: Date, copiesGrace: Double = HealthThresholds().backupAgeWarning) -> [Alert] {
         var out = [Alert]()
         var present = Set<String>()
+        if let m = HealthCheck.missingCopies(f, grace: copiesGrace, now: now) {
+            for name in m.lacking {
+                let key = "copies:\(name)"
+                present.insert(key)
+                out += ledger.admit(Alert(event: .copiesMissing, cluster: f.cluster, time: now, severity: "warning", message: m.message,
+                                          backup: m.id, repository: name, problem: key), now: now)
+            }
+        }
+        // A repository that did not answer is its own problem: what it lacks is not known, so not cleared.
+        for r in f.repositories where !r.reachable { present.insert("copies:\(r.name)") }
         if let a = f.archiver, a.failing {
             let key = "wal.archive_failing"
             present.insert(key)
@@ -162,6 +174,7 @@ public enum HealthAlerts {
         if f.archiver != nil { out += ledger.reconcile(prefix: "wal.archive_failing", present: present, now: now) }
         out += ledger.reconcile(prefix: "repository:", present: present, now: now)
         out += ledger.reconcile(prefix: "disk:", present: present, now: now)
+        if f.backupsError == nil { out += ledger.reconcile(prefix: "copies:", present: present, now: now) }
         return out
     }
 }
@@ -241,9 +254,9 @@ public final class AlertDesk: Sendable {
     }
 
     /// What a gathering shows: archiving failing, repositories unreadable, disks.
-    public func observe(_ facts: HealthFacts) {
+    public func observe(_ facts: HealthFacts, copiesGrace: Double = HealthThresholds().backupAgeWarning) {
         let now = clock.now
-        change { HealthAlerts.observe(facts, ledger: &$0, now: now) }
+        change { HealthAlerts.observe(facts, ledger: &$0, now: now, copiesGrace: copiesGrace) }
     }
 
     private func change(_ body: (inout AlertLedger) -> [Alert]) {

@@ -192,6 +192,26 @@ public struct HealthReport: Codable, Sendable {
 
 public enum HealthCheck {
     /// Judges `facts` at `now` (pure).
+    /// With two or more repositories: the newest backup (a logical cluster: dump) that ended more
+    /// than `grace` ago, and the repositories that answered but lack it (empty: every one has it).
+    /// The daemon's hourly sync copies what one missed, so within `grace` a copy is not missing
+    /// yet. Only the newest is judged: each repository's own retention may keep older ones
+    /// differently. Nil: one repository, or nothing that old.
+    public static func missingCopies(_ facts: HealthFacts, grace: Double, now: Date)
+        -> (id: String, kind: String, ended: Date, lacking: [String], message: String)? {
+        guard facts.repositories.count > 1 else { return nil }
+        let settled = facts.logical
+            ? facts.dumps.filter { now.timeIntervalSince($0.id.time) > grace }.max { $0.id < $1.id }
+                .map { (id: $0.id.rawValue, ended: $0.id.time, kind: "logical dump", holders: Set($0.repositories)) }
+            : facts.backups.filter { now.timeIntervalSince($0.stop) > grace }.max { $0.stop < $1.stop }
+                .map { b in (id: b.id, ended: b.stop, kind: "backup", holders: Set(facts.repositories.filter { $0.backups.contains(b.id) }.map(\.name))) }
+        guard let b = settled else { return nil }
+        let lacking = facts.repositories.filter { $0.reachable && !b.holders.contains($0.name) }.map(\.name)
+        let message = "\(b.kind) \(b.id), ended \(Format.age(max(0, now.timeIntervalSince(b.ended)))) ago, is not in \(lacking.map { "'\($0)'" }.joined(separator: ", ")): "
+            + "one copy fewer than configured; 'wayback repo sync' copies it (the daemon's sync job, hourly)"
+        return (b.id, b.kind, b.ended, lacking, message)
+    }
+
     public static func evaluate(_ facts: HealthFacts, thresholds t: HealthThresholds, now: Date) -> HealthReport {
         var items = [HealthItem]()
         func age(_ d: Date) -> Double { max(0, now.timeIntervalSince(d)) }
@@ -263,23 +283,11 @@ public enum HealthCheck {
             items.append(HealthItem("repository \(r.name)", .ok, "reachable", perf: [PerfValue("reachable_\(r.name)", 1)]))
         }
 
-        // Copies (3-2-1): the newest backup (or dump) that ended more than backup_age_warning ago
-        // is in every repository that answered; the daemon's hourly sync copies what one missed.
-        // Only the newest: each repository's own retention may keep older ones differently.
-        if facts.repositories.count > 1 {
-            let settled = facts.logical
-                ? facts.dumps.filter { $0.id.startTime.map { age($0) > t.backupAgeWarning } ?? false }.max { $0.id < $1.id }
-                    .map { (id: $0.id.rawValue, ended: $0.id.time, kind: "logical dump") }
-                : facts.backups.filter { age($0.stop) > t.backupAgeWarning }.max { $0.stop < $1.stop }
-                    .map { (id: $0.id, ended: $0.stop, kind: "backup") }
-            if let b = settled {
-                let holders = facts.logical ? Set(facts.dumps.first { $0.id.rawValue == b.id }?.repositories ?? []) : nil
-                let lacking = facts.repositories.filter { r in r.reachable && !(holders?.contains(r.name) ?? r.backups.contains(b.id)) }.map(\.name)
-                items.append(lacking.isEmpty
-                    ? HealthItem("copies", .ok, "the newest \(b.kind) \(b.id) is in all \(facts.repositories.count) repositories")
-                    : HealthItem("copies", .warning, "\(b.kind) \(b.id), ended \(Format.age(age(b.ended))) ago, is not in \(lacking.map { "'\($0)'" }.joined(separator: ", ")): "
-                                 + "one copy fewer than configured; 'wayback repo sync' copies it (the daemon's sync job, hourly)"))
-            }
+        // Copies (3-2-1): see `missingCopies`.
+        if facts.repositories.count > 1, let m = missingCopies(facts, grace: t.backupAgeWarning, now: now) {
+            items.append(m.lacking.isEmpty
+                ? HealthItem("copies", .ok, "the newest \(m.kind) \(m.id) is in all \(facts.repositories.count) repositories")
+                : HealthItem("copies", .warning, m.message))
         }
 
         // Disks (the disk watch's thresholds).

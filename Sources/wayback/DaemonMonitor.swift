@@ -78,7 +78,7 @@ struct MonitorRefreshService: LoopingService {
                         .healthFacts(now: now, timeout: max(config.check.timeoutSeconds, 10), budget: 60)
                 }
                 failures = await Self.failures(config, logger: logger) ?? board.failures.withLock { $0 }
-                if let facts { desk?.observe(facts) }
+                if let facts { desk?.observe(facts, copiesGrace: config.check.backupAgeWarning) }
             }
             if let facts {
                 let now = clock.now

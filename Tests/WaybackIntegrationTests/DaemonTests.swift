@@ -161,13 +161,29 @@ struct DaemonTests {
         #expect(try t.psql("SELECT status FROM wayback.backup_logs") == "complete")
     }
 
-    @Test("schedule.sync: the daemon copies into the second repository a backup it missed (overdue at the daemon's start), which check reports until then; with one repository there is no sync job")
+    @Test("schedule.sync: a backup a repository missed is reported (check, and a copies.missing notification to a real webhook receiver) until the daemon's sync copies it (overdue at the daemon's start), then recovered; with one repository there is no sync job")
     func daemonSyncsRepositories() throws {
         let dir = try TestEnvironment.makeTemporaryDirectory("dsync")
         defer { try? FileSystem.removeTree(dir) }
+        try FileSystem.makeDirectories(dir + "/http", mode: 0o755)
+        let http = try NotificationTests.Receiver([S3TestServer.packageRoot + "/scripts/http/receiver.py", dir + "/http"])
+        defer { http.stop() }
+        let httpPort = try #require(Int(http.firstLine), "the HTTP receiver did not start: \(http.firstLine)")
+        let monitorPort = try MonitorTests.freePort()
         let offsite = "  - name: offsite\n    type: local\n    path: \(dir)/offsite\n    wal_push: sync\n"
         let t = try TestCluster(repositoryPath: dir + "/local",
-                                extraConfig: Self.nightlyFullOnly.replacingOccurrences(of: "full: \"0 2 * * *\"", with: "full: null") + "check:\n  backup_age_warning: 1s\n",
+                                extraConfig: Self.nightlyFullOnly.replacingOccurrences(of: "full: \"0 2 * * *\"", with: "full: null") + """
+                                    check:
+                                      backup_age_warning: 1s
+                                    monitor:
+                                      listen: 127.0.0.1:\(monitorPort)
+                                      refresh: 2s
+                                    notifications:
+                                      sinks:
+                                        - name: hook
+                                          type: webhook
+                                          url: http://127.0.0.1:\(httpPort)/hook
+                                    """,
                                 repositories: "  - name: local\n    type: local\n    path: \(dir)/local\n" + offsite)
         defer { t.cleanup() }
         let localOnly = try t.configVariant("local-only.yaml", replace: [(offsite, "")])
@@ -177,21 +193,28 @@ struct DaemonTests {
         let manifest = dir + "/offsite/main/backups/\(id)/manifest.json"
         #expect(!FileManager.default.fileExists(atPath: manifest))
         #expect(try t.waybackOK(["schedule"]).contains("sync"))
+        #expect(!(try t.wayback(["schedule"], config: localOnly).stdout.contains("sync")))
         sleep(2)
         let check = try t.wayback(["check"])
         #expect(check.status == 1 && check.stdout.contains("WARNING: copies: backup \(id), ended ") && check.stdout.contains("is not in 'offsite'"),
                 "\(check.status) \(check.stdout)")
-        #expect(!(try t.wayback(["schedule"], config: localOnly).stdout.contains("sync")))
 
+        // The first daemon (the sync not due): the gathering sends copies.missing.
         let lockDir = t.root + "/locks"
         let first = try Daemon(t, log: t.root + "/daemon0.log")
-        try Self.waitFor("the daemon's state", timeout: 30) { try FileSystem.list(lockDir).contains { $0.hasSuffix(".schedule.json") } }
+        func events() throws -> [String] { try NotificationTests.posts(dir + "/http").compactMap(NotificationTests.event) }
+        try Self.waitFor("copies.missing", timeout: 30) { try events().contains("copies.missing") }
         #expect(first.stop() == 0, "\(first.output)")
+        #expect(!FileManager.default.fileExists(atPath: manifest), "the sync ran though not due")
+        // The second (the sync overdue): it copies the backup, and the next gathering says so.
         let stateFile = lockDir + "/" + (try #require(try FileSystem.list(lockDir).first { $0.hasSuffix(".schedule.json") }))
         try Data("{\"lastRun\":{\"sync\":\(Date().addingTimeInterval(-2 * 86400).timeIntervalSince1970)}}".utf8).write(to: URL(fileURLWithPath: stateFile))
         let daemon = try Daemon(t, log: t.root + "/daemon1.log")
         try Self.waitFor("the scheduled sync", timeout: 60) { FileManager.default.fileExists(atPath: manifest) }
+        try Self.waitFor("check.recovered", timeout: 30) { try events().contains("check.recovered") }
         #expect(daemon.stop() == 0, "\(daemon.output)")
+        let sent = try events()
+        #expect(sent.filter { $0 == "copies.missing" }.count == 1, "sent once, not again after the restart: \(sent)")
         #expect(try t.wayback(["check"]).stdout.contains("OK: copies: the newest backup \(id) is in all 2 repositories"))
         // The copy is whole: verify reads it in the offsite repository alone.
         let verified = try t.wayback(["verify", "--backup", id, "--repository", "offsite"])

@@ -56,6 +56,30 @@ struct AlertTests {
         #expect(cleared.count == 2 && cleared.allSatisfy { $0.event == .checkRecovered }, "\(cleared)")
     }
 
+    @Test("a repository that lacks the newest settled backup is a copies.missing problem for it, kept while it does not answer, cleared once it has the backup")
+    func copiesMissing() {
+        var l = AlertLedger(repeatSeconds: 3600)
+        var f = HealthFacts(cluster: "main", gatheredAt: Self.t0)
+        f.backups = [.init(id: "20270115-000000F", type: "full", start: Self.t0.addingTimeInterval(-4 * 3600), stop: Self.t0.addingTimeInterval(-3 * 3600), repositoryBytes: 1)]
+        f.repositories = [.init(name: "local", reachable: true, error: nil, walPush: "sync", storedBytes: 1, queued: nil, queueError: nil, backups: ["20270115-000000F"]),
+                          .init(name: "offsite", reachable: true, error: nil, walPush: "async", storedBytes: 1, queued: 0, queueError: nil, backups: [])]
+        let raised = HealthAlerts.observe(f, ledger: &l, now: Self.t0)
+        #expect(raised.count == 1 && raised[0].event == .copiesMissing && raised[0].repository == "offsite" && raised[0].backup == "20270115-000000F"
+                && raised[0].message.contains("is not in 'offsite'"), "\(raised)")
+        #expect(HealthAlerts.observe(f, ledger: &l, now: Self.t0.addingTimeInterval(60)).isEmpty, "held back")
+        // Unreachable: its own problem, and the copies one is not called recovered.
+        f.repositories[1].reachable = false
+        #expect(HealthAlerts.observe(f, ledger: &l, now: Self.t0.addingTimeInterval(120)).map(\.event) == [.repositoryUnreachable])
+        f.repositories[1].reachable = true
+        f.repositories[1].backups = ["20270115-000000F"]
+        let cleared = HealthAlerts.observe(f, ledger: &l, now: Self.t0.addingTimeInterval(180))
+        #expect(cleared.count == 2 && cleared.allSatisfy { $0.event == .checkRecovered }, "\(cleared)")
+        // A backup that ended within the grace is not missing yet.
+        f.backups[0].stop = Self.t0.addingTimeInterval(-600)
+        f.repositories[1].backups = []
+        #expect(HealthAlerts.observe(f, ledger: &l, now: Self.t0.addingTimeInterval(240)).isEmpty)
+    }
+
     @Test("the Slack payload has text and blocks with the facts; the webhook body is the documented JSON and its HMAC-SHA256 signature is RFC 4231's")
     func payloads() throws {
         var a = Self.failed(Self.t0, "pg_backup_start: <refused> & more")

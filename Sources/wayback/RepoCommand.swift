@@ -48,6 +48,7 @@ struct RepoSyncCommand: AsyncParsableCommand {
 
     func run(_ run: CommandRun) async throws {
         let outcomes = try await run.syncRepositories(from: from, to: to)
+        if let warning = await run.recordSynced(outcomes) { run.events.emit(.warning, .recordFailed, warning) }
         if json {
             try Context.printJSON(outcomes)
         } else {
@@ -103,5 +104,24 @@ extension CommandRun {
             }
         }
         return outcomes
+    }
+
+    /// After a sync that completed backups or dumps somewhere: their `backup_logs` rows (a
+    /// `partial` one becomes `complete`, the new location is filled in), as `catalog sync` writes
+    /// them, under the cluster's lock. Never fails the sync: what could not be done is returned
+    /// as a warning (nil: done, or nothing to do).
+    func recordSynced(_ outcomes: [RepoSyncCommand.Outcome]) async -> String? {
+        guard config.catalog != nil, outcomes.contains(where: { !$0.backups.isEmpty }) else { return nil }
+        do {
+            let repository = try repository()
+            let lock = try await lockByBinding(repository, command: "repo sync")
+            defer { lock.release() }
+            let catalog = Catalog(repository: repository, cluster: config.cluster.name)
+            _ = try await CatalogSync.run(try await statusOverview(repository), log: backupLog(), now: Date(), logger: logger,
+                                          dumpManifest: { try await catalog.dumpManifest($0) })
+            return nil
+        } catch {
+            return "backup_logs was not brought up to date after the sync (\((error as? WaybackError)?.message ?? String(describing: error))); run 'wayback catalog sync'"
+        }
     }
 }

@@ -161,7 +161,7 @@ struct DaemonTests {
         #expect(try t.psql("SELECT status FROM wayback.backup_logs") == "complete")
     }
 
-    @Test("schedule.sync: a backup a repository missed is reported (check, and a copies.missing notification to a real webhook receiver) until the daemon's sync copies it (overdue at the daemon's start), then recovered; with one repository there is no sync job")
+    @Test("schedule.sync: a backup a repository missed is reported (check, and a copies.missing notification to a real webhook receiver) until the daemon's sync copies it (overdue at the daemon's start), then recovered, and its backup_logs row is complete; with one repository there is no sync job")
     func daemonSyncsRepositories() throws {
         let dir = try TestEnvironment.makeTemporaryDirectory("dsync")
         defer { try? FileSystem.removeTree(dir) }
@@ -194,6 +194,8 @@ struct DaemonTests {
         #expect(!FileManager.default.fileExists(atPath: manifest))
         #expect(try t.waybackOK(["schedule"]).contains("sync"))
         #expect(!(try t.wayback(["schedule"], config: localOnly).stdout.contains("sync")))
+        try t.waybackOK(["catalog", "sync"])
+        #expect(try t.psql("SELECT status FROM wayback.backup_logs WHERE backup_id = '\(id)'") == "partial")
         sleep(2)
         let check = try t.wayback(["check"])
         #expect(check.status == 1 && check.stdout.contains("WARNING: copies: backup \(id), ended ") && check.stdout.contains("is not in 'offsite'"),
@@ -212,6 +214,7 @@ struct DaemonTests {
         let daemon = try Daemon(t, log: t.root + "/daemon1.log")
         try Self.waitFor("the scheduled sync", timeout: 60) { FileManager.default.fileExists(atPath: manifest) }
         try Self.waitFor("check.recovered", timeout: 30) { try events().contains("check.recovered") }
+        #expect(try t.psql("SELECT status FROM wayback.backup_logs WHERE backup_id = '\(id)'") == "complete", "the sync job updates backup_logs")
         #expect(daemon.stop() == 0, "\(daemon.output)")
         let sent = try events()
         #expect(sent.filter { $0 == "copies.missing" }.count == 1, "sent once, not again after the restart: \(sent)")

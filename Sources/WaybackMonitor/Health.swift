@@ -191,7 +191,6 @@ public struct HealthReport: Codable, Sendable {
 }
 
 public enum HealthCheck {
-    /// Judges `facts` at `now` (pure).
     /// With two or more repositories: the newest backup (a logical cluster: dump) that ended more
     /// than `grace` ago, and the repositories that answered but lack it (empty: every one has it).
     /// The daemon's hourly sync copies what one missed, so within `grace` a copy is not missing
@@ -212,6 +211,7 @@ public enum HealthCheck {
         return (b.id, b.kind, b.ended, lacking, message)
     }
 
+    /// Judges `facts` at `now` (pure).
     public static func evaluate(_ facts: HealthFacts, thresholds t: HealthThresholds, now: Date) -> HealthReport {
         var items = [HealthItem]()
         func age(_ d: Date) -> Double { max(0, now.timeIntervalSince(d)) }

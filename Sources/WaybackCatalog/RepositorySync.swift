@@ -98,7 +98,7 @@ public enum RepositorySync {
     /// complete).
     @discardableResult
     public static func run(cluster: String, from source: Repository, to target: Repository, scope: Scope = .all,
-                           parallelism: Int, logger: Logger, events: EventLog? = nil) async throws -> Result {
+                           parallelism: Int, logger: Logger, events: EventLog? = nil, clock: any WaybackClock = SystemClock()) async throws -> Result {
         let layout = RepositoryLayout(cluster: cluster)
         let prefix = cluster + "/"
         let sourceObjects = try await source.driver.list(prefix: prefix)
@@ -160,7 +160,7 @@ public enum RepositorySync {
         // What verify had found damaged there is sound now: the next sync does not copy it again,
         // and status and check stop reporting it before the next verify.
         do {
-            try await VerifyRecordStore(driver: target.driver, cluster: cluster).markSound(skips.repairs, layout: layout, at: Date())
+            try await VerifyRecordStore(driver: target.driver, cluster: cluster).markSound(skips.repairs, layout: layout, at: clock.now)
         } catch {
             events?.emit(.warning, .recordFailed, "the verification records of \(target.description) could not be updated after the repair (\(error)); the next verify reads the replaced objects again",
                          repository: target.name)

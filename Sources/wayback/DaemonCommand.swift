@@ -162,8 +162,8 @@ enum DaemonJobs {
                 }
                 if job.name == "sync" {
                     // As `repo sync` (no lock: objects are created if absent, manifests last).
-                    let outcomes = try await run.syncRepositories(from: nil, to: nil)
-                    if let warning = await run.recordSynced(outcomes) { events.emit(.warning, .recordFailed, warning) }
+                    let outcomes = try await run.syncRepositories(from: nil, to: nil, clock: clock)
+                    if let warning = await run.recordSynced(outcomes, clock: clock) { events.emit(.warning, .recordFailed, warning) }
                     let copied = outcomes.filter { $0.error == nil && $0.objects > 0 }.map { "\($0.objects) object(s) to '\($0.to)'" }
                     if let problem = RepoSyncCommand.failure(outcomes) {
                         events.emit(.error, .jobOutcome, "scheduled sync: \(problem.message)")

@@ -81,7 +81,7 @@ struct RepoSyncCommand: AsyncParsableCommand {
 extension CommandRun {
     /// `repo sync`: each repository (or `to`) caught up from the others (or `from`), read in
     /// priority order; one outcome per target. Throws only for a wrong name or a single repository.
-    func syncRepositories(from: String?, to: String?) async throws -> [RepoSyncCommand.Outcome] {
+    func syncRepositories(from: String?, to: String?, clock: any WaybackClock = SystemClock()) async throws -> [RepoSyncCommand.Outcome] {
         let all = try repositoryList()
         for name in [from, to].compactMap({ $0 }) where !all.contains(where: { $0.name == name }) {
             throw WaybackError(.usage, "no repository is named '\(name)'; the configuration has \(all.map(\.name).joined(separator: ", "))")
@@ -94,8 +94,9 @@ extension CommandRun {
             guard !sources.isEmpty else { continue }
             let source = Repository.combined(sources, events: events)
             do {
-                _ = try await target.driver.removeLeftovers(olderThan: Date().addingTimeInterval(-86400))
-                let r = try await RepositorySync.run(cluster: config.cluster.name, from: source, to: target, parallelism: config.parallelism, logger: logger, events: events)
+                _ = try await target.driver.removeLeftovers(olderThan: clock.now.addingTimeInterval(-86400))
+                let r = try await RepositorySync.run(cluster: config.cluster.name, from: source, to: target, parallelism: config.parallelism, logger: logger,
+                                                     events: events, clock: clock)
                 outcomes.append(.init(from: source.name, to: target.name, objects: r.objects, bytes: r.bytes, backups: r.backups, repaired: r.repaired,
                                       skipped: r.skipped, error: nil))
             } catch {
@@ -110,14 +111,14 @@ extension CommandRun {
     /// `partial` one becomes `complete`, the new location is filled in), as `catalog sync` writes
     /// them, under the cluster's lock. Never fails the sync: what could not be done is returned
     /// as a warning (nil: done, or nothing to do).
-    func recordSynced(_ outcomes: [RepoSyncCommand.Outcome]) async -> String? {
+    func recordSynced(_ outcomes: [RepoSyncCommand.Outcome], clock: any WaybackClock = SystemClock()) async -> String? {
         guard config.catalog != nil, outcomes.contains(where: { !$0.backups.isEmpty }) else { return nil }
         do {
             let repository = try repository()
             let lock = try await lockByBinding(repository, command: "repo sync")
             defer { lock.release() }
             let catalog = Catalog(repository: repository, cluster: config.cluster.name)
-            _ = try await CatalogSync.run(try await statusOverview(repository), log: backupLog(), now: Date(), logger: logger,
+            _ = try await CatalogSync.run(try await statusOverview(repository), log: backupLog(), now: clock.now, logger: logger,
                                           dumpManifest: { try await catalog.dumpManifest($0) })
             return nil
         } catch {

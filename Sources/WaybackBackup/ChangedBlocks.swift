@@ -20,11 +20,25 @@ struct ChangedBlocks: Sendable {
     }
 
     let map: WALBlockMap
+    /// The cluster has data checksums: a page built from an image gets its checksum.
+    let checksums: Bool
     private let sorted: [RelationFork: [UInt32]]
 
-    init(_ map: WALBlockMap) {
+    init(_ map: WALBlockMap, checksums: Bool = false) {
         self.map = map
+        self.checksums = checksums
         sorted = map.blocks.mapValues { $0.sorted() }
+    }
+
+    /// The pages of one segment file of a relation fork that the map's kept images stand for, by
+    /// block in that file (with `choice` `.blocks`: the named blocks among them are built from
+    /// the images instead of read).
+    func images(path: String) -> [UInt32: WALPageImage] {
+        guard !map.images.isEmpty, let (fork, segment) = RelationFork.of(path: path), let all = map.images[fork] else { return [:] }
+        let first = segment &* PageChecksum.blocksPerSegment
+        var out = [UInt32: WALPageImage]()
+        for (block, image) in all where block >= first && block - first < PageChecksum.blocksPerSegment { out[block - first] = image }
+        return out
     }
 
     func choice(path: String, referenceSize: Int64) -> Choice {
@@ -124,18 +138,22 @@ final class BlockReadAhead: Sendable {
     }
 }
 
-/// What the backup's workers read (bytes and relation pages), and, with `incr_method: both`, the
-/// pages the scan found changed that the WAL's map did not name (how many, and the first few).
+/// What the backup's workers read (bytes and relation pages) and the pages they built from the
+/// WAL's images instead, and, with `incr_method: both`, the pages the scan found changed that the
+/// WAL's map did not name (how many, and the first few).
 final class ReadTally: Sendable {
     static let missesKept = 20
     let bytes = Atomic<Int64>(0)
     let blocks = Atomic<Int64>(0)
+    let fromImages = Atomic<Int64>(0)
     private let missed = Mutex<(count: Int, first: [String])>((0, []))
 
     func read(_ n: Int, pages: Int = 0) {
         bytes.add(Int64(n), ordering: .relaxed)
         if pages > 0 { blocks.add(Int64(pages), ordering: .relaxed) }
     }
+
+    func builtFromImage() { fromImages.add(1, ordering: .relaxed) }
 
     func miss(_ what: String) {
         missed.withLock { m in

@@ -215,7 +215,9 @@ extension PhysicalBackup {
             if incremental.isPageLevel(relation) {
                 let choice = incremental.changes?.choice(path: file.path, referenceSize: old.size)
                 if incremental.method == .wal, case .blocks(let named, let tail)? = choice {
-                    return try await copyNamedPages(file, handle: handle, reference: old, named: named, tail: tail, incremental: incremental,
+                    return try await copyNamedPages(file, handle: handle, reference: old, named: named, tail: tail,
+                                                    images: incremental.changes?.images(path: file.path) ?? [:],
+                                                    checksums: incremental.changes?.checksums ?? false, incremental: incremental,
                                                     into: frames, packIndex: packIndex, compressor: compressor, buffer: &buffer,
                                                     verification: verification, relation: verified, counter: counter, tally: tally)
                 }
@@ -372,20 +374,28 @@ extension PhysicalBackup {
     /// A relation file by the WAL's block map: only the blocks the WAL named below `tail`, and
     /// every block from `tail` to the end of the file (new since the reference, or past a
     /// truncation); the rest comes from the reference. A named block past the file's end was cut
-    /// by a truncation after this backup started, which replay repeats. The whole file is not read,
-    /// so its SHA-256 is not known (empty in the entry).
+    /// by a truncation after this backup started, which replay repeats. A named block the WAL's
+    /// last record of it left as a full-page image (`images`, by block in this file) is built from
+    /// the image, not read. The whole file is not read, so its SHA-256 is not known (empty in the
+    /// entry).
     static func copyNamedPages(_ file: DataDirectoryScan.FileItem, handle: PosixFile, reference old: BackupManifest.File,
-                               named: [UInt32], tail: UInt32, incremental: IncrementalReference, into frames: FrameWriter,
+                               named: [UInt32], tail: UInt32, images: [UInt32: WALPageImage] = [:], checksums: Bool = false,
+                               incremental: IncrementalReference, into frames: FrameWriter,
                                packIndex: Int, compressor: Compressor, buffer: inout [UInt8], verification: PageVerification?,
                                relation: PageChecksum.RelationFile?, counter: ByteCounter,
                                tally: ReadTally) async throws -> (BackupManifest.File, BackupManifest.PageFailure?)? {
         let pageSize = PageChecksum.pageSize
         let maxPages = buffer.count / pageSize
         let length = try handle.size()
-        // Reads of consecutive named blocks, at most a buffer each.
+        // Reads of consecutive named blocks, at most a buffer each; a block built from its image
+        // is an entry of 0 pages.
         var reads = [(block: UInt32, pages: Int)]()
+        let decompressor = images.isEmpty ? nil : Decompressor()
+        let firstBlock = PageChecksum.relationFile(file.path)?.firstBlock ?? 0
         for b in named {
-            if let last = reads.last, last.block &+ UInt32(last.pages) == b, last.pages < maxPages {
+            if images[b] != nil {
+                reads.append((b, 0))
+            } else if let last = reads.last, last.pages > 0, last.block &+ UInt32(last.pages) == b, last.pages < maxPages {
                 reads[reads.count - 1].pages += 1
             } else {
                 reads.append((b, 1))
@@ -407,7 +417,7 @@ extension PhysicalBackup {
         while true {
             while advised < reads.count && advisedBytes < Self.readAheadBytes {
                 let r = reads[advised]
-                handle.willNeed(offset: Int64(r.block) * Int64(pageSize), length: Int64(r.pages * pageSize))
+                if r.pages > 0 { handle.willNeed(offset: Int64(r.block) * Int64(pageSize), length: Int64(r.pages * pageSize)) }
                 advisedBytes += Int64(r.pages * pageSize)
                 advised += 1
             }
@@ -417,6 +427,23 @@ extension PhysicalBackup {
             next += 1
             let offset = Int64(block) * Int64(pageSize)
             if !inTail && offset >= length { continue }
+            if !inTail, pages == 0, let image = images[block], let decompressor {
+                if let last = runs.last, last.start &+ last.count == block {
+                    runs[runs.count - 1].count += 1
+                } else {
+                    runs.append(.init(start: block, count: 1))
+                }
+                let at = pending.count
+                pending.append(contentsOf: repeatElement(0, count: pageSize))
+                try pending.withUnsafeMutableBytes {
+                    try image.write(into: UnsafeMutableRawBufferPointer(rebasing: $0[at..<(at + pageSize)]), block: firstBlock &+ block,
+                                    checksums: checksums, decompressor: decompressor)
+                }
+                tally.builtFromImage()
+                end = max(end, offset + Int64(pageSize))
+                if pending.count >= FrameFormat.rawChunk { try await flush() }
+                continue
+            }
             let n = try readVerified(handle, at: offset, length: pages * pageSize, into: &buffer, verification: verification,
                                      relation: relation, badBlocks: &badBlocks)
             tally.read(n, pages: (n + pageSize - 1) / pageSize)

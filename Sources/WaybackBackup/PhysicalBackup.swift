@@ -351,7 +351,8 @@ public enum PhysicalBackup {
         final.pageChecksumFailures = copied.pageFailures.isEmpty ? nil : copied.pageFailures
         final.rowCounts = await counting?.value
         final.reading = .init(method: reference == nil ? nil : config.incrMethod, bytesRead: tally.bytes.load(ordering: .relaxed),
-                              blocksRead: tally.blocks.load(ordering: .relaxed), fallbacks: fallbacks.isEmpty ? nil : fallbacks,
+                              blocksRead: tally.blocks.load(ordering: .relaxed), blocksFromImages: tally.fromImages.load(ordering: .relaxed),
+                              fallbacks: fallbacks.isEmpty ? nil : fallbacks,
                               walRecords: walDecoding?.records, walSeconds: walDecoding.map { ($0.seconds * 1000).rounded() / 1000 })
         if let reused = walDecoding?.reused, !reused.isEmpty { final.reading?.mapsReused = reused }
         if final.objects.contains(where: { $0.name == BlockMapObject.name }) { final.reading?.mapFrom = changes?.map.from }
@@ -400,10 +401,17 @@ public enum PhysicalBackup {
             earlySeconds = took
         }
         let records = map == nil || !reused.isEmpty ? 0 : map!.records
+        let budget = imageBudget(config, facts: facts)
         let rest = await WALChanges.collect(from: map?.until ?? reference.startLSN, to: start, timeline: facts.timeline,
                                             segmentSize: facts.walSegmentSize, catalog: catalog, pgWal: config.pgdata + "/pg_wal",
-                                            found: readAhead.map { r in { r.offer($0) } })
-        if map == nil { map = rest } else { map!.append(rest) }
+                                            imageBudget: budget, found: readAhead.map { r in { r.offer($0) } })
+        if map == nil {
+            map = rest
+        } else {
+            // Kept maps hold no images: the images of the WAL decoded after them are kept.
+            map!.imageBudget = budget
+            map!.append(rest)
+        }
         let seconds = monotonicSeconds() - began + earlySeconds
         let full = map!
         var fallbacks = full.fallbacks.map { "\($0): every relation file was scanned" }
@@ -414,7 +422,16 @@ public enum PhysicalBackup {
         logger.info("changed blocks from the WAL", metadata: ["from": "\(reference.startLSN)", "to": "\(start)", "records": "\(records + rest.records)",
                                                               "blocks": "\(full.blockCount)", "seconds": "\(Int(seconds * 1000) / 1000)",
                                                               "maps reused": "\(reused.count)"])
-        return (method, ChangedBlocks(full), fallbacks, (records + rest.records, seconds, reused.map(\.id)))
+        return (method, ChangedBlocks(full, checksums: facts.dataChecksums), fallbacks, (records + rest.records, seconds, reused.map(\.id)))
+    }
+
+    /// Bytes of page images (compressed) an incr's block map keeps, so that the pages whose last
+    /// record in the range carries a full-page image are built from it instead of read (see
+    /// `WALPageImage`): with `incr_method: wal` on 8 KiB pages. The budget bounds the memory
+    /// (24 MiB: about 10,000 B-tree leaf pages of pgbench); past it the pages are read.
+    static let imageBudget = 24 << 20
+    static func imageBudget(_ config: BackupConfiguration, facts: ClusterFacts) -> Int {
+        config.incrMethod == .wal && facts.blockSize == PageChecksum.pageSize ? imageBudget : 0
     }
 
     /// For an incr of the WAL method on the cluster's timeline: a task decoding the WAL from the
@@ -432,7 +449,8 @@ public enum PhysicalBackup {
         return Task {
             let began = monotonicSeconds()
             let map = await WALChanges.collect(from: r.startLSN, to: boundary, timeline: facts.timeline, segmentSize: segmentSize,
-                                               catalog: catalog, pgWal: pgWal, found: readAhead.map { r in { r.offer($0) } })
+                                               catalog: catalog, pgWal: pgWal, imageBudget: imageBudget(config, facts: facts),
+                                               found: readAhead.map { r in { r.offer($0) } })
             return (map, monotonicSeconds() - began)
         }
     }

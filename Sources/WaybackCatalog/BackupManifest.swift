@@ -219,6 +219,9 @@ public struct BackupManifest: Codable, Sendable {
         public var bytesRead: Int64
         /// Relation pages (8 KiB) among them.
         public var blocksRead: Int64
+        /// Relation pages not read but built from the full-page images the WAL's last record of
+        /// each page carried (`incr_method: wal`; nil: none).
+        public var blocksFromImages: Int64?
         /// Why parts (or all) of the relation files were scanned instead of read from the WAL's
         /// block map: a gap or damage in the WAL, a database copied file by file, a reference on
         /// another timeline (empty: none).
@@ -232,9 +235,10 @@ public struct BackupManifest: Codable, Sendable {
         /// Where the WAL range of the block map this backup keeps (object `blockmap`) begins: its
         /// reference's start; the range ends at this backup's start (nil: no map kept).
         public var mapFrom: LSN?
-        public init(method: IncrementalMethod?, bytesRead: Int64, blocksRead: Int64, fallbacks: [String]? = nil,
+        public init(method: IncrementalMethod?, bytesRead: Int64, blocksRead: Int64, blocksFromImages: Int64? = nil, fallbacks: [String]? = nil,
                     walRecords: Int? = nil, walSeconds: Double? = nil) {
-            self.method = method; self.bytesRead = bytesRead; self.blocksRead = blocksRead; self.fallbacks = fallbacks
+            self.method = method; self.bytesRead = bytesRead; self.blocksRead = blocksRead
+            self.blocksFromImages = blocksFromImages.flatMap { $0 > 0 ? $0 : nil }; self.fallbacks = fallbacks
             self.walRecords = walRecords; self.walSeconds = walSeconds
         }
     }

@@ -12,15 +12,17 @@ import WaybackStorage
 /// segment left unfinished (it is in neither map until the next range reads it whole).
 ///
 /// `found` is told the blocks of each segment as soon as it is folded in (a block may be told
-/// again in a later segment), so that they can be read ahead while the decoding goes on.
+/// again in a later segment), but for those a kept image stands for, so that they can be read
+/// ahead while the decoding goes on. `imageBudget` bytes of page images are kept (see
+/// `WALBlockMap.images`; 0: none).
 public enum WALChanges {
     /// Segments fetched at once ahead of the one being scanned (each a segment's size in memory).
     static let fetchAhead: UInt64 = 2
 
     public static func collect(from start: LSN, to end: LSN, timeline: UInt32, segmentSize: UInt64, catalog: Catalog,
-                               pgWal: String?, found: (([RelationFork: Set<UInt32>]) -> Void)? = nil) async -> WALBlockMap {
+                               pgWal: String?, imageBudget: Int = 0, found: (([RelationFork: Set<UInt32>]) -> Void)? = nil) async -> WALBlockMap {
         var scanner = WALRecordScanner(segmentSize: segmentSize)
-        var map = WALBlockMap(from: start, until: end)
+        var map = WALBlockMap(from: start, until: end, imageBudget: imageBudget)
         guard start < end else { return map }
         let first = start.segmentNumber(segmentSize: segmentSize), last = LSN(end.value - 1).segmentNumber(segmentSize: segmentSize)
         func name(_ n: UInt64) -> WALFileName { WALFileName(timeline: timeline, segmentNumber: n, segmentSize: segmentSize) }
@@ -34,52 +36,66 @@ public enum WALChanges {
                 queued += 1
             }
         }
-        defer { for f in fetching { f.cancel() } }
-        for n in first...last {
-            let name = name(n)
-            // Each segment is folded into a map of its own, then into the range's.
-            scanner.blockMap = WALBlockMap(from: start, until: end)
-            defer {
-                let part = scanner.blockMap!
-                if !part.blocks.isEmpty { found?(part.blocks) }
-                map.append(part)
-            }
-            // A backup that stops (its owner cancelled the task) stops reading here.
-            if Task.isCancelled {
-                scanner.blockMap?.fallBack("the WAL was not read to the end (the backup stopped)")
-                break
-            }
-            // The segments after those are announced to the kernel (those in pg_wal).
-            if let pgWal {
-                for ahead in (n + 1 + Self.fetchAhead)...(n + 3 + Self.fetchAhead) where ahead <= last {
-                    announce(pgWal + "/" + self.name(ahead, timeline, segmentSize))
-                }
-            }
+        func nextSegment() async -> Result<[UInt8], WaybackError> {
             fetchAhead()
             let fetched = await fetching.removeFirst().value
             fetchAhead()
-            let bytes: [UInt8]
-            switch fetched {
-            case .success(let b): bytes = b
-            case .failure(let why):
-                scanner.blockMap?.fallBack("WAL segment \(name) \(why.message)")
-                continue
+            return fetched
+        }
+        defer { for f in fetching { f.cancel() } }
+        // Each segment is folded into a map of its own, then into the range's (which compresses
+        // the page images it keeps).
+        for n in first...last {
+            scanner.blockMap = WALBlockMap(from: start, until: end, imageBudget: imageBudget)
+            let goOn = await scanSegment(n, name: name(n), last: last, end: end, scanner: &scanner, next: nextSegment,
+                                         pgWal: pgWal, timeline: timeline, segmentSize: segmentSize)
+            let part = scanner.blockMap!
+            map.append(part)
+            if !part.blocks.isEmpty, let found {
+                let toRead = map.toRead(part.blocks)
+                if !toRead.isEmpty { found(toRead) }
             }
-            do {
-                let scan = try bytes.withUnsafeBytes { try scanner.scan($0, segmentNumber: n) }
-                // The records must run on to the next segment (or past `end` in the last one):
-                // WAL that stops early in the range is damaged, and what it held is unknown.
-                let reached = scan.switched || !scan.endOfWAL || (scan.endOfRecords.map { reaches($0, end) } ?? false)
-                if !reached {
-                    let at = scan.endOfRecords.map { " at \($0)" } ?? ""
-                    scanner.blockMap?.fallBack("WAL segment \(name) ends early\(at), before \(n < last ? "the segment's end" : "\(end)") (damaged or not yet written)")
-                }
-            } catch {
-                scanner.blockMap?.fallBack("WAL segment \(name) cannot be read (\((error as? WaybackError)?.message ?? String(describing: error)))")
-            }
+            if !goOn { break }
         }
         if let pending = scanner.pendingRecordStart, pending < end { map.until = pending }
         return map
+    }
+
+    /// Scans segment `n` (`next` fetches it) into `scanner`'s map (what cannot be read is a fallback there); false when
+    /// the backup stopped (the task was cancelled) and the reading ends here.
+    static func scanSegment(_ n: UInt64, name: WALFileName, last: UInt64, end: LSN, scanner: inout WALRecordScanner,
+                            next: () async -> Result<[UInt8], WaybackError>, pgWal: String?, timeline: UInt32, segmentSize: UInt64) async -> Bool {
+        // A backup that stops (its owner cancelled the task) stops reading here.
+        if Task.isCancelled {
+            scanner.blockMap?.fallBack("the WAL was not read to the end (the backup stopped)")
+            return false
+        }
+        // The segments after those are announced to the kernel (those in pg_wal).
+        if let pgWal {
+            for ahead in (n + 1 + Self.fetchAhead)...(n + 3 + Self.fetchAhead) where ahead <= last {
+                announce(pgWal + "/" + self.name(ahead, timeline, segmentSize))
+            }
+        }
+        let bytes: [UInt8]
+        switch await next() {
+        case .success(let b): bytes = b
+        case .failure(let why):
+            scanner.blockMap?.fallBack("WAL segment \(name) \(why.message)")
+            return true
+        }
+        do {
+            let scan = try bytes.withUnsafeBytes { try scanner.scan($0, segmentNumber: n) }
+            // The records must run on to the next segment (or past `end` in the last one):
+            // WAL that stops early in the range is damaged, and what it held is unknown.
+            let reached = scan.switched || !scan.endOfWAL || (scan.endOfRecords.map { reaches($0, end) } ?? false)
+            if !reached {
+                let at = scan.endOfRecords.map { " at \($0)" } ?? ""
+                scanner.blockMap?.fallBack("WAL segment \(name) ends early\(at), before \(n < last ? "the segment's end" : "\(end)") (damaged or not yet written)")
+            }
+        } catch {
+            scanner.blockMap?.fallBack("WAL segment \(name) cannot be read (\((error as? WaybackError)?.message ?? String(describing: error)))")
+        }
+        return true
     }
 
     static func name(_ n: UInt64, _ timeline: UInt32, _ segmentSize: UInt64) -> String {

@@ -123,9 +123,11 @@ public struct WALRecordScanner: Sendable {
         expectedSegment = segmentNumber + 1
         pageMagic = header.magic
         let collecting = blockMap != nil
-        func fold(_ record: [UInt8], start: LSN, total: Int) {
-            blockMap?.add(record: record, lsn: start, pageMagic: pageMagic, total: total)
+        func fold(_ record: [UInt8], start: LSN, total: Int, end: LSN) {
+            blockMap?.add(record: record, lsn: start, pageMagic: pageMagic, total: total, end: end)
         }
+        // Page images are in the records' bodies: kept images need every record whole.
+        let bodyLimit = blockMap.map { $0.imageBudget > 0 } == true ? Int.max : Self.blockHeadersPrefix
 
         func u16(_ o: Int) -> UInt16 { UInt16(b[o]) | UInt16(b[o + 1]) << 8 }
         func u32(_ o: Int) -> UInt32 { UInt32(u16(o)) | UInt32(u16(o + 2)) << 16 }
@@ -164,7 +166,7 @@ public struct WALRecordScanner: Sendable {
                     pos = next
                     let end = LSN(base + UInt64(next))
                     if c.limit == Int.max, let e = Self.event(c.bytes, start: c.start, end: end) { out.events.append(e) }
-                    if collecting { fold(c.bytes, start: c.start, total: c.total) }
+                    if collecting { fold(c.bytes, start: c.start, total: c.total, end: end) }
                     out.records += 1
                     previousRecord = c.start
                     out.endOfRecords = end
@@ -221,7 +223,7 @@ public struct WALRecordScanner: Sendable {
             if let previousRecord, prev != previousRecord.value { out.endOfWAL = true; break }
             let interesting = (rmid == Self.rmXACT) || (rmid == Self.rmXLOG && (info & 0xF0 == Self.xlogRestorePoint || info & 0xF0 == Self.xlogSwitch))
                 || (collecting && WALBlockMap.needsWholeRecord(rmid: rmid))
-            let limit = interesting ? Int.max : collecting ? Self.blockHeadersPrefix : 0
+            let limit = interesting ? Int.max : collecting ? bodyLimit : 0
             var record = [UInt8]()
             if limit > 0 {
                 record.reserveCapacity(min(total, limit))
@@ -239,7 +241,7 @@ public struct WALRecordScanner: Sendable {
             previousRecord = start
             pos = next
             out.endOfRecords = LSN(base + UInt64(next))
-            if collecting { fold(record, start: start, total: total) }
+            if collecting { fold(record, start: start, total: total, end: LSN(base + UInt64(next))) }
             if interesting {
                 if rmid == Self.rmXLOG && info & 0xF0 == Self.xlogSwitch {
                     // The rest of the segment is unused.

@@ -186,4 +186,73 @@ struct SyntheticWAL {
         #expect(throws: WaybackError.self) { try WALRecordLayout.parse(Self.record([0, 0x80] + Self.le(0, 2) + Self.le(1) + [0, 0, 0, 0]), magic: 0xD110).get() }
         #expect(throws: WaybackError.self) { try WALRecordLayout.parse(Self.record([0, 0x00, 0]), magic: 0xD110).get() }
     }
+
+    /// A page as PostgreSQL lays one out: header (pd_lower 200, pd_upper 7000), line pointers and
+    /// tuples in the used parts, stale bytes in the hole.
+    static func page(seed: UInt8) -> [UInt8] {
+        var p = (0..<8192).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ Int(seed)) }
+        p.replaceSubrange(12..<16, with: le(200, 2) + le(7000, 2))
+        return p
+    }
+
+    /// A record whose block 0 carries `image` (flags `info`, hole at `hole`) and block 1 only
+    /// data, and main data.
+    static func imageRecord(_ image: [UInt8], hole: Int, info: UInt8, block: UInt32 = 669) -> [UInt8] {
+        record([0, 0x10] + le(0, 2) + le(UInt32(image.count), 2) + le(UInt32(hole), 2) + [info] + le(1663) + le(5) + le(16404) + le(block)
+               + [1, 0xA0] + le(3, 2) + le(block + 1) + [255, 2] + image + [9, 9, 9] + [7, 7])
+    }
+
+    @Test func fullPageImagesAreFoundAndRebuiltAsReplayLeavesThem() throws {
+        let original = Self.page(seed: 3)
+        let image = Array(original[0..<200] + original[7000...])
+        let r = Self.imageRecord(image, hole: 200, info: 0x03)  // 15: BKPIMAGE_HAS_HOLE | BKPIMAGE_APPLY
+        let layout = try WALRecordLayout.parse(r, magic: 0xD110, images: true).get()
+        let ref = try #require(layout.images.first ?? nil)
+        #expect(Array(r[ref.range]) == image && ref.holeOffset == 200 && ref.applied && !ref.compressed)
+        #expect(layout.images.count == 2 && layout.images[1] == nil && Array(r[layout.main]) == [7, 7])
+        // 13-14 flags: 0x04 is APPLY there, 0x02 compressed.
+        let old = try WALRecordLayout.parse(Self.imageRecord(image, hole: 200, info: 0x05), magic: 0xD10D, images: true).get()
+        #expect(old.images[0]?.applied == true && old.images[0]?.compressed == false)
+        #expect(try WALRecordLayout.parse(Self.imageRecord(image, hole: 200, info: 0x01), magic: 0xD110, images: true).get().images[0]?.applied == false)
+
+        // The map keeps the image of a page whose last record carries one, with the record's end
+        // (8-aligned) as its LSN; a later record without an image drops it.
+        let fork = RelationFork(tablespace: 1663, database: 5, relation: 16404, fork: 0)
+        var map = WALBlockMap(from: LSN(0x1000), imageBudget: 1 << 20)
+        map.add(record: r, lsn: LSN(0x2000), pageMagic: 0xD110, end: LSN(0x2000 + UInt64(r.count)))
+        let kept = try #require(map.images[fork]?[669])
+        #expect(kept.lsn == LSN((0x2000 + UInt64(r.count) + 7) & ~7) && kept.holeLength == 8192 - 200 - 1192)
+        #expect(map.images[fork]?[670] == nil && map.blocks[fork] == [669, 670])
+        var next = WALBlockMap(from: LSN(0x1000), imageBudget: 1 << 20)
+        next.add(record: Self.record([0, 0x20] + Self.le(2, 2) + Self.le(1663) + Self.le(5) + Self.le(16404) + Self.le(669) + [7, 7]),
+                 lsn: LSN(0x9000), pageMagic: 0xD110, end: LSN(0x9040))
+        #expect(next.images[fork]?[669] == nil)
+        // Merged: compressed and kept within the budget; a later part naming the block wins.
+        var range = WALBlockMap(from: LSN(0x1000), imageBudget: 1 << 20)
+        range.append(map)
+        let stored = try #require(range.images[fork]?[669])
+        #expect(stored.compressed && stored.bytes.count < image.count && range.imageBytes == stored.bytes.count)
+        #expect(range.toRead(range.blocks) == [fork: [670]])
+        var tight = WALBlockMap(from: LSN(0x1000), imageBudget: 16)
+        tight.append(map)
+        #expect(tight.images.isEmpty && tight.toRead(tight.blocks) == [fork: [669, 670]])
+        range.append(next)
+        #expect(range.images.isEmpty && range.imageBytes == 0)
+
+        // Rebuilt: the used parts as they were, the hole zero, pd_lsn the record's end, and the
+        // checksum PostgreSQL would write for block 669.
+        var page = [UInt8](repeating: 0xEE, count: 8192)
+        try page.withUnsafeMutableBytes { try stored.write(into: $0, block: 669, checksums: true, decompressor: Decompressor()) }
+        #expect(Array(page[24..<200]) == Array(original[24..<200]) && Array(page[7000...]) == Array(original[7000...]))
+        #expect(page[200..<7000].allSatisfy { $0 == 0 } && Array(page[10..<24]) == Array(original[10..<24]))
+        page.withUnsafeBytes { p in
+            #expect(PageChecksum.lsn(p) == kept.lsn)
+            #expect(PageChecksum.verifies(p, block: 669) && !PageChecksum.verifies(p, block: 670))
+        }
+        // Not taken: a new page's image (pd_upper 0) and what is not a page.
+        var new = image
+        new[14] = 0; new[15] = 0
+        #expect(WALPageImage(new[...], holeOffset: 200, lsn: LSN(1)) == nil)
+        #expect(WALPageImage(image[0..<100], holeOffset: 20, lsn: LSN(1)) == nil)
+    }
 }

@@ -76,28 +76,46 @@ struct ChangedBlocks: Sendable {
 /// Main and init forks only (what an incr reads page by page), up to `budget` bytes (a block named
 /// by several segments is counted each time), so that a large change cannot evict its own first
 /// pages before the copy reads them. One task does the advising, in the order the WAL named the
-/// blocks; its owner `finish`es it.
+/// blocks; its owner `finish`es it. Each segment's advice is given on a thread of its own
+/// (`Blocking`): `posix_fadvise` waits while the disk's queue is full, and a cooperative thread
+/// held there would stall the decoding it runs beside.
 final class BlockReadAhead: Sendable {
     static let defaultBudget: Int64 = 512 << 20
     private let input: AsyncStream<[RelationFork: Set<UInt32>]>.Continuation
     private let worker: Task<Void, Never>
+    private let finished = Finished()
+
+    /// Set by `finish`, read by the advising threads.
+    final class Finished: Sendable {
+        private let flag = Atomic<Bool>(false)
+        func set() { flag.store(true, ordering: .relaxed) }
+        var isSet: Bool { flag.load(ordering: .relaxed) }
+    }
 
     init(pgdata: String, after start: Task<LSN, any Error>, budget: Int64 = BlockReadAhead.defaultBudget) {
         let (stream, input) = AsyncStream<[RelationFork: Set<UInt32>]>.makeStream()
         self.input = input
+        let finished = finished
         worker = Task {
             _ = try? await start.value
             var left = budget
             // Each tablespace's PG_<version> directory, nil when it has none.
             var versionDirectories = [UInt32: String?]()
             for await blocks in stream where left > 0 {
-                for (fork, set) in blocks.sorted(by: { $0.key < $1.key }) where left > 0 && (fork.fork == 0 || fork.fork == 3) {
-                    if versionDirectories[fork.tablespace] == nil {
-                        let names = fork.tablespace > 1664 ? (try? FileSystem.list(pgdata + "/pg_tblspc/\(fork.tablespace)")) ?? [] : []
-                        versionDirectories.updateValue(names.first { $0.hasPrefix("PG_") }, forKey: fork.tablespace)
-                    }
-                    left -= Self.advise(fork, blocks: set.sorted(), pgdata: pgdata, versionDirectory: versionDirectories[fork.tablespace] ?? nil, budget: left)
+                let forks = blocks.filter { $0.key.fork == 0 || $0.key.fork == 3 }.sorted { $0.key < $1.key }
+                for fork in forks.map(\.key) where versionDirectories[fork.tablespace] == nil {
+                    let names = fork.tablespace > 1664 ? (try? FileSystem.list(pgdata + "/pg_tblspc/\(fork.tablespace)")) ?? [] : []
+                    versionDirectories.updateValue(names.first { $0.hasPrefix("PG_") }, forKey: fork.tablespace)
                 }
+                let directories = versionDirectories, budget = left
+                left -= (try? await Blocking.run {
+                    var advised: Int64 = 0
+                    for (fork, set) in forks where advised < budget && !finished.isSet {
+                        advised += Self.advise(fork, blocks: set.sorted(), pgdata: pgdata, versionDirectory: directories[fork.tablespace] ?? nil,
+                                               budget: budget - advised, finished: finished)
+                    }
+                    return advised
+                }) ?? 0
             }
         }
     }
@@ -107,16 +125,18 @@ final class BlockReadAhead: Sendable {
 
     /// Ends the advising (what is in flight in the kernel completes on its own).
     func finish() {
+        finished.set()
         input.finish()
         worker.cancel()
     }
 
     /// Advises the runs of adjacent `blocks` (sorted) of one fork, file by file; returns the bytes
-    /// advised (at most `budget`, rounded up to a run).
-    static func advise(_ fork: RelationFork, blocks: [UInt32], pgdata: String, versionDirectory: String?, budget: Int64) -> Int64 {
+    /// advised (at most `budget`, rounded up to a run). Stops once the read-ahead is `finished`.
+    static func advise(_ fork: RelationFork, blocks: [UInt32], pgdata: String, versionDirectory: String?, budget: Int64,
+                       finished: Finished = Finished()) -> Int64 {
         let pageSize = Int64(PageChecksum.pageSize), perSegment = PageChecksum.blocksPerSegment
         var advised: Int64 = 0, i = 0
-        while i < blocks.count, advised < budget, !Task.isCancelled {
+        while i < blocks.count, advised < budget, !finished.isSet {
             let segment = blocks[i] / perSegment
             var j = i
             while j < blocks.count && blocks[j] / perSegment == segment { j += 1 }

@@ -75,11 +75,9 @@ public struct WALBlockMap: Sendable, Equatable {
     /// are never compressed; both held more memory, 155-167 MiB against 141-144 MiB at pgbench
     /// scale 100, for no gain in time.)
     public mutating func append(_ next: WALBlockMap) {
-        var compressor: Compressor?
+        let compressors = WALPageImage.Compressors()
         func kept(_ image: WALPageImage) -> WALPageImage? {
-            if image.compressed { return image }
-            if compressor == nil { compressor = Compressor(WALPageImage.compression) }
-            return try? image.compressed(with: compressor!)
+            image.compressed ? image : try? image.compressed(with: compressors)
         }
         for (fork, set) in next.blocks {
             blocks[fork, default: []].formUnion(set)
@@ -87,7 +85,8 @@ public struct WALBlockMap: Sendable, Equatable {
             guard images[fork] != nil || newer != nil else { continue }
             for block in set {
                 if let old = images[fork]?.removeValue(forKey: block) { imageBytes -= old.bytes.count }
-                guard imageBudget > 0, let image = newer?[block], let image = kept(image),
+                // (A full budget compresses nothing more.)
+                guard imageBytes < imageBudget, let image = newer?[block], let image = kept(image),
                       imageBytes + image.bytes.count <= imageBudget else { continue }
                 images[fork, default: [:]][block] = image
                 imageBytes += image.bytes.count

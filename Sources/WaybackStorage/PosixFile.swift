@@ -87,6 +87,21 @@ public final class PosixFile {
         _ = posix_fadvise(fd, off_t(offset), off_t(length), POSIX_FADV_WILLNEED)
     }
 
+    /// Whether the first `length` bytes are all in the page cache (`mincore` of a mapping that is
+    /// never read through): a read of them would not wait for the disk. False when it cannot tell.
+    public func isCached(length: Int) -> Bool {
+        #if os(Linux)
+        guard length > 0, let map = mmap(nil, length, PROT_READ, MAP_SHARED, fd, 0), map != MAP_FAILED else { return false }
+        defer { munmap(map, length) }
+        let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+        var resident = [UInt8](repeating: 0, count: (length + pageSize - 1) / pageSize)
+        guard mincore(map, length, &resident) == 0 else { return false }
+        return resident.allSatisfy { $0 & 1 != 0 }
+        #else
+        return false
+        #endif
+    }
+
     /// The file's current length.
     public func size() throws -> Int64 {
         var st = stat()

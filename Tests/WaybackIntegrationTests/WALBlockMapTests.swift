@@ -2,7 +2,7 @@ import Foundation
 import Synchronization
 import Testing
 
-import WaybackCatalog
+@testable import WaybackCatalog
 import WaybackCore
 import WaybackPostgres
 import WaybackStorage
@@ -131,7 +131,7 @@ struct WALBlockMapTests {
         #expect(identical * 2 > images, "\(identical) of \(images) pages rebuilt from images are the pages on disk")
     }
 
-    @Test("the map of the WAL since a full backup's start, read from the archive (pg_wal for what is not archived yet): the changed table's blocks are named, the untouched one's are not; an archived segment lost in the range is a fallback that names it")
+    @Test("the map of the WAL since a full backup's start, read from the archive (pg_wal for what is not archived yet): the changed table's blocks are named, the untouched one's are not; a segment is read from pg_wal when cached there, else from the archive, else from pg_wal; an archived segment lost in the range is a fallback that names it")
     func fromTheArchive() async throws {
         let t = try TestCluster(settings: ["autovacuum": "off"])
         defer { t.cleanup() }
@@ -181,6 +181,29 @@ struct WALBlockMapTests {
                                               pgWal: t.cluster.dataDirectory + "/pg_wal"))
         #expect(parts.complete && parts.records == map.records && parts.blocks == map.blocks && parts.created == map.created
                 && parts.truncated == map.truncated, "\(parts.records) records in two parts, \(map.records) in one")
+
+        // Where a segment is read from: pg_wal when it is cached there, else the archive (fewer
+        // bytes from the disk), else pg_wal. A stand-in pg_wal holds a segment of zeros under the
+        // name of an archived one, and one of ones under a name not archived.
+        let standIn = t.cluster.dataDirectory + "/../stand-in-pg_wal"
+        try FileSystem.makeDirectories(standIn)
+        let archived = WALFileName(timeline: 1, segmentNumber: start.segmentNumber(segmentSize: segmentSize) + 1)
+        let notArchived = WALFileName(timeline: 1, segmentNumber: 0xFFFF)
+        for (name, byte) in [(archived, UInt8(0)), (notArchived, UInt8(1))] {
+            let f = try PosixFile.create(standIn + "/" + name.description)
+            try [UInt8](repeating: byte, count: Int(segmentSize)).withUnsafeBytes { try f.pwrite($0, offset: 0) }
+            try f.fsync()
+            #expect(posix_fadvise(f.fd, 0, 0, POSIX_FADV_DONTNEED) == 0)
+            try f.close()
+        }
+        let real = try [UInt8](Data(contentsOf: URL(fileURLWithPath: t.cluster.dataDirectory + "/pg_wal/" + archived.description)))
+        func read(_ name: WALFileName) async throws -> [UInt8] {
+            try await WALChanges.segment(name, segmentSize: segmentSize, catalog: archive, pgWal: standIn, buffers: SegmentBuffers(size: Int(segmentSize))).get()
+        }
+        #expect(try await read(archived) == real, "a cold segment in pg_wal is read from the archive")
+        _ = try Data(contentsOf: URL(fileURLWithPath: standIn + "/" + archived.description))  // now cached
+        #expect(try await read(archived).allSatisfy { $0 == 0 }, "a cached segment in pg_wal is read from there")
+        #expect(try await read(notArchived).allSatisfy { $0 == 1 }, "a segment not archived is read from pg_wal, cold or not")
 
         // A segment of the range lost from the archive (and not in pg_wal): named as a fallback.
         let lost = WALFileName(timeline: 1, segmentNumber: start.segmentNumber(segmentSize: WALFileName.defaultSegmentSize) + 1)

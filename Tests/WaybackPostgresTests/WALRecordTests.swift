@@ -249,6 +249,25 @@ struct SyntheticWAL {
             #expect(PageChecksum.lsn(p) == kept.lsn)
             #expect(PageChecksum.verifies(p, block: 669) && !PageChecksum.verifies(p, block: 670))
         }
+        // An index page's image (a 16-byte special space) is kept through `PageDelta` (then LZ4),
+        // far smaller, and rebuilt the same.
+        var leaf = Self.page(seed: 5)
+        leaf.replaceSubrange(16..<18, with: Self.le(8176, 2))
+        for item in stride(from: 7000, to: 8176, by: 16) {
+            leaf.replaceSubrange(item..<(item + 16), with: Self.le(UInt32(item / 16)) + Self.le(0x10) + Self.le(UInt32(item)) + Self.le(0))
+        }
+        let leafImage = Array(leaf[0..<200] + leaf[7000...])
+        var leafPart = WALBlockMap(from: LSN(0x1000), imageBudget: 1 << 20), leafRange = leafPart
+        leafPart.add(record: Self.imageRecord(leafImage, hole: 200, info: 0x03), lsn: LSN(0x2000), pageMagic: 0xD110, end: LSN(0x3000))
+        leafRange.append(leafPart)
+        let leafStored = try #require(leafRange.images[fork]?[669])
+        #expect(leafStored.filtered && !stored.filtered && leafStored.bytes.count < leafImage.count / 4)
+        var rebuilt = [UInt8](repeating: 0xEE, count: 8192), expected = leaf
+        try rebuilt.withUnsafeMutableBytes { try leafStored.write(into: $0, block: 669, checksums: false, decompressor: Decompressor()) }
+        expected.replaceSubrange(200..<7000, with: repeatElement(0, count: 6800))
+        expected.replaceSubrange(0..<8, with: Self.le(0) + Self.le(0x3000))
+        #expect(rebuilt == expected)
+
         // Not taken: a new page's image (pd_upper 0) and what is not a page.
         var new = image
         new[14] = 0; new[15] = 0

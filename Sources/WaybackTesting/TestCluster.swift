@@ -45,14 +45,50 @@ public enum TestEnvironment {
         if getuid() == 0, let pw = getpwnam(osUser) { _ = chown(path, pw.pointee.pw_uid, pw.pointee.pw_gid) }
     }
 
-    /// A new directory under /var/tmp owned by the test OS user.
+    /// A new directory under /var/tmp owned by the test OS user, named after this process
+    /// (`wayback-<label>-p<pid>-XXXXXX`, see `sweepStale`).
     public static func makeTemporaryDirectory(_ label: String) throws -> String {
-        var template = Array("/var/tmp/wayback-\(label)-XXXXXX".utf8CString)
+        _ = swept
+        var template = Array("/var/tmp/wayback-\(label)-p\(getpid())-XXXXXX".utf8CString)
         guard let p = mkdtemp(&template) else { throw WaybackError(.io, "mkdtemp failed") }
         let path = String(cString: p)
         _ = chmod(path, 0o755)
         if getuid() == 0, let pw = getpwnam(osUser) { _ = chown(path, pw.pointee.pw_uid, pw.pointee.pw_gid) }
         return path
+    }
+
+    /// The first new directory of a test process sweeps what killed runs left (not with
+    /// `TEST_WAYBACK_KEEP`: what a run kept stays until a run without it).
+    private static let swept: [String] = ProcessInfo.processInfo.environment["TEST_WAYBACK_KEEP"] == nil ? sweepStale() : []
+
+    /// Removes the directories `makeTemporaryDirectory` made for test processes that are gone (a run
+    /// stopped by a timeout or a signal leaves its throwaway clusters running, and they hold memory
+    /// and ports on the machine): every cluster in them (a `postmaster.pid` up to three levels
+    /// down) is stopped first. Returns the directories removed. A directory whose process still
+    /// runs, or whose name holds no process number, is left alone.
+    @discardableResult
+    public static func sweepStale(in parent: String = "/var/tmp") -> [String] {
+        var removed = [String]()
+        for name in (try? FileSystem.list(parent)) ?? [] where name.hasPrefix("wayback-") {
+            let parts = name.split(separator: "-")
+            guard parts.count >= 4, parts.last?.count == 6, parts[parts.count - 2].first == "p", let pid = Int32(parts[parts.count - 2].dropFirst()), pid > 0,
+                  kill(pid, 0) != 0, errno == ESRCH else { continue }
+            let dir = parent + "/" + name
+            for data in postmasterDirectories(dir, depth: 3) {
+                try? LocalCluster(binDirectory: pgBin, dataDirectory: data, socketDirectory: dir, port: 0, osUser: osUser).stop(mode: "immediate")
+            }
+            if (try? FileSystem.removeTree(dir)) != nil { removed.append(dir) }
+        }
+        return removed
+    }
+
+    /// The directories under `dir` (itself included, `depth` levels down, links not followed)
+    /// that hold a `postmaster.pid`.
+    static func postmasterDirectories(_ dir: String, depth: Int) -> [String] {
+        guard let status = try? FileSystem.status(dir, followLinks: false), status.isDirectory else { return [] }
+        if (try? FileSystem.status(dir + "/postmaster.pid", followLinks: false)) != nil { return [dir] }
+        guard depth > 0 else { return [] }
+        return ((try? FileSystem.list(dir)) ?? []).flatMap { postmasterDirectories(dir + "/" + $0, depth: depth - 1) }
     }
 
     /// Writes an executable script (mode 0755). The descriptor is opened with `O_CLOEXEC`:

@@ -428,7 +428,7 @@ public enum PhysicalBackup {
     /// Bytes of page images (compressed) an incr's block map keeps, so that the pages whose last
     /// record in the range carries a full-page image are built from it instead of read (see
     /// `WALPageImage`): with `incr_method: wal` on 8 KiB pages. The budget bounds the memory
-    /// (24 MiB: about 10,000 B-tree leaf pages of pgbench); past it the pages are read.
+    /// (24 MiB: about 70,000 B-tree leaf pages of pgbench, filtered, or 10,000 heap pages); past it the pages are read.
     static let imageBudget = 24 << 20
     static func imageBudget(_ config: BackupConfiguration, facts: ClusterFacts) -> Int {
         config.incrMethod == .wal && facts.blockSize == PageChecksum.pageSize ? imageBudget : 0

@@ -158,6 +158,8 @@ extension PhysicalBackup {
                           counter: ByteCounter, tally: ReadTally) async throws -> WorkerOutput {
         var out = WorkerOutput(worker: worker)
         let compressor = Compressor(config.compression)
+        // The changed pages of a diff or incr (LZ4 by default: a restore through a chain decodes them all).
+        let pageCompressor = config.pageCompression.map { $0 == config.compression ? compressor : Compressor($0) } ?? compressor
         var buffer = [UInt8].scratch(count: FrameFormat.rawChunk)
         var pending = queue.next(worker: worker)
         var sequence = 0
@@ -172,7 +174,7 @@ extension PhysicalBackup {
                 var item: DataDirectoryScan.FileItem? = first
                 while let file = item {
                     let readAt = Date().timeIntervalSince1970
-                    if let (entry, failure) = try await copyOne(file, into: frames, packIndex: packIndex, compressor: compressor, buffer: &buffer,
+                    if let (entry, failure) = try await copyOne(file, into: frames, packIndex: packIndex, compressor: compressor, pageCompressor: pageCompressor, buffer: &buffer,
                                                                  verification: verification, incremental: incremental, counter: counter,
                                                                  tally: tally) {
                         filesInPack.append(entry)
@@ -201,7 +203,7 @@ extension PhysicalBackup {
     /// `verification`); nil when it vanished before it could be opened (dropped meanwhile). With
     /// `incremental`, a file the reference has is stored at page level (relation files) or not at
     /// all when unchanged (other files).
-    static func copyOne(_ file: DataDirectoryScan.FileItem, into frames: FrameWriter, packIndex: Int, compressor: Compressor,
+    static func copyOne(_ file: DataDirectoryScan.FileItem, into frames: FrameWriter, packIndex: Int, compressor: Compressor, pageCompressor: Compressor,
                         buffer: inout [UInt8], verification: PageVerification?, incremental: IncrementalReference?,
                         counter: ByteCounter, tally: ReadTally) async throws -> (BackupManifest.File, BackupManifest.PageFailure?)? {
         let handle: PosixFile
@@ -218,13 +220,13 @@ extension PhysicalBackup {
                     return try await copyNamedPages(file, handle: handle, reference: old, named: named, tail: tail,
                                                     images: incremental.changes?.images(path: file.path) ?? [:],
                                                     checksums: incremental.changes?.checksums ?? false, incremental: incremental,
-                                                    into: frames, packIndex: packIndex, compressor: compressor, buffer: &buffer,
+                                                    into: frames, packIndex: packIndex, compressor: compressor, pageCompressor: pageCompressor, buffer: &buffer,
                                                     verification: verification, relation: verified, counter: counter, tally: tally)
                 }
                 var crossCheck: (named: [UInt32], tail: UInt32)?
                 if incremental.method == .both, case .blocks(let named, let tail)? = choice { crossCheck = (named, tail) }
                 return try await copyPages(file, handle: handle, reference: old, incremental: incremental, crossCheck: crossCheck, into: frames,
-                                           packIndex: packIndex, compressor: compressor, buffer: &buffer, verification: verification,
+                                           packIndex: packIndex, compressor: compressor, pageCompressor: pageCompressor, buffer: &buffer, verification: verification,
                                            relation: verified, counter: counter, tally: tally)
             }
             if file.size == old.size {
@@ -292,7 +294,7 @@ extension PhysicalBackup {
     /// whose LSN is the reference's start, the end of a record that began before it).
     static func copyPages(_ file: DataDirectoryScan.FileItem, handle: PosixFile, reference old: BackupManifest.File,
                           incremental: IncrementalReference, crossCheck: (named: [UInt32], tail: UInt32)? = nil,
-                          into frames: FrameWriter, packIndex: Int, compressor: Compressor,
+                          into frames: FrameWriter, packIndex: Int, compressor: Compressor, pageCompressor: Compressor,
                           buffer: inout [UInt8], verification: PageVerification?, relation: PageChecksum.RelationFile?,
                           counter: ByteCounter, tally: ReadTally) async throws -> (BackupManifest.File, BackupManifest.PageFailure?)? {
         let pageSize = PageChecksum.pageSize
@@ -306,7 +308,7 @@ extension PhysicalBackup {
         var badBlocks = [UInt32]()
         var nextNamed = 0
         func flush() async throws {
-            try await flushPages(&pending, into: frames, chunks: &chunks, packIndex: packIndex, compressor: compressor)
+            try await flushPages(&pending, into: frames, chunks: &chunks, packIndex: packIndex, compressor: pageCompressor)
         }
         while true {
             let n = try readVerified(handle, at: size, into: &buffer, verification: verification, relation: relation, badBlocks: &badBlocks)
@@ -381,7 +383,7 @@ extension PhysicalBackup {
     static func copyNamedPages(_ file: DataDirectoryScan.FileItem, handle: PosixFile, reference old: BackupManifest.File,
                                named: [UInt32], tail: UInt32, images: [UInt32: WALPageImage] = [:], checksums: Bool = false,
                                incremental: IncrementalReference, into frames: FrameWriter,
-                               packIndex: Int, compressor: Compressor, buffer: inout [UInt8], verification: PageVerification?,
+                               packIndex: Int, compressor: Compressor, pageCompressor: Compressor, buffer: inout [UInt8], verification: PageVerification?,
                                relation: PageChecksum.RelationFile?, counter: ByteCounter,
                                tally: ReadTally) async throws -> (BackupManifest.File, BackupManifest.PageFailure?)? {
         let pageSize = PageChecksum.pageSize
@@ -407,7 +409,7 @@ extension PhysicalBackup {
         pending.reserveCapacity(FrameFormat.rawChunk)
         var badBlocks = [UInt32]()
         func flush() async throws {
-            try await flushPages(&pending, into: frames, chunks: &chunks, packIndex: packIndex, compressor: compressor)
+            try await flushPages(&pending, into: frames, chunks: &chunks, packIndex: packIndex, compressor: pageCompressor)
         }
         var end: Int64 = 0, readBytes: Int64 = 0
         var next = 0, tailBlock = tail

@@ -13,6 +13,8 @@ public struct BackupConfiguration: Sendable {
     public var pgdata: String
     public var connection: ConnectionSettings
     public var compression: CompressionSettings
+    /// How the changed pages of a diff or incr are compressed (nil: as `compression`).
+    public var pageCompression: CompressionSettings?
     public var parallelism: Int
     public var lockDirectory: String
     /// How long to wait for the backup's WAL to reach the archive.

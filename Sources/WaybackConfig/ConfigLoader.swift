@@ -129,6 +129,11 @@ public enum ConfigLoader {
         guard alg == .none || alg.levels.contains(level) else {
             throw WaybackError(.config, "\(v.origin("compression.level")): compression.level must be from \(alg.levels.lowerBound) to \(alg.levels.upperBound) for \(alg), not \(level)")
         }
+        let compression = CompressionSettings(algorithm: alg, level: level)
+        // The changed pages of incr and diff backups: LZ4 level 1 unless told `same` (or nothing is
+        // compressed at all), because a restore through a chain decodes every one of their frames.
+        let fast = try v.defaulted("compression.incremental", ConfigValues.string) == "lz4" && alg != .none
+        let pageCompression = fast ? CompressionSettings(algorithm: .lz4, level: 1) : compression
         let wait = try v.defaulted("backup.archive_wait_seconds", ConfigValues.number)
         guard wait > 0 else { throw WaybackError(.config, "\(v.origin("backup.archive_wait_seconds")): backup.archive_wait_seconds must be positive") }
         let rate = try v.defaulted("backup.max_rate_mb", ConfigValues.int)
@@ -145,7 +150,7 @@ public enum ConfigLoader {
             spoolLimitBytes: Int64(try v.defaulted("archive.spool_limit_mb", ConfigValues.int)) << 20,
             pushAhead: try v.defaulted("archive.push_ahead", ConfigValues.bool))
         return WaybackConfiguration(
-            path: path, cluster: cluster, repositories: repos, compression: CompressionSettings(algorithm: alg, level: level),
+            path: path, cluster: cluster, repositories: repos, compression: compression, pageCompression: pageCompression,
             parallelism: try v.defaulted("parallelism", ConfigValues.int), lockPath: try v.defaulted("lock_path", ConfigValues.string),
             logLevel: try v.defaulted("log_level", as: LogLevel.self),
             backup: backup, restore: .init(prefetchSegments: try v.defaulted("restore.prefetch_segments", ConfigValues.int)), archive: archive,

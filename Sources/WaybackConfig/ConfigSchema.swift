@@ -121,6 +121,7 @@ public enum ConfigSchema {
 
         ConfigKey("compression.algorithm", .choice(["zstd", "lz4", "gzip", "none"]), .value("zstd")),
         ConfigKey("compression.level", .int(nil), .derived("1 (gzip: 6); zstd 1-19, lz4 1-12, gzip 1-9")),
+        ConfigKey("compression.incremental", .choice(["lz4", "same"]), .value("lz4")),
         ConfigKey("parallelism", .int(1...64), .value("2")),
         ConfigKey("lock_path", .path, .value("/tmp/wayback")),
         ConfigKey("log_level", .choice(LogLevel.allCases.map(\.rawValue)), .value("info")),

@@ -82,6 +82,9 @@ public struct WaybackConfiguration: Sendable {
     public var cluster: ClusterSettings
     public var repositories: [RepositorySettings]
     public var compression: CompressionSettings
+    /// How the changed pages of incr and diff backups are compressed (`compression.incremental`:
+    /// LZ4 level 1 by default, else `compression` itself).
+    public var pageCompression: CompressionSettings
     public var parallelism: Int
     public var lockPath: String
     public var logLevel: LogLevel

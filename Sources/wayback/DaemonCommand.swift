@@ -28,6 +28,7 @@ extension CommandRun {
         b.maxRateBytes = config.backup.maxRateBytes
         b.recordRowCounts = config.backup.recordRowCounts
         b.incrMethod = config.backup.incrMethod
+        b.pageCompression = config.pageCompression
         b.backupLog = backupLog()
         b.localRepositories = config.repositories.filter { $0.type == .local }.map { ($0.name, $0.path) }
         let run = self

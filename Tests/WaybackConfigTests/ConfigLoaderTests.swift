@@ -35,6 +35,16 @@ import WaybackCore
         #expect(c.parallelism == 2 && c.backup.archiveWaitSeconds == 120 && c.backup.fastCheckpoint)
     }
 
+    @Test func incrementalPagesAreLZ4UnlessToldSameOrNothingIsCompressed() throws {
+        #expect(try parse(minimal).pageCompression == CompressionSettings(algorithm: .lz4, level: 1))
+        let same = minimal.replacingOccurrences(of: "{ algorithm: zstd, level: 1 }", with: "{ algorithm: zstd, level: 3, incremental: same }")
+        #expect(try parse(same).pageCompression == CompressionSettings(algorithm: .zstd, level: 3))
+        #expect(try parse(minimal, env: ["WAYBACK_COMPRESSION_ALGORITHM": "none"]).pageCompression.algorithm == .none)
+        #expect(try parse(minimal, env: ["WAYBACK_COMPRESSION_INCREMENTAL": "same"]).pageCompression == CompressionSettings(algorithm: .zstd, level: 1))
+        let wrong = minimal.replacingOccurrences(of: "level: 1 }", with: "level: 1, incremental: zstd }")
+        #expect(error(wrong)?.message.contains("'compression.incremental' must be one of lz4, same, not 'zstd'") == true)
+    }
+
     @Test func retentionHasDefaultsAndEachRepositoryMayOverrideIt() throws {
         #expect(try parse(minimal).retention == RetentionPolicy.default)
         let text = minimal.replacingOccurrences(of: "    path: /var/backups/wayback\n", with: "    path: /var/backups/wayback\n    retention: { daily: 7, weekly: 0, monthly: 0, quarterly: 0 }\n")

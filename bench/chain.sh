@@ -15,6 +15,8 @@
 # Needs root (drop_caches, runuser), pgbackrest (Debian package; installed if missing) and a
 # release build of wayback (built if missing). env: REPS (3), TX (20000), CHAIN (23), CHAIN_TX
 # (5000), BENCH_ROOT (/var/tmp/wayback-chain-bench), PORT (5436), KEEP=1 keeps everything,
+# RESTORE_ONLY=1 runs only the restores (REPS rounds), on a run kept with KEEP=1 and with the
+# release binary as it is now (to compare a change of the restore on the same repository),
 # SETTLE=1: an untimed CHECKPOINT before each timed incr of either tool. Without it pgBackRest's
 # incr, which runs first, pays the start checkpoint that writes the transactions' dirty buffers
 # (about 0.5 s at scale 100) and Wayback's, right after, finds almost nothing to write.
@@ -32,6 +34,9 @@ HERE=$(cd "$(dirname "$0")/.." && pwd)
 command -v pgbackrest >/dev/null || { apt-get update -qq && apt-get install -y -qq pgbackrest >/dev/null; }
 WB_BUILT=$(wayback_release "$HERE")
 
+# The backups: a cluster, both tools' fulls and incrs, the day's chain; the ids the restores need
+# are kept in $ROOT/log/chain.ids for RESTORE_ONLY=1.
+make_chain() {
 echo "== setup: pgbench scale $SCALE in $ROOT"
 if [ -f "$ROOT/pgdata/postmaster.pid" ]; then as_pg "$PGBIN/pg_ctl" -D "$ROOT/pgdata" -m immediate stop || true; fi
 rm -rf "$ROOT"; mkdir -p "$ROOT"/{run,log,pbr-repo,wb-repo,lock,bin}
@@ -98,6 +103,19 @@ print("data:", out)
 PY
 SAME_FULL=$(wayback_backup wayback.same_full full)
 echo "chain: wayback $LAST_INCR, full of the same data $SAME_FULL, pgbackrest $PBR_SET"
+printf 'LAST_INCR=%s\nSAME_FULL=%s\nPBR_SET=%s\nDATA_BYTES=%s\n' "$LAST_INCR" "$SAME_FULL" "$PBR_SET" "$DATA_BYTES" > "$ROOT/log/chain.ids"
+}
+
+if [ "${RESTORE_ONLY:-0}" = 1 ]; then
+    # The restores alone, again, on a run kept with KEEP=1, with the binary built now.
+    [ -f "$ROOT/log/chain.ids" ] || { echo "bench/chain.sh: RESTORE_ONLY=1 needs a run kept with KEEP=1 in $ROOT" >&2; exit 1; }
+    . "$ROOT/log/chain.ids"
+    install -s -m 755 "$WB_BUILT" "$ROOT/bin/wayback"; WB=$ROOT/bin/wayback
+    RES=$ROOT/log/restore-results.txt; READS=$ROOT/log/restore-reads.txt; : > "$RES"; : > "$READS"
+    echo "== restore only: chain: wayback $LAST_INCR, full of the same data $SAME_FULL, pgbackrest $PBR_SET"
+else
+    make_chain
+fi
 
 echo "== restore: $REPS rounds of each"
 restore_pbr() { cold; timed pgbackrest.restore_chain -- runuser -u postgres -- bash -c "pgbackrest --config='$ROOT/pgbackrest.conf' --stanza=bench --set=$PBR_SET --pg1-path='$ROOT/r-pbr' restore && sync"; }
@@ -117,7 +135,8 @@ if ! diff -rq --exclude=backup_label --exclude=backup_manifest --exclude=pg_wal 
 fi
 rm -rf "$ROOT/r-pbr" "$ROOT/r-wb" "$ROOT/r-wbf"
 
-publish_tsv "chain-$SCALE"
+# A restore-only run is not published: its data would replace the backups' measurements.
+[ "${RESTORE_ONLY:-0}" = 1 ] || publish_tsv "chain-$SCALE"
 python3 - "$RES" "$READS" "$DATA_BYTES" <<'PY'
 import sys, statistics as st
 rows, reads = {}, {}
@@ -147,4 +166,4 @@ ratio("wayback.restore_chain", "wayback.restore_full", "<= 1.15x")
 peak = max(max(r for _, r in rows[k]) for k in rows if k.startswith("wayback."))
 print(f"- peak RSS of any wayback step: {peak / 1024:.0f} MiB (goal: < 150 MiB)")
 PY
-[ "${KEEP:-0}" = 1 ] || rm -rf "$ROOT"
+[ "${KEEP:-0}" = 1 ] || [ "${RESTORE_ONLY:-0}" = 1 ] || rm -rf "$ROOT"

@@ -174,9 +174,9 @@ extension PhysicalBackup {
                 var item: DataDirectoryScan.FileItem? = first
                 while let file = item {
                     let readAt = Date().timeIntervalSince1970
-                    if let (entry, failure) = try await copyOne(file, into: frames, packIndex: packIndex, compressor: compressor, pageCompressor: pageCompressor, buffer: &buffer,
-                                                                 verification: verification, incremental: incremental, counter: counter,
-                                                                 tally: tally) {
+                    if let (entry, failure) = try await copyOne(file, into: frames, packIndex: packIndex, compressor: compressor,
+                                                                 pageCompressor: pageCompressor, buffer: &buffer, verification: verification,
+                                                                 incremental: incremental, counter: counter, tally: tally) {
                         filesInPack.append(entry)
                         if let failure { out.pageFailures.append(failure) }
                         var local = entry
@@ -203,8 +203,8 @@ extension PhysicalBackup {
     /// `verification`); nil when it vanished before it could be opened (dropped meanwhile). With
     /// `incremental`, a file the reference has is stored at page level (relation files) or not at
     /// all when unchanged (other files).
-    static func copyOne(_ file: DataDirectoryScan.FileItem, into frames: FrameWriter, packIndex: Int, compressor: Compressor, pageCompressor: Compressor,
-                        buffer: inout [UInt8], verification: PageVerification?, incremental: IncrementalReference?,
+    static func copyOne(_ file: DataDirectoryScan.FileItem, into frames: FrameWriter, packIndex: Int, compressor: Compressor,
+                        pageCompressor: Compressor, buffer: inout [UInt8], verification: PageVerification?, incremental: IncrementalReference?,
                         counter: ByteCounter, tally: ReadTally) async throws -> (BackupManifest.File, BackupManifest.PageFailure?)? {
         let handle: PosixFile
         do { handle = try PosixFile.openForReading(file.absolutePath) } catch let e as WaybackError where e.code == .notFound {
@@ -220,14 +220,14 @@ extension PhysicalBackup {
                     return try await copyNamedPages(file, handle: handle, reference: old, named: named, tail: tail,
                                                     images: incremental.changes?.images(path: file.path) ?? [:],
                                                     checksums: incremental.changes?.checksums ?? false, incremental: incremental,
-                                                    into: frames, packIndex: packIndex, compressor: compressor, pageCompressor: pageCompressor, buffer: &buffer,
+                                                    into: frames, packIndex: packIndex, pageCompressor: pageCompressor, buffer: &buffer,
                                                     verification: verification, relation: verified, counter: counter, tally: tally)
                 }
                 var crossCheck: (named: [UInt32], tail: UInt32)?
                 if incremental.method == .both, case .blocks(let named, let tail)? = choice { crossCheck = (named, tail) }
                 return try await copyPages(file, handle: handle, reference: old, incremental: incremental, crossCheck: crossCheck, into: frames,
-                                           packIndex: packIndex, compressor: compressor, pageCompressor: pageCompressor, buffer: &buffer, verification: verification,
-                                           relation: verified, counter: counter, tally: tally)
+                                           packIndex: packIndex, compressor: compressor, pageCompressor: pageCompressor, buffer: &buffer,
+                                           verification: verification, relation: verified, counter: counter, tally: tally)
             }
             if file.size == old.size {
                 let (size, sha) = try handle.sha256()
@@ -383,7 +383,7 @@ extension PhysicalBackup {
     static func copyNamedPages(_ file: DataDirectoryScan.FileItem, handle: PosixFile, reference old: BackupManifest.File,
                                named: [UInt32], tail: UInt32, images: [UInt32: WALPageImage] = [:], checksums: Bool = false,
                                incremental: IncrementalReference, into frames: FrameWriter,
-                               packIndex: Int, compressor: Compressor, pageCompressor: Compressor, buffer: inout [UInt8], verification: PageVerification?,
+                               packIndex: Int, pageCompressor: Compressor, buffer: inout [UInt8], verification: PageVerification?,
                                relation: PageChecksum.RelationFile?, counter: ByteCounter,
                                tally: ReadTally) async throws -> (BackupManifest.File, BackupManifest.PageFailure?)? {
         let pageSize = PageChecksum.pageSize
